@@ -1,0 +1,83 @@
+# netgpt — one binary, plain make.
+#   make            build ./netgpt (optimized; fast kernels chosen at run time)
+#   make test       build tests with ASan+UBSan, run them all; last line "N passed, N failed"
+#   make bench      build and run the benchmarks (validated before timed)
+#   make fuzz       build the libFuzzer harnesses (clang) and run each FUZZ_SECONDS (default 30)
+#   make fixtures   regenerate reference fixtures (needs python3-torch, node)
+#   make deps       install missing Debian packages and npm test references
+CC ?= cc
+WERROR ?=
+BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Wshadow -Wno-unused-parameter -fopenmp -Isrc $(if $(WERROR),-Werror)
+CFLAGS ?= -O2
+LDLIBS = -lm -lcjson -fopenmp
+SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+LIB_SRC := $(shell find src -name '*.c' ! -path 'src/cli/*' | sort)
+CLI_SRC := $(sort $(wildcard src/cli/*.c))
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+HDRS := $(shell find src tests -name '*.h')
+
+REL_OBJ := $(LIB_SRC:%.c=build/rel/%.o)
+REL_CLI := $(CLI_SRC:%.c=build/rel/%.o)
+SAN_OBJ := $(LIB_SRC:%.c=build/san/%.o)
+SAN_CLI := $(CLI_SRC:%.c=build/san/%.o)
+TEST_BIN := $(TEST_SRC:tests/%.c=build/san/tests/%)
+
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_SECONDS ?= 30
+
+.PHONY: all test bench fixtures deps clean format demo fuzz
+all: netgpt
+
+netgpt: $(REL_OBJ) $(REL_CLI)
+	$(CC) $(CFLAGS) $(BASE_CFLAGS) -o $@ $^ $(LDLIBS)
+
+build/rel/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(BASE_CFLAGS) -c -o $@ $<
+
+build/san/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) -O1 $(SAN) $(BASE_CFLAGS) -c -o $@ $<
+
+build/san/netgpt: $(SAN_OBJ) $(SAN_CLI)
+	$(CC) $(SAN) $(BASE_CFLAGS) -o $@ $^ $(LDLIBS)
+
+build/san/tests/%: tests/%.c $(SAN_OBJ) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) -O1 $(SAN) $(BASE_CFLAGS) -Itests -o $@ $< $(SAN_OBJ) $(LDLIBS)
+
+test: $(TEST_BIN) build/san/netgpt netgpt
+	@sh tests/run.sh $(TEST_BIN)
+
+build/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(HDRS)
+	@mkdir -p $(dir $@)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	    -fopenmp=libgomp -Isrc -o $@ $< $(LIB_SRC) -lcjson -lm
+
+fuzz: $(FUZZ_BIN)
+	@for f in $(FUZZ_BIN); do \
+	    c=build/fuzz/corpus-$$(basename $$f); mkdir -p $$c; \
+	    echo "fuzz: $$f for $(FUZZ_SECONDS) s"; \
+	    $$f -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=0 $$c 2>build/fuzz/$$(basename $$f).log \
+	        || { tail -n 40 build/fuzz/$$(basename $$f).log; exit 1; }; \
+	done; echo "fuzz: all harnesses clean"
+
+bench: netgpt
+	./netgpt bench
+
+fixtures:
+	$(MAKE) -C tools/reference
+
+deps:
+	sh tools/deps.sh
+
+demo: netgpt
+	sh tools/demo.sh
+
+format:
+	clang-format -i $(LIB_SRC) $(CLI_SRC) $(TEST_SRC) $(HDRS)
+
+clean:
+	rm -rf build netgpt

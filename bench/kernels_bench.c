@@ -1,0 +1,157 @@
+/* kernels_bench — matmul speed against this machine's own measured limits.
+ *
+ * Prints the measured read bandwidth and FMA peak (1 and 2 threads), then for the GPT-2 124M
+ * weight shapes and f32/f16/bf16 weights:
+ *   - decode (B=1): GB/s of weight bytes streamed, as % of the measured read bandwidth for
+ *     the same thread count;
+ *   - prefill (B=128): GFLOP/s (2*B*N*K per call), as % of the measured FMA peak.
+ * Every configuration is validated against ng_matmul_ref before it is timed; a mismatch ends
+ * the program with status 1. Timings are the best of several repetitions (the machine is
+ * shared). Usage: kernels_bench [--quick] [--portable] */
+#include "core/dtype.h"
+#include "core/kernels.h"
+#include "core/util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t rng = 12345;
+static float frand(void) {
+    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((rng >> 40) * (1.0 / (1 << 23)) - 1.0);
+}
+
+/* Max over outputs of |y - ref| / (2 (K+2) 2^-24 sum|x w|): <= 1 is within the rounding bound
+ * the tests use. The weights are dequantized once so the bound uses the values the kernel saw. */
+static double check(const float *y, const float *ref, const float *x, const float *wf, int B, int N, int K) {
+    double worst = 0;
+    for (int b = 0; b < B; b++) {
+        for (int n = 0; n < N; n++) {
+            double s = 0;
+            for (int k = 0; k < K; k++) s += fabs((double)x[(size_t)b * K + k] * wf[(size_t)n * K + k]);
+            double tol = 2.0 * (K + 2) * 0x1p-24 * s + 1e-30;
+            double r = fabs((double)y[(size_t)b * N + n] - ref[(size_t)b * N + n]) / tol;
+            if (!(r <= worst)) worst = r;
+        }
+    }
+    return worst;
+}
+
+/* Best seconds per call over reps repetitions of at least min_s each. Calls rotate over the
+ * ncopies weight copies so that, as in a real decode step (a model's weights are far larger than
+ * the L3), every call streams its weights from memory rather than the cache. */
+static double time_matmul(float *y, const float *x, void *const *w, int ncopies, ng_type wt, int B, int N, int K,
+                          int reps, double min_s) {
+    double best = 1e30;
+    int c = 0;
+    for (int r = 0; r < reps; r++) {
+        int inner = 0;
+        double t0 = ng_time(), dt;
+        do {
+            ng_matmul(y, x, w[c], wt, NULL, B, N, K);
+            c = (c + 1) % ncopies;
+            inner++;
+            dt = ng_time() - t0;
+        } while (dt < min_s);
+        if (dt / inner < best) best = dt / inner;
+    }
+    return best;
+}
+
+/* Weight copies needed so that one rotation covers 256 MiB, 8x this machine's L3. */
+#define COLD_BYTES ((double)(256 << 20))
+
+int main(int argc, char **argv) {
+    int quick = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--quick") == 0) quick = 1;
+        else if (strcmp(argv[i], "--portable") == 0) ng_kernel_force_portable(1);
+        else {
+            fprintf(stderr, "usage: %s [--quick] [--portable]\n", argv[0]);
+            return 2;
+        }
+    }
+    const int reps = quick ? 3 : 7;
+    double bw[3], peak[3];
+    for (int t = 1; t <= 2; t++) {
+        bw[t] = ng_measure_read_bandwidth(t);
+        peak[t] = ng_measure_peak_flops(t);
+    }
+    printf("kernel path: %s\n", ng_kernel_path());
+    printf("read bandwidth: 1 thread %.1f GB/s, 2 threads %.1f GB/s\n", bw[1] / 1e9, bw[2] / 1e9);
+    printf("FMA peak f32:   1 thread %.1f GFLOP/s, 2 threads %.1f GFLOP/s\n\n", peak[1] / 1e9, peak[2] / 1e9);
+
+    static const struct {
+        int N, K;
+        const char *what;
+    } shapes[] = {
+        {2304, 768, "attn qkv"}, {768, 768, "attn proj"}, {3072, 768, "mlp fc"},
+        {768, 3072, "mlp proj"}, {50257, 768, "lm head"},
+    };
+    static const ng_type types[] = {NG_F32, NG_F16, NG_BF16};
+    enum { BP = 128 };
+    printf("%-10s %-11s %-5s | %-30s %-30s | %s\n", "shape", "N x K", "type", "decode B=1, 1 thread",
+           "decode B=1, 2 threads", "prefill B=128, 2 threads");
+    int failed = 0;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        int N = shapes[s].N, K = shapes[s].K;
+        float *wf = malloc(sizeof(float) * (size_t)N * K);
+        float *x = malloc(sizeof(float) * (size_t)BP * K);
+        float *y = malloc(sizeof(float) * (size_t)BP * N), *ref = malloc(sizeof(float) * (size_t)BP * N);
+        void *w = malloc(ng_row_size(NG_F32, K) * N);
+        for (size_t i = 0; i < (size_t)N * K; i++) wf[i] = frand();
+        for (size_t i = 0; i < (size_t)BP * K; i++) x[i] = frand();
+        for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+            ng_type wt = types[ti];
+            ng_from_f32(w, wf, wt, (int64_t)N * K);
+            float *wd = malloc(sizeof(float) * (size_t)N * K);
+            ng_to_f32(wd, w, wt, (int64_t)N * K);
+            double bytes = (double)ng_row_size(wt, K) * N;
+            /* Validate both regimes on both thread counts before timing anything. */
+            int Bv[2] = {1, BP};
+            for (int v = 0; v < 2; v++) {
+                int Bc = Bv[v];
+                /* The reference is slow for the lm head at B=128: check its first 8 rows there. */
+                int Bchk = (size_t)Bc * N * K > (size_t)1 << 30 ? 8 : Bc;
+                ng_matmul_ref(ref, x, w, wt, NULL, Bchk, N, K);
+                for (int t = 1; t <= 2; t++) {
+                    ng_set_threads(t);
+                    ng_matmul(y, x, w, wt, NULL, Bc, N, K);
+                    double e = check(y, ref, x, wd, Bchk, N, K);
+                    if (e > 1) {
+                        printf("MISMATCH %s %s B=%d threads=%d: error %.2f x bound\n", shapes[s].what,
+                               ng_type_name(wt), Bc, t, e);
+                        failed = 1;
+                    }
+                }
+            }
+            free(wd);
+            if (failed) continue;
+            int ncopies = (int)ceil(COLD_BYTES / bytes);
+            void **copies = malloc(sizeof(void *) * ncopies);
+            copies[0] = w;
+            for (int c = 1; c < ncopies; c++) {
+                copies[c] = malloc((size_t)bytes);
+                memcpy(copies[c], w, (size_t)bytes);
+            }
+            double gbs[3];
+            for (int t = 1; t <= 2; t++) {
+                ng_set_threads(t);
+                gbs[t] = bytes / time_matmul(y, x, copies, ncopies, wt, 1, N, K, reps, 0.05) / 1e9;
+            }
+            for (int c = 1; c < ncopies; c++) free(copies[c]);
+            free(copies);
+            ng_set_threads(2);
+            double gflops = 2.0 * BP * N * K / time_matmul(y, x, &w, 1, wt, BP, N, K, quick ? 2 : 3, 0.05) / 1e9;
+            printf("%-10s %5dx%-5d %-5s | %6.1f GB/s %5.1f%% of bw       | %6.1f GB/s %5.1f%% of bw       | "
+                   "%6.1f GFLOP/s %5.1f%% of peak\n",
+                   shapes[s].what, N, K, ng_type_name(wt), gbs[1], 100 * gbs[1] * 1e9 / bw[1], gbs[2],
+                   100 * gbs[2] * 1e9 / bw[2], gflops, 100 * gflops * 1e9 / peak[2]);
+            fflush(stdout);
+        }
+        free(wf), free(x), free(y), free(ref), free(w);
+    }
+    return failed;
+}

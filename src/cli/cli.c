@@ -1,0 +1,90 @@
+#include "cli/cli.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/kernels.h"
+
+void cli_opts_init(cli_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->n_predict = 128;
+    o->sp = ng_sampler_defaults();
+}
+
+static void usage_error(const char *fmt, const char *a, const char *b) {
+    fputs("netgpt: ", stderr);
+    fprintf(stderr, fmt, a, b);
+    fputs("\n", stderr);
+    exit(2);
+}
+
+const char *cli_value(int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) usage_error("option %s needs a value%s", argv[*i], "");
+    return argv[++*i];
+}
+
+long cli_long(const char *flag, const char *s, long min, long max) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < min || v > max) {
+        fprintf(stderr, "netgpt: %s: '%s' is not an integer in [%ld, %ld]\n", flag, s, min, max);
+        exit(2);
+    }
+    return v;
+}
+
+double cli_double(const char *flag, const char *s, double min, double max) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= min && v <= max)) {
+        fprintf(stderr, "netgpt: %s: '%s' is not a number in [%g, %g]\n", flag, s, min, max);
+        exit(2);
+    }
+    return v;
+}
+
+int cli_common_flag(int argc, char **argv, int *i, cli_opts *o) {
+    const char *a = argv[*i];
+#define IS(x) (strcmp(a, x) == 0)
+    if (IS("-m") || IS("--model")) o->model = cli_value(argc, argv, i);
+    else if (IS("-p") || IS("--prompt")) o->prompt = cli_value(argc, argv, i);
+    else if (IS("-n") || IS("--n-predict")) o->n_predict = (int)cli_long(a, cli_value(argc, argv, i), 0, 1 << 24);
+    else if (IS("-t") || IS("--threads")) o->threads = (int)cli_long(a, cli_value(argc, argv, i), 0, 1024);
+    else if (IS("--ctx")) o->ctx = (int)cli_long(a, cli_value(argc, argv, i), 0, 1 << 24);
+    else if (IS("--temp")) o->sp.temp = (float)cli_double(a, cli_value(argc, argv, i), 0, 100);
+    else if (IS("--top-k")) o->sp.top_k = (int)cli_long(a, cli_value(argc, argv, i), 0, 1 << 24);
+    else if (IS("--top-p")) o->sp.top_p = (float)cli_double(a, cli_value(argc, argv, i), 0, 1);
+    else if (IS("--min-p")) o->sp.min_p = (float)cli_double(a, cli_value(argc, argv, i), 0, 1);
+    else if (IS("--repeat-penalty")) o->sp.repeat_penalty = (float)cli_double(a, cli_value(argc, argv, i), 0.01, 100);
+    else if (IS("--repeat-last-n")) o->sp.repeat_last_n = (int)cli_long(a, cli_value(argc, argv, i), 0, 1 << 20);
+    else if (IS("--seed")) o->sp.seed = (uint64_t)cli_long(a, cli_value(argc, argv, i), 0, 0x7fffffffffffffffL), o->seed_set = 1;
+    else if (IS("--json")) o->json = 1;
+    else if (IS("-v") || IS("--verbose")) ng_verbose = 2;
+    else if (IS("-q") || IS("--quiet")) ng_verbose = 0;
+    else return 0;
+#undef IS
+    return 1;
+}
+
+void cli_positional(cli_opts *o, const char *arg, const char *cmd) {
+    if (arg[0] == '-' && arg[1] != 0) usage_error("%s: unknown option '%s' (see --help)", cmd, arg);
+    if (o->n_pos == (int)(sizeof o->pos / sizeof o->pos[0])) usage_error("%s: too many arguments%s", cmd, "");
+    o->pos[o->n_pos++] = arg;
+}
+
+ng_model *cli_load_model(const cli_opts *o) {
+    ng_set_threads(o->threads);
+    if (!o->model) {
+        fprintf(stderr, "netgpt: no model given (-m MODEL.gguf or a Hugging Face model folder)\n");
+        exit(2);
+    }
+    ng_error err;
+    double t0 = ng_time();
+    ng_model *m = ng_model_load(o->model, &err);
+    if (!m) ng_die("%s", err.msg);
+    ng_debug("loaded %s in %.2f s\n", o->model, ng_time() - t0);
+    return m;
+}

@@ -1,0 +1,44 @@
+/* kernels — the compute primitives models are built from, each with a readable reference
+ * version beside the fast one (tests compare them).
+ *
+ * Matrices are row-major with rows of K elements of a weight type (f32, f16, bf16; quantized
+ * types come later), i.e. a weight W of ggml shape ne = {K, N} stored as N rows.
+ * The fast kernels pick AVX-512 / AVX2+FMA+F16C / portable C at run time from CPUID, and split
+ * work over the threads set by ng_set_threads (OpenMP). Nothing here allocates per call. */
+#ifndef NG_KERNELS_H
+#define NG_KERNELS_H
+
+#include "core/dtype.h"
+
+/* CPU features found at run time. */
+typedef struct {
+    int avx2, fma, f16c, avx512f, avx512bw, avx512vl, avx512vnni, avx512bf16, amx;
+} ng_cpu;
+const ng_cpu *ng_cpu_features(void);
+/* "avx512" / "avx2" / "portable": which matmul path ng_matmul takes on this machine. */
+const char *ng_kernel_path(void);
+/* Forces the portable path (for tests and benchmarks); 0 restores run-time choice. */
+void ng_kernel_force_portable(int on);
+/* Forces a path by name ("portable", "avx2", "avx512"; NULL restores run-time choice).
+ * Returns -1 (and changes nothing) for an unknown name or one this CPU cannot run. */
+int ng_kernel_set_path(const char *name);
+
+/* Threads used by the kernels; n <= 0 means all cores. */
+void ng_set_threads(int n);
+int ng_threads(void);
+
+/* y[b*N + n] = sum_k x[b*K + k] * W[n][k] (+ bias[n] when bias is not NULL), b < B, n < N.
+ * x, y f32 (not aliased); W rows of type wt; K a multiple of wt's block size. Threaded. */
+void ng_matmul(float *y, const float *x, const void *w, ng_type wt, const float *bias, int B, int N, int K);
+/* The same computed plainly, one thread, in order: the reference. */
+void ng_matmul_ref(float *y, const float *x, const void *w, ng_type wt, const float *bias, int B, int N, int K);
+/* 1 when ng_matmul / ng_matmul_ref accept weights of type wt (others end the program). */
+int ng_matmul_supported(ng_type wt);
+
+/* Measured limits of this machine, for benchmarks: sustained memory-read bandwidth in bytes/s
+ * using `threads` threads over a buffer much larger than the caches, and peak f32 FMA
+ * throughput in FLOP/s with the widest vectors this CPU has. */
+double ng_measure_read_bandwidth(int threads);
+double ng_measure_peak_flops(int threads);
+
+#endif

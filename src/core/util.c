@@ -1,0 +1,119 @@
+#include "util.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+int ng_verbose = 1;
+
+int ng_error_set(ng_error *err, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return NG_ERR;
+}
+
+void ng_die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("netgpt: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+void *ng_malloc_check(size_t size, const char *file, int line) {
+    void *p = malloc(size ? size : 1);
+    if (!p) ng_die("%s:%d: out of memory allocating %zu bytes", file, line, size);
+    return p;
+}
+
+void *ng_calloc_check(size_t n, size_t size, const char *file, int line) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    if (!p) ng_die("%s:%d: out of memory allocating %zu x %zu bytes", file, line, n, size);
+    return p;
+}
+
+void *ng_realloc_check(void *p, size_t size, const char *file, int line) {
+    void *q = realloc(p, size ? size : 1);
+    if (!q) ng_die("%s:%d: out of memory reallocating to %zu bytes", file, line, size);
+    return q;
+}
+
+char *xstrdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *p = xmalloc(n);
+    memcpy(p, s, n);
+    return p;
+}
+
+void *ng_aligned_alloc(size_t size) {
+    void *p = NULL;
+    size = (size + 63) & ~(size_t)63;
+    if (posix_memalign(&p, 64, size ? size : 64) != 0) ng_die("out of memory allocating %zu aligned bytes", size);
+    return p;
+}
+
+void ng_log(const char *fmt, ...) {
+    if (ng_verbose < 1) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+}
+
+void ng_debug(const char *fmt, ...) {
+    if (ng_verbose < 2) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+}
+
+double ng_time(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+char *ng_read_file(const char *path, size_t *len, ng_error *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        ng_error_set(err, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, n = 0;
+    char *buf = xmalloc(cap);
+    for (;;) {
+        size_t got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (n + 1 < cap) {
+            if (ferror(f)) {
+                ng_error_set(err, "%s: read error: %s", path, strerror(errno));
+                fclose(f);
+                free(buf);
+                return NULL;
+            }
+            break;
+        }
+        cap *= 2;
+        buf = xrealloc(buf, cap);
+    }
+    fclose(f);
+    buf[n] = 0;
+    if (len) *len = n;
+    return buf;
+}
+
+size_t ng_peak_rss(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (size_t)ru.ru_maxrss * 1024;
+}

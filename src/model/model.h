@@ -1,0 +1,93 @@
+/* model — a transformer language model: hyperparameters, weights, and the forward pass with a
+ * KV cache. One struct for every architecture; the per-architecture files (gpt2.c) fill it
+ * from a file and run it.
+ *
+ * Ownership: an ng_model owns its open model files (weights stay memory-mapped where their
+ * layout allows it) and every buffer it had to make at load (a transposed matrix of a Hugging
+ * Face GPT-2, f32 copies of norm/bias vectors). An ng_state owns one sequence's KV cache and
+ * all activations, each allocated once at ng_state_new. */
+#ifndef NG_MODEL_H
+#define NG_MODEL_H
+
+#include "core/tensor.h"
+#include "core/util.h"
+#include "formats/gguf.h"
+#include "formats/safetensors.h"
+#include "tokenizer/tokenizer.h"
+
+typedef enum { NG_ARCH_GPT2 = 0 } ng_arch;
+
+typedef struct {
+    ng_arch arch;
+    int n_vocab, n_ctx, n_embd, n_head, n_layer, n_ff;
+    float norm_eps;
+} ng_hparams;
+
+/* Weights of one GPT-2 block. Matrices are N rows of K (ne = {K, N}); vectors are f32. */
+typedef struct {
+    const ng_tensor *ln1_w, *ln1_b; /* (n_embd) */
+    const ng_tensor *qkv_w, *qkv_b; /* (3*n_embd, n_embd), (3*n_embd) */
+    const ng_tensor *out_w, *out_b; /* (n_embd, n_embd), (n_embd) */
+    const ng_tensor *ln2_w, *ln2_b; /* (n_embd) */
+    const ng_tensor *up_w, *up_b;   /* (n_ff, n_embd), (n_ff) */
+    const ng_tensor *down_w, *down_b; /* (n_embd, n_ff), (n_embd) */
+} ng_layer;
+
+typedef struct ng_model {
+    ng_hparams hp;
+    char *name;  /* general.name or the file name */
+    char *path;
+    ng_layer *layers;             /* (n_layer) */
+    const ng_tensor *tok_embd;    /* (n_vocab, n_embd) */
+    const ng_tensor *pos_embd;    /* (n_ctx, n_embd) */
+    const ng_tensor *out_norm_w, *out_norm_b;
+    const ng_tensor *output;      /* (n_vocab, n_embd); == tok_embd when tied */
+    ng_tokenizer *tok;            /* NULL when the file has none */
+    /* sources and buffers made at load */
+    gguf_ctx *gguf;
+    st_file *st;
+    ng_tensor **owned; /* tensors (and data) this model allocated */
+    int n_owned, cap_owned;
+} ng_model;
+
+/* Loads a GGUF file or a Hugging Face model folder (config.json + model.safetensors or its
+ * index + tokenizer files). NULL + err naming the file and problem. */
+ng_model *ng_model_load(const char *path, ng_error *err);
+/* A model of the given shape with deterministic random weights of type wtype (f32/f16/bf16)
+ * for matrices, made in memory (benchmarks, tests). */
+ng_model *ng_model_random(const ng_hparams *hp, ng_type wtype, uint64_t seed);
+void ng_model_free(ng_model *m);
+/* Bytes of weights one decode step reads (all matrices incl. the output head). */
+size_t ng_model_weight_bytes(const ng_model *m);
+/* The type most matrices have (what `general.file_type` describes). */
+ng_type ng_model_wtype(const ng_model *m);
+
+/* Writes m as GGUF with llama.cpp's tensor names and metadata, matrices converted to wtype
+ * (f32/f16/bf16), vectors kept f32. */
+int ng_model_save_gguf(const ng_model *m, const char *path, ng_type wtype, ng_error *err);
+
+typedef struct {
+    int n_ctx, max_batch;
+    int pos;        /* tokens in the cache */
+    float *kv;      /* one block: k then v, each (n_layer, n_ctx, n_embd) */
+    float *k, *v;
+    float *act;     /* one block for every activation below */
+    float *x, *xn, *qkv, *att_out, *ff, *logits;
+    float *scores;  /* (threads, n_ctx) attention scratch */
+    int n_score_rows;
+} ng_state;
+
+/* A state for sequences of up to n_ctx tokens (<= the model's n_ctx; 0 = the model's),
+ * processing at most max_batch tokens per ng_forward call. */
+ng_state *ng_state_new(const ng_model *m, int n_ctx, int max_batch);
+void ng_state_free(ng_state *s);
+void ng_state_reset(ng_state *s);
+
+/* Runs n tokens at positions s->pos .. s->pos+n-1 (n may exceed max_batch: it is chunked),
+ * appends their keys/values to the cache and advances s->pos. Writes logits to `logits`
+ * (n_vocab floats for the last token, or n*n_vocab when all_logits). Errors (context
+ * overflow, a token id out of range) leave the state unchanged and return NG_ERR + err. */
+int ng_forward(const ng_model *m, ng_state *s, const int *tokens, int n, float *logits, int all_logits,
+               ng_error *err);
+
+#endif

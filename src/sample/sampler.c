@@ -1,0 +1,129 @@
+#include "sample/sampler.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "core/util.h"
+
+typedef struct {
+    float logit;
+    int id;
+} cand;
+
+struct ng_sampler {
+    ng_sampler_params p;
+    int n_vocab;
+    uint64_t rng;
+    cand *c; /* (n_vocab) */
+};
+
+ng_sampler_params ng_sampler_defaults(void) {
+    return (ng_sampler_params){.temp = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f, .repeat_penalty = 1.0f,
+                               .repeat_last_n = 64, .seed = 0};
+}
+
+ng_sampler *ng_sampler_new(const ng_sampler_params *p, int n_vocab) {
+    ng_sampler *s = xcalloc(1, sizeof *s);
+    s->p = *p;
+    s->n_vocab = n_vocab;
+    s->rng = p->seed ^ 0x5851f42d4c957f2dull;
+    s->c = xmalloc((size_t)n_vocab * sizeof *s->c);
+    return s;
+}
+
+void ng_sampler_free(ng_sampler *s) {
+    if (!s) return;
+    free(s->c);
+    free(s);
+}
+
+/* Uniform in [0, 1) from splitmix64. */
+static double rng_uniform(uint64_t *state) {
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
+}
+
+int ng_argmax(const float *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+static int cand_desc(const void *a, const void *b) {
+    const cand *x = a, *y = b;
+    if (x->logit != y->logit) return x->logit < y->logit ? 1 : -1;
+    return x->id - y->id; /* deterministic order on ties */
+}
+
+int ng_sampler_sample(ng_sampler *s, float *logits, const int *history, int n_history) {
+    const ng_sampler_params *p = &s->p;
+    int n = s->n_vocab;
+    if (p->repeat_penalty != 1.0f && p->repeat_last_n > 0) {
+        int from = n_history > p->repeat_last_n ? n_history - p->repeat_last_n : 0;
+        /* each distinct token is penalized once, however often it recurs */
+        for (int i = from; i < n_history; i++) {
+            int t = history[i], seen = 0;
+            if (t < 0 || t >= n) continue;
+            for (int j = from; j < i && !seen; j++) seen = history[j] == t;
+            if (seen) continue;
+            logits[t] = logits[t] > 0 ? logits[t] / p->repeat_penalty : logits[t] * p->repeat_penalty;
+        }
+    }
+    if (p->temp <= 0) return ng_argmax(logits, n);
+
+    int k = p->top_k > 0 && p->top_k < n ? p->top_k : n;
+    if (k < n) {
+        /* the k best kept sorted by insertion: O(n k) worst case, O(n) for typical logits */
+        for (int i = 0; i < k; i++) s->c[i] = (cand){logits[i], i};
+        qsort(s->c, (size_t)k, sizeof *s->c, cand_desc);
+        for (int i = k; i < n; i++) {
+            if (logits[i] <= s->c[k - 1].logit) continue;
+            int j = k - 1;
+            while (j > 0 && s->c[j - 1].logit < logits[i]) {
+                s->c[j] = s->c[j - 1];
+                j--;
+            }
+            s->c[j] = (cand){logits[i], i};
+        }
+    } else {
+        for (int i = 0; i < n; i++) s->c[i] = (cand){logits[i], i};
+        qsort(s->c, (size_t)n, sizeof *s->c, cand_desc);
+    }
+
+    double mx = s->c[0].logit, sum = 0;
+    for (int i = 0; i < k; i++) {
+        double e = exp(((double)s->c[i].logit - mx) / p->temp);
+        s->c[i].logit = (float)e;
+        sum += e;
+    }
+    /* top-p: the smallest prefix whose mass reaches top_p */
+    if (p->top_p < 1.0f) {
+        double acc = 0;
+        for (int i = 0; i < k; i++) {
+            acc += s->c[i].logit / sum;
+            if (acc >= p->top_p) {
+                k = i + 1;
+                break;
+            }
+        }
+    }
+    /* min-p: drop tokens far less likely than the best one */
+    if (p->min_p > 0) {
+        double thresh = p->min_p * s->c[0].logit;
+        int j = 1;
+        while (j < k && s->c[j].logit >= thresh) j++;
+        k = j;
+    }
+    sum = 0;
+    for (int i = 0; i < k; i++) sum += s->c[i].logit;
+    double r = rng_uniform(&s->rng) * sum, acc = 0;
+    for (int i = 0; i < k; i++) {
+        acc += s->c[i].logit;
+        if (r < acc) return s->c[i].id;
+    }
+    return s->c[k - 1].id;
+}

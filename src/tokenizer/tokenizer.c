@@ -1,0 +1,139 @@
+/* tokenizer — builds the model's tokenizer from GGUF keys or Hugging Face files and forwards
+ * to the implementation of its kind. */
+#include "tokenizer/tokenizer.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "tokenizer/bpe.h"
+
+struct ng_tokenizer {
+    bpe *bpe;
+    int bos, eos;
+    int32_t *types; /* GGUF token types (1 normal, 3 control, ...), n_vocab entries */
+};
+
+static int32_t *types_for(const bpe *b, int eos) {
+    int n = bpe_n_vocab(b);
+    int32_t *t = xmalloc((size_t)n * sizeof *t);
+    for (int i = 0; i < n; i++) t[i] = i == eos ? 3 : 1;
+    return t;
+}
+
+ng_tokenizer *tok_from_gguf(const gguf_ctx *g, ng_error *err) {
+    err->msg[0] = 0;
+    const char *model = gguf_get_str(g, "tokenizer.ggml.model");
+    if (!model) return NULL;
+    if (strcmp(model, "gpt2") != 0) {
+        ng_error_set(err, "%s: tokenizer.ggml.model '%s' is not supported by this build (supported: gpt2)",
+                     gguf_path(g), model);
+        return NULL;
+    }
+    uint64_t n_tok = 0, n_merge = 0;
+    const ng_str *tokens = gguf_get_arr_str(g, "tokenizer.ggml.tokens", &n_tok);
+    const ng_str *merges = gguf_get_arr_str(g, "tokenizer.ggml.merges", &n_merge);
+    if (!tokens || !merges) {
+        ng_error_set(err, "%s: tokenizer.ggml.%s is missing or not a string array", gguf_path(g),
+                     tokens ? "merges" : "tokens");
+        return NULL;
+    }
+    if (n_tok > (1u << 22) || n_merge > (1u << 22)) {
+        ng_error_set(err, "%s: tokenizer has too many entries", gguf_path(g));
+        return NULL;
+    }
+    ng_error e;
+    bpe *b = bpe_new(tokens, (int)n_tok, merges, (int)n_merge, &e);
+    if (!b) {
+        ng_error_set(err, "%s: %s", gguf_path(g), e.msg);
+        return NULL;
+    }
+    ng_tokenizer *t = xcalloc(1, sizeof *t);
+    t->bpe = b;
+    uint32_t id;
+    ng_error ignore;
+    t->eos = gguf_get_u32(g, "tokenizer.ggml.eos_token_id", &id, &ignore) == NG_OK && id < n_tok ? (int)id : -1;
+    t->bos = gguf_get_u32(g, "tokenizer.ggml.bos_token_id", &id, &ignore) == NG_OK && id < n_tok ? (int)id : -1;
+    gguf_vtype vt;
+    uint64_t n_types;
+    const void *types = gguf_get_arr_data(g, "tokenizer.ggml.token_type", &vt, &n_types);
+    t->types = types_for(b, t->eos);
+    if (types && vt == GGUF_I32 && n_types == n_tok) memcpy(t->types, types, n_tok * sizeof *t->types);
+    return t;
+}
+
+static int exists(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0;
+}
+
+ng_tokenizer *tok_from_hf_dir(const char *dir, ng_error *err) {
+    err->msg[0] = 0;
+    char vocab[4096], merges[4096];
+    snprintf(vocab, sizeof vocab, "%s/vocab.json", dir);
+    if (!exists(vocab)) snprintf(vocab, sizeof vocab, "%s/encoder.json", dir);
+    snprintf(merges, sizeof merges, "%s/merges.txt", dir);
+    if (!exists(merges)) snprintf(merges, sizeof merges, "%s/vocab.bpe", dir);
+    if (!exists(vocab) && !exists(merges)) return NULL;
+    bpe *b = bpe_load_files(vocab, merges, err);
+    if (!b) return NULL;
+    ng_tokenizer *t = xcalloc(1, sizeof *t);
+    t->bpe = b;
+    t->eos = bpe_token_id(b, "<|endoftext|>", 13);
+    t->bos = t->eos;
+    t->types = types_for(b, t->eos);
+    return t;
+}
+
+ng_tokenizer *tok_load(const char *path, ng_error *err) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        ng_error_set(err, "%s: cannot open", path);
+        return NULL;
+    }
+    ng_tokenizer *t;
+    if (S_ISDIR(sb.st_mode)) {
+        t = tok_from_hf_dir(path, err);
+    } else {
+        gguf_ctx *g = gguf_open(path, err);
+        if (!g) return NULL;
+        t = tok_from_gguf(g, err);
+        gguf_close(g);
+    }
+    if (!t && !err->msg[0]) ng_error_set(err, "%s: has no tokenizer", path);
+    return t;
+}
+
+void tok_free(ng_tokenizer *t) {
+    if (!t) return;
+    bpe_free(t->bpe);
+    free(t->types);
+    free(t);
+}
+
+int tok_n_vocab(const ng_tokenizer *t) { return bpe_n_vocab(t->bpe); }
+int tok_bos(const ng_tokenizer *t) { return t->bos; }
+int tok_eos(const ng_tokenizer *t) { return t->eos; }
+const char *tok_kind(const ng_tokenizer *t) { return "gpt2"; }
+
+int *tok_encode(const ng_tokenizer *t, const char *text, size_t len, int *n) {
+    return bpe_encode(t->bpe, text, len, n);
+}
+
+const char *tok_piece(const ng_tokenizer *t, int id, size_t *len) { return bpe_token_bytes(t->bpe, id, len); }
+
+void tok_write_gguf(const ng_tokenizer *t, gguf_writer *w) {
+    int n = bpe_n_vocab(t->bpe), nm = bpe_n_merges(t->bpe);
+    ng_str *tokens = xmalloc((size_t)n * sizeof *tokens), *merges = xmalloc((size_t)(nm ? nm : 1) * sizeof *merges);
+    for (int i = 0; i < n; i++) tokens[i].s = bpe_token_str(t->bpe, i, &tokens[i].n);
+    for (int i = 0; i < nm; i++) merges[i].s = bpe_merge_str(t->bpe, i, &merges[i].n);
+    gguf_set_str(w, "tokenizer.ggml.model", "gpt2");
+    gguf_set_str(w, "tokenizer.ggml.pre", "gpt-2");
+    gguf_set_arr_str(w, "tokenizer.ggml.tokens", tokens, (uint64_t)n);
+    gguf_set_arr_data(w, "tokenizer.ggml.token_type", GGUF_I32, t->types, (uint64_t)n);
+    gguf_set_arr_str(w, "tokenizer.ggml.merges", merges, (uint64_t)nm);
+    if (t->bos >= 0) gguf_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)t->bos);
+    if (t->eos >= 0) gguf_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)t->eos);
+    free(tokens);
+    free(merges);
+}

