@@ -42,8 +42,8 @@ static double check(const float *y, const float *ref, const float *x, const floa
 /* Best seconds per call over reps repetitions of at least min_s each. Calls rotate over the
  * ncopies weight copies so that, as in a real decode step (a model's weights are far larger than
  * the L3), every call streams its weights from memory rather than the cache. */
-static double time_matmul(float *y, const float *x, void *const *w, int ncopies, ng_type wt, int B, int N, int K,
-                          int reps, double min_s) {
+static double time_matmul(float *y, const float *x, void *const *w, int ncopies, ng_type wt, int B, int N,
+                          int K, int reps, double min_s) {
     double best = 1e30;
     int c = 0;
     for (int r = 0; r < reps; r++) {
@@ -66,8 +66,10 @@ static double time_matmul(float *y, const float *x, void *const *w, int ncopies,
 int main(int argc, char **argv) {
     int quick = 0;
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--quick") == 0) quick = 1;
-        else if (strcmp(argv[i], "--portable") == 0) ng_kernel_force_portable(1);
+        if (strcmp(argv[i], "--quick") == 0)
+            quick = 1;
+        else if (strcmp(argv[i], "--portable") == 0)
+            ng_kernel_force_portable(1);
         else {
             fprintf(stderr, "usage: %s [--quick] [--portable]\n", argv[0]);
             return 2;
@@ -144,7 +146,8 @@ int main(int argc, char **argv) {
             for (int c = 1; c < ncopies; c++) free(copies[c]);
             free(copies);
             ng_set_threads(2);
-            double gflops = 2.0 * BP * N * K / time_matmul(y, x, &w, 1, wt, BP, N, K, quick ? 2 : 3, 0.05) / 1e9;
+            double gflops =
+                2.0 * BP * N * K / time_matmul(y, x, &w, 1, wt, BP, N, K, quick ? 2 : 3, 0.05) / 1e9;
             printf("%-10s %5dx%-5d %-5s | %6.1f GB/s %5.1f%% of bw       | %6.1f GB/s %5.1f%% of bw       | "
                    "%6.1f GFLOP/s %5.1f%% of peak\n",
                    shapes[s].what, N, K, ng_type_name(wt), gbs[1], 100 * gbs[1] * 1e9 / bw[1], gbs[2],

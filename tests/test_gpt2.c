@@ -159,6 +159,31 @@ static void test_gguf_copies(void) {
     }
 }
 
+/* A GGUF laid out as llama.cpp's converter writes a GPT-2, made by an independent writer
+ * (tools/reference/gguf_io.py), with a small BPE vocabulary. */
+static void test_llamacpp_layout(void) {
+    ng_model *m = load("tests/testdata/gpt2-tiny-a/llamacpp-f16.gguf");
+    REQUIRE(m, "load");
+    check_logits("gpt2-tiny-a", m, "logits_f16w.f32", 1e-4, 64);
+    greedy("gpt2-tiny-a", m);
+    CHECK(m->output != m->tok_embd, "the file's own output.weight is used");
+    REQUIRE(m->tok != NULL, "tokenizer from tokenizer.ggml.*");
+    CHECK(tok_n_vocab(m->tok) == 320 && tok_eos(m->tok) == 319, "vocab %d eos %d", tok_n_vocab(m->tok),
+          tok_eos(m->tok));
+    const char *text = "the edge node knows the user";
+    int n;
+    int *ids = tok_encode(m->tok, text, strlen(text), &n);
+    char buf[256] = "";
+    for (int i = 0; i < n; i++) {
+        size_t len;
+        const char *p = tok_piece(m->tok, ids[i], &len);
+        strncat(buf, p, len);
+    }
+    CHECK(strcmp(buf, text) == 0 && n < (int)strlen(text), "round trip '%s' in %d tokens", buf, n);
+    free(ids);
+    ng_model_free(m);
+}
+
 /* The portable kernels give the same logits as the fast ones (within rounding). */
 static void test_portable_path(void) {
     ng_model *m = load("tests/testdata/gpt2-tiny-b");
@@ -195,6 +220,7 @@ int main(void) {
     RUN(test_hf_logits_f32);
     RUN(test_hf_greedy);
     RUN(test_gguf_copies);
+    RUN(test_llamacpp_layout);
     RUN(test_portable_path);
     RUN(test_context_overflow);
     TEST_EXIT();

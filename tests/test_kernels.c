@@ -39,15 +39,15 @@ static void test_f16_known_values(void) {
         uint16_t h;
         uint32_t f;
     } cases[] = {
-        {0x3c00, 0x3f800000}, /* 1.0 */
-        {0xc100, 0xc0200000}, /* -2.5 */
-        {0x7bff, 0x477fe000}, /* 65504, largest finite */
+        {0x3c00, 0x3f800000},                       /* 1.0 */
+        {0xc100, 0xc0200000},                       /* -2.5 */
+        {0x7bff, 0x477fe000},                       /* 65504, largest finite */
         {0x0000, 0x00000000}, {0x8000, 0x80000000}, /* +-0 */
-        {0x0001, 0x33800000}, /* 2^-24, smallest subnormal */
-        {0x03ff, 0x387fc000}, /* largest subnormal 1023 * 2^-24 */
-        {0x0400, 0x38800000}, /* 2^-14, smallest normal */
+        {0x0001, 0x33800000},                       /* 2^-24, smallest subnormal */
+        {0x03ff, 0x387fc000},                       /* largest subnormal 1023 * 2^-24 */
+        {0x0400, 0x38800000},                       /* 2^-14, smallest normal */
         {0x7c00, 0x7f800000}, {0xfc00, 0xff800000}, /* +-inf */
-        {0x3555, 0x3eaaa000}, /* 0.333251953125 */
+        {0x3555, 0x3eaaa000},                       /* 0.333251953125 */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         uint32_t got = f32_bits(ng_f16_to_f32(cases[i].h));
@@ -66,9 +66,10 @@ static void test_f16_known_values(void) {
         float f;
         uint16_t h;
     } rnd[] = {
-        {65519.0f, 0x7bff},           /* below the midpoint to 65536: stays finite */
-        {65520.0f, 0x7c00},           /* tie 65504 / 65536: even is 65536, i.e. inf */
-        {1e10f, 0x7c00},              {-1e10f, 0xfc00},
+        {65519.0f, 0x7bff}, /* below the midpoint to 65536: stays finite */
+        {65520.0f, 0x7c00}, /* tie 65504 / 65536: even is 65536, i.e. inf */
+        {1e10f, 0x7c00},
+        {-1e10f, 0xfc00},
         {1.0f + 0x1p-11f, 0x3c00},    /* tie: to even mantissa 0 */
         {1.0f + 0x3p-11f, 0x3c02},    /* tie: to even mantissa 2 */
         {1.0f + 0x1.02p-11f, 0x3c01}, /* just above the tie */
@@ -76,8 +77,9 @@ static void test_f16_known_values(void) {
         {0x1.000002p-25f, 0x0001},    /* just above: rounds up */
         {0x3p-25f, 0x0002},           /* tie 1 / 2 units: to 2 */
         {0x5p-25f, 0x0002},           /* tie 2 / 3 units: to 2 */
-        {0x1p-30f, 0x0000},           {-0x1p-30f, 0x8000},
-        {0x1.ffcp-15f, 0x0400},       /* largest subnormal + half unit, tie to even -> smallest normal */
+        {0x1p-30f, 0x0000},
+        {-0x1p-30f, 0x8000},
+        {0x1.ffcp-15f, 0x0400}, /* largest subnormal + half unit, tie to even -> smallest normal */
     };
     for (size_t i = 0; i < sizeof rnd / sizeof rnd[0]; i++) {
         uint16_t got = ng_f32_to_f16(rnd[i].f);
@@ -174,7 +176,8 @@ static void test_cpu_features(void) {
     printf("# cpu: avx2=%d fma=%d f16c=%d avx512f=%d bw=%d vl=%d vnni=%d bf16=%d amx=%d; path %s\n", c->avx2,
            c->fma, c->f16c, c->avx512f, c->avx512bw, c->avx512vl, c->avx512vnni, c->avx512bf16, c->amx, p);
     CHECK(!c->avx512f || c->avx2, "avx512f without avx2");
-    CHECK(strcmp(p, "avx512") == 0 ? c->avx512f && c->avx512bw && c->avx512vl : 1, "path avx512 without features");
+    CHECK(strcmp(p, "avx512") == 0 ? c->avx512f && c->avx512bw && c->avx512vl : 1,
+          "path avx512 without features");
     CHECK(ng_kernel_set_path("nonsense") == -1, "unknown path accepted");
     CHECK(ng_kernel_set_path("portable") == 0, "portable path refused");
     CHECK(strcmp(ng_kernel_path(), "portable") == 0, "portable not taken");
@@ -230,7 +233,8 @@ static void mm_free(mm_case *c) {
 }
 
 /* Counts outputs outside the bound; prints the first few. */
-static int mm_compare(const mm_case *c, const float *y, const float *ref, const float *tol, const char *what) {
+static int mm_compare(const mm_case *c, const float *y, const float *ref, const float *tol,
+                      const char *what) {
     int bad = 0;
     for (size_t i = 0; i < (size_t)c->B * c->N; i++) {
         double d = fabs((double)y[i] - ref[i]);
@@ -250,8 +254,8 @@ static int mm_check_path(mm_case *c, const char *path) {
     ng_matmul(c->y2, c->x, c->w, c->wt, c->bias, c->B, c->N, c->K);
     bad += mm_compare(c, c->y2, c->refb, c->tolb, path);
     if (memcmp(c->y1, c->y2, sizeof(float) * c->B * c->N) != 0) {
-        fprintf(stderr, "%s %s B=%d N=%d K=%d: 1 and 2 threads differ\n", path, ng_type_name(c->wt), c->B, c->N,
-                c->K);
+        fprintf(stderr, "%s %s B=%d N=%d K=%d: 1 and 2 threads differ\n", path, ng_type_name(c->wt), c->B,
+                c->N, c->K);
         bad++;
     }
     ng_matmul(c->y2, c->x, c->w, c->wt, NULL, c->B, c->N, c->K);

@@ -190,7 +190,8 @@ static const type_ops *ops_for(ng_type wt) {
     return &TYPE_OPS[wt];
 }
 
-void ng_matmul_ref(float *y, const float *x, const void *w, ng_type wt, const float *bias, int B, int N, int K) {
+void ng_matmul_ref(float *y, const float *x, const void *w, ng_type wt, const float *bias, int B, int N,
+                   int K) {
     const type_ops *ops = ops_for(wt);
     size_t rs = ng_row_size(wt, K);
     for (int b = 0; b < B; b++) {
@@ -213,8 +214,8 @@ static float dot8(const float *a, const float *b, int K) {
     return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
 }
 
-static void matmul_portable(float *y, const float *x, const void *w, ng_type wt, const float *bias, int B, int N,
-                            int K, int nt) {
+static void matmul_portable(float *y, const float *x, const void *w, ng_type wt, const float *bias, int B,
+                            int N, int K, int nt) {
     const type_ops *ops = ops_for(wt);
     size_t rs = ng_row_size(wt, K);
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -260,16 +261,36 @@ static void pack_x(float *dst, const float *x, int b0, int bn, int K, int Kp, in
 
 typedef struct {
     int nr, bw, kch; /* weight rows, activation rows and k's per micro-kernel block */
-    void (*gemv)(float *y, const float *x, const void *w, size_t rs, ng_type wt, const float *bias, int B, int N,
-                 int K, int n0, int n1);
+    void (*gemv)(float *y, const float *x, const void *w, size_t rs, ng_type wt, const float *bias, int B,
+                 int N, int K, int n0, int n1);
     void (*pack_w)(float *P, const void *w, size_t rs, ng_type wt, int nr, int K);
-    void (*micro)(float *y, const float *P, const float *XT, const float *bias, int Kp, int n0, int nr, int b0,
-                  int bn, int N, int first);
+    void (*micro)(float *y, const float *P, const float *XT, const float *bias, int Kp, int n0, int nr,
+                  int b0, int bn, int N, int first);
 } simd_isa;
 
 static int simd_type(ng_type wt) { return wt == NG_F32 || wt == NG_F16 || wt == NG_BF16; }
 
 #if defined(__x86_64__)
+
+/* Moves a micro-kernel's output tile ([nr][bw], k sums per weight row i and activation row j)
+ * from / to y, one row of y at a time: rows of y are N floats apart and for some N (3072) they
+ * all fall into one L1 set, so touching each y line once per tile instead of once per weight
+ * row matters (2x on the whole GEMM). */
+static void tile_load(float *tile, const float *y, int N, int n0, int nr, int b0, int bn, int bw) {
+    for (int j = 0; j < bn; j++)
+        for (int i = 0; i < nr; i++) tile[i * bw + j] = y[(size_t)(b0 + j) * N + n0 + i];
+}
+
+static void tile_store(float *y, const float *tile, const float *bias, int N, int n0, int nr, int b0, int bn,
+                       int bw) {
+    for (int j = 0; j < bn; j++) {
+        float *yr = y + (size_t)(b0 + j) * N + n0;
+        if (bias)
+            for (int i = 0; i < nr; i++) yr[i] = tile[i * bw + j] + bias[n0 + i];
+        else
+            for (int i = 0; i < nr; i++) yr[i] = tile[i * bw + j];
+    }
+}
 
 /* -- AVX-512 -- */
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vl,f16c,fma")))
@@ -318,7 +339,8 @@ INL512 void gemv512_rows(float *y, const float *x, const void *w, size_t rs, ng_
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
                 if (wt == NG_F32 || (u & 1) == 0) /* one prefetch per 64-byte line */
-                    _mm_prefetch(wr[r] + (size_t)(k + 16 * u) * (wt == NG_F32 ? 4 : 2) + GEMV_PREFETCH, _MM_HINT_T0);
+                    _mm_prefetch(wr[r] + (size_t)(k + 16 * u) * (wt == NG_F32 ? 4 : 2) + GEMV_PREFETCH,
+                                 _MM_HINT_T0);
                 __m512 wv = ld16(wr[r], wt, k + 16 * u);
 #pragma GCC unroll 8
                 for (int b = 0; b < NB; b++) acc[r][b][u] = _mm512_fmadd_ps(wv, xv[b], acc[r][b][u]);
@@ -365,25 +387,44 @@ INL512 void gemv512_body(float *y, const float *x, const void *w, size_t rs, ng_
     for (int n = n0 + R * len; n < n1; n++) gemv512_rows(y, x, w, rs, wt, bias, NB, 1, &n, N, K);
 }
 
-INL512 void gemv512_type(float *y, const float *x, const void *w, size_t rs, ng_type wt, const float *bias, int B,
-                         int N, int K, int n0, int n1) {
+INL512 void gemv512_type(float *y, const float *x, const void *w, size_t rs, ng_type wt, const float *bias,
+                         int B, int N, int K, int n0, int n1) {
     switch (B) {
-    case 1: gemv512_body(y, x, w, rs, wt, bias, 1, N, K, n0, n1); break;
-    case 2: gemv512_body(y, x, w, rs, wt, bias, 2, N, K, n0, n1); break;
-    case 3: gemv512_body(y, x, w, rs, wt, bias, 3, N, K, n0, n1); break;
-    case 4: gemv512_body(y, x, w, rs, wt, bias, 4, N, K, n0, n1); break;
-    case 5: gemv512_body(y, x, w, rs, wt, bias, 5, N, K, n0, n1); break;
-    case 6: gemv512_body(y, x, w, rs, wt, bias, 6, N, K, n0, n1); break;
-    case 7: gemv512_body(y, x, w, rs, wt, bias, 7, N, K, n0, n1); break;
-    default: gemv512_body(y, x, w, rs, wt, bias, 8, N, K, n0, n1); break;
+    case 1:
+        gemv512_body(y, x, w, rs, wt, bias, 1, N, K, n0, n1);
+        break;
+    case 2:
+        gemv512_body(y, x, w, rs, wt, bias, 2, N, K, n0, n1);
+        break;
+    case 3:
+        gemv512_body(y, x, w, rs, wt, bias, 3, N, K, n0, n1);
+        break;
+    case 4:
+        gemv512_body(y, x, w, rs, wt, bias, 4, N, K, n0, n1);
+        break;
+    case 5:
+        gemv512_body(y, x, w, rs, wt, bias, 5, N, K, n0, n1);
+        break;
+    case 6:
+        gemv512_body(y, x, w, rs, wt, bias, 6, N, K, n0, n1);
+        break;
+    case 7:
+        gemv512_body(y, x, w, rs, wt, bias, 7, N, K, n0, n1);
+        break;
+    default:
+        gemv512_body(y, x, w, rs, wt, bias, 8, N, K, n0, n1);
+        break;
     }
 }
 
-T512 static void gemv512(float *y, const float *x, const void *w, size_t rs, ng_type wt, const float *bias, int B,
-                         int N, int K, int n0, int n1) {
-    if (wt == NG_F32) gemv512_type(y, x, w, rs, NG_F32, bias, B, N, K, n0, n1);
-    else if (wt == NG_F16) gemv512_type(y, x, w, rs, NG_F16, bias, B, N, K, n0, n1);
-    else gemv512_type(y, x, w, rs, NG_BF16, bias, B, N, K, n0, n1);
+T512 static void gemv512(float *y, const float *x, const void *w, size_t rs, ng_type wt, const float *bias,
+                         int B, int N, int K, int n0, int n1) {
+    if (wt == NG_F32)
+        gemv512_type(y, x, w, rs, NG_F32, bias, B, N, K, n0, n1);
+    else if (wt == NG_F16)
+        gemv512_type(y, x, w, rs, NG_F16, bias, B, N, K, n0, n1);
+    else
+        gemv512_type(y, x, w, rs, NG_BF16, bias, B, N, K, n0, n1);
 }
 
 enum { NR512 = 12, BW512 = 32, KCH512 = 16 };
@@ -406,25 +447,27 @@ INL512 void pack_w512_type(float *P, const void *w, size_t rs, ng_type wt, int n
 }
 
 T512 static void pack_w512(float *P, const void *w, size_t rs, ng_type wt, int nr, int K) {
-    if (wt == NG_F32) pack_w512_type(P, w, rs, NG_F32, nr, K);
-    else if (wt == NG_F16) pack_w512_type(P, w, rs, NG_F16, nr, K);
-    else pack_w512_type(P, w, rs, NG_BF16, nr, K);
+    if (wt == NG_F32)
+        pack_w512_type(P, w, rs, NG_F32, nr, K);
+    else if (wt == NG_F16)
+        pack_w512_type(P, w, rs, NG_F16, nr, K);
+    else
+        pack_w512_type(P, w, rs, NG_BF16, nr, K);
 }
 
 /* 12 weight rows x 32 activation rows: 24 accumulators, 2 vector loads and 12 broadcasts per k. */
-T512 static void micro512(float *y, const float *P, const float *XT, const float *bias, int Kp, int n0, int nr,
-                          int b0, int bn, int N, int first) {
+T512 static void micro512(float *y, const float *P, const float *XT, const float *bias, int Kp, int n0,
+                          int nr, int b0, int bn, int N, int first) {
     __m512 acc[NR512][2];
-    float out[BW512];
+    _Alignas(64) float tile[NR512 * BW512];
+    if (!first) { /* continue the previous K chunk's sums; rows and columns past the edge are 0 */
+        memset(tile, 0, sizeof tile);
+        tile_load(tile, y, N, n0, nr, b0, bn, BW512);
+    }
 #pragma GCC unroll 12
     for (int i = 0; i < NR512; i++) {
-        if (first || i >= nr) {
-            acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-        } else { /* continue the sums of the previous K chunk: same order as one pass */
-            for (int j = 0; j < BW512; j++) out[j] = j < bn ? y[(size_t)(b0 + j) * N + n0 + i] : 0;
-            acc[i][0] = _mm512_loadu_ps(out);
-            acc[i][1] = _mm512_loadu_ps(out + 16);
-        }
+        acc[i][0] = first ? _mm512_setzero_ps() : _mm512_load_ps(tile + i * BW512);
+        acc[i][1] = first ? _mm512_setzero_ps() : _mm512_load_ps(tile + i * BW512 + 16);
     }
     for (int k = 0; k < Kp; k += KCH512) {
         const float *pw = P + (size_t)k * NR512, *px = XT + (size_t)k * BW512;
@@ -438,12 +481,12 @@ T512 static void micro512(float *y, const float *P, const float *XT, const float
             }
         }
     }
-    for (int i = 0; i < nr; i++) {
-        _mm512_storeu_ps(out, acc[i][0]);
-        _mm512_storeu_ps(out + 16, acc[i][1]);
-        float bv = bias ? bias[n0 + i] : 0;
-        for (int j = 0; j < bn; j++) y[(size_t)(b0 + j) * N + n0 + i] = bias ? out[j] + bv : out[j];
+#pragma GCC unroll 12
+    for (int i = 0; i < NR512; i++) {
+        _mm512_store_ps(tile + i * BW512, acc[i][0]);
+        _mm512_store_ps(tile + i * BW512 + 16, acc[i][1]);
     }
+    tile_store(y, tile, bias, N, n0, nr, b0, bn, BW512);
 }
 
 static const simd_isa ISA512 = {NR512, BW512, KCH512, gemv512, pack_w512, micro512};
@@ -491,7 +534,8 @@ INL256 void gemv256_body(float *y, const float *x, const void *w, size_t rs, ng_
                 __m256 wv = ld8(wr, wt, k + 8 * u);
 #pragma GCC unroll 8
                 for (int b = 0; b < NB; b++)
-                    acc[b][u] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + (size_t)b * K + k + 8 * u), acc[b][u]);
+                    acc[b][u] =
+                        _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + (size_t)b * K + k + 8 * u), acc[b][u]);
             }
         }
         for (; k + 8 <= K; k += 8) {
@@ -512,25 +556,44 @@ INL256 void gemv256_body(float *y, const float *x, const void *w, size_t rs, ng_
     }
 }
 
-INL256 void gemv256_type(float *y, const float *x, const void *w, size_t rs, ng_type wt, const float *bias, int B,
-                         int N, int K, int n0, int n1) {
+INL256 void gemv256_type(float *y, const float *x, const void *w, size_t rs, ng_type wt, const float *bias,
+                         int B, int N, int K, int n0, int n1) {
     switch (B) {
-    case 1: gemv256_body(y, x, w, rs, wt, bias, 1, N, K, n0, n1); break;
-    case 2: gemv256_body(y, x, w, rs, wt, bias, 2, N, K, n0, n1); break;
-    case 3: gemv256_body(y, x, w, rs, wt, bias, 3, N, K, n0, n1); break;
-    case 4: gemv256_body(y, x, w, rs, wt, bias, 4, N, K, n0, n1); break;
-    case 5: gemv256_body(y, x, w, rs, wt, bias, 5, N, K, n0, n1); break;
-    case 6: gemv256_body(y, x, w, rs, wt, bias, 6, N, K, n0, n1); break;
-    case 7: gemv256_body(y, x, w, rs, wt, bias, 7, N, K, n0, n1); break;
-    default: gemv256_body(y, x, w, rs, wt, bias, 8, N, K, n0, n1); break;
+    case 1:
+        gemv256_body(y, x, w, rs, wt, bias, 1, N, K, n0, n1);
+        break;
+    case 2:
+        gemv256_body(y, x, w, rs, wt, bias, 2, N, K, n0, n1);
+        break;
+    case 3:
+        gemv256_body(y, x, w, rs, wt, bias, 3, N, K, n0, n1);
+        break;
+    case 4:
+        gemv256_body(y, x, w, rs, wt, bias, 4, N, K, n0, n1);
+        break;
+    case 5:
+        gemv256_body(y, x, w, rs, wt, bias, 5, N, K, n0, n1);
+        break;
+    case 6:
+        gemv256_body(y, x, w, rs, wt, bias, 6, N, K, n0, n1);
+        break;
+    case 7:
+        gemv256_body(y, x, w, rs, wt, bias, 7, N, K, n0, n1);
+        break;
+    default:
+        gemv256_body(y, x, w, rs, wt, bias, 8, N, K, n0, n1);
+        break;
     }
 }
 
-T256 static void gemv256(float *y, const float *x, const void *w, size_t rs, ng_type wt, const float *bias, int B,
-                         int N, int K, int n0, int n1) {
-    if (wt == NG_F32) gemv256_type(y, x, w, rs, NG_F32, bias, B, N, K, n0, n1);
-    else if (wt == NG_F16) gemv256_type(y, x, w, rs, NG_F16, bias, B, N, K, n0, n1);
-    else gemv256_type(y, x, w, rs, NG_BF16, bias, B, N, K, n0, n1);
+T256 static void gemv256(float *y, const float *x, const void *w, size_t rs, ng_type wt, const float *bias,
+                         int B, int N, int K, int n0, int n1) {
+    if (wt == NG_F32)
+        gemv256_type(y, x, w, rs, NG_F32, bias, B, N, K, n0, n1);
+    else if (wt == NG_F16)
+        gemv256_type(y, x, w, rs, NG_F16, bias, B, N, K, n0, n1);
+    else
+        gemv256_type(y, x, w, rs, NG_BF16, bias, B, N, K, n0, n1);
 }
 
 enum { NR256 = 6, BW256 = 16, KCH256 = 8 };
@@ -553,25 +616,27 @@ INL256 void pack_w256_type(float *P, const void *w, size_t rs, ng_type wt, int n
 }
 
 T256 static void pack_w256(float *P, const void *w, size_t rs, ng_type wt, int nr, int K) {
-    if (wt == NG_F32) pack_w256_type(P, w, rs, NG_F32, nr, K);
-    else if (wt == NG_F16) pack_w256_type(P, w, rs, NG_F16, nr, K);
-    else pack_w256_type(P, w, rs, NG_BF16, nr, K);
+    if (wt == NG_F32)
+        pack_w256_type(P, w, rs, NG_F32, nr, K);
+    else if (wt == NG_F16)
+        pack_w256_type(P, w, rs, NG_F16, nr, K);
+    else
+        pack_w256_type(P, w, rs, NG_BF16, nr, K);
 }
 
 /* 6 weight rows x 16 activation rows: 12 accumulators, 2 loads and 6 broadcasts per k. */
-T256 static void micro256(float *y, const float *P, const float *XT, const float *bias, int Kp, int n0, int nr,
-                          int b0, int bn, int N, int first) {
+T256 static void micro256(float *y, const float *P, const float *XT, const float *bias, int Kp, int n0,
+                          int nr, int b0, int bn, int N, int first) {
     __m256 acc[NR256][2];
-    float out[BW256];
+    _Alignas(64) float tile[NR256 * BW256];
+    if (!first) { /* continue the previous K chunk's sums; rows and columns past the edge are 0 */
+        memset(tile, 0, sizeof tile);
+        tile_load(tile, y, N, n0, nr, b0, bn, BW256);
+    }
 #pragma GCC unroll 6
     for (int i = 0; i < NR256; i++) {
-        if (first || i >= nr) {
-            acc[i][0] = acc[i][1] = _mm256_setzero_ps();
-        } else { /* continue the sums of the previous K chunk: same order as one pass */
-            for (int j = 0; j < BW256; j++) out[j] = j < bn ? y[(size_t)(b0 + j) * N + n0 + i] : 0;
-            acc[i][0] = _mm256_loadu_ps(out);
-            acc[i][1] = _mm256_loadu_ps(out + 8);
-        }
+        acc[i][0] = first ? _mm256_setzero_ps() : _mm256_load_ps(tile + i * BW256);
+        acc[i][1] = first ? _mm256_setzero_ps() : _mm256_load_ps(tile + i * BW256 + 8);
     }
     for (int k = 0; k < Kp; k += KCH256) {
         const float *pw = P + (size_t)k * NR256, *px = XT + (size_t)k * BW256;
@@ -585,12 +650,12 @@ T256 static void micro256(float *y, const float *P, const float *XT, const float
             }
         }
     }
-    for (int i = 0; i < nr; i++) {
-        _mm256_storeu_ps(out, acc[i][0]);
-        _mm256_storeu_ps(out + 8, acc[i][1]);
-        float bv = bias ? bias[n0 + i] : 0;
-        for (int j = 0; j < bn; j++) y[(size_t)(b0 + j) * N + n0 + i] = bias ? out[j] + bv : out[j];
+#pragma GCC unroll 6
+    for (int i = 0; i < NR256; i++) {
+        _mm256_store_ps(tile + i * BW256, acc[i][0]);
+        _mm256_store_ps(tile + i * BW256 + 8, acc[i][1]);
     }
+    tile_store(y, tile, bias, N, n0, nr, b0, bn, BW256);
 }
 
 static const simd_isa ISA256 = {NR256, BW256, KCH256, gemv256, pack_w256, micro256};
@@ -670,9 +735,12 @@ void ng_matmul(float *y, const float *x, const void *w, ng_type wt, const float 
     if (B <= 0 || N <= 0) return;
     int nt = threads_for((double)B * N * K);
     const simd_isa *isa = simd_type(wt) ? isa_for(current_path()) : NULL;
-    if (!isa) matmul_portable(y, x, w, wt, bias, B, N, K, nt);
-    else if (B <= GEMV_MAX_B) matmul_gemv(isa, y, x, w, wt, bias, B, N, K, nt);
-    else matmul_gemm(isa, y, x, w, wt, bias, B, N, K, nt);
+    if (!isa)
+        matmul_portable(y, x, w, wt, bias, B, N, K, nt);
+    else if (B <= GEMV_MAX_B)
+        matmul_gemv(isa, y, x, w, wt, bias, B, N, K, nt);
+    else
+        matmul_gemm(isa, y, x, w, wt, bias, B, N, K, nt);
 }
 
 /* ---- machine limits ---- */
@@ -796,7 +864,7 @@ static double fma_portable(long iters) {
 
 #if defined(__x86_64__)
 /* The accumulators are written out so that each is certainly one register. */
-#define FMA_BODY(fmadd, m, c)                                                                                    \
+#define FMA_BODY(fmadd, m, c)                                                                                \
     for (long it = 0; it < iters; it++) {                                                                    \
         a0 = fmadd(a0, m, c), a1 = fmadd(a1, m, c), a2 = fmadd(a2, m, c), a3 = fmadd(a3, m, c);              \
         a4 = fmadd(a4, m, c), a5 = fmadd(a5, m, c), a6 = fmadd(a6, m, c), a7 = fmadd(a7, m, c);              \
