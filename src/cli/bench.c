@@ -118,7 +118,7 @@ int cmd_bench(int argc, char **argv) {
     }
     ng_set_threads(o.threads);
     int threads = ng_threads();
-    ng_hparams hp = {.arch = NG_ARCH_GPT2, .n_vocab = 50257, .n_ctx = 1024, .n_embd = 768, .n_head = 12,
+    ng_hparams hp = {.arch = NG_ARCH_GPT2, .n_vocab = 50257, .n_ctx = 1024, .n_embd = 768, .n_head = 12, .n_head_kv = 12,
                      .n_layer = layers, .n_ff = 3072, .norm_eps = 1e-5f};
     ng_type list[8];
     int n_types = 0;

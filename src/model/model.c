@@ -1,12 +1,111 @@
 /* model — loading (GGUF, Hugging Face folder), random construction and GGUF saving of models.
- * The forward pass lives in the per-architecture file (gpt2.c). */
+ *
+ * Each architecture is a table of its tensors: the GGUF name (llama.cpp's), where the pointer
+ * lives in ng_model / ng_layer, the expected shape, and the Hugging Face name with the
+ * transform that turns the HF layout into ours. Loading, saving and random construction all
+ * walk the same table. The forward pass is in forward.c. */
 #include "model/model.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+/* ---- tensor tables ------------------------------------------------------------------------ */
+
+/* symbolic dimensions, resolved from the hyperparameters */
+enum { D1, DE, DF, DV, DC, D3E, DKV };
+/* how a Hugging Face tensor becomes ours */
+enum { HF_AS_IS, HF_TRANSPOSE, HF_ROPE_Q, HF_ROPE_K };
+
+typedef struct {
+    const char *gguf;  /* "token_embd.weight", or "attn_q.weight" under blk.N. for layer tensors */
+    size_t off;        /* offset of the const ng_tensor * in ng_model or ng_layer */
+    int ne0, ne1;      /* symbolic shape, ggml order */
+    int optional;
+    const char *hf;    /* Hugging Face name ("%d" = layer); NULL when HF has none */
+    int hf_transform;
+} tensor_spec;
+
+#define MF(f) offsetof(ng_model, f)
+#define LF(f) offsetof(ng_layer, f)
+
+static const tensor_spec GPT2_TOP[] = {
+    {"token_embd.weight", MF(tok_embd), DE, DV, 0, "wte.weight", HF_AS_IS},
+    {"position_embd.weight", MF(pos_embd), DE, DC, 0, "wpe.weight", HF_AS_IS},
+    {"output_norm.weight", MF(out_norm_w), DE, D1, 0, "ln_f.weight", HF_AS_IS},
+    {"output_norm.bias", MF(out_norm_b), DE, D1, 0, "ln_f.bias", HF_AS_IS},
+    {"output.weight", MF(output), DE, DV, 1, "lm_head.weight", HF_AS_IS},
+};
+static const tensor_spec GPT2_LAYER[] = {
+    {"attn_norm.weight", LF(attn_norm_w), DE, D1, 0, "h.%d.ln_1.weight", HF_AS_IS},
+    {"attn_norm.bias", LF(attn_norm_b), DE, D1, 0, "h.%d.ln_1.bias", HF_AS_IS},
+    {"attn_qkv.weight", LF(qkv_w), DE, D3E, 0, "h.%d.attn.c_attn.weight", HF_TRANSPOSE},
+    {"attn_qkv.bias", LF(qkv_b), D3E, D1, 0, "h.%d.attn.c_attn.bias", HF_AS_IS},
+    {"attn_output.weight", LF(out_w), DE, DE, 0, "h.%d.attn.c_proj.weight", HF_TRANSPOSE},
+    {"attn_output.bias", LF(out_b), DE, D1, 0, "h.%d.attn.c_proj.bias", HF_AS_IS},
+    {"ffn_norm.weight", LF(ffn_norm_w), DE, D1, 0, "h.%d.ln_2.weight", HF_AS_IS},
+    {"ffn_norm.bias", LF(ffn_norm_b), DE, D1, 0, "h.%d.ln_2.bias", HF_AS_IS},
+    {"ffn_up.weight", LF(up_w), DE, DF, 0, "h.%d.mlp.c_fc.weight", HF_TRANSPOSE},
+    {"ffn_up.bias", LF(up_b), DF, D1, 0, "h.%d.mlp.c_fc.bias", HF_AS_IS},
+    {"ffn_down.weight", LF(down_w), DF, DE, 0, "h.%d.mlp.c_proj.weight", HF_TRANSPOSE},
+    {"ffn_down.bias", LF(down_b), DE, D1, 0, "h.%d.mlp.c_proj.bias", HF_AS_IS},
+};
+static const tensor_spec LLAMA_TOP[] = {
+    {"token_embd.weight", MF(tok_embd), DE, DV, 0, "model.embed_tokens.weight", HF_AS_IS},
+    {"output_norm.weight", MF(out_norm_w), DE, D1, 0, "model.norm.weight", HF_AS_IS},
+    {"output.weight", MF(output), DE, DV, 1, "lm_head.weight", HF_AS_IS},
+};
+static const tensor_spec LLAMA_LAYER[] = {
+    {"attn_norm.weight", LF(attn_norm_w), DE, D1, 0, "model.layers.%d.input_layernorm.weight", HF_AS_IS},
+    {"attn_q.weight", LF(q_w), DE, DE, 0, "model.layers.%d.self_attn.q_proj.weight", HF_ROPE_Q},
+    {"attn_k.weight", LF(k_w), DE, DKV, 0, "model.layers.%d.self_attn.k_proj.weight", HF_ROPE_K},
+    {"attn_v.weight", LF(v_w), DE, DKV, 0, "model.layers.%d.self_attn.v_proj.weight", HF_AS_IS},
+    {"attn_output.weight", LF(out_w), DE, DE, 0, "model.layers.%d.self_attn.o_proj.weight", HF_AS_IS},
+    {"ffn_norm.weight", LF(ffn_norm_w), DE, D1, 0, "model.layers.%d.post_attention_layernorm.weight", HF_AS_IS},
+    {"ffn_gate.weight", LF(gate_w), DE, DF, 0, "model.layers.%d.mlp.gate_proj.weight", HF_AS_IS},
+    {"ffn_up.weight", LF(up_w), DE, DF, 0, "model.layers.%d.mlp.up_proj.weight", HF_AS_IS},
+    {"ffn_down.weight", LF(down_w), DF, DE, 0, "model.layers.%d.mlp.down_proj.weight", HF_AS_IS},
+};
+
+typedef struct {
+    const char *name; /* general.architecture */
+    const tensor_spec *top, *layer;
+    int n_top, n_layer;
+} arch_info;
+
+#define N(a) (int)(sizeof a / sizeof a[0])
+static const arch_info ARCHS[] = {
+    [NG_ARCH_GPT2] = {"gpt2", GPT2_TOP, GPT2_LAYER, N(GPT2_TOP), N(GPT2_LAYER)},
+    [NG_ARCH_LLAMA] = {"llama", LLAMA_TOP, LLAMA_LAYER, N(LLAMA_TOP), N(LLAMA_LAYER)},
+};
+
+const char *ng_arch_name(ng_arch a) { return ARCHS[a].name; }
+
+static int64_t dim_of(const ng_hparams *hp, int d) {
+    switch (d) {
+    case DE: return hp->n_embd;
+    case DF: return hp->n_ff;
+    case DV: return hp->n_vocab;
+    case DC: return hp->n_ctx;
+    case D3E: return 3 * (int64_t)hp->n_embd;
+    case DKV: return ng_kv_dim(hp);
+    default: return 1;
+    }
+}
+
+static const ng_tensor **slot(ng_model *m, const tensor_spec *s, int layer) {
+    char *base = layer < 0 ? (char *)m : (char *)&m->layers[layer];
+    return (const ng_tensor **)(base + s->off);
+}
+
+static void spec_name(const tensor_spec *s, int layer, char *out, size_t cap) {
+    if (layer < 0) snprintf(out, cap, "%s", s->gguf);
+    else snprintf(out, cap, "blk.%d.%s", layer, s->gguf);
+}
 
 /* ---- owned tensors ---------------------------------------------------------------------- */
 
@@ -29,99 +128,79 @@ static ng_tensor *model_own(ng_model *m, const char *name, ng_type type, int64_t
 
 static int is_float_type(ng_type t) { return t == NG_F32 || t == NG_F16 || t == NG_BF16; }
 
-/* ---- hyperparameters and tensor binding (names as llama.cpp writes them) ----------------- */
+/* ---- binding ------------------------------------------------------------------------------ */
 
 static int check_hparams(const ng_hparams *hp, const char *path, ng_error *err) {
-    if (hp->n_embd <= 0 || hp->n_head <= 0 || hp->n_layer <= 0 || hp->n_ff <= 0 || hp->n_ctx <= 0 ||
-        hp->n_vocab <= 0)
-        return ng_error_set(err, "%s: invalid hyperparameters (n_embd %d, n_head %d, n_layer %d, n_ff %d, n_ctx %d, "
-                                 "n_vocab %d)",
-                            path, hp->n_embd, hp->n_head, hp->n_layer, hp->n_ff, hp->n_ctx, hp->n_vocab);
+    if (hp->n_embd <= 0 || hp->n_head <= 0 || hp->n_head_kv <= 0 || hp->n_layer <= 0 || hp->n_ff <= 0 ||
+        hp->n_ctx <= 0 || hp->n_vocab <= 0)
+        return ng_error_set(err,
+                            "%s: invalid hyperparameters (n_embd %d, n_head %d, n_head_kv %d, n_layer %d, n_ff %d, "
+                            "n_ctx %d, n_vocab %d)",
+                            path, hp->n_embd, hp->n_head, hp->n_head_kv, hp->n_layer, hp->n_ff, hp->n_ctx, hp->n_vocab);
     if (hp->n_embd % hp->n_head != 0)
         return ng_error_set(err, "%s: n_embd %d is not a multiple of n_head %d", path, hp->n_embd, hp->n_head);
+    if (hp->n_head % hp->n_head_kv != 0)
+        return ng_error_set(err, "%s: n_head %d is not a multiple of n_head_kv %d", path, hp->n_head, hp->n_head_kv);
+    if (hp->arch == NG_ARCH_LLAMA && ng_head_dim(hp) % 2 != 0)
+        return ng_error_set(err, "%s: head dimension %d is odd (RoPE needs pairs)", path, ng_head_dim(hp));
     if (hp->n_embd > (1 << 16) || hp->n_ff > (1 << 18) || hp->n_layer > 1024 || hp->n_ctx > (1 << 20) ||
         hp->n_vocab > (1 << 22))
         return ng_error_set(err, "%s: hyperparameters out of the supported range", path);
+    if (!(hp->norm_eps > 0 && hp->norm_eps < 1))
+        return ng_error_set(err, "%s: norm epsilon %g out of range", path, hp->norm_eps);
+    if (hp->arch == NG_ARCH_LLAMA && !(hp->rope_theta > 0 && hp->rope_scale > 0 && isfinite(hp->rope_scale)))
+        return ng_error_set(err, "%s: RoPE base %g / scale %g out of range", path, hp->rope_theta, hp->rope_scale);
     return NG_OK;
 }
 
-/* A tensor looked up by its GGUF name in whichever source the model has. For a Hugging Face
- * GPT-2, names are translated and Conv1D matrices transposed into owned memory. */
-typedef const ng_tensor *(*find_fn)(ng_model *m, const char *gguf_name, ng_error *err);
+/* Looks up one tensor in the model's source by its GGUF name; NULL when absent (err->msg
+ * empty) or on error (err->msg set). */
+typedef const ng_tensor *(*find_fn)(ng_model *m, const tensor_spec *s, int layer, ng_error *err);
 
-/* Checks shape (ne0, ne1) and type; vectors are brought to f32 (copied when stored otherwise). */
-static const ng_tensor *bind(ng_model *m, find_fn find, const char *name, int64_t ne0, int64_t ne1, int optional,
-                             ng_error *err, int *failed) {
-    if (*failed) return NULL;
+static int bind_one(ng_model *m, find_fn find, const tensor_spec *s, int layer, ng_error *err) {
+    char name[96];
+    spec_name(s, layer, name, sizeof name);
     ng_error e = {{0}};
-    const ng_tensor *t = find(m, name, &e);
+    const ng_tensor *t = find(m, s, layer, &e);
     if (!t) {
-        if (e.msg[0]) {
-            ng_error_set(err, "%s", e.msg);
-            *failed = 1;
-        } else if (!optional) {
-            ng_error_set(err, "%s: missing tensor '%s'", m->path, name);
-            *failed = 1;
-        }
-        return NULL;
+        if (e.msg[0]) return ng_error_set(err, "%s", e.msg);
+        if (!s->optional) return ng_error_set(err, "%s: missing tensor '%s'", m->path, name);
+        return NG_OK;
     }
-    if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1) {
-        ng_error_set(err, "%s: tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]", m->path, name,
-                     (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3],
-                     (long long)ne0, (long long)ne1);
-        *failed = 1;
-        return NULL;
-    }
-    if (!is_float_type(t->type)) {
-        ng_error_set(err, "%s: tensor '%s' has type %s, which this build cannot compute with (f32, f16, bf16)",
-                     m->path, name, ng_type_name(t->type));
-        *failed = 1;
-        return NULL;
-    }
-    if (ne1 == 1 && t->type != NG_F32) {
+    int64_t ne0 = dim_of(&m->hp, s->ne0), ne1 = dim_of(&m->hp, s->ne1);
+    if (t->ne[0] != ne0 || t->ne[1] != ne1 || t->ne[2] != 1 || t->ne[3] != 1)
+        return ng_error_set(err, "%s: tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]", m->path,
+                            name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3],
+                            (long long)ne0, (long long)ne1);
+    if (!is_float_type(t->type))
+        return ng_error_set(err, "%s: tensor '%s' has type %s, which this build cannot compute with (f32, f16, bf16)",
+                            m->path, name, ng_type_name(t->type));
+    if (ne1 == 1 && t->type != NG_F32) { /* vectors are used as f32 */
         ng_tensor *c = model_own(m, name, NG_F32, ne0, 1);
         ng_to_f32(c->data, t->data, t->type, ne0);
-        return c;
+        t = c;
     }
-    return t;
+    *slot(m, s, layer) = t;
+    return NG_OK;
 }
 
-static int bind_gpt2(ng_model *m, find_fn find, ng_error *err) {
-    const ng_hparams *hp = &m->hp;
-    int E = hp->n_embd, F = hp->n_ff, V = hp->n_vocab, failed = 0;
-    char nm[96];
-    m->tok_embd = bind(m, find, "token_embd.weight", E, V, 0, err, &failed);
-    m->pos_embd = bind(m, find, "position_embd.weight", E, hp->n_ctx, 0, err, &failed);
-    m->out_norm_w = bind(m, find, "output_norm.weight", E, 1, 0, err, &failed);
-    m->out_norm_b = bind(m, find, "output_norm.bias", E, 1, 0, err, &failed);
-    m->output = bind(m, find, "output.weight", E, V, 1, err, &failed);
-    if (!m->output) m->output = m->tok_embd;
-    m->layers = xcalloc((size_t)hp->n_layer, sizeof *m->layers);
-    for (int l = 0; l < hp->n_layer && !failed; l++) {
-        ng_layer *L = &m->layers[l];
-#define B(field, suffix, ne0, ne1)                                                                           \
-    snprintf(nm, sizeof nm, "blk.%d.%s", l, suffix);                                                         \
-    L->field = bind(m, find, nm, ne0, ne1, 0, err, &failed)
-        B(ln1_w, "attn_norm.weight", E, 1);
-        B(ln1_b, "attn_norm.bias", E, 1);
-        B(qkv_w, "attn_qkv.weight", E, 3 * E);
-        B(qkv_b, "attn_qkv.bias", 3 * E, 1);
-        B(out_w, "attn_output.weight", E, E);
-        B(out_b, "attn_output.bias", E, 1);
-        B(ln2_w, "ffn_norm.weight", E, 1);
-        B(ln2_b, "ffn_norm.bias", E, 1);
-        B(up_w, "ffn_up.weight", E, F);
-        B(up_b, "ffn_up.bias", F, 1);
-        B(down_w, "ffn_down.weight", F, E);
-        B(down_b, "ffn_down.bias", E, 1);
-#undef B
-    }
-    return failed ? NG_ERR : NG_OK;
+static int bind_all(ng_model *m, find_fn find, ng_error *err) {
+    const arch_info *a = &ARCHS[m->hp.arch];
+    m->layers = xcalloc((size_t)m->hp.n_layer, sizeof *m->layers);
+    for (int i = 0; i < a->n_top; i++)
+        if (bind_one(m, find, &a->top[i], -1, err)) return NG_ERR;
+    for (int l = 0; l < m->hp.n_layer; l++)
+        for (int i = 0; i < a->n_layer; i++)
+            if (bind_one(m, find, &a->layer[i], l, err)) return NG_ERR;
+    if (!m->output) m->output = m->tok_embd; /* tied embeddings */
+    return NG_OK;
 }
 
 /* ---- GGUF --------------------------------------------------------------------------------- */
 
-static const ng_tensor *find_gguf(ng_model *m, const char *name, ng_error *err) {
+static const ng_tensor *find_gguf(ng_model *m, const tensor_spec *s, int layer, ng_error *err) {
+    char name[96];
+    spec_name(s, layer, name, sizeof name);
     int i = gguf_find_tensor(m->gguf, name);
     return i < 0 ? NULL : gguf_tensor(m->gguf, i);
 }
@@ -136,29 +215,68 @@ static int gguf_hparam(const gguf_ctx *g, const char *arch, const char *key, int
     return NG_OK;
 }
 
+static int gguf_hparam_f32(const gguf_ctx *g, const char *arch, const char *key, float def, float *out,
+                           ng_error *err) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    if (gguf_find_key(g, k) < 0) {
+        if (isnan(def)) return ng_error_set(err, "%s: missing key '%s'", gguf_path(g), k);
+        *out = def;
+        return NG_OK;
+    }
+    return gguf_get_f32(g, k, out, err);
+}
+
 static int load_gguf(ng_model *m, ng_error *err) {
     gguf_ctx *g = m->gguf = gguf_open(m->path, err);
     if (!g) return NG_ERR;
     const char *arch = gguf_get_str(g, "general.architecture");
     if (!arch) return ng_error_set(err, "%s: missing key 'general.architecture'", m->path);
-    if (strcmp(arch, "gpt2") != 0)
-        return ng_error_set(err, "%s: architecture '%s' is not supported by this build (supported: gpt2)", m->path,
-                            arch);
     ng_hparams *hp = &m->hp;
-    hp->arch = NG_ARCH_GPT2;
-    char k[128];
-    snprintf(k, sizeof k, "%s.attention.layer_norm_epsilon", arch);
-    if (gguf_hparam(g, arch, "context_length", &hp->n_ctx, err) || gguf_hparam(g, arch, "embedding_length", &hp->n_embd, err) ||
-        gguf_hparam(g, arch, "feed_forward_length", &hp->n_ff, err) || gguf_hparam(g, arch, "block_count", &hp->n_layer, err) ||
-        gguf_hparam(g, arch, "attention.head_count", &hp->n_head, err) || gguf_get_f32(g, k, &hp->norm_eps, err))
+    if (!strcmp(arch, "gpt2")) hp->arch = NG_ARCH_GPT2;
+    else if (!strcmp(arch, "llama")) hp->arch = NG_ARCH_LLAMA;
+    else
+        return ng_error_set(err, "%s: architecture '%s' is not supported by this build (supported: gpt2, llama)",
+                            m->path, arch);
+    if (gguf_hparam(g, arch, "context_length", &hp->n_ctx, err) ||
+        gguf_hparam(g, arch, "embedding_length", &hp->n_embd, err) ||
+        gguf_hparam(g, arch, "feed_forward_length", &hp->n_ff, err) ||
+        gguf_hparam(g, arch, "block_count", &hp->n_layer, err) ||
+        gguf_hparam(g, arch, "attention.head_count", &hp->n_head, err))
         return NG_ERR;
+    char k[128];
+    snprintf(k, sizeof k, "%s.attention.head_count_kv", arch);
+    hp->n_head_kv = hp->n_head;
+    if (gguf_find_key(g, k) >= 0 && gguf_hparam(g, arch, "attention.head_count_kv", &hp->n_head_kv, err)) return NG_ERR;
+    if (hp->arch == NG_ARCH_GPT2) {
+        if (gguf_hparam_f32(g, arch, "attention.layer_norm_epsilon", NAN, &hp->norm_eps, err)) return NG_ERR;
+    } else {
+        float factor = 1;
+        if (gguf_hparam_f32(g, arch, "attention.layer_norm_rms_epsilon", NAN, &hp->norm_eps, err) ||
+            gguf_hparam_f32(g, arch, "rope.freq_base", 10000.0f, &hp->rope_theta, err) ||
+            gguf_hparam_f32(g, arch, "rope.scale_linear", 1.0f, &factor, err))
+            return NG_ERR;
+        snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
+        const char *rs = gguf_get_str(g, k);
+        if (rs && strcmp(rs, "none") != 0) {
+            if (strcmp(rs, "linear") != 0)
+                return ng_error_set(err, "%s: %s '%s' is not supported (none, linear)", m->path, k, rs);
+            if (gguf_hparam_f32(g, arch, "rope.scaling.factor", NAN, &factor, err)) return NG_ERR;
+        }
+        hp->rope_scale = factor > 0 ? 1.0f / factor : 0;
+        snprintf(k, sizeof k, "%s.rope.dimension_count", arch);
+        uint32_t rd;
+        if (gguf_find_key(g, k) >= 0 && gguf_get_u32(g, k, &rd, err) == NG_OK && hp->n_head > 0 &&
+            (int)rd != hp->n_embd / hp->n_head)
+            return ng_error_set(err, "%s: %s = %u: partial rotary embeddings are not supported", m->path, k, rd);
+    }
     int ti = gguf_find_tensor(g, "token_embd.weight");
     if (ti < 0) return ng_error_set(err, "%s: missing tensor 'token_embd.weight'", m->path);
     hp->n_vocab = (int)gguf_tensor(g, ti)->ne[1];
     if (check_hparams(hp, m->path, err)) return NG_ERR;
     const char *name = gguf_get_str(g, "general.name");
     if (name) m->name = xstrdup(name);
-    if (bind_gpt2(m, find_gguf, err)) return NG_ERR;
+    if (bind_all(m, find_gguf, err)) return NG_ERR;
     ng_error te = {{0}};
     m->tok = tok_from_gguf(g, &te);
     if (!m->tok && te.msg[0]) return ng_error_set(err, "%s", te.msg);
@@ -167,55 +285,49 @@ static int load_gguf(ng_model *m, ng_error *err) {
 
 /* ---- Hugging Face folder ------------------------------------------------------------------- */
 
-/* GGUF name -> Hugging Face GPT-2 name; *transpose set for Conv1D matrices. */
-static int hf_name(const char *gguf, char *out, size_t cap, int *transpose) {
-    static const struct {
-        const char *gguf, *hf;
-        int transpose;
-    } top[] = {{"token_embd.weight", "wte.weight", 0},     {"position_embd.weight", "wpe.weight", 0},
-               {"output_norm.weight", "ln_f.weight", 0},   {"output_norm.bias", "ln_f.bias", 0},
-               {"output.weight", "lm_head.weight", 0}},
-      blk[] = {{"attn_norm.weight", "ln_1.weight", 0},       {"attn_norm.bias", "ln_1.bias", 0},
-               {"attn_qkv.weight", "attn.c_attn.weight", 1}, {"attn_qkv.bias", "attn.c_attn.bias", 0},
-               {"attn_output.weight", "attn.c_proj.weight", 1}, {"attn_output.bias", "attn.c_proj.bias", 0},
-               {"ffn_norm.weight", "ln_2.weight", 0},        {"ffn_norm.bias", "ln_2.bias", 0},
-               {"ffn_up.weight", "mlp.c_fc.weight", 1},      {"ffn_up.bias", "mlp.c_fc.bias", 0},
-               {"ffn_down.weight", "mlp.c_proj.weight", 1},  {"ffn_down.bias", "mlp.c_proj.bias", 0}};
-    *transpose = 0;
-    for (size_t i = 0; i < sizeof top / sizeof top[0]; i++)
-        if (strcmp(gguf, top[i].gguf) == 0) return snprintf(out, cap, "%s", top[i].hf) < (int)cap;
-    int l, n = 0;
-    if (sscanf(gguf, "blk.%d.%n", &l, &n) != 1 || n == 0) return 0;
-    for (size_t i = 0; i < sizeof blk / sizeof blk[0]; i++)
-        if (strcmp(gguf + n, blk[i].gguf) == 0) {
-            *transpose = blk[i].transpose;
-            return snprintf(out, cap, "h.%d.%s", l, blk[i].hf) < (int)cap;
-        }
-    return 0;
+/* Our layout from HF's: GPT-2's Conv1D stores (in, out), ne = {out, in}: transpose to rows of
+ * inputs. LLaMA's q/k rows are ordered per head as [first halves | second halves] for HF's
+ * rotate_half RoPE; llama.cpp (and we) rotate interleaved pairs, so row s*hd/2 + j of a head
+ * moves to row 2j + s, as llama.cpp's converter does. */
+static const ng_tensor *hf_transform(ng_model *m, const ng_tensor *t, const char *name, int kind) {
+    size_t es = ng_type_size(t->type);
+    const char *src = t->data;
+    if (kind == HF_TRANSPOSE) {
+        int64_t out_n = t->ne[0], in_n = t->ne[1];
+        ng_tensor *c = model_own(m, name, t->type, in_n, out_n);
+        char *dst = c->data;
+        for (int64_t i = 0; i < in_n; i++)
+            for (int64_t o = 0; o < out_n; o++)
+                memcpy(dst + ((size_t)o * (size_t)in_n + (size_t)i) * es, src + ((size_t)i * (size_t)out_n + (size_t)o) * es,
+                       es);
+        return c;
+    }
+    int64_t K = t->ne[0], rows = t->ne[1];
+    int hd = ng_head_dim(&m->hp), half = hd / 2;
+    ng_tensor *c = model_own(m, name, t->type, K, rows);
+    size_t row_bytes = (size_t)K * es;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t head = r / hd, within = r % hd, s = within / half, j = within % half;
+        memcpy((char *)c->data + (size_t)(head * hd + 2 * j + s) * row_bytes, src + (size_t)r * row_bytes, row_bytes);
+    }
+    return c;
 }
 
-static const ng_tensor *find_hf(ng_model *m, const char *name, ng_error *err) {
-    char hf[128], pre[160];
-    int transpose;
-    if (!hf_name(name, hf, sizeof hf, &transpose)) return NULL;
+static const ng_tensor *find_hf(ng_model *m, const tensor_spec *s, int layer, ng_error *err) {
+    char hf[160], pre[192], name[96];
+    if (!s->hf) return NULL;
+    snprintf(hf, sizeof hf, s->hf, layer);
     int i = st_find(m->st, hf);
-    if (i < 0) {
+    if (i < 0 && m->hp.arch == NG_ARCH_GPT2) { /* GPT2LMHeadModel state dicts carry a prefix */
         snprintf(pre, sizeof pre, "transformer.%s", hf);
         i = st_find(m->st, pre);
     }
     if (i < 0) return NULL;
     const ng_tensor *t = st_tensor(m->st, i);
-    if (!transpose || t->n_dims != 2 || !is_float_type(t->type)) return t;
-    /* Conv1D keeps (in, out): ne = {out, in}. Our matrices are rows of inputs: ne = {in, out}. */
-    int64_t out_n = t->ne[0], in_n = t->ne[1];
-    ng_tensor *c = model_own(m, name, t->type, in_n, out_n);
-    size_t es = ng_type_size(t->type);
-    const char *src = t->data;
-    char *dst = c->data;
-    for (int64_t i_in = 0; i_in < in_n; i_in++)
-        for (int64_t o = 0; o < out_n; o++)
-            memcpy(dst + ((size_t)o * (size_t)in_n + (size_t)i_in) * es, src + ((size_t)i_in * (size_t)out_n + (size_t)o) * es, es);
-    return c;
+    if (s->hf_transform == HF_AS_IS || t->n_dims != 2 || !is_float_type(t->type)) return t;
+    spec_name(s, layer, name, sizeof name);
+    if (s->hf_transform != HF_TRANSPOSE && t->ne[1] % ng_head_dim(&m->hp) != 0) return t; /* bind reports shape */
+    return hf_transform(m, t, name, s->hf_transform);
 }
 
 static int json_int(const cJSON *cfg, const char *key, int def, int *out, const char *path, ng_error *err) {
@@ -228,6 +340,60 @@ static int json_int(const cJSON *cfg, const char *key, int def, int *out, const 
     if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int)v->valuedouble || v->valuedouble < 0)
         return ng_error_set(err, "%s: \"%s\" must be a non-negative integer", path, key);
     *out = (int)v->valuedouble;
+    return NG_OK;
+}
+
+static float json_float(const cJSON *cfg, const char *key, float def) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
+    return cJSON_IsNumber(v) ? (float)v->valuedouble : def;
+}
+
+static int hf_config_gpt2(const cJSON *cfg, ng_hparams *hp, const char *p, ng_error *err) {
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(cfg, "activation_function");
+    if (cJSON_IsString(act) && strcmp(act->valuestring, "gelu_new") != 0 &&
+        strcmp(act->valuestring, "gelu_pytorch_tanh") != 0)
+        return ng_error_set(err, "%s: activation_function \"%s\" is not supported (gelu_new)", p, act->valuestring);
+    int n_pos;
+    if (json_int(cfg, "n_embd", -1, &hp->n_embd, p, err) || json_int(cfg, "n_layer", -1, &hp->n_layer, p, err) ||
+        json_int(cfg, "n_head", -1, &hp->n_head, p, err) || json_int(cfg, "vocab_size", -1, &hp->n_vocab, p, err) ||
+        json_int(cfg, "n_positions", 0, &n_pos, p, err) || json_int(cfg, "n_ctx", n_pos, &hp->n_ctx, p, err) ||
+        json_int(cfg, "n_inner", 4 * hp->n_embd, &hp->n_ff, p, err))
+        return NG_ERR;
+    if (n_pos) hp->n_ctx = n_pos;
+    hp->n_head_kv = hp->n_head;
+    hp->norm_eps = json_float(cfg, "layer_norm_epsilon", 1e-5f);
+    return NG_OK;
+}
+
+static int hf_config_llama(const cJSON *cfg, ng_hparams *hp, const char *p, ng_error *err) {
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(cfg, "hidden_act");
+    if (cJSON_IsString(act) && strcmp(act->valuestring, "silu") != 0)
+        return ng_error_set(err, "%s: hidden_act \"%s\" is not supported (silu)", p, act->valuestring);
+    if (json_int(cfg, "hidden_size", -1, &hp->n_embd, p, err) ||
+        json_int(cfg, "num_hidden_layers", -1, &hp->n_layer, p, err) ||
+        json_int(cfg, "num_attention_heads", -1, &hp->n_head, p, err) ||
+        json_int(cfg, "num_key_value_heads", hp->n_head, &hp->n_head_kv, p, err) ||
+        json_int(cfg, "vocab_size", -1, &hp->n_vocab, p, err) ||
+        json_int(cfg, "intermediate_size", -1, &hp->n_ff, p, err) ||
+        json_int(cfg, "max_position_embeddings", -1, &hp->n_ctx, p, err))
+        return NG_ERR;
+    const cJSON *hd = cJSON_GetObjectItemCaseSensitive(cfg, "head_dim");
+    if (cJSON_IsNumber(hd) && hp->n_head > 0 && (int)hd->valuedouble != hp->n_embd / hp->n_head)
+        return ng_error_set(err, "%s: head_dim %d != hidden_size / num_attention_heads is not supported", p,
+                            (int)hd->valuedouble);
+    hp->norm_eps = json_float(cfg, "rms_norm_eps", 1e-6f);
+    hp->rope_theta = json_float(cfg, "rope_theta", 10000.0f);
+    hp->rope_scale = 1;
+    const cJSON *rs = cJSON_GetObjectItemCaseSensitive(cfg, "rope_scaling");
+    if (rs && !cJSON_IsNull(rs)) {
+        const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
+        if (!cJSON_IsString(ty)) ty = cJSON_GetObjectItemCaseSensitive(rs, "type");
+        float factor = json_float(rs, "factor", 0);
+        if (!cJSON_IsString(ty) || strcmp(ty->valuestring, "linear") != 0 || !(factor > 0))
+            return ng_error_set(err, "%s: rope_scaling %s is not supported (linear with a positive factor)", p,
+                                cJSON_IsString(ty) ? ty->valuestring : "(no type)");
+        hp->rope_scale = 1.0f / factor;
+    }
     return NG_OK;
 }
 
@@ -244,36 +410,25 @@ static int load_hf(ng_model *m, ng_error *err) {
         goto done;
     }
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(cfg, "model_type");
-    if (!cJSON_IsString(mt) || strcmp(mt->valuestring, "gpt2") != 0) {
-        ng_error_set(err, "%s: model_type %s%s%s is not supported by this build (supported: gpt2)", p,
-                     cJSON_IsString(mt) ? "\"" : "", cJSON_IsString(mt) ? mt->valuestring : "(missing)",
-                     cJSON_IsString(mt) ? "\"" : "");
-        goto done;
-    }
-    const cJSON *act = cJSON_GetObjectItemCaseSensitive(cfg, "activation_function");
-    if (cJSON_IsString(act) && strcmp(act->valuestring, "gelu_new") != 0 &&
-        strcmp(act->valuestring, "gelu_pytorch_tanh") != 0) {
-        ng_error_set(err, "%s: activation_function \"%s\" is not supported (gelu_new)", p, act->valuestring);
-        goto done;
-    }
+    const char *type = cJSON_IsString(mt) ? mt->valuestring : "(missing)";
     ng_hparams *hp = &m->hp;
-    hp->arch = NG_ARCH_GPT2;
-    int n_pos;
-    if (json_int(cfg, "n_embd", -1, &hp->n_embd, p, err) || json_int(cfg, "n_layer", -1, &hp->n_layer, p, err) ||
-        json_int(cfg, "n_head", -1, &hp->n_head, p, err) || json_int(cfg, "vocab_size", -1, &hp->n_vocab, p, err) ||
-        json_int(cfg, "n_positions", 0, &n_pos, p, err) || json_int(cfg, "n_ctx", n_pos, &hp->n_ctx, p, err) ||
-        json_int(cfg, "n_inner", 4 * hp->n_embd, &hp->n_ff, p, err))
+    if (!strcmp(type, "gpt2")) {
+        hp->arch = NG_ARCH_GPT2;
+        if (hf_config_gpt2(cfg, hp, p, err)) goto done;
+    } else if (!strcmp(type, "llama") || !strcmp(type, "mistral")) {
+        hp->arch = NG_ARCH_LLAMA;
+        if (hf_config_llama(cfg, hp, p, err)) goto done;
+    } else {
+        ng_error_set(err, "%s: model_type \"%s\" is not supported by this build (supported: gpt2, llama)", p, type);
         goto done;
-    if (n_pos) hp->n_ctx = n_pos;
-    const cJSON *eps = cJSON_GetObjectItemCaseSensitive(cfg, "layer_norm_epsilon");
-    hp->norm_eps = cJSON_IsNumber(eps) ? (float)eps->valuedouble : 1e-5f;
+    }
     if (check_hparams(hp, p, err)) goto done;
 
     snprintf(p, sizeof p, "%s/model.safetensors", m->path);
     struct stat sb;
     if (stat(p, &sb) != 0) snprintf(p, sizeof p, "%s/model.safetensors.index.json", m->path);
     if (!(m->st = st_open(p, err))) goto done;
-    if (bind_gpt2(m, find_hf, err)) goto done;
+    if (bind_all(m, find_hf, err)) goto done;
     ng_error te = {{0}};
     m->tok = tok_from_hf_dir(m->path, &te);
     if (!m->tok && te.msg[0]) {
@@ -337,8 +492,11 @@ static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
     return z ^ (z >> 31);
 }
 
+/* Uniform weights: matrices of type t with values in ±0.05, norm gains around 1, biases around 0. */
 static const ng_tensor *random_tensor(ng_model *m, const char *name, ng_type t, int64_t ne0, int64_t ne1,
-                                      float scale, float offset, uint64_t *rng) {
+                                      uint64_t *rng) {
+    int is_norm = strstr(name, "norm.weight") != NULL;
+    float scale = ne1 == 1 ? 0.1f : 0.05f, offset = is_norm ? 1.0f : 0.0f;
     ng_tensor *c = model_own(m, name, ne1 == 1 ? NG_F32 : t, ne0, ne1);
     float row[4096];
     for (int64_t r = 0; r < ne1; r++) {
@@ -358,56 +516,38 @@ ng_model *ng_model_random(const ng_hparams *hp, ng_type wtype, uint64_t seed) {
     m->hp = *hp;
     m->path = xstrdup("(random)");
     m->name = xstrdup("random");
-    uint64_t rng = seed;
-    int E = hp->n_embd, F = hp->n_ff;
-    float ws = 0.05f;
-    m->tok_embd = random_tensor(m, "token_embd.weight", wtype, E, hp->n_vocab, ws, 0, &rng);
-    m->pos_embd = random_tensor(m, "position_embd.weight", wtype, E, hp->n_ctx, ws, 0, &rng);
-    m->out_norm_w = random_tensor(m, "output_norm.weight", NG_F32, E, 1, 0.1f, 1, &rng);
-    m->out_norm_b = random_tensor(m, "output_norm.bias", NG_F32, E, 1, 0.1f, 0, &rng);
-    m->output = m->tok_embd;
     m->layers = xcalloc((size_t)hp->n_layer, sizeof *m->layers);
-    char nm[96];
-    for (int l = 0; l < hp->n_layer; l++) {
-        ng_layer *L = &m->layers[l];
-#define R(field, suffix, ne0, ne1, scale, offset)                                                            \
-    snprintf(nm, sizeof nm, "blk.%d.%s", l, suffix);                                                         \
-    L->field = random_tensor(m, nm, wtype, ne0, ne1, scale, offset, &rng)
-        R(ln1_w, "attn_norm.weight", E, 1, 0.1f, 1);
-        R(ln1_b, "attn_norm.bias", E, 1, 0.1f, 0);
-        R(qkv_w, "attn_qkv.weight", E, 3 * E, ws, 0);
-        R(qkv_b, "attn_qkv.bias", 3 * E, 1, 0.1f, 0);
-        R(out_w, "attn_output.weight", E, E, ws, 0);
-        R(out_b, "attn_output.bias", E, 1, 0.1f, 0);
-        R(ln2_w, "ffn_norm.weight", E, 1, 0.1f, 1);
-        R(ln2_b, "ffn_norm.bias", E, 1, 0.1f, 0);
-        R(up_w, "ffn_up.weight", E, F, ws, 0);
-        R(up_b, "ffn_up.bias", F, 1, 0.1f, 0);
-        R(down_w, "ffn_down.weight", F, E, ws, 0);
-        R(down_b, "ffn_down.bias", E, 1, 0.1f, 0);
-#undef R
+    uint64_t rng = seed;
+    const arch_info *a = &ARCHS[hp->arch];
+    char name[96];
+    for (int l = -1; l < hp->n_layer; l++) {
+        const tensor_spec *specs = l < 0 ? a->top : a->layer;
+        int n = l < 0 ? a->n_top : a->n_layer;
+        for (int i = 0; i < n; i++) {
+            if (specs[i].optional) continue; /* the output head stays tied */
+            spec_name(&specs[i], l, name, sizeof name);
+            *slot(m, &specs[i], l) =
+                random_tensor(m, name, wtype, dim_of(hp, specs[i].ne0), dim_of(hp, specs[i].ne1), &rng);
+        }
     }
+    m->output = m->tok_embd;
     return m;
 }
 
 /* ---- sizes and saving -------------------------------------------------------------------- */
 
-static const ng_tensor *const *layer_matrices(const ng_layer *L, const ng_tensor *out[4]) {
-    out[0] = L->qkv_w, out[1] = L->out_w, out[2] = L->up_w, out[3] = L->down_w;
-    return out;
-}
-
 size_t ng_model_weight_bytes(const ng_model *m) {
     size_t b = m->output->nbytes;
-    const ng_tensor *mats[4];
-    for (int l = 0; l < m->hp.n_layer; l++) {
-        layer_matrices(&m->layers[l], mats);
-        for (int i = 0; i < 4; i++) b += mats[i]->nbytes;
-    }
+    const arch_info *a = &ARCHS[m->hp.arch];
+    for (int l = 0; l < m->hp.n_layer; l++)
+        for (int i = 0; i < a->n_layer; i++) {
+            const ng_tensor *t = *slot((ng_model *)m, &a->layer[i], l);
+            if (t && t->ne[1] > 1) b += t->nbytes;
+        }
     return b;
 }
 
-ng_type ng_model_wtype(const ng_model *m) { return m->hp.n_layer ? m->layers[0].qkv_w->type : m->tok_embd->type; }
+ng_type ng_model_wtype(const ng_model *m) { return m->layers[0].out_w->type; }
 
 /* llama.cpp's general.file_type values for the types we write. */
 static uint32_t file_type_of(ng_type t) {
@@ -420,66 +560,77 @@ static uint32_t file_type_of(ng_type t) {
     }
 }
 
+static void write_hparams(const ng_model *m, gguf_writer *w) {
+    const ng_hparams *hp = &m->hp;
+    const char *arch = ARCHS[hp->arch].name;
+    char k[128];
+#define SET_U32(key, v) (snprintf(k, sizeof k, "%s." key, arch), gguf_set_u32(w, k, (uint32_t)(v)))
+#define SET_F32(key, v) (snprintf(k, sizeof k, "%s." key, arch), gguf_set_f32(w, k, (v)))
+    SET_U32("context_length", hp->n_ctx);
+    SET_U32("embedding_length", hp->n_embd);
+    SET_U32("feed_forward_length", hp->n_ff);
+    SET_U32("block_count", hp->n_layer);
+    SET_U32("attention.head_count", hp->n_head);
+    if (hp->arch == NG_ARCH_GPT2) {
+        SET_F32("attention.layer_norm_epsilon", hp->norm_eps);
+    } else {
+        SET_U32("attention.head_count_kv", hp->n_head_kv);
+        SET_F32("attention.layer_norm_rms_epsilon", hp->norm_eps);
+        SET_F32("rope.freq_base", hp->rope_theta);
+        SET_U32("rope.dimension_count", ng_head_dim(hp));
+        SET_U32("vocab_size", hp->n_vocab);
+        if (hp->rope_scale != 1.0f) {
+            snprintf(k, sizeof k, "%s.rope.scaling.type", arch);
+            gguf_set_str(w, k, "linear");
+            SET_F32("rope.scaling.factor", 1.0f / hp->rope_scale);
+        }
+    }
+#undef SET_U32
+#undef SET_F32
+}
+
 int ng_model_save_gguf(const ng_model *m, const char *path, ng_type wtype, ng_error *err) {
     if (!is_float_type(wtype))
         return ng_error_set(err, "cannot write type %s (supported: f32, f16, bf16)", ng_type_name(wtype));
     const ng_hparams *hp = &m->hp;
+    const arch_info *a = &ARCHS[hp->arch];
     gguf_writer *w = gguf_writer_new();
-    gguf_set_str(w, "general.architecture", "gpt2");
+    gguf_set_str(w, "general.architecture", a->name);
     gguf_set_str(w, "general.name", m->name);
     gguf_set_u32(w, "general.file_type", file_type_of(wtype));
-    gguf_set_u32(w, "gpt2.context_length", (uint32_t)hp->n_ctx);
-    gguf_set_u32(w, "gpt2.embedding_length", (uint32_t)hp->n_embd);
-    gguf_set_u32(w, "gpt2.feed_forward_length", (uint32_t)hp->n_ff);
-    gguf_set_u32(w, "gpt2.block_count", (uint32_t)hp->n_layer);
-    gguf_set_u32(w, "gpt2.attention.head_count", (uint32_t)hp->n_head);
-    gguf_set_f32(w, "gpt2.attention.layer_norm_epsilon", hp->norm_eps);
+    write_hparams(m, w);
     if (m->tok) tok_write_gguf(m->tok, w);
 
-    /* Every tensor in llama.cpp's order, by its GGUF name (a Hugging Face model's own tensors
-     * carry HF names); the output head is written even when tied, as llama.cpp's converter
-     * does for GPT-2. */
-    int n = 5 + 12 * hp->n_layer;
-    const ng_tensor **list = xcalloc((size_t)n, sizeof *list);
-    char(*names)[64] = xcalloc((size_t)n, sizeof *names);
-    void **bufs = xcalloc((size_t)n, sizeof *bufs);
-    static const char *const blk[12] = {"attn_norm.weight", "attn_norm.bias", "attn_qkv.weight", "attn_qkv.bias",
-                                        "attn_output.weight", "attn_output.bias", "ffn_norm.weight", "ffn_norm.bias",
-                                        "ffn_up.weight", "ffn_up.bias", "ffn_down.weight", "ffn_down.bias"};
-    int k = 0;
-    const ng_tensor *top[4] = {m->tok_embd, m->pos_embd, m->out_norm_w, m->out_norm_b};
-    static const char *const top_names[4] = {"token_embd.weight", "position_embd.weight", "output_norm.weight",
-                                             "output_norm.bias"};
-    for (int i = 0; i < 4; i++, k++) list[k] = top[i], snprintf(names[k], 64, "%s", top_names[i]);
-    for (int l = 0; l < hp->n_layer; l++) {
-        const ng_layer *L = &m->layers[l];
-        const ng_tensor *t[12] = {L->ln1_w, L->ln1_b, L->qkv_w, L->qkv_b, L->out_w, L->out_b,
-                                  L->ln2_w, L->ln2_b, L->up_w,  L->up_b,  L->down_w, L->down_b};
-        for (int i = 0; i < 12; i++, k++) list[k] = t[i], snprintf(names[k], 64, "blk.%d.%s", l, blk[i]);
-    }
-    list[k] = m->output, snprintf(names[k], 64, "output.weight");
-
-    for (int i = 0; i < n; i++) {
-        const ng_tensor *t = list[i];
-        ng_type to = t->ne[1] == 1 ? NG_F32 : wtype;
-        const void *data = t->data;
-        if (to != t->type) {
-            int64_t ne = ng_tensor_nelem(t);
-            float *f = xmalloc((size_t)ne * sizeof *f);
-            ng_to_f32(f, t->data, t->type, ne);
-            bufs[i] = xmalloc(ng_row_size(to, t->ne[0]) * (size_t)(ne / t->ne[0]));
-            ng_from_f32(bufs[i], f, to, ne);
-            free(f);
-            data = bufs[i];
+    /* Every tensor of the table by its GGUF name. A tied output head is written out for
+     * GPT-2 (llama.cpp's converter does so) and left tied for LLaMA. */
+    int cap = a->n_top + a->n_layer * hp->n_layer, n = 0;
+    void **bufs = xcalloc((size_t)cap, sizeof *bufs);
+    char name[96];
+    for (int l = -1; l < hp->n_layer; l++) {
+        const tensor_spec *specs = l < 0 ? a->top : a->layer;
+        int ns = l < 0 ? a->n_top : a->n_layer;
+        for (int i = 0; i < ns; i++, n++) {
+            const ng_tensor *t = *slot((ng_model *)m, &specs[i], l);
+            if (!t || (specs[i].off == MF(output) && t == m->tok_embd && hp->arch != NG_ARCH_GPT2)) continue;
+            spec_name(&specs[i], l, name, sizeof name);
+            ng_type to = t->ne[1] == 1 ? NG_F32 : wtype;
+            const void *data = t->data;
+            if (to != t->type) {
+                int64_t ne = ng_tensor_nelem(t);
+                float *f = xmalloc((size_t)ne * sizeof *f);
+                ng_to_f32(f, t->data, t->type, ne);
+                bufs[n] = xmalloc(ng_row_size(to, t->ne[0]) * (size_t)(ne / t->ne[0]));
+                ng_from_f32(bufs[n], f, to, ne);
+                free(f);
+                data = bufs[n];
+            }
+            int64_t ne[2] = {t->ne[0], t->ne[1]};
+            gguf_add_tensor(w, name, to, ne[1] == 1 ? 1 : 2, ne, data);
         }
-        int64_t ne[2] = {t->ne[0], t->ne[1]};
-        gguf_add_tensor(w, names[i], to, ne[1] == 1 ? 1 : 2, ne, data);
     }
     int rc = gguf_write(w, path, err);
     for (int i = 0; i < n; i++) free(bufs[i]);
     free(bufs);
-    free(names);
-    free(list);
     gguf_writer_free(w);
     return rc;
 }

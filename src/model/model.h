@@ -1,6 +1,6 @@
 /* model — a transformer language model: hyperparameters, weights, and the forward pass with a
- * KV cache. One struct for every architecture; the per-architecture files (gpt2.c) fill it
- * from a file and run it.
+ * KV cache. One struct for every architecture (GPT-2, LLaMA): model.c fills it from a file
+ * by a table of tensor names per architecture, forward.c runs it.
  *
  * Ownership: an ng_model owns its open model files (weights stay memory-mapped where their
  * layout allows it) and every buffer it had to make at load (a transposed matrix of a Hugging
@@ -15,22 +15,30 @@
 #include "formats/safetensors.h"
 #include "tokenizer/tokenizer.h"
 
-typedef enum { NG_ARCH_GPT2 = 0 } ng_arch;
+typedef enum { NG_ARCH_GPT2 = 0, NG_ARCH_LLAMA = 1 } ng_arch;
 
 typedef struct {
     ng_arch arch;
-    int n_vocab, n_ctx, n_embd, n_head, n_layer, n_ff;
-    float norm_eps;
+    int n_vocab, n_ctx, n_embd, n_head, n_head_kv, n_layer, n_ff;
+    float norm_eps;   /* LayerNorm (GPT-2) or RMSNorm (LLaMA) epsilon */
+    float rope_theta; /* LLaMA: RoPE base frequency */
+    float rope_scale; /* LLaMA: positions are multiplied by this (1/factor of linear scaling) */
 } ng_hparams;
 
-/* Weights of one GPT-2 block. Matrices are N rows of K (ne = {K, N}); vectors are f32. */
+static inline int ng_head_dim(const ng_hparams *hp) { return hp->n_embd / hp->n_head; }
+static inline int ng_kv_dim(const ng_hparams *hp) { return ng_head_dim(hp) * hp->n_head_kv; }
+
+/* Weights of one block; an architecture uses a subset (NULL otherwise). Matrices are N rows of
+ * K (ne = {K, N}) in shape comments (N, K); vectors are f32. */
 typedef struct {
-    const ng_tensor *ln1_w, *ln1_b; /* (n_embd) */
-    const ng_tensor *qkv_w, *qkv_b; /* (3*n_embd, n_embd), (3*n_embd) */
-    const ng_tensor *out_w, *out_b; /* (n_embd, n_embd), (n_embd) */
-    const ng_tensor *ln2_w, *ln2_b; /* (n_embd) */
-    const ng_tensor *up_w, *up_b;   /* (n_ff, n_embd), (n_ff) */
-    const ng_tensor *down_w, *down_b; /* (n_embd, n_ff), (n_embd) */
+    const ng_tensor *attn_norm_w, *attn_norm_b; /* (n_embd) */
+    const ng_tensor *qkv_w, *qkv_b;             /* GPT-2: (3*n_embd, n_embd), (3*n_embd) */
+    const ng_tensor *q_w, *k_w, *v_w;           /* LLaMA: (n_embd, n_embd), (kv_dim, n_embd) x2 */
+    const ng_tensor *out_w, *out_b;             /* (n_embd, n_embd), (n_embd) */
+    const ng_tensor *ffn_norm_w, *ffn_norm_b;   /* (n_embd) */
+    const ng_tensor *gate_w;                    /* LLaMA: (n_ff, n_embd) */
+    const ng_tensor *up_w, *up_b;               /* (n_ff, n_embd), (n_ff) */
+    const ng_tensor *down_w, *down_b;           /* (n_embd, n_ff), (n_embd) */
 } ng_layer;
 
 typedef struct ng_model {
@@ -39,7 +47,7 @@ typedef struct ng_model {
     char *path;
     ng_layer *layers;             /* (n_layer) */
     const ng_tensor *tok_embd;    /* (n_vocab, n_embd) */
-    const ng_tensor *pos_embd;    /* (n_ctx, n_embd) */
+    const ng_tensor *pos_embd;    /* GPT-2: (n_ctx, n_embd) */
     const ng_tensor *out_norm_w, *out_norm_b;
     const ng_tensor *output;      /* (n_vocab, n_embd); == tok_embd when tied */
     ng_tokenizer *tok;            /* NULL when the file has none */
@@ -53,8 +61,8 @@ typedef struct ng_model {
 /* Loads a GGUF file or a Hugging Face model folder (config.json + model.safetensors or its
  * index + tokenizer files). NULL + err naming the file and problem. */
 ng_model *ng_model_load(const char *path, ng_error *err);
-/* A model of the given shape with deterministic random weights of type wtype (f32/f16/bf16)
- * for matrices, made in memory (benchmarks, tests). */
+/* A model of the given shape and architecture with deterministic random weights of type wtype
+ * (f32/f16/bf16) for matrices, made in memory (benchmarks, tests). */
 ng_model *ng_model_random(const ng_hparams *hp, ng_type wtype, uint64_t seed);
 void ng_model_free(ng_model *m);
 /* Bytes of weights one decode step reads (all matrices incl. the output head). */
@@ -64,15 +72,16 @@ ng_type ng_model_wtype(const ng_model *m);
 
 /* Writes m as GGUF with llama.cpp's tensor names and metadata, matrices converted to wtype
  * (f32/f16/bf16), vectors kept f32. */
+const char *ng_arch_name(ng_arch a);
 int ng_model_save_gguf(const ng_model *m, const char *path, ng_type wtype, ng_error *err);
 
 typedef struct {
     int n_ctx, max_batch;
     int pos;        /* tokens in the cache */
-    float *kv;      /* one block: k then v, each (n_layer, n_ctx, n_embd) */
+    float *kv;      /* one block: k then v, each (n_layer, n_ctx, kv_dim) */
     float *k, *v;
     float *act;     /* one block for every activation below */
-    float *x, *xn, *qkv, *att_out, *ff, *logits;
+    float *x, *xn, *qkv, *att_out, *ff; /* (B, n_embd) x2, (B, n_embd + 2 kv_dim), (B, n_embd), (B, 2 n_ff) */
     float *scores;  /* (threads, n_ctx) attention scratch */
     int n_score_rows;
 } ng_state;

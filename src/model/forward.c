@@ -1,0 +1,270 @@
+/* forward — the transformer forward pass with a KV cache, for every architecture, and the
+ * per-sequence state.
+ *
+ * GPT-2 (pre-LayerNorm):
+ *   x = wte[tok] + wpe[pos]
+ *   per layer: x += W_o · attn(LN1(x)) ; x += W_down · gelu(W_up · LN2(x))
+ *   logits = W_out · LN_f(x)
+ * LLaMA:
+ *   x = wte[tok]
+ *   per layer: x += W_o · attn(rope(W_q·n), rope(W_k·n), W_v·n) with n = RMSNorm1(x), grouped-query
+ *              x += W_down · (silu(W_gate · m) * (W_up · m)) with m = RMSNorm2(x)
+ *   logits = W_out · RMSNorm_f(x)
+ * A call processes a chunk of up to max_batch tokens at once, so the weights are read once per
+ * chunk (batched prefill). */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/kernels.h"
+#include "model/model.h"
+
+ng_state *ng_state_new(const ng_model *m, int n_ctx, int max_batch) {
+    const ng_hparams *hp = &m->hp;
+    if (n_ctx <= 0 || n_ctx > hp->n_ctx) n_ctx = hp->n_ctx;
+    if (max_batch <= 0) max_batch = 1;
+    if (max_batch > n_ctx) max_batch = n_ctx;
+    ng_state *s = xcalloc(1, sizeof *s);
+    s->n_ctx = n_ctx;
+    s->max_batch = max_batch;
+    size_t E = (size_t)hp->n_embd, KV = (size_t)ng_kv_dim(hp), L = (size_t)hp->n_layer, B = (size_t)max_batch;
+    size_t kv_n = L * (size_t)n_ctx * KV;
+    s->kv = ng_aligned_alloc(2 * kv_n * sizeof(float));
+    s->k = s->kv;
+    s->v = s->kv + kv_n;
+    int threads = ng_threads();
+    s->n_score_rows = threads;
+    /* one block for all activations; each piece rounded to 16 floats to keep 64-byte alignment */
+#define PAD(n) (((n) + 15) & ~(size_t)15)
+    size_t F = (size_t)hp->n_ff > KV ? (size_t)hp->n_ff : KV; /* ff also holds k, v before they move to qkv */
+    size_t sizes[6] = {PAD(B * E), PAD(B * E), PAD(B * (E + 2 * KV)), PAD(B * E), PAD(2 * B * F),
+                       PAD((size_t)threads * (size_t)n_ctx)};
+#undef PAD
+    size_t total = 0;
+    for (int i = 0; i < 6; i++) total += sizes[i];
+    s->act = ng_aligned_alloc(total * sizeof(float));
+    float *p = s->act;
+    float **slots[6] = {&s->x, &s->xn, &s->qkv, &s->att_out, &s->ff, &s->scores};
+    for (int i = 0; i < 6; i++) *slots[i] = p, p += sizes[i];
+    s->pos = 0;
+    return s;
+}
+
+void ng_state_free(ng_state *s) {
+    if (!s) return;
+    free(s->kv);
+    free(s->act);
+    free(s);
+}
+
+void ng_state_reset(ng_state *s) { s->pos = 0; }
+
+/* ---- ops ------------------------------------------------------------------------------------ */
+
+static void layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps) {
+    float mean = 0, var = 0;
+    for (int i = 0; i < n; i++) mean += x[i];
+    mean /= (float)n;
+    for (int i = 0; i < n; i++) {
+        float d = x[i] - mean;
+        var += d * d;
+    }
+    float rstd = 1.0f / sqrtf(var / (float)n + eps);
+    for (int i = 0; i < n; i++) out[i] = (x[i] - mean) * rstd * w[i] + b[i];
+}
+
+static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    float ss = 0;
+    for (int i = 0; i < n; i++) ss += x[i] * x[i];
+    float r = 1.0f / sqrtf(ss / (float)n + eps);
+    for (int i = 0; i < n; i++) out[i] = x[i] * r * w[i];
+}
+
+/* The norm of the block's architecture (LayerNorm with bias for GPT-2, RMSNorm for LLaMA) over
+ * B rows of n. */
+static void norm_rows(const ng_hparams *hp, float *out, const float *x, const ng_tensor *w, const ng_tensor *b,
+                      int B, int n) {
+    for (int r = 0; r < B; r++) {
+        if (hp->arch == NG_ARCH_GPT2) layernorm(out + (size_t)r * n, x + (size_t)r * n, w->data, b->data, n, hp->norm_eps);
+        else rmsnorm(out + (size_t)r * n, x + (size_t)r * n, w->data, n, hp->norm_eps);
+    }
+}
+
+/* GPT-2's "gelu_new": the tanh approximation. */
+static void gelu(float *x, size_t n) {
+    const float c = 0.7978845608028654f; /* sqrt(2/pi) */
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        x[i] = 0.5f * v * (1.0f + tanhf(c * (v + 0.044715f * v * v * v)));
+    }
+}
+
+/* SwiGLU: g = silu(g) * u, over B rows of n (gate rows then up rows side by side). */
+static void swiglu(float *g, const float *u, size_t n) {
+    for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+/* Rotates interleaved pairs (x[2i], x[2i+1]) of each head by pos * theta^(-2i/hd): the layout of
+ * llama.cpp's LLaMA weights (Hugging Face q/k rows are permuted into it at load). */
+static void rope(float *x, int n_heads, int hd, float pos, float theta) {
+    for (int i = 0; i < hd; i += 2) {
+        float freq = powf(theta, -(float)i / (float)hd), a = pos * freq;
+        float c = cosf(a), s = sinf(a);
+        for (int h = 0; h < n_heads; h++) {
+            float *p = x + (size_t)h * hd + i, x0 = p[0], x1 = p[1];
+            p[0] = x0 * c - x1 * s;
+            p[1] = x0 * s + x1 * c;
+        }
+    }
+}
+
+static float dot(const float *a, const float *b, int n) {
+    float s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static void add(float *x, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+static void embed_row(float *out, const ng_tensor *t, int64_t row) {
+    ng_to_f32(out, (const char *)t->data + ng_row_size(t->type, t->ne[0]) * (size_t)row, t->type, t->ne[0]);
+}
+
+/* Causal self-attention of B query rows at positions pos..pos+B-1 over one layer's cache.
+ * Query rows are strided by q_stride; query head h reads KV head h / (n_head / n_head_kv). */
+static void attention(const ng_hparams *hp, ng_state *s, const float *q0, size_t q_stride, const float *kc,
+                      const float *vc, int pos, int B) {
+    int E = hp->n_embd, H = hp->n_head, hd = ng_head_dim(hp), KV = ng_kv_dim(hp), group = H / hp->n_head_kv;
+    float scale = 1.0f / sqrtf((float)hd);
+    int threads = s->n_score_rows < ng_threads() ? s->n_score_rows : ng_threads();
+    int work = B * H;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (work > 1 && (pos + B) * hd * work > 32768)
+    for (int w = 0; w < work; w++) {
+        int b = w / H, h = w % H, t_end = pos + b + 1, kvh = h / group;
+        float *sc = s->scores + (size_t)omp_get_thread_num() * (size_t)s->n_ctx;
+        const float *q = q0 + (size_t)b * q_stride + (size_t)h * hd;
+        float mx = -INFINITY;
+        for (int t = 0; t < t_end; t++) {
+            sc[t] = dot(q, kc + (size_t)t * KV + (size_t)kvh * hd, hd) * scale;
+            if (sc[t] > mx) mx = sc[t];
+        }
+        float sum = 0;
+        for (int t = 0; t < t_end; t++) sum += (sc[t] = expf(sc[t] - mx));
+        float inv = 1.0f / sum;
+        float *o = s->att_out + (size_t)b * E + (size_t)h * hd;
+        memset(o, 0, (size_t)hd * sizeof *o);
+        for (int t = 0; t < t_end; t++) {
+            const float *v = vc + (size_t)t * KV + (size_t)kvh * hd;
+            float p = sc[t] * inv;
+#pragma omp simd
+            for (int i = 0; i < hd; i++) o[i] += p * v[i];
+        }
+    }
+}
+
+static void matmul(float *y, const float *x, const ng_tensor *w, const ng_tensor *b, int B) {
+    ng_matmul(y, x, w->data, w->type, b ? b->data : NULL, B, (int)w->ne[1], (int)w->ne[0]);
+}
+
+/* ---- blocks ---------------------------------------------------------------------------------- */
+
+/* Projects xn to q, k, v (rows of qkv: q (E) | k (KV) | v (KV)), positions them, appends k, v
+ * to the cache. */
+static void qkv_project(const ng_hparams *hp, const ng_layer *L, ng_state *s, float *kc, float *vc, int pos, int B) {
+    int E = hp->n_embd, KV = ng_kv_dim(hp), hd = ng_head_dim(hp);
+    size_t stride = (size_t)E + 2 * (size_t)KV;
+    if (hp->arch == NG_ARCH_GPT2) {
+        matmul(s->qkv, s->xn, L->qkv_w, L->qkv_b, B); /* fused: stride is 3E */
+    } else {
+        /* separate projections into the att_out / ff scratch, then interleave into qkv rows */
+        float *k = s->ff, *v = s->ff + (size_t)B * KV;
+        matmul(s->att_out, s->xn, L->q_w, NULL, B);
+        matmul(k, s->xn, L->k_w, NULL, B);
+        matmul(v, s->xn, L->v_w, NULL, B);
+        for (int b = 0; b < B; b++) {
+            float *row = s->qkv + (size_t)b * stride;
+            memcpy(row, s->att_out + (size_t)b * E, (size_t)E * sizeof(float));
+            memcpy(row + E, k + (size_t)b * KV, (size_t)KV * sizeof(float));
+            memcpy(row + E + KV, v + (size_t)b * KV, (size_t)KV * sizeof(float));
+            float p = (float)(pos + b) * hp->rope_scale;
+            rope(row, hp->n_head, hd, p, hp->rope_theta);
+            rope(row + E, hp->n_head_kv, hd, p, hp->rope_theta);
+        }
+    }
+    for (int b = 0; b < B; b++) {
+        const float *row = s->qkv + (size_t)b * stride;
+        memcpy(kc + (size_t)(pos + b) * KV, row + E, (size_t)KV * sizeof(float));
+        memcpy(vc + (size_t)(pos + b) * KV, row + E + KV, (size_t)KV * sizeof(float));
+    }
+}
+
+static void ffn(const ng_hparams *hp, const ng_layer *L, ng_state *s, int B) {
+    size_t F = (size_t)hp->n_ff;
+    float *out = s->att_out; /* (B, E) scratch once attention output is consumed */
+    if (hp->arch == NG_ARCH_GPT2) {
+        matmul(s->ff, s->xn, L->up_w, L->up_b, B);
+        gelu(s->ff, (size_t)B * F);
+    } else {
+        float *up = s->ff + (size_t)B * F;
+        matmul(s->ff, s->xn, L->gate_w, NULL, B);
+        matmul(up, s->xn, L->up_w, NULL, B);
+        swiglu(s->ff, up, (size_t)B * F);
+    }
+    matmul(out, s->ff, L->down_w, L->down_b, B);
+    add(s->x, out, (size_t)B * hp->n_embd);
+}
+
+/* One chunk of B <= max_batch tokens; logits NULL skips the output head. */
+static void forward_chunk(const ng_model *m, ng_state *s, const int *tokens, int B, float *logits, int all_logits) {
+    const ng_hparams *hp = &m->hp;
+    int E = hp->n_embd, pos = s->pos;
+    size_t cache_stride = (size_t)s->n_ctx * ng_kv_dim(hp);
+    for (int b = 0; b < B; b++) {
+        embed_row(s->x + (size_t)b * E, m->tok_embd, tokens[b]);
+        if (m->pos_embd) {
+            embed_row(s->xn, m->pos_embd, pos + b);
+            add(s->x + (size_t)b * E, s->xn, (size_t)E);
+        }
+    }
+    for (int l = 0; l < hp->n_layer; l++) {
+        const ng_layer *L = &m->layers[l];
+        float *kc = s->k + (size_t)l * cache_stride, *vc = s->v + (size_t)l * cache_stride;
+        norm_rows(hp, s->xn, s->x, L->attn_norm_w, L->attn_norm_b, B, E);
+        qkv_project(hp, L, s, kc, vc, pos, B);
+        attention(hp, s, s->qkv, (size_t)E + 2 * (size_t)ng_kv_dim(hp), kc, vc, pos, B);
+        matmul(s->xn, s->att_out, L->out_w, L->out_b, B);
+        add(s->x, s->xn, (size_t)B * E);
+        norm_rows(hp, s->xn, s->x, L->ffn_norm_w, L->ffn_norm_b, B, E);
+        ffn(hp, L, s, B);
+    }
+    s->pos += B;
+    if (!logits) return;
+    int first = all_logits ? 0 : B - 1;
+    norm_rows(hp, s->xn, s->x + (size_t)first * E, m->out_norm_w, m->out_norm_b, B - first, E);
+    matmul(logits, s->xn, m->output, NULL, B - first);
+}
+
+int ng_forward(const ng_model *m, ng_state *s, const int *tokens, int n, float *logits, int all_logits,
+               ng_error *err) {
+    if (n <= 0) return ng_error_set(err, "no tokens to process");
+    if (n > s->n_ctx - s->pos)
+        return ng_error_set(err, "context overflow: %d tokens in the cache + %d new exceed the context of %d", s->pos, n,
+                            s->n_ctx);
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= m->hp.n_vocab)
+            return ng_error_set(err, "token id %d at position %d is out of range (vocabulary of %d)", tokens[i], i,
+                                m->hp.n_vocab);
+    for (int done = 0; done < n;) {
+        int B = n - done < s->max_batch ? n - done : s->max_batch;
+        int last = done + B == n;
+        float *out = all_logits ? logits + (size_t)done * m->hp.n_vocab : logits;
+        /* without all_logits, only the final chunk's last token needs the output head */
+        forward_chunk(m, s, tokens + done, B, all_logits || last ? out : NULL, all_logits);
+        done += B;
+    }
+    return NG_OK;
+}
