@@ -6,24 +6,30 @@
 static const char HELP[] =
     "usage: netgpt convert -m MODEL -o OUT.gguf [--type TYPE]\n"
     "       netgpt convert MODEL OUT.gguf [--type TYPE]\n"
+    "       netgpt convert --from llama2c CHECKPOINT.bin [--tokenizer TOKENIZER.bin] -o OUT.gguf\n"
     "\n"
-    "Writes MODEL (a Hugging Face folder with config.json + model.safetensors, or a GGUF file)\n"
-    "as GGUF v3 with llama.cpp's tensor names and metadata, tokenizer included.\n"
+    "Writes MODEL (a Hugging Face folder with config.json + model.safetensors[.index.json], a\n"
+    "GGUF file, or a llama2.c checkpoint) as GGUF v3 with llama.cpp's tensor names and metadata,\n"
+    "tokenizer included.\n"
     "\n"
     "  -o, --out PATH    output file\n"
+    "  --from FORMAT     the input's format when it cannot be told from the path: llama2c\n"
+    "  --tokenizer PATH  llama2.c tokenizer.bin to include (with --from llama2c)\n"
     "      --type TYPE   type of the weight matrices: f32, f16 (default), bf16; norms and\n"
     "                    biases stay f32\n";
 
 int cmd_convert(int argc, char **argv) {
     cli_opts o;
     cli_opts_init(&o);
-    const char *out = NULL, *type = "f16";
+    const char *out = NULL, *type = "f16", *from = NULL, *tokenizer = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return fputs(HELP, stdout), 0;
         if (cli_common_flag(argc, argv, &i, &o)) continue;
         if (!strcmp(a, "-o") || !strcmp(a, "--out")) out = cli_value(argc, argv, &i);
         else if (!strcmp(a, "--type") || !strcmp(a, "--outtype")) type = cli_value(argc, argv, &i);
+        else if (!strcmp(a, "--from")) from = cli_value(argc, argv, &i);
+        else if (!strcmp(a, "--tokenizer")) tokenizer = cli_value(argc, argv, &i);
         else cli_positional(&o, a, "convert");
     }
     if (!o.model && o.n_pos > 0) o.model = o.pos[0];
@@ -37,9 +43,18 @@ int cmd_convert(int argc, char **argv) {
         fprintf(stderr, "netgpt convert: --type '%s' is not one of f32, f16, bf16\n", type);
         return 2;
     }
+    if (from && strcmp(from, "llama2c") != 0) {
+        fprintf(stderr, "netgpt convert: --from '%s' is not a known format (llama2c)\n", from);
+        return 2;
+    }
     double t0 = ng_time();
-    ng_model *m = cli_load_model(&o);
     ng_error err;
+    ng_model *m;
+    if (from) {
+        if (!(m = ng_model_load_llama2c(o.model, tokenizer, &err))) ng_die("%s", err.msg);
+    } else {
+        m = cli_load_model(&o);
+    }
     if (ng_model_save_gguf(m, out, (ng_type)t, &err)) ng_die("%s", err.msg);
     ng_log("wrote %s (%s, %d layers, n_embd %d, vocab %d%s) in %.2f s\n", out, ng_type_name((ng_type)t),
            m->hp.n_layer, m->hp.n_embd, m->hp.n_vocab, m->tok ? ", with tokenizer" : ", no tokenizer",

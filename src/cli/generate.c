@@ -13,7 +13,8 @@ static const char HELP[] =
     "Streams the continuation of PROMPT to stdout; timings go to stderr.\n"
     "\n"
     "  -m, --model PATH       GGUF file or Hugging Face model folder\n"
-    "  -p, --prompt TEXT      the prompt (empty: start from the end-of-text token)\n"
+    "  -p, --prompt TEXT      the prompt (LLaMA models get BOS first; an empty GPT-2 prompt\n"
+    "                         starts from the end-of-text token)\n"
     "      --prompt-ids IDS   the prompt as token ids (\"1 2 3\"), e.g. for models without a tokenizer\n"
     "  -n, --n-predict N      tokens to generate (default 128)\n"
     "      --ids              print generated token ids (space separated) instead of text\n"
@@ -96,7 +97,14 @@ int cmd_generate(int argc, char **argv) {
         prompt = parse_ids(prompt_ids, &n_prompt);
     } else {
         const char *p = o.prompt ? o.prompt : "";
-        prompt = tok_encode(tok, p, strlen(p), &n_prompt);
+        int n_text;
+        int *text_ids = tok_encode(tok, p, strlen(p), &n_text);
+        int bos = tok_add_bos(tok);
+        prompt = xmalloc((size_t)(n_text + 1) * sizeof *prompt);
+        if (bos) prompt[0] = tok_bos(tok);
+        memcpy(prompt + bos, text_ids, (size_t)n_text * sizeof *prompt);
+        n_prompt = n_text + bos;
+        free(text_ids);
     }
     if (n_prompt == 0) { /* an empty prompt starts a document */
         int start = tok ? (tok_bos(tok) >= 0 ? tok_bos(tok) : tok_eos(tok)) : -1;

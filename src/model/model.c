@@ -12,7 +12,10 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* ---- tensor tables ------------------------------------------------------------------------ */
 
@@ -109,8 +112,9 @@ static void spec_name(const tensor_spec *s, int layer, char *out, size_t cap) {
 
 /* ---- owned tensors ---------------------------------------------------------------------- */
 
-/* A tensor whose name and data the model allocates; freed by ng_model_free. */
-static ng_tensor *model_own(ng_model *m, const char *name, ng_type type, int64_t ne0, int64_t ne1) {
+/* A tensor the model keeps track of, over data (a view into a mapping) or, when data is NULL,
+ * over a buffer it allocates; freed by ng_model_free. */
+static ng_tensor *model_add(ng_model *m, const char *name, ng_type type, int64_t ne0, int64_t ne1, void *data) {
     if (m->n_owned == m->cap_owned) {
         m->cap_owned = m->cap_owned ? 2 * m->cap_owned : 64;
         m->owned = xrealloc(m->owned, (size_t)m->cap_owned * sizeof *m->owned);
@@ -121,9 +125,13 @@ static ng_tensor *model_own(ng_model *m, const char *name, ng_type type, int64_t
     t->n_dims = ne1 > 1 ? 2 : 1;
     t->ne[0] = ne0, t->ne[1] = ne1, t->ne[2] = t->ne[3] = 1;
     t->nbytes = ng_row_size(type, ne0) * (size_t)ne1;
-    t->data = ng_aligned_alloc(t->nbytes);
+    t->data = data ? data : ng_aligned_alloc(t->nbytes);
     m->owned[m->n_owned++] = t;
     return t;
+}
+
+static ng_tensor *model_own(ng_model *m, const char *name, ng_type type, int64_t ne0, int64_t ne1) {
+    return model_add(m, name, type, ne0, ne1, NULL);
 }
 
 static int is_float_type(ng_type t) { return t == NG_F32 || t == NG_F16 || t == NG_BF16; }
@@ -466,12 +474,99 @@ ng_model *ng_model_load(const char *path, ng_error *err) {
     return m;
 }
 
+/* ---- llama2.c checkpoints ------------------------------------------------------------------ */
+
+/* A tensor viewing f32 data inside the mapped checkpoint. */
+static const ng_tensor *view(ng_model *m, const char *name, const float *data, int64_t ne0, int64_t ne1) {
+    return model_add(m, name, NG_F32, ne0, ne1, (void *)data);
+}
+
+static int load_llama2c(ng_model *m, const char *tokenizer, ng_error *err) {
+    int fd = open(m->path, O_RDONLY);
+    if (fd < 0) return ng_error_set(err, "%s: cannot open: %s", m->path, strerror(errno));
+    struct stat sb;
+    fstat(fd, &sb);
+    size_t size = (size_t)sb.st_size;
+    if (size < 7 * sizeof(int32_t)) {
+        close(fd);
+        return ng_error_set(err, "%s: %zu bytes is too short for a llama2.c header (28 bytes)", m->path, size);
+    }
+    m->map = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (m->map == MAP_FAILED) {
+        m->map = NULL;
+        return ng_error_set(err, "%s: cannot map: %s", m->path, strerror(errno));
+    }
+    m->map_size = size;
+    int32_t h[7];
+    memcpy(h, m->map, sizeof h);
+    /* header: dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size (< 0: unshared output), seq_len */
+    ng_hparams *hp = &m->hp;
+    int shared = h[5] > 0;
+    *hp = (ng_hparams){.arch = NG_ARCH_LLAMA, .n_embd = h[0], .n_ff = h[1], .n_layer = h[2], .n_head = h[3],
+                       .n_head_kv = h[4], .n_vocab = h[5] > 0 ? h[5] : (h[5] == INT32_MIN ? 0 : -h[5]), .n_ctx = h[6],
+                       .norm_eps = 1e-5f, .rope_theta = 10000.0f, .rope_scale = 1.0f};
+    if (check_hparams(hp, m->path, err)) return NG_ERR;
+    int64_t E = hp->n_embd, F = hp->n_ff, L = hp->n_layer, V = hp->n_vocab, KV = ng_kv_dim(hp);
+    int64_t hd = ng_head_dim(hp);
+    int64_t n_floats = V * E + L * (E + E * E + 2 * KV * E + E * E + E + 3 * F * E) + E + hp->n_ctx * hd +
+                       (shared ? 0 : V * E);
+    size_t want = 7 * sizeof(int32_t) + (size_t)n_floats * sizeof(float);
+    if (size != want)
+        return ng_error_set(err, "%s: %zu bytes, but a llama2.c checkpoint of this header (dim %d, hidden %d, %d layers, "
+                                 "%d heads, %d kv heads, vocab %d, seq_len %d) has %zu",
+                            m->path, size, h[0], h[1], h[2], h[3], h[4], h[5], h[6], want);
+    const float *p = (const float *)((const char *)m->map + 7 * sizeof(int32_t));
+    m->layers = xcalloc((size_t)L, sizeof *m->layers);
+    char nm[96];
+    m->tok_embd = view(m, "token_embd.weight", p, E, V), p += V * E;
+    /* each kind of weight is stored for all layers in a row */
+#define PER_LAYER(field, suffix, ne0, ne1)                                                                  \
+    for (int l = 0; l < L; l++, p += (ne0) * (ne1)) {                                                       \
+        snprintf(nm, sizeof nm, "blk.%d." suffix, l);                                                        \
+        m->layers[l].field = view(m, nm, p, ne0, ne1);                                                       \
+    }
+    PER_LAYER(attn_norm_w, "attn_norm.weight", E, 1);
+    PER_LAYER(q_w, "attn_q.weight", E, E);
+    PER_LAYER(k_w, "attn_k.weight", E, KV);
+    PER_LAYER(v_w, "attn_v.weight", E, KV);
+    PER_LAYER(out_w, "attn_output.weight", E, E);
+    PER_LAYER(ffn_norm_w, "ffn_norm.weight", E, 1);
+    PER_LAYER(gate_w, "ffn_gate.weight", E, F);
+    PER_LAYER(down_w, "ffn_down.weight", F, E);
+    PER_LAYER(up_w, "ffn_up.weight", E, F);
+#undef PER_LAYER
+    m->out_norm_w = view(m, "output_norm.weight", p, E, 1), p += E;
+    p += hp->n_ctx * hd; /* the legacy RoPE tables: cos and sin, seq_len * head_size / 2 each */
+    m->output = shared ? m->tok_embd : view(m, "output.weight", p, E, V);
+    if (tokenizer) {
+        m->tok = tok_from_llama2c(tokenizer, hp->n_vocab, err);
+        if (!m->tok) return NG_ERR;
+    }
+    return NG_OK;
+}
+
+ng_model *ng_model_load_llama2c(const char *path, const char *tokenizer, ng_error *err) {
+    ng_model *m = xcalloc(1, sizeof *m);
+    m->path = xstrdup(path);
+    if (load_llama2c(m, tokenizer, err) != NG_OK) {
+        ng_model_free(m);
+        return NULL;
+    }
+    const char *base = strrchr(path, '/');
+    m->name = xstrdup(base && base[1] ? base + 1 : path);
+    return m;
+}
+
 void ng_model_free(ng_model *m) {
     if (!m) return;
+    if (m->map) munmap(m->map, m->map_size);
     for (int i = 0; i < m->n_owned; i++) {
-        free((void *)m->owned[i]->name);
-        free(m->owned[i]->data);
-        free(m->owned[i]);
+        ng_tensor *t = m->owned[i];
+        int in_map = m->map && (char *)t->data >= (char *)m->map && (char *)t->data < (char *)m->map + m->map_size;
+        if (!in_map) free(t->data);
+        free((void *)t->name);
+        free(t);
     }
     free(m->owned);
     free(m->layers);

@@ -54,6 +54,8 @@ typedef struct ng_model {
     /* sources and buffers made at load */
     gguf_ctx *gguf;
     st_file *st;
+    void *map;         /* a mapped llama2.c checkpoint */
+    size_t map_size;
     ng_tensor **owned; /* tensors (and data) this model allocated */
     int n_owned, cap_owned;
 } ng_model;
@@ -61,6 +63,9 @@ typedef struct ng_model {
 /* Loads a GGUF file or a Hugging Face model folder (config.json + model.safetensors or its
  * index + tokenizer files). NULL + err naming the file and problem. */
 ng_model *ng_model_load(const char *path, ng_error *err);
+/* Imports a llama2.c checkpoint (its .bin, weights f32, memory-mapped) with its tokenizer.bin
+ * (tokenizer may be NULL: no tokenizer). The checkpoint's RoPE is interleaved, as ours. */
+ng_model *ng_model_load_llama2c(const char *path, const char *tokenizer, ng_error *err);
 /* A model of the given shape and architecture with deterministic random weights of type wtype
  * (f32/f16/bf16) for matrices, made in memory (benchmarks, tests). */
 ng_model *ng_model_random(const ng_hparams *hp, ng_type wtype, uint64_t seed);

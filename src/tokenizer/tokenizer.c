@@ -1,5 +1,6 @@
-/* tokenizer — builds the model's tokenizer from GGUF keys or Hugging Face files and forwards
- * to the implementation of its kind. */
+/* tokenizer — builds the model's tokenizer from GGUF keys, Hugging Face files or a llama2.c
+ * tokenizer.bin, and forwards to the implementation of its kind (GPT-2 byte-level BPE or
+ * LLaMA SentencePiece). */
 #include "tokenizer/tokenizer.h"
 
 #include <stdlib.h>
@@ -7,11 +8,13 @@
 #include <sys/stat.h>
 
 #include "tokenizer/bpe.h"
+#include "tokenizer/spm.h"
 
 struct ng_tokenizer {
-    bpe *bpe;
+    bpe *bpe; /* exactly one of bpe, spm */
+    spm *spm;
     int bos, eos;
-    int32_t *types; /* GGUF token types (1 normal, 3 control, ...), n_vocab entries */
+    int32_t *types; /* BPE: GGUF token types (1 normal, 3 control), n_vocab entries */
 };
 
 static int32_t *types_for(const bpe *b, int eos) {
@@ -21,15 +24,15 @@ static int32_t *types_for(const bpe *b, int eos) {
     return t;
 }
 
-ng_tokenizer *tok_from_gguf(const gguf_ctx *g, ng_error *err) {
-    err->msg[0] = 0;
-    const char *model = gguf_get_str(g, "tokenizer.ggml.model");
-    if (!model) return NULL;
-    if (strcmp(model, "gpt2") != 0) {
-        ng_error_set(err, "%s: tokenizer.ggml.model '%s' is not supported by this build (supported: gpt2)",
-                     gguf_path(g), model);
-        return NULL;
-    }
+static ng_tokenizer *wrap_spm(spm *s) {
+    ng_tokenizer *t = xcalloc(1, sizeof *t);
+    t->spm = s;
+    t->bos = spm_bos(s);
+    t->eos = spm_eos(s);
+    return t;
+}
+
+static ng_tokenizer *bpe_from_gguf(const gguf_ctx *g, ng_error *err) {
     uint64_t n_tok = 0, n_merge = 0;
     const ng_str *tokens = gguf_get_arr_str(g, "tokenizer.ggml.tokens", &n_tok);
     const ng_str *merges = gguf_get_arr_str(g, "tokenizer.ggml.merges", &n_merge);
@@ -60,6 +63,25 @@ ng_tokenizer *tok_from_gguf(const gguf_ctx *g, ng_error *err) {
     t->types = types_for(b, t->eos);
     if (types && vt == GGUF_I32 && n_types == n_tok) memcpy(t->types, types, n_tok * sizeof *t->types);
     return t;
+}
+
+ng_tokenizer *tok_from_gguf(const gguf_ctx *g, ng_error *err) {
+    err->msg[0] = 0;
+    const char *model = gguf_get_str(g, "tokenizer.ggml.model");
+    if (!model) return NULL;
+    if (!strcmp(model, "gpt2")) return bpe_from_gguf(g, err);
+    if (!strcmp(model, "llama")) {
+        spm *s = spm_from_gguf(g, err);
+        return s ? wrap_spm(s) : NULL;
+    }
+    ng_error_set(err, "%s: tokenizer.ggml.model '%s' is not supported by this build (supported: gpt2, llama)",
+                 gguf_path(g), model);
+    return NULL;
+}
+
+ng_tokenizer *tok_from_llama2c(const char *path, int n_vocab, ng_error *err) {
+    spm *s = spm_load_llama2c(path, n_vocab, err);
+    return s ? wrap_spm(s) : NULL;
 }
 
 static int exists(const char *p) {
@@ -106,23 +128,28 @@ ng_tokenizer *tok_load(const char *path, ng_error *err) {
 
 void tok_free(ng_tokenizer *t) {
     if (!t) return;
-    bpe_free(t->bpe);
+    if (t->bpe) bpe_free(t->bpe);
+    if (t->spm) spm_free(t->spm);
     free(t->types);
     free(t);
 }
 
-int tok_n_vocab(const ng_tokenizer *t) { return bpe_n_vocab(t->bpe); }
+int tok_n_vocab(const ng_tokenizer *t) { return t->bpe ? bpe_n_vocab(t->bpe) : spm_n_vocab(t->spm); }
 int tok_bos(const ng_tokenizer *t) { return t->bos; }
 int tok_eos(const ng_tokenizer *t) { return t->eos; }
-const char *tok_kind(const ng_tokenizer *t) { return "gpt2"; }
+int tok_add_bos(const ng_tokenizer *t) { return t->spm != NULL && t->bos >= 0; }
+const char *tok_kind(const ng_tokenizer *t) { return t->bpe ? "gpt2" : "llama"; }
 
 int *tok_encode(const ng_tokenizer *t, const char *text, size_t len, int *n) {
-    return bpe_encode(t->bpe, text, len, n);
+    if (t->bpe) return bpe_encode(t->bpe, text, len, n);
+    return spm_encode(t->spm, text, len, 0, 1, n);
 }
 
-const char *tok_piece(const ng_tokenizer *t, int id, size_t *len) { return bpe_token_bytes(t->bpe, id, len); }
+const char *tok_piece(const ng_tokenizer *t, int id, size_t *len) {
+    return t->bpe ? bpe_token_bytes(t->bpe, id, len) : spm_token_bytes(t->spm, id, len);
+}
 
-void tok_write_gguf(const ng_tokenizer *t, gguf_writer *w) {
+static void write_bpe(const ng_tokenizer *t, gguf_writer *w) {
     int n = bpe_n_vocab(t->bpe), nm = bpe_n_merges(t->bpe);
     ng_str *tokens = xmalloc((size_t)n * sizeof *tokens), *merges = xmalloc((size_t)(nm ? nm : 1) * sizeof *merges);
     for (int i = 0; i < n; i++) tokens[i].s = bpe_token_str(t->bpe, i, &tokens[i].n);
@@ -132,8 +159,35 @@ void tok_write_gguf(const ng_tokenizer *t, gguf_writer *w) {
     gguf_set_arr_str(w, "tokenizer.ggml.tokens", tokens, (uint64_t)n);
     gguf_set_arr_data(w, "tokenizer.ggml.token_type", GGUF_I32, t->types, (uint64_t)n);
     gguf_set_arr_str(w, "tokenizer.ggml.merges", merges, (uint64_t)nm);
-    if (t->bos >= 0) gguf_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)t->bos);
-    if (t->eos >= 0) gguf_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)t->eos);
     free(tokens);
     free(merges);
+}
+
+static void write_spm(const ng_tokenizer *t, gguf_writer *w) {
+    int n = spm_n_vocab(t->spm);
+    ng_str *pieces = xmalloc((size_t)n * sizeof *pieces);
+    float *scores = xmalloc((size_t)n * sizeof *scores);
+    int32_t *types = xmalloc((size_t)n * sizeof *types);
+    for (int i = 0; i < n; i++) {
+        pieces[i].s = spm_piece(t->spm, i, &pieces[i].n);
+        scores[i] = spm_score(t->spm, i);
+        types[i] = spm_type(t->spm, i);
+    }
+    gguf_set_str(w, "tokenizer.ggml.model", "llama");
+    gguf_set_arr_str(w, "tokenizer.ggml.tokens", pieces, (uint64_t)n);
+    gguf_set_arr_data(w, "tokenizer.ggml.scores", GGUF_F32, scores, (uint64_t)n);
+    gguf_set_arr_data(w, "tokenizer.ggml.token_type", GGUF_I32, types, (uint64_t)n);
+    if (spm_unk(t->spm) >= 0) gguf_set_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)spm_unk(t->spm));
+    gguf_set_bool(w, "tokenizer.ggml.add_bos_token", 1);
+    gguf_set_bool(w, "tokenizer.ggml.add_eos_token", 0);
+    free(pieces);
+    free(scores);
+    free(types);
+}
+
+void tok_write_gguf(const ng_tokenizer *t, gguf_writer *w) {
+    if (t->bpe) write_bpe(t, w);
+    else write_spm(t, w);
+    if (t->bos >= 0) gguf_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)t->bos);
+    if (t->eos >= 0) gguf_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)t->eos);
 }

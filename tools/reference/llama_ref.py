@@ -348,7 +348,7 @@ def load_llama2c(path):
     n_floats = sum(int(np.prod(s)) for _, s in layout)
     if 28 + 4 * n_floats != len(buf):
         raise ValueError(f"{path}: {len(buf)} bytes, header implies {28 + 4 * n_floats}")
-    flat = np.frombuffer(buf, dtype="<f4", offset=28)
+    flat = np.frombuffer(buf, dtype="<f4", offset=28).copy()  # writable, as torch wants
     w, off = {}, 0
     for name, shape in layout:
         n = int(np.prod(shape))

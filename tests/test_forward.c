@@ -1,6 +1,9 @@
-/* GPT-2 forward against the independent PyTorch reference (tools/reference/gpt2_ref.py):
- * logits at every position of a 64-token sequence, greedy ids for 64 steps, for two configs,
- * loaded from the Hugging Face folder and from GGUF copies (f32, f16, bf16) that netgpt wrote. */
+/* The forward pass against the independent PyTorch references (tools/reference/gpt2_ref.py,
+ * llama_ref.py): logits at every position of a 64-token sequence and greedy ids for 64 steps,
+ * for two GPT-2 and two LLaMA configs (grouped-query attention, RoPE scaling, tied and untied
+ * heads, a sharded bf16 checkpoint), loaded from the Hugging Face folder and from GGUF copies
+ * (f32, f16, bf16) that netgpt wrote; and the one real pretrained model, stories260K, imported
+ * from its llama2.c checkpoint. */
 #include "test.h"
 
 #include <sys/stat.h>
@@ -9,7 +12,8 @@
 #include "model/model.h"
 #include "sample/sampler.h"
 
-static const char *CONFIGS[] = {"gpt2-tiny-a", "gpt2-tiny-b"};
+static const char *CONFIGS[] = {"gpt2-tiny-a", "gpt2-tiny-b", "llama-tiny-a", "llama-tiny-b"};
+#define N_CONFIGS (int)(sizeof CONFIGS / sizeof CONFIGS[0])
 
 static void *read_bin(const char *dir, const char *file, size_t *n_bytes) {
     char p[512];
@@ -50,9 +54,11 @@ static void check_logits(const char *cfg, const ng_model *m, const char *ref_fil
     size_t nb, nr;
     int *toks = read_bin(cfg, "tokens.i32", &nb);
     float *ref = read_bin(cfg, ref_file, &nr);
-    if (!toks || !ref) goto done;
     int n = (int)(nb / 4);
-    CHECK(n == 64 && nr == (size_t)n * m->hp.n_vocab * 4, "%s: fixture sizes", cfg);
+    if (!toks || !ref || nr != (size_t)n * m->hp.n_vocab * 4) {
+        CHECK(0, "%s: fixtures missing or of the wrong size", cfg);
+        goto done;
+    }
     float *got = all_logits(m, toks, n, max_batch);
     CHECK(got != NULL, "%s: forward failed", cfg);
     if (got) {
@@ -66,7 +72,7 @@ done:
 }
 
 static void test_hf_logits_f32(void) {
-    for (int c = 0; c < 2; c++) {
+    for (int c = 0; c < N_CONFIGS; c++) {
         char p[256];
         snprintf(p, sizeof p, "tests/testdata/%s", CONFIGS[c]);
         ng_model *m = load(p);
@@ -80,7 +86,10 @@ static void test_hf_logits_f32(void) {
 static void greedy(const char *cfg, const ng_model *m) {
     size_t np, ng;
     int *prompt = read_bin(cfg, "greedy_prompt.i32", &np), *want = read_bin(cfg, "greedy_ids.i32", &ng);
-    if (!prompt || !want) goto done;
+    if (!prompt || !want) {
+        CHECK(0, "%s: greedy fixtures missing", cfg);
+        goto done;
+    }
     int n_prompt = (int)(np / 4), n_gen = (int)(ng / 4);
     ng_state *s = ng_state_new(m, 0, n_prompt);
     float *logits = xmalloc((size_t)m->hp.n_vocab * sizeof *logits);
@@ -105,7 +114,7 @@ done:
 }
 
 static void test_hf_greedy(void) {
-    for (int c = 0; c < 2; c++) {
+    for (int c = 0; c < N_CONFIGS; c++) {
         char p[256];
         snprintf(p, sizeof p, "tests/testdata/%s", CONFIGS[c]);
         ng_model *m = load(p);
@@ -120,7 +129,7 @@ static void test_hf_greedy(void) {
 static void test_gguf_copies(void) {
     mkdir("build", 0755);
     mkdir("build/tmp", 0755);
-    for (int c = 0; c < 2; c++) {
+    for (int c = 0; c < N_CONFIGS; c++) {
         char src[256], dst[256];
         snprintf(src, sizeof src, "tests/testdata/%s", CONFIGS[c]);
         ng_model *hf = load(src);
@@ -184,6 +193,51 @@ static void test_llamacpp_layout(void) {
     ng_model_free(m);
 }
 
+/* stories260K, the real pretrained LLaMA (grouped-query attention), imported from llama2.c:
+ * logits and greedy ids as the reference computes them from the same checkpoint, the prompt's
+ * ids from its SentencePiece tokenizer, and a GGUF copy that gives the same logits. */
+static void test_stories260k(void) {
+    if (!t_shared_models()) SKIP("../shared/models is absent");
+    ng_error err;
+    ng_model *m = ng_model_load_llama2c("../shared/models/stories260K.bin", "../shared/models/tok512.bin", &err);
+    REQUIRE(m, "%s", err.msg);
+    CHECK(m->hp.n_head == 8 && m->hp.n_head_kv == 4 && m->hp.n_vocab == 512, "hparams");
+    check_logits("stories260K", m, "logits_f32.f32", 1e-4, 32);
+    check_logits("stories260K", m, "logits_f32.f32", 1e-4, 5);
+    greedy("stories260K", m);
+    size_t np;
+    int *prompt = read_bin("stories260K", "greedy_prompt.i32", &np), n;
+    int *ids = tok_encode(m->tok, "Once upon a time", 16, &n);
+    CHECK(prompt && tok_add_bos(m->tok) && n + 1 == (int)(np / 4) && prompt[0] == tok_bos(m->tok) &&
+              memcmp(ids, prompt + 1, (size_t)n * sizeof *ids) == 0,
+          "prompt ids");
+    free(ids);
+    free(prompt);
+    REQUIRE(ng_model_save_gguf(m, "build/tmp/stories260K.gguf", NG_F32, &err) == NG_OK, "%s", err.msg);
+    ng_model *g = load("build/tmp/stories260K.gguf");
+    REQUIRE(g, "reload");
+    check_logits("stories260K", g, "logits_f32.f32", 1e-4, 32);
+    CHECK(g->tok && tok_n_vocab(g->tok) == 512 && tok_bos(g->tok) == 1 && tok_eos(g->tok) == 2, "tokenizer kept");
+    ng_model_free(g);
+    ng_model_free(m);
+}
+
+static void test_llama2c_errors(void) {
+    ng_error err;
+    FILE *f = fopen("build/tmp/bad-llama2c.bin", "wb");
+    int32_t h[7] = {64, 172, 5, 8, 4, 512, 512};
+    fwrite(h, sizeof h, 1, f);
+    fclose(f);
+    ng_model *m = ng_model_load_llama2c("build/tmp/bad-llama2c.bin", NULL, &err);
+    CHECK(!m && strstr(err.msg, "bytes, but a llama2.c checkpoint"), "truncated: %s", err.msg);
+    h[3] = 7; /* heads not dividing dim */
+    f = fopen("build/tmp/bad-llama2c.bin", "wb");
+    fwrite(h, sizeof h, 1, f);
+    fclose(f);
+    m = ng_model_load_llama2c("build/tmp/bad-llama2c.bin", NULL, &err);
+    CHECK(!m && strstr(err.msg, "not a multiple"), "bad heads: %s", err.msg);
+}
+
 /* The portable kernels give the same logits as the fast ones (within rounding). */
 static void test_portable_path(void) {
     ng_model *m = load("tests/testdata/gpt2-tiny-b");
@@ -221,6 +275,8 @@ int main(void) {
     RUN(test_hf_greedy);
     RUN(test_gguf_copies);
     RUN(test_llamacpp_layout);
+    RUN(test_stories260k);
+    RUN(test_llama2c_errors);
     RUN(test_portable_path);
     RUN(test_context_overflow);
     TEST_EXIT();
