@@ -238,6 +238,50 @@ static void test_llama2c_errors(void) {
     CHECK(!m && strstr(err.msg, "not a multiple"), "bad heads: %s", err.msg);
 }
 
+/* Sequences advanced together by ng_forward_multi (different lengths and positions in one
+ * batch, as continuous batching does) give the logits each gives alone. */
+static void test_multi_sequence(void) {
+    for (int c = 0; c < N_CONFIGS; c += 2) { /* one GPT-2, one LLaMA */
+        char p[256];
+        snprintf(p, sizeof p, "tests/testdata/%s", CONFIGS[c]);
+        ng_model *m = load(p);
+        REQUIRE(m, "load");
+        int V = m->hp.n_vocab, toks[64];
+        for (int i = 0; i < 64; i++) toks[i] = (i * 37 + 11) % V;
+        /* two rounds: sequence i takes steps[round][i] tokens of its own stream */
+        int steps[2][3] = {{10, 3, 1}, {1, 1, 5}}, starts[3] = {0, 20, 40};
+        ng_state *work = ng_state_new(m, 0, 32), *seq[3], *alone[3];
+        for (int i = 0; i < 3; i++) seq[i] = ng_state_new(m, 0, 0), alone[i] = ng_state_new(m, 0, 16);
+        float *got = xmalloc(3 * (size_t)V * sizeof *got), *want = xmalloc((size_t)V * sizeof *want);
+        ng_error err;
+        int used[3] = {0, 0, 0};
+        for (int r = 0; r < 2; r++) {
+            int batch[32], n = 0;
+            for (int i = 0; i < 3; i++)
+                for (int j = 0; j < steps[r][i]; j++) batch[n++] = toks[starts[i] + used[i] + j];
+            REQUIRE(ng_forward_multi(m, work, seq, steps[r], 3, batch, got, &err) == NG_OK, "%s", err.msg);
+            for (int i = 0; i < 3; i++) {
+                REQUIRE(ng_forward(m, alone[i], toks + starts[i] + used[i], steps[r][i], want, 0, &err) == NG_OK,
+                        "%s", err.msg);
+                double d = t_max_abs_diff(got + (size_t)i * V, want, (size_t)V);
+                CHECK(d <= 1e-4, "%s round %d sequence %d: max diff %g", CONFIGS[c], r, i, d);
+                used[i] += steps[r][i];
+                CHECK(seq[i]->pos == used[i], "position");
+            }
+        }
+        int bad[3] = {1, 1, 200};
+        ng_state *dup[3] = {seq[0], seq[0], seq[1]};
+        CHECK(ng_forward_multi(m, work, dup, bad, 3, toks, got, &err) == NG_ERR, "duplicate sequence accepted");
+        CHECK(ng_forward_multi(m, work, seq, bad, 3, toks, got, &err) == NG_ERR && seq[0]->pos == used[0],
+              "oversized batch accepted or state changed");
+        for (int i = 0; i < 3; i++) ng_state_free(seq[i]), ng_state_free(alone[i]);
+        ng_state_free(work);
+        free(got);
+        free(want);
+        ng_model_free(m);
+    }
+}
+
 /* The portable kernels give the same logits as the fast ones (within rounding). */
 static void test_portable_path(void) {
     ng_model *m = load("tests/testdata/gpt2-tiny-b");
@@ -277,6 +321,7 @@ int main(void) {
     RUN(test_llamacpp_layout);
     RUN(test_stories260k);
     RUN(test_llama2c_errors);
+    RUN(test_multi_sequence);
     RUN(test_portable_path);
     RUN(test_context_overflow);
     TEST_EXIT();

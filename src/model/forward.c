@@ -23,8 +23,7 @@
 ng_state *ng_state_new(const ng_model *m, int n_ctx, int max_batch) {
     const ng_hparams *hp = &m->hp;
     if (n_ctx <= 0 || n_ctx > hp->n_ctx) n_ctx = hp->n_ctx;
-    if (max_batch <= 0) max_batch = 1;
-    if (max_batch > n_ctx) max_batch = n_ctx;
+    if (max_batch < 0) max_batch = 1;
     ng_state *s = xcalloc(1, sizeof *s);
     s->n_ctx = n_ctx;
     s->max_batch = max_batch;
@@ -33,6 +32,7 @@ ng_state *ng_state_new(const ng_model *m, int n_ctx, int max_batch) {
     s->kv = ng_aligned_alloc(2 * kv_n * sizeof(float));
     s->k = s->kv;
     s->v = s->kv + kv_n;
+    if (max_batch == 0) return s; /* a KV cache only, for ng_forward_multi */
     int threads = ng_threads();
     s->n_score_rows = threads;
     /* one block for all activations; each piece rounded to 16 floats to keep 64-byte alignment */
@@ -47,7 +47,10 @@ ng_state *ng_state_new(const ng_model *m, int n_ctx, int max_batch) {
     float *p = s->act;
     float **slots[6] = {&s->x, &s->xn, &s->qkv, &s->att_out, &s->ff, &s->scores};
     for (int i = 0; i < 6; i++) *slots[i] = p, p += sizes[i];
-    s->pos = 0;
+    s->row_seq = xcalloc(B, sizeof *s->row_seq);
+    s->row_pos = xcalloc(B, sizeof *s->row_pos);
+    s->row_index = xcalloc(2 * B, sizeof *s->row_index);
+    for (int b = 0; b < max_batch; b++) s->row_index[b] = b;
     return s;
 }
 
@@ -55,6 +58,9 @@ void ng_state_free(ng_state *s) {
     if (!s) return;
     free(s->kv);
     free(s->act);
+    free(s->row_seq);
+    free(s->row_pos);
+    free(s->row_index);
     free(s);
 }
 
@@ -134,18 +140,21 @@ static void embed_row(float *out, const ng_tensor *t, int64_t row) {
     ng_to_f32(out, (const char *)t->data + ng_row_size(t->type, t->ne[0]) * (size_t)row, t->type, t->ne[0]);
 }
 
-/* Causal self-attention of B query rows at positions pos..pos+B-1 over one layer's cache.
- * Query rows are strided by q_stride; query head h reads KV head h / (n_head / n_head_kv). */
-static void attention(const ng_hparams *hp, ng_state *s, const float *q0, size_t q_stride, const float *kc,
-                      const float *vc, int pos, int B) {
+/* Causal self-attention of B query rows over layer l of each row's own sequence cache (row b
+ * is at position row_pos[b] of sequence row_seq[b], its key/value already appended). Query
+ * rows are strided by q_stride; query head h reads KV head h / (n_head / n_head_kv). */
+static void attention(const ng_hparams *hp, ng_state *w, int l, const float *q0, size_t q_stride, int B) {
     int E = hp->n_embd, H = hp->n_head, hd = ng_head_dim(hp), KV = ng_kv_dim(hp), group = H / hp->n_head_kv;
     float scale = 1.0f / sqrtf((float)hd);
-    int threads = s->n_score_rows < ng_threads() ? s->n_score_rows : ng_threads();
-    int work = B * H;
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (work > 1 && (pos + B) * hd * work > 32768)
-    for (int w = 0; w < work; w++) {
-        int b = w / H, h = w % H, t_end = pos + b + 1, kvh = h / group;
-        float *sc = s->scores + (size_t)omp_get_thread_num() * (size_t)s->n_ctx;
+    int threads = w->n_score_rows < ng_threads() ? w->n_score_rows : ng_threads();
+    int work = B * H, longest = 0;
+    for (int b = 0; b < B; b++) longest = w->row_pos[b] + 1 > longest ? w->row_pos[b] + 1 : longest;
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (work > 1 && longest * hd * work > 32768)
+    for (int wi = 0; wi < work; wi++) {
+        int b = wi / H, h = wi % H, t_end = w->row_pos[b] + 1, kvh = h / group;
+        const ng_state *seq = w->row_seq[b];
+        const float *kc = seq->k + (size_t)l * seq->n_ctx * KV, *vc = seq->v + (size_t)l * seq->n_ctx * KV;
+        float *sc = w->scores + (size_t)omp_get_thread_num() * (size_t)w->n_ctx;
         const float *q = q0 + (size_t)b * q_stride + (size_t)h * hd;
         float mx = -INFINITY;
         for (int t = 0; t < t_end; t++) {
@@ -155,7 +164,7 @@ static void attention(const ng_hparams *hp, ng_state *s, const float *q0, size_t
         float sum = 0;
         for (int t = 0; t < t_end; t++) sum += (sc[t] = expf(sc[t] - mx));
         float inv = 1.0f / sum;
-        float *o = s->att_out + (size_t)b * E + (size_t)h * hd;
+        float *o = w->att_out + (size_t)b * E + (size_t)h * hd;
         memset(o, 0, (size_t)hd * sizeof *o);
         for (int t = 0; t < t_end; t++) {
             const float *v = vc + (size_t)t * KV + (size_t)kvh * hd;
@@ -173,8 +182,8 @@ static void matmul(float *y, const float *x, const ng_tensor *w, const ng_tensor
 /* ---- blocks ---------------------------------------------------------------------------------- */
 
 /* Projects xn to q, k, v (rows of qkv: q (E) | k (KV) | v (KV)), positions them, appends k, v
- * to the cache. */
-static void qkv_project(const ng_hparams *hp, const ng_layer *L, ng_state *s, float *kc, float *vc, int pos, int B) {
+ * to each row's sequence cache at layer l. */
+static void qkv_project(const ng_hparams *hp, const ng_layer *L, ng_state *s, int l, int B) {
     int E = hp->n_embd, KV = ng_kv_dim(hp), hd = ng_head_dim(hp);
     size_t stride = (size_t)E + 2 * (size_t)KV;
     if (hp->arch == NG_ARCH_GPT2) {
@@ -190,15 +199,17 @@ static void qkv_project(const ng_hparams *hp, const ng_layer *L, ng_state *s, fl
             memcpy(row, s->att_out + (size_t)b * E, (size_t)E * sizeof(float));
             memcpy(row + E, k + (size_t)b * KV, (size_t)KV * sizeof(float));
             memcpy(row + E + KV, v + (size_t)b * KV, (size_t)KV * sizeof(float));
-            float p = (float)(pos + b) * hp->rope_scale;
+            float p = (float)s->row_pos[b] * hp->rope_scale;
             rope(row, hp->n_head, hd, p, hp->rope_theta);
             rope(row + E, hp->n_head_kv, hd, p, hp->rope_theta);
         }
     }
     for (int b = 0; b < B; b++) {
         const float *row = s->qkv + (size_t)b * stride;
-        memcpy(kc + (size_t)(pos + b) * KV, row + E, (size_t)KV * sizeof(float));
-        memcpy(vc + (size_t)(pos + b) * KV, row + E + KV, (size_t)KV * sizeof(float));
+        ng_state *seq = s->row_seq[b];
+        size_t at = ((size_t)l * seq->n_ctx + (size_t)s->row_pos[b]) * KV;
+        memcpy(seq->k + at, row + E, (size_t)KV * sizeof(float));
+        memcpy(seq->v + at, row + E + KV, (size_t)KV * sizeof(float));
     }
 }
 
@@ -218,53 +229,90 @@ static void ffn(const ng_hparams *hp, const ng_layer *L, ng_state *s, int B) {
     add(s->x, out, (size_t)B * hp->n_embd);
 }
 
-/* One chunk of B <= max_batch tokens; logits NULL skips the output head. */
-static void forward_chunk(const ng_model *m, ng_state *s, const int *tokens, int B, float *logits, int all_logits) {
+/* B <= max_batch rows through the model, row b at position w->row_pos[b] of w->row_seq[b]
+ * (set by the caller). Writes the output head's logits for the rows listed in out_rows
+ * (n_out of them, one n_vocab row each) when logits is not NULL. */
+static void forward_rows(const ng_model *m, ng_state *w, const int *tokens, int B, float *logits, const int *out_rows,
+                         int n_out) {
     const ng_hparams *hp = &m->hp;
-    int E = hp->n_embd, pos = s->pos;
-    size_t cache_stride = (size_t)s->n_ctx * ng_kv_dim(hp);
+    int E = hp->n_embd;
     for (int b = 0; b < B; b++) {
-        embed_row(s->x + (size_t)b * E, m->tok_embd, tokens[b]);
+        embed_row(w->x + (size_t)b * E, m->tok_embd, tokens[b]);
         if (m->pos_embd) {
-            embed_row(s->xn, m->pos_embd, pos + b);
-            add(s->x + (size_t)b * E, s->xn, (size_t)E);
+            embed_row(w->xn, m->pos_embd, w->row_pos[b]);
+            add(w->x + (size_t)b * E, w->xn, (size_t)E);
         }
     }
     for (int l = 0; l < hp->n_layer; l++) {
         const ng_layer *L = &m->layers[l];
-        float *kc = s->k + (size_t)l * cache_stride, *vc = s->v + (size_t)l * cache_stride;
-        norm_rows(hp, s->xn, s->x, L->attn_norm_w, L->attn_norm_b, B, E);
-        qkv_project(hp, L, s, kc, vc, pos, B);
-        attention(hp, s, s->qkv, (size_t)E + 2 * (size_t)ng_kv_dim(hp), kc, vc, pos, B);
-        matmul(s->xn, s->att_out, L->out_w, L->out_b, B);
-        add(s->x, s->xn, (size_t)B * E);
-        norm_rows(hp, s->xn, s->x, L->ffn_norm_w, L->ffn_norm_b, B, E);
-        ffn(hp, L, s, B);
+        norm_rows(hp, w->xn, w->x, L->attn_norm_w, L->attn_norm_b, B, E);
+        qkv_project(hp, L, w, l, B);
+        attention(hp, w, l, w->qkv, (size_t)E + 2 * (size_t)ng_kv_dim(hp), B);
+        matmul(w->xn, w->att_out, L->out_w, L->out_b, B);
+        add(w->x, w->xn, (size_t)B * E);
+        norm_rows(hp, w->xn, w->x, L->ffn_norm_w, L->ffn_norm_b, B, E);
+        ffn(hp, L, w, B);
     }
-    s->pos += B;
-    if (!logits) return;
-    int first = all_logits ? 0 : B - 1;
-    norm_rows(hp, s->xn, s->x + (size_t)first * E, m->out_norm_w, m->out_norm_b, B - first, E);
-    matmul(logits, s->xn, m->output, NULL, B - first);
+    if (!logits || n_out == 0) return;
+    for (int i = 0; i < n_out; i++) memmove(w->x + (size_t)i * E, w->x + (size_t)out_rows[i] * E, (size_t)E * sizeof(float));
+    norm_rows(hp, w->xn, w->x, m->out_norm_w, m->out_norm_b, n_out, E);
+    matmul(logits, w->xn, m->output, NULL, n_out);
+}
+
+static int check_tokens(const ng_model *m, const int *tokens, int n, ng_error *err) {
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= m->hp.n_vocab)
+            return ng_error_set(err, "token id %d at position %d is out of range (vocabulary of %d)", tokens[i], i,
+                                m->hp.n_vocab);
+    return NG_OK;
 }
 
 int ng_forward(const ng_model *m, ng_state *s, const int *tokens, int n, float *logits, int all_logits,
                ng_error *err) {
     if (n <= 0) return ng_error_set(err, "no tokens to process");
+    if (s->max_batch <= 0) return ng_error_set(err, "this state holds a KV cache only (no activations)");
     if (n > s->n_ctx - s->pos)
         return ng_error_set(err, "context overflow: %d tokens in the cache + %d new exceed the context of %d", s->pos, n,
                             s->n_ctx);
-    for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= m->hp.n_vocab)
-            return ng_error_set(err, "token id %d at position %d is out of range (vocabulary of %d)", tokens[i], i,
-                                m->hp.n_vocab);
+    if (check_tokens(m, tokens, n, err)) return NG_ERR;
     for (int done = 0; done < n;) {
         int B = n - done < s->max_batch ? n - done : s->max_batch;
         int last = done + B == n;
-        float *out = all_logits ? logits + (size_t)done * m->hp.n_vocab : logits;
+        for (int b = 0; b < B; b++) s->row_seq[b] = s, s->row_pos[b] = s->pos + b;
         /* without all_logits, only the final chunk's last token needs the output head */
-        forward_chunk(m, s, tokens + done, B, all_logits || last ? out : NULL, all_logits);
+        if (all_logits) forward_rows(m, s, tokens + done, B, logits + (size_t)done * m->hp.n_vocab, s->row_index, B);
+        else forward_rows(m, s, tokens + done, B, last ? logits : NULL, &s->row_index[B - 1], 1);
+        s->pos += B;
         done += B;
     }
+    return NG_OK;
+}
+
+int ng_forward_multi(const ng_model *m, ng_state *work, ng_state *const *seqs, const int *n_tok, int n_seqs,
+                     const int *tokens, float *logits, ng_error *err) {
+    int total = 0;
+    for (int i = 0; i < n_seqs; i++) {
+        if (n_tok[i] <= 0) return ng_error_set(err, "sequence %d has no tokens", i);
+        if (n_tok[i] > seqs[i]->n_ctx - seqs[i]->pos)
+            return ng_error_set(err, "sequence %d: %d tokens in the cache + %d new exceed its context of %d", i,
+                                seqs[i]->pos, n_tok[i], seqs[i]->n_ctx);
+        if (seqs[i]->n_ctx > work->n_ctx)
+            return ng_error_set(err, "sequence %d: context %d exceeds the work state's %d", i, seqs[i]->n_ctx,
+                                work->n_ctx);
+        for (int j = 0; j < i; j++)
+            if (seqs[j] == seqs[i]) return ng_error_set(err, "sequence %d appears twice in one batch", i);
+        total += n_tok[i];
+    }
+    if (total > work->max_batch)
+        return ng_error_set(err, "%d tokens exceed the work state's batch of %d", total, work->max_batch);
+    if (check_tokens(m, tokens, total, err)) return NG_ERR;
+    int r = 0;
+    int *out_rows = work->row_index + work->max_batch; /* second half: the last row of each sequence */
+    for (int i = 0; i < n_seqs; i++) {
+        for (int j = 0; j < n_tok[i]; j++, r++) work->row_seq[r] = seqs[i], work->row_pos[r] = seqs[i]->pos + j;
+        out_rows[i] = r - 1;
+    }
+    forward_rows(m, work, tokens, total, logits, out_rows, n_seqs);
+    for (int i = 0; i < n_seqs; i++) seqs[i]->pos += n_tok[i];
     return NG_OK;
 }

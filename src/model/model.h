@@ -80,7 +80,7 @@ ng_type ng_model_wtype(const ng_model *m);
 const char *ng_arch_name(ng_arch a);
 int ng_model_save_gguf(const ng_model *m, const char *path, ng_type wtype, ng_error *err);
 
-typedef struct {
+typedef struct ng_state {
     int n_ctx, max_batch;
     int pos;        /* tokens in the cache */
     float *kv;      /* one block: k then v, each (n_layer, n_ctx, kv_dim) */
@@ -89,10 +89,14 @@ typedef struct {
     float *x, *xn, *qkv, *att_out, *ff; /* (B, n_embd) x2, (B, n_embd + 2 kv_dim), (B, n_embd), (B, 2 n_ff) */
     float *scores;  /* (threads, n_ctx) attention scratch */
     int n_score_rows;
+    struct ng_state **row_seq; /* (max_batch) the sequence (KV cache) each row belongs to */
+    int *row_pos;              /* (max_batch) each row's position in its sequence */
+    int *row_index;            /* (2 max_batch) 0..max_batch-1, then output-row scratch */
 } ng_state;
 
 /* A state for sequences of up to n_ctx tokens (<= the model's n_ctx; 0 = the model's),
- * processing at most max_batch tokens per ng_forward call. */
+ * processing at most max_batch tokens per ng_forward call. max_batch 0 makes a KV cache only
+ * (a sequence for ng_forward_multi, which uses another state's activations). */
 ng_state *ng_state_new(const ng_model *m, int n_ctx, int max_batch);
 void ng_state_free(ng_state *s);
 void ng_state_reset(ng_state *s);
@@ -103,5 +107,13 @@ void ng_state_reset(ng_state *s);
  * overflow, a token id out of range) leave the state unchanged and return NG_ERR + err. */
 int ng_forward(const ng_model *m, ng_state *s, const int *tokens, int n, float *logits, int all_logits,
                ng_error *err);
+
+/* Advances several sequences in one forward, so the weights are read once for all of them
+ * (continuous batching): sequence i (seqs[i], a KV cache) takes the next n_tok[i] of tokens
+ * (concatenated in sequence order). work provides the activations (max_batch >= the total,
+ * n_ctx >= every sequence's). logits gets one n_vocab row per sequence: its last token's.
+ * Errors leave every sequence unchanged. */
+int ng_forward_multi(const ng_model *m, ng_state *work, ng_state *const *seqs, const int *n_tok, int n_seqs,
+                     const int *tokens, float *logits, ng_error *err);
 
 #endif
