@@ -30,7 +30,8 @@ static void setup(void) {
 }
 
 static void test_help(void) {
-    const char *cmds[] = {"--help", "generate --help", "tokenize --help", "convert --help", "bench --help"};
+    const char *cmds[] = {"--help", "generate --help", "tokenize --help", "convert --help", "merge --help",
+                          "bench --help"};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         char c[256], *out;
         snprintf(c, sizeof c, BIN " %s", cmds[i]);
@@ -115,6 +116,32 @@ static void test_convert_generate(void) {
     free(want);
 }
 
+/* --lora at run time and `merge` give the same greedy ids; both differ from the base. */
+static void test_lora_merge(void) {
+    char *err, *base, *runtime, *merged;
+    const char *gen = BIN " generate --prompt-ids '1 2 3 4' --ids -n 12 --temp 0 -q -m ";
+    char cmd[1024];
+    int rc = run(BIN " merge -m tests/testdata/llama-tiny-a --lora tests/testdata/lora/llama-tiny-a -o "
+                     "build/tmp/cli-merged.gguf --type f32",
+                 NULL, &err);
+    REQUIRE(rc == 0, "merge: %s", err);
+    free(err);
+    snprintf(cmd, sizeof cmd, "%stests/testdata/llama-tiny-a", gen);
+    run(cmd, &base, NULL);
+    snprintf(cmd, sizeof cmd, "%stests/testdata/llama-tiny-a --lora tests/testdata/lora/llama-tiny-a:1", gen);
+    run(cmd, &runtime, NULL);
+    snprintf(cmd, sizeof cmd, "%sbuild/tmp/cli-merged.gguf", gen);
+    run(cmd, &merged, NULL);
+    CHECK(runtime && merged && strlen(runtime) > 10 && strcmp(runtime, merged) == 0, "run time '%s' vs merged '%s'",
+          runtime, merged);
+    CHECK(base && runtime && strcmp(base, runtime) != 0, "the adapter changed nothing");
+    free(base), free(runtime), free(merged);
+    rc = run(BIN " generate -m tests/testdata/gpt2-tiny-a --lora tests/testdata/lora/llama-tiny-a --prompt-ids 1 --ids -n 4",
+             NULL, &err);
+    CHECK(rc == 1 && strstr(err, "not a LoRA matrix"), "mismatched adapter: rc %d %s", rc, err);
+    free(err);
+}
+
 static void test_bad_files(void) {
     char *err;
     FILE *f = fopen("build/tmp/garbage.gguf", "wb");
@@ -133,6 +160,7 @@ int main(void) {
     RUN(test_help);
     RUN(test_tokenize);
     RUN(test_convert_generate);
+    RUN(test_lora_merge);
     RUN(test_bad_files);
     TEST_EXIT();
 }

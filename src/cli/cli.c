@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "core/kernels.h"
+#include "model/lora.h"
 
 void cli_opts_init(cli_opts *o) {
     memset(o, 0, sizeof *o);
@@ -62,6 +63,10 @@ int cli_common_flag(int argc, char **argv, int *i, cli_opts *o) {
     else if (IS("--repeat-last-n")) o->sp.repeat_last_n = (int)cli_long(a, cli_value(argc, argv, i), 0, 1 << 20);
     else if (IS("--seed")) o->sp.seed = (uint64_t)cli_long(a, cli_value(argc, argv, i), 0, 0x7fffffffffffffffL), o->seed_set = 1;
     else if (IS("--json")) o->json = 1;
+    else if (IS("--lora")) {
+        if (o->n_lora == (int)(sizeof o->lora / sizeof o->lora[0])) usage_error("too many --lora adapters%s%s", "", "");
+        o->lora[o->n_lora++] = cli_value(argc, argv, i);
+    }
     else if (IS("-v") || IS("--verbose")) ng_verbose = 2;
     else if (IS("-q") || IS("--quiet")) ng_verbose = 0;
     else return 0;
@@ -87,4 +92,23 @@ ng_model *cli_load_model(const cli_opts *o) {
     if (!m) ng_die("%s", err.msg);
     ng_debug("loaded %s in %.2f s\n", o->model, ng_time() - t0);
     return m;
+}
+
+ng_lora *cli_load_lora(const cli_opts *o, const ng_model *m) {
+    if (o->n_lora == 0) return NULL;
+    ng_lora *list[8];
+    ng_error err;
+    for (int i = 0; i < o->n_lora; i++) {
+        char *path;
+        float scale;
+        if (ng_lora_parse_arg(o->lora[i], &path, &scale, &err)) ng_die("%s", err.msg);
+        if (!(list[i] = ng_lora_load(m, path, scale, &err))) ng_die("%s", err.msg);
+        ng_debug("adapter %s (scale %g, rank up to %d)\n", path, scale, list[i]->rank_max);
+        free(path);
+    }
+    if (o->n_lora == 1) return list[0];
+    ng_lora *c = ng_lora_combine(list, o->n_lora);
+    for (int i = 0; i < o->n_lora; i++) ng_lora_free(list[i]);
+    if (!c) ng_die("the --lora adapters together exceed rank %d", NG_LORA_MAX_RANK);
+    return c;
 }

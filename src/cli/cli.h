@@ -16,6 +16,8 @@ typedef struct {
     int json;           /* --json */
     int seed_set;       /* --seed given */
     ng_sampler_params sp;
+    const char *lora[8]; /* --lora PATH[:SCALE], repeatable */
+    int n_lora;
     const char *pos[8]; /* positional arguments */
     int n_pos;
 } cli_opts;
@@ -31,10 +33,13 @@ double cli_double(const char *flag, const char *s, double min, double max);
 void cli_positional(cli_opts *o, const char *arg, const char *cmd);
 /* Loads -m (exits with the loader's message on failure) and applies -t. */
 ng_model *cli_load_model(const cli_opts *o);
+/* The --lora adapters of o for m as one adapter (NULL when none given); exits on error. */
+struct ng_lora *cli_load_lora(const cli_opts *o, const ng_model *m);
 
 int cmd_generate(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
 
 #endif

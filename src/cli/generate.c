@@ -6,6 +6,7 @@
 
 #include "cli/cli.h"
 #include "core/kernels.h"
+#include "model/lora.h"
 
 static const char HELP[] =
     "usage: netgpt generate -m MODEL -p PROMPT [-n N] [options]\n"
@@ -27,6 +28,7 @@ static const char HELP[] =
     "      --repeat-last-n N  how many recent tokens it looks at (default 64)\n"
     "      --seed S           random seed; the same seed gives the same output (default: random)\n"
     "      --ctx N            context length (default: the model's)\n"
+    "      --lora PATH[:SCALE] apply a LoRA adapter (PEFT folder or GGUF LoRA); repeatable\n"
     "  -t, --threads N        threads (default: all cores)\n"
     "      --json             print one JSON object with text, ids and timings at the end\n"
     "  -q, --quiet            no timings on stderr\n";
@@ -123,7 +125,9 @@ int cmd_generate(int argc, char **argv) {
     if (n_prompt + o.n_predict > n_ctx)
         ng_die("the prompt (%d tokens) + -n %d exceed the context of %d tokens", n_prompt, o.n_predict, n_ctx);
 
+    ng_lora *lora = cli_load_lora(&o, m);
     ng_state *s = ng_state_new(m, n_ctx, n_prompt < 512 ? n_prompt : 512);
+    s->lora = lora;
     ng_sampler *smp = ng_sampler_new(&o.sp, m->hp.n_vocab);
     float *logits = xmalloc((size_t)m->hp.n_vocab * sizeof *logits);
     int *hist = xmalloc((size_t)(n_prompt + o.n_predict) * sizeof *hist);
@@ -181,6 +185,7 @@ int cmd_generate(int argc, char **argv) {
     free(prompt);
     ng_sampler_free(smp);
     ng_state_free(s);
+    ng_lora_free(lora);
     ng_model_free(m);
     return 0;
 }

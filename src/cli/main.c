@@ -11,7 +11,8 @@ static const char USAGE[] =
     "commands:\n"
     "  generate   run a model on a prompt, streaming the text as it is made\n"
     "  tokenize   text -> token ids, or ids -> text with --decode\n"
-    "  convert    Hugging Face model folder (safetensors) -> GGUF (f32/f16/bf16)\n"
+    "  convert    Hugging Face folder / llama2.c checkpoint / GGUF -> GGUF (f32/f16/bf16)\n"
+    "  merge      bake LoRA adapters into a base model, write GGUF\n"
     "  bench      measured speed and memory against this machine's own limits\n"
     "\n"
     "MODEL is a GGUF file or a Hugging Face model folder (config.json + model.safetensors\n"
@@ -25,7 +26,8 @@ int main(int argc, char **argv) {
     static const struct {
         const char *name;
         int (*fn)(int, char **);
-    } cmds[] = {{"generate", cmd_generate}, {"tokenize", cmd_tokenize}, {"convert", cmd_convert}, {"bench", cmd_bench}};
+    } cmds[] = {{"generate", cmd_generate}, {"tokenize", cmd_tokenize}, {"convert", cmd_convert}, {"merge", cmd_merge},
+                   {"bench", cmd_bench}};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(argv[1], cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "netgpt: unknown command '%s'\n\n%s", argv[1], USAGE);

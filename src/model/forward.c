@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "core/kernels.h"
+#include "model/lora.h"
 #include "model/model.h"
 
 ng_state *ng_state_new(const ng_model *m, int n_ctx, int max_batch) {
@@ -50,6 +51,7 @@ ng_state *ng_state_new(const ng_model *m, int n_ctx, int max_batch) {
     s->row_seq = xcalloc(B, sizeof *s->row_seq);
     s->row_pos = xcalloc(B, sizeof *s->row_pos);
     s->row_index = xcalloc(2 * B, sizeof *s->row_index);
+    s->row_lora = xcalloc(B, sizeof *s->row_lora);
     for (int b = 0; b < max_batch; b++) s->row_index[b] = b;
     return s;
 }
@@ -61,6 +63,7 @@ void ng_state_free(ng_state *s) {
     free(s->row_seq);
     free(s->row_pos);
     free(s->row_index);
+    free(s->row_lora);
     free(s);
 }
 
@@ -179,6 +182,14 @@ static void matmul(float *y, const float *x, const ng_tensor *w, const ng_tensor
     ng_matmul(y, x, w->data, w->type, b ? b->data : NULL, B, (int)w->ne[1], (int)w->ne[0]);
 }
 
+/* A layer matmul that rows' adapters may adapt: the base product once for all rows, then each
+ * row adds its own adapter's low-rank delta. */
+static void lmatmul(const ng_state *s, float *y, const float *x, const ng_tensor *w, const ng_tensor *b, int B,
+                    int layer, ng_lora_target t) {
+    matmul(y, x, w, b, B);
+    if (s->any_lora) ng_lora_apply(y, x, B, (int)w->ne[1], (int)w->ne[0], layer, t, s->row_lora);
+}
+
 /* ---- blocks ---------------------------------------------------------------------------------- */
 
 /* Projects xn to q, k, v (rows of qkv: q (E) | k (KV) | v (KV)), positions them, appends k, v
@@ -187,13 +198,13 @@ static void qkv_project(const ng_hparams *hp, const ng_layer *L, ng_state *s, in
     int E = hp->n_embd, KV = ng_kv_dim(hp), hd = ng_head_dim(hp);
     size_t stride = (size_t)E + 2 * (size_t)KV;
     if (hp->arch == NG_ARCH_GPT2) {
-        matmul(s->qkv, s->xn, L->qkv_w, L->qkv_b, B); /* fused: stride is 3E */
+        lmatmul(s, s->qkv, s->xn, L->qkv_w, L->qkv_b, B, l, LORA_QKV); /* fused: stride is 3E */
     } else {
         /* separate projections into the att_out / ff scratch, then interleave into qkv rows */
         float *k = s->ff, *v = s->ff + (size_t)B * KV;
-        matmul(s->att_out, s->xn, L->q_w, NULL, B);
-        matmul(k, s->xn, L->k_w, NULL, B);
-        matmul(v, s->xn, L->v_w, NULL, B);
+        lmatmul(s, s->att_out, s->xn, L->q_w, NULL, B, l, LORA_Q);
+        lmatmul(s, k, s->xn, L->k_w, NULL, B, l, LORA_K);
+        lmatmul(s, v, s->xn, L->v_w, NULL, B, l, LORA_V);
         for (int b = 0; b < B; b++) {
             float *row = s->qkv + (size_t)b * stride;
             memcpy(row, s->att_out + (size_t)b * E, (size_t)E * sizeof(float));
@@ -213,19 +224,19 @@ static void qkv_project(const ng_hparams *hp, const ng_layer *L, ng_state *s, in
     }
 }
 
-static void ffn(const ng_hparams *hp, const ng_layer *L, ng_state *s, int B) {
+static void ffn(const ng_hparams *hp, const ng_layer *L, ng_state *s, int l, int B) {
     size_t F = (size_t)hp->n_ff;
     float *out = s->att_out; /* (B, E) scratch once attention output is consumed */
     if (hp->arch == NG_ARCH_GPT2) {
-        matmul(s->ff, s->xn, L->up_w, L->up_b, B);
+        lmatmul(s, s->ff, s->xn, L->up_w, L->up_b, B, l, LORA_UP);
         gelu(s->ff, (size_t)B * F);
     } else {
         float *up = s->ff + (size_t)B * F;
-        matmul(s->ff, s->xn, L->gate_w, NULL, B);
-        matmul(up, s->xn, L->up_w, NULL, B);
+        lmatmul(s, s->ff, s->xn, L->gate_w, NULL, B, l, LORA_GATE);
+        lmatmul(s, up, s->xn, L->up_w, NULL, B, l, LORA_UP);
         swiglu(s->ff, up, (size_t)B * F);
     }
-    matmul(out, s->ff, L->down_w, L->down_b, B);
+    lmatmul(s, out, s->ff, L->down_w, L->down_b, B, l, LORA_DOWN);
     add(s->x, out, (size_t)B * hp->n_embd);
 }
 
@@ -236,6 +247,11 @@ static void forward_rows(const ng_model *m, ng_state *w, const int *tokens, int 
                          int n_out) {
     const ng_hparams *hp = &m->hp;
     int E = hp->n_embd;
+    w->any_lora = 0;
+    for (int b = 0; b < B; b++) {
+        w->row_lora[b] = w->row_seq[b]->lora;
+        w->any_lora |= w->row_lora[b] != NULL;
+    }
     for (int b = 0; b < B; b++) {
         embed_row(w->x + (size_t)b * E, m->tok_embd, tokens[b]);
         if (m->pos_embd) {
@@ -248,10 +264,10 @@ static void forward_rows(const ng_model *m, ng_state *w, const int *tokens, int 
         norm_rows(hp, w->xn, w->x, L->attn_norm_w, L->attn_norm_b, B, E);
         qkv_project(hp, L, w, l, B);
         attention(hp, w, l, w->qkv, (size_t)E + 2 * (size_t)ng_kv_dim(hp), B);
-        matmul(w->xn, w->att_out, L->out_w, L->out_b, B);
+        lmatmul(w, w->xn, w->att_out, L->out_w, L->out_b, B, l, LORA_O);
         add(w->x, w->xn, (size_t)B * E);
         norm_rows(hp, w->xn, w->x, L->ffn_norm_w, L->ffn_norm_b, B, E);
-        ffn(hp, L, w, B);
+        ffn(hp, L, w, l, B);
     }
     if (!logits || n_out == 0) return;
     for (int i = 0; i < n_out; i++) memmove(w->x + (size_t)i * E, w->x + (size_t)out_rows[i] * E, (size_t)E * sizeof(float));

@@ -134,6 +134,10 @@ static ng_tensor *model_own(ng_model *m, const char *name, ng_type type, int64_t
     return model_add(m, name, type, ne0, ne1, NULL);
 }
 
+ng_tensor *ng_model_own_tensor(ng_model *m, const char *name, ng_type type, int64_t ne0, int64_t ne1) {
+    return model_own(m, name, type, ne0, ne1);
+}
+
 static int is_float_type(ng_type t) { return t == NG_F32 || t == NG_F16 || t == NG_BF16; }
 
 /* ---- binding ------------------------------------------------------------------------------ */

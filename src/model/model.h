@@ -70,6 +70,8 @@ ng_model *ng_model_load_llama2c(const char *path, const char *tokenizer, ng_erro
  * (f32/f16/bf16) for matrices, made in memory (benchmarks, tests). */
 ng_model *ng_model_random(const ng_hparams *hp, ng_type wtype, uint64_t seed);
 void ng_model_free(ng_model *m);
+/* A new tensor with data the model allocates and frees (e.g. a merged matrix). */
+ng_tensor *ng_model_own_tensor(ng_model *m, const char *name, ng_type type, int64_t ne0, int64_t ne1);
 /* Bytes of weights one decode step reads (all matrices incl. the output head). */
 size_t ng_model_weight_bytes(const ng_model *m);
 /* The type most matrices have (what `general.file_type` describes). */
@@ -80,9 +82,12 @@ ng_type ng_model_wtype(const ng_model *m);
 const char *ng_arch_name(ng_arch a);
 int ng_model_save_gguf(const ng_model *m, const char *path, ng_type wtype, ng_error *err);
 
+struct ng_lora;
+
 typedef struct ng_state {
     int n_ctx, max_batch;
     int pos;        /* tokens in the cache */
+    const struct ng_lora *lora; /* adapter applied to this sequence's rows (NULL: the base model) */
     float *kv;      /* one block: k then v, each (n_layer, n_ctx, kv_dim) */
     float *k, *v;
     float *act;     /* one block for every activation below */
@@ -92,6 +97,8 @@ typedef struct ng_state {
     struct ng_state **row_seq; /* (max_batch) the sequence (KV cache) each row belongs to */
     int *row_pos;              /* (max_batch) each row's position in its sequence */
     int *row_index;            /* (2 max_batch) 0..max_batch-1, then output-row scratch */
+    const struct ng_lora **row_lora; /* (max_batch) each row's adapter, from its sequence */
+    int any_lora;
 } ng_state;
 
 /* A state for sequences of up to n_ctx tokens (<= the model's n_ctx; 0 = the model's),

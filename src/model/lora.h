@@ -1,0 +1,60 @@
+/* lora — low-rank adapters applied at inference: y = W x + s B (A x) for each adapted matrix,
+ * with s = alpha / rank (alpha / sqrt(rank) for rsLoRA) times the user's scale.
+ *
+ * Loads Hugging Face PEFT adapters (a folder with adapter_config.json +
+ * adapter_model.safetensors, names like base_model.model.model.layers.N.self_attn.q_proj.lora_A
+ * .weight) and GGUF LoRA files as llama.cpp writes them (general.type "adapter", adapter.type
+ * "lora", adapter.lora.alpha, tensors blk.N.attn_q.weight.lora_a / .lora_b). A and B are kept in
+ * f32 in one buffer owned by the adapter, with s folded into B. Every shape is checked against
+ * the model the adapter is loaded for. Several adapters may be loaded for one model and used by
+ * different sequences of one batch (ng_state.lora); several can also be combined into one
+ * (their ranks stacked) for a sequence that wants them all. */
+#ifndef NG_LORA_H
+#define NG_LORA_H
+
+#include "core/util.h"
+
+struct ng_model;
+
+#define NG_LORA_MAX_RANK 1024
+
+/* the matrices an adapter may target, per layer */
+typedef enum { LORA_Q, LORA_K, LORA_V, LORA_O, LORA_QKV, LORA_GATE, LORA_UP, LORA_DOWN, LORA_N_TARGETS } ng_lora_target;
+
+typedef struct {
+    int rank;       /* 0: this matrix is not adapted */
+    int n, k;       /* the adapted matrix: n rows of k */
+    const float *a; /* (rank, k) */
+    const float *b; /* (n, rank), scale folded in */
+} ng_lora_mat;
+
+typedef struct ng_lora {
+    char *name, *path;
+    int n_layer, rank_max;
+    ng_lora_mat *mats; /* (n_layer * LORA_N_TARGETS) */
+    float *data;       /* every A and B */
+} ng_lora;
+
+/* Loads path (a PEFT folder or a GGUF LoRA) for model m with a user scale (1 = as trained).
+ * NULL + err naming the file, tensor and problem (a shape that does not fit m, an unknown
+ * target, a missing partner A/B). */
+ng_lora *ng_lora_load(const struct ng_model *m, const char *path, float scale, ng_error *err);
+/* One adapter that applies all of them (ranks stacked); NULL when a stacked rank would exceed
+ * NG_LORA_MAX_RANK. */
+ng_lora *ng_lora_combine(ng_lora *const *list, int n);
+void ng_lora_free(ng_lora *l);
+/* Parses "PATH[:SCALE]"; *path points into arg's copy (malloc'd, caller frees). */
+int ng_lora_parse_arg(const char *arg, char **path, float *scale, ng_error *err);
+/* The adapter of one matrix (rank 0 when not adapted). */
+const ng_lora_mat *ng_lora_mat_of(const ng_lora *l, int layer, ng_lora_target t);
+
+/* y (B rows of N) += B_t (A_t x) for every row b whose adapters[b] adapts target t of layer
+ * (adapters[b] NULL: the base model for that row). */
+void ng_lora_apply(float *y, const float *x, int B, int N, int K, int layer, ng_lora_target t,
+                   const ng_lora *const *adapters);
+
+/* Adds B A of every adapted matrix to m's weights (f32/f16/bf16 matrices are rewritten in their
+ * own type into memory the model owns), so m computes as base + adapter with no run-time cost. */
+int ng_lora_merge(struct ng_model *m, const ng_lora *l, ng_error *err);
+
+#endif
