@@ -9,7 +9,7 @@
 
 void cli_opts_init(cli_opts *o) {
     memset(o, 0, sizeof *o);
-    o->n_predict = 128;
+    o->n_predict = -1; /* not given: each command picks its default */
     o->sp = ng_sampler_defaults();
 }
 

@@ -10,7 +10,7 @@
 typedef struct {
     const char *model;  /* -m */
     const char *prompt; /* -p */
-    int n_predict;      /* -n */
+    int n_predict;      /* -n; -1 when not given */
     int threads;        /* -t (0 = all cores) */
     int ctx;            /* --ctx (0 = the model's) */
     int json;           /* --json */

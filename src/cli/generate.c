@@ -7,6 +7,7 @@
 #include "cli/cli.h"
 #include "core/kernels.h"
 #include "model/lora.h"
+#include "tokenizer/chat.h"
 
 static const char HELP[] =
     "usage: netgpt generate -m MODEL -p PROMPT [-n N] [options]\n"
@@ -17,9 +18,13 @@ static const char HELP[] =
     "  -p, --prompt TEXT      the prompt (LLaMA models get BOS first; an empty GPT-2 prompt\n"
     "                         starts from the end-of-text token)\n"
     "      --prompt-ids IDS   the prompt as token ids (\"1 2 3\"), e.g. for models without a tokenizer\n"
-    "  -n, --n-predict N      tokens to generate (default 128)\n"
+    "  -n, --n-predict N      tokens to generate (default 128, or what the context leaves)\n"
     "      --ids              print generated token ids (space separated) instead of text\n"
     "      --ignore-eos       keep generating after the end-of-text token\n"
+    "      --chat             treat PROMPT as a user message in the model's chat template\n"
+    "      --system TEXT      with --chat: a system message first\n"
+    "      --chat-template T  llama2 | chatml | zephyr (default: from the model's\n"
+    "                         tokenizer.chat_template, else chatml)\n"
     "      --temp T           temperature; 0 = greedy (default 0.8)\n"
     "      --top-k K          keep the K most likely tokens; 0 = off (default 40)\n"
     "      --top-p P          nucleus sampling mass; 1 = off (default 0.95)\n"
@@ -69,8 +74,8 @@ static void json_string(FILE *f, const char *s, size_t n) {
 int cmd_generate(int argc, char **argv) {
     cli_opts o;
     cli_opts_init(&o);
-    const char *prompt_ids = NULL;
-    int print_ids = 0, ignore_eos = 0;
+    const char *prompt_ids = NULL, *system = NULL, *template_name = NULL;
+    int print_ids = 0, ignore_eos = 0, chat = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return fputs(HELP, stdout), 0;
@@ -78,6 +83,9 @@ int cmd_generate(int argc, char **argv) {
         if (!strcmp(a, "--prompt-ids")) prompt_ids = cli_value(argc, argv, &i);
         else if (!strcmp(a, "--ids")) print_ids = 1;
         else if (!strcmp(a, "--ignore-eos")) ignore_eos = 1;
+        else if (!strcmp(a, "--chat")) chat = 1;
+        else if (!strcmp(a, "--system")) system = cli_value(argc, argv, &i);
+        else if (!strcmp(a, "--chat-template")) template_name = cli_value(argc, argv, &i);
         else cli_positional(&o, a, "generate");
     }
     if (o.n_pos) {
@@ -93,14 +101,27 @@ int cmd_generate(int argc, char **argv) {
         return 2;
     }
 
-    int n_prompt = 0;
+    int n_prompt = 0, end_turn = -1;
     int *prompt;
     if (prompt_ids) {
         prompt = parse_ids(prompt_ids, &n_prompt);
     } else {
         const char *p = o.prompt ? o.prompt : "";
         int n_text;
-        int *text_ids = tok_encode(tok, p, strlen(p), &n_text);
+        int *text_ids;
+        if (chat) {
+            ng_chat_template t = template_name ? chat_template_by_name(template_name)
+                                               : chat_template_detect(m->gguf ? gguf_get_str(m->gguf, "tokenizer.chat_template") : NULL);
+            if (template_name && t == CHAT_NONE) ng_die("--chat-template '%s' is not one of llama2, chatml, zephyr", template_name);
+            if (t == CHAT_NONE) t = CHAT_CHATML;
+            ng_chat_msg msgs[2] = {{"system", system ? system : ""}, {"user", p}};
+            char *text = chat_apply(t, system ? msgs : msgs + 1, system ? 2 : 1, 1);
+            text_ids = tok_encode_special(tok, text, strlen(text), &n_text);
+            end_turn = tok_special_id(tok, t == CHAT_CHATML ? "<|im_end|>" : "</s>");
+            free(text);
+        } else {
+            text_ids = tok_encode(tok, p, strlen(p), &n_text);
+        }
         int bos = tok_add_bos(tok);
         prompt = xmalloc((size_t)(n_text + 1) * sizeof *prompt);
         if (bos) prompt[0] = tok_bos(tok);
@@ -122,6 +143,8 @@ int cmd_generate(int argc, char **argv) {
     }
     int n_ctx = o.ctx ? o.ctx : m->hp.n_ctx;
     if (n_ctx > m->hp.n_ctx) ng_die("--ctx %d exceeds the model's context of %d", n_ctx, m->hp.n_ctx);
+    if (o.n_predict < 0) /* not given: 128, or what the context leaves */
+        o.n_predict = n_ctx - n_prompt < 128 ? (n_ctx - n_prompt > 0 ? n_ctx - n_prompt : 0) : 128;
     if (n_prompt + o.n_predict > n_ctx)
         ng_die("the prompt (%d tokens) + -n %d exceed the context of %d tokens", n_prompt, o.n_predict, n_ctx);
 
@@ -143,7 +166,7 @@ int cmd_generate(int argc, char **argv) {
     const char *stop = "length";
     while (n_gen < o.n_predict) {
         int next = ng_sampler_sample(smp, logits, hist, n_hist);
-        if (tok && next == tok_eos(tok) && !ignore_eos) {
+        if (tok && (next == tok_eos(tok) || next == end_turn) && !ignore_eos) {
             stop = "eos";
             break;
         }

@@ -14,8 +14,37 @@ struct ng_tokenizer {
     bpe *bpe; /* exactly one of bpe, spm */
     spm *spm;
     int bos, eos;
-    int32_t *types; /* BPE: GGUF token types (1 normal, 3 control), n_vocab entries */
+    int32_t *types;   /* BPE: GGUF token types (1 normal, 3 control), n_vocab entries */
+    int *special;     /* ids of control / user-defined tokens, longest text first */
+    int n_special;
 };
+
+static const char *token_text(const ng_tokenizer *t, int id, size_t *len) {
+    return t->bpe ? bpe_token_str(t->bpe, id, len) : spm_piece(t->spm, id, len);
+}
+
+static size_t special_len(const ng_tokenizer *t, int id) {
+    size_t n;
+    token_text(t, id, &n);
+    return n;
+}
+
+/* Collects the tokens that text may name by their exact spelling (chat-template markers). */
+static ng_tokenizer *with_specials(ng_tokenizer *t) {
+    int n = tok_n_vocab(t);
+    t->special = xmalloc((size_t)n * sizeof *t->special);
+    for (int i = 0; i < n; i++) {
+        int32_t ty = t->bpe ? t->types[i] : spm_type(t->spm, i);
+        if ((ty == 3 || ty == 4) && special_len(t, i) > 0) t->special[t->n_special++] = i;
+    }
+    for (int i = 1; i < t->n_special; i++) /* insertion sort by length, longest first: few entries */
+        for (int j = i; j > 0 && special_len(t, t->special[j]) > special_len(t, t->special[j - 1]); j--) {
+            int tmp = t->special[j];
+            t->special[j] = t->special[j - 1];
+            t->special[j - 1] = tmp;
+        }
+    return t;
+}
 
 static int32_t *types_for(const bpe *b, int eos) {
     int n = bpe_n_vocab(b);
@@ -29,7 +58,7 @@ static ng_tokenizer *wrap_spm(spm *s) {
     t->spm = s;
     t->bos = spm_bos(s);
     t->eos = spm_eos(s);
-    return t;
+    return with_specials(t);
 }
 
 static ng_tokenizer *bpe_from_gguf(const gguf_ctx *g, ng_error *err) {
@@ -62,7 +91,7 @@ static ng_tokenizer *bpe_from_gguf(const gguf_ctx *g, ng_error *err) {
     const void *types = gguf_get_arr_data(g, "tokenizer.ggml.token_type", &vt, &n_types);
     t->types = types_for(b, t->eos);
     if (types && vt == GGUF_I32 && n_types == n_tok) memcpy(t->types, types, n_tok * sizeof *t->types);
-    return t;
+    return with_specials(t);
 }
 
 ng_tokenizer *tok_from_gguf(const gguf_ctx *g, ng_error *err) {
@@ -104,7 +133,7 @@ ng_tokenizer *tok_from_hf_dir(const char *dir, ng_error *err) {
     t->eos = bpe_token_id(b, "<|endoftext|>", 13);
     t->bos = t->eos;
     t->types = types_for(b, t->eos);
-    return t;
+    return with_specials(t);
 }
 
 ng_tokenizer *tok_load(const char *path, ng_error *err) {
@@ -131,6 +160,7 @@ void tok_free(ng_tokenizer *t) {
     if (t->bpe) bpe_free(t->bpe);
     if (t->spm) spm_free(t->spm);
     free(t->types);
+    free(t->special);
     free(t);
 }
 
@@ -143,6 +173,49 @@ const char *tok_kind(const ng_tokenizer *t) { return t->bpe ? "gpt2" : "llama"; 
 int *tok_encode(const ng_tokenizer *t, const char *text, size_t len, int *n) {
     if (t->bpe) return bpe_encode(t->bpe, text, len, n);
     return spm_encode(t->spm, text, len, 0, 1, n);
+}
+
+int tok_special_id(const ng_tokenizer *t, const char *text) {
+    size_t n = strlen(text);
+    for (int i = 0; i < t->n_special; i++) {
+        size_t len;
+        const char *s = token_text(t, t->special[i], &len);
+        if (len == n && !memcmp(s, text, n)) return t->special[i];
+    }
+    return -1;
+}
+
+int *tok_encode_special(const ng_tokenizer *t, const char *text, size_t len, int *n) {
+    int cap = 64, k = 0;
+    int *ids = xmalloc((size_t)cap * sizeof *ids);
+    size_t seg = 0; /* start of the pending plain-text segment */
+    for (size_t i = 0; i <= len; i++) {
+        int hit = -1;
+        size_t hit_len = 0;
+        for (int j = 0; i < len && j < t->n_special && hit < 0; j++) {
+            size_t sl;
+            const char *s = token_text(t, t->special[j], &sl);
+            if (sl <= len - i && !memcmp(text + i, s, sl)) hit = t->special[j], hit_len = sl;
+        }
+        if (hit < 0 && i < len) continue;
+        if (i > seg) { /* plain text before the marker (or the end); SentencePiece's leading space only at the start */
+            int m;
+            int *part = t->bpe ? bpe_encode(t->bpe, text + seg, i - seg, &m)
+                               : spm_encode(t->spm, text + seg, i - seg, 0, seg == 0, &m);
+            if (k + m + 1 > cap) ids = xrealloc(ids, (size_t)(cap = 2 * (k + m + 1)) * sizeof *ids);
+            memcpy(ids + k, part, (size_t)m * sizeof *ids);
+            k += m;
+            free(part);
+        }
+        if (hit >= 0) {
+            if (k + 1 > cap) ids = xrealloc(ids, (size_t)(cap *= 2) * sizeof *ids);
+            ids[k++] = hit;
+            i += hit_len - 1;
+            seg = i + 1;
+        }
+    }
+    *n = k;
+    return ids;
 }
 
 const char *tok_piece(const ng_tokenizer *t, int id, size_t *len) {

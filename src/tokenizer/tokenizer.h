@@ -34,6 +34,11 @@ const char *tok_kind(const ng_tokenizer *t);
 
 /* Text to ids (malloc'd, *n ids), no BOS; SentencePiece adds its leading space. */
 int *tok_encode(const ng_tokenizer *t, const char *text, size_t len, int *n);
+/* Like tok_encode, but the vocabulary's control tokens written as text ("<|endoftext|>",
+ * "<s>", "<|im_start|>") become their ids: for chat templates. */
+int *tok_encode_special(const ng_tokenizer *t, const char *text, size_t len, int *n);
+/* Id of a control / user-defined token by its text, or -1. */
+int tok_special_id(const ng_tokenizer *t, const char *text);
 /* Raw bytes of one id (NULL when out of range); valid for the life of t. */
 const char *tok_piece(const ng_tokenizer *t, int id, size_t *len);
 
