@@ -5,14 +5,15 @@
  *
  * ng_matmul has two regimes:
  *  - GEMV (B <= GEMV_MAX_B): memory-bound decode. Each thread takes a contiguous run of
- *    weight rows, reads every row once for all B activation rows, converts f16/bf16 in
- *    registers and keeps several independent accumulators per output.
+ *    weight rows and walks it as R (2-4) interleaved sub-runs, so R read streams are in flight;
+ *    every weight vector is read once for all B activation rows, f16/bf16 are converted in
+ *    registers, and each output has its own accumulators (several per output when B is small).
  *  - GEMM (larger B): compute-bound prefill. The activations are transposed once per call into
  *    XT (blocks of BW rows, layout [k][BW]) so a vector load gives one k for BW activation
- *    rows; a block of NR weight rows is converted to f32 once per thread into a small scratch
- *    P (layout: chunks of KCH k's, [chunk][NR][KCH]) and reused for every activation block.
- *    The micro-kernel keeps NR x BW outputs in registers and does one broadcast-FMA per
- *    (weight row, vector) per k.
+ *    rows; a block of NR weight rows is converted to f32 once per thread and K chunk into a
+ *    small scratch P (layout: chunks of KCH k's, [chunk][NR][KCH]) and reused for every
+ *    activation block. The micro-kernel keeps NR x BW sums in registers and does one
+ *    broadcast-FMA per (weight row, vector) per k.
  * Each output is computed by exactly one thread in an order that does not depend on the
  * thread count, so results are identical for any number of threads.
  *
@@ -803,10 +804,10 @@ static float sum_best(const float *p, size_t n) {
     return sum_portable(p, n);
 }
 
-#define BW_BYTES ((size_t)1 << 30)
-#define BW_PASSES 5
+#define BW_BYTES ((size_t)512 << 20)
+#define BW_PASSES 16
 
-/* The buffer is 32x a 32 MiB L3, so caches cannot serve a pass; transparent huge pages are
+/* The buffer is 16x a 32 MiB L3, so caches cannot serve a pass; transparent huge pages are
  * requested so TLB misses do not understate what the memory system delivers. Each thread first
  * touches the half it later reads (first-touch placement), then every pass is timed as a whole
  * and the best pass counts. */

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "core/kernels.h"
+#include "core/quant.h"
 #include "model/lora.h"
 #include "model/model.h"
 
@@ -140,7 +141,7 @@ static void add(float *x, const float *y, size_t n) {
 }
 
 static void embed_row(float *out, const ng_tensor *t, int64_t row) {
-    ng_to_f32(out, (const char *)t->data + ng_row_size(t->type, t->ne[0]) * (size_t)row, t->type, t->ne[0]);
+    ng_dequantize_row(t->type, (const char *)t->data + ng_row_size(t->type, t->ne[0]) * (size_t)row, out, t->ne[0]);
 }
 
 /* Causal self-attention of B query rows over layer l of each row's own sequence cache (row b

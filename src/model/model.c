@@ -6,6 +6,8 @@
  * walk the same table. The forward pass is in forward.c. */
 #include "model/model.h"
 
+#include "core/quant.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -184,12 +186,14 @@ static int bind_one(ng_model *m, find_fn find, const tensor_spec *s, int layer, 
         return ng_error_set(err, "%s: tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]", m->path,
                             name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3],
                             (long long)ne0, (long long)ne1);
-    if (!is_float_type(t->type))
-        return ng_error_set(err, "%s: tensor '%s' has type %s, which this build cannot compute with (f32, f16, bf16)",
+    if (!ng_type_can_dequant(t->type))
+        return ng_error_set(err,
+                            "%s: tensor '%s' has type %s, which this build cannot compute with (f32, f16, bf16, q8_0, "
+                            "q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k)",
                             m->path, name, ng_type_name(t->type));
     if (ne1 == 1 && t->type != NG_F32) { /* vectors are used as f32 */
         ng_tensor *c = model_own(m, name, NG_F32, ne0, 1);
-        ng_to_f32(c->data, t->data, t->type, ne0);
+        ng_dequantize_row(t->type, t->data, c->data, ne0);
         t = c;
     }
     *slot(m, s, layer) = t;
@@ -688,15 +692,24 @@ static void write_hparams(const ng_model *m, gguf_writer *w) {
 #undef SET_F32
 }
 
+/* The type a tensor is written as: vectors stay f32; a matrix whose rows do not fill whole
+ * blocks of a quantized type falls back to f16 (as llama.cpp's quantizer does). */
+static ng_type save_type(const ng_tensor *t, ng_type wtype) {
+    if (t->ne[1] == 1) return NG_F32;
+    if (t->ne[0] % ng_type_block(wtype) != 0) return NG_F16;
+    return wtype;
+}
+
 int ng_model_save_gguf(const ng_model *m, const char *path, ng_type wtype, ng_error *err) {
-    if (!is_float_type(wtype))
-        return ng_error_set(err, "cannot write type %s (supported: f32, f16, bf16)", ng_type_name(wtype));
+    if (!ng_type_can_quant(wtype))
+        return ng_error_set(err, "cannot write type %s (supported: f32, f16, bf16, q8_0, q4_0)", ng_type_name(wtype));
     const ng_hparams *hp = &m->hp;
     const arch_info *a = &ARCHS[hp->arch];
     gguf_writer *w = gguf_writer_new();
     gguf_set_str(w, "general.architecture", a->name);
     gguf_set_str(w, "general.name", m->name);
     gguf_set_u32(w, "general.file_type", file_type_of(wtype));
+    if (wtype == NG_Q8_0 || wtype == NG_Q4_0) gguf_set_u32(w, "general.quantization_version", 2);
     write_hparams(m, w);
     if (m->tok) tok_write_gguf(m->tok, w);
 
@@ -712,14 +725,17 @@ int ng_model_save_gguf(const ng_model *m, const char *path, ng_type wtype, ng_er
             const ng_tensor *t = *slot((ng_model *)m, &specs[i], l);
             if (!t || (specs[i].off == MF(output) && t == m->tok_embd && hp->arch != NG_ARCH_GPT2)) continue;
             spec_name(&specs[i], l, name, sizeof name);
-            ng_type to = t->ne[1] == 1 ? NG_F32 : wtype;
+            ng_type to = save_type(t, wtype);
             const void *data = t->data;
-            if (to != t->type) {
-                int64_t ne = ng_tensor_nelem(t);
-                float *f = xmalloc((size_t)ne * sizeof *f);
-                ng_to_f32(f, t->data, t->type, ne);
-                bufs[n] = xmalloc(ng_row_size(to, t->ne[0]) * (size_t)(ne / t->ne[0]));
-                ng_from_f32(bufs[n], f, to, ne);
+            if (to != t->type) { /* row by row through f32 */
+                int64_t rows = ng_tensor_nelem(t) / t->ne[0];
+                size_t in_rb = ng_row_size(t->type, t->ne[0]), out_rb = ng_row_size(to, t->ne[0]);
+                float *f = xmalloc((size_t)t->ne[0] * sizeof *f);
+                bufs[n] = xmalloc(out_rb * (size_t)rows);
+                for (int64_t r = 0; r < rows; r++) {
+                    ng_dequantize_row(t->type, (const char *)t->data + in_rb * (size_t)r, f, t->ne[0]);
+                    ng_quantize_row(to, f, (char *)bufs[n] + out_rb * (size_t)r, t->ne[0]);
+                }
                 free(f);
                 data = bufs[n];
             }

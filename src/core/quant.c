@@ -1,0 +1,189 @@
+/* quant — reference (scalar) quantization and dequantization of ggml's block formats. The
+ * fast dot products that use these layouts live in kernels.c. */
+#include "core/quant.h"
+
+#include <math.h>
+#include <string.h>
+
+static float half_at(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return ng_f16_to_f32(h);
+}
+
+static void put_half(uint8_t *p, float f) {
+    uint16_t h = ng_f32_to_f16(f);
+    memcpy(p, &h, 2);
+}
+
+/* ---- 32-value blocks ------------------------------------------------------------------- */
+
+static void dequant_q8_0(const uint8_t *b, float *y) {
+    float d = half_at(b);
+    const int8_t *q = (const int8_t *)(b + 2);
+    for (int j = 0; j < 32; j++) y[j] = d * (float)q[j];
+}
+
+static void quant_q8_0(const float *x, uint8_t *b) {
+    float amax = 0;
+    for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
+    float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
+    put_half(b, d);
+    int8_t *q = (int8_t *)(b + 2);
+    for (int j = 0; j < 32; j++) q[j] = (int8_t)roundf(x[j] * id);
+}
+
+static void dequant_q4_0(const uint8_t *b, float *y) {
+    float d = half_at(b);
+    const uint8_t *qs = b + 2;
+    for (int j = 0; j < 16; j++) {
+        y[j] = d * (float)((qs[j] & 0x0F) - 8);
+        y[j + 16] = d * (float)((qs[j] >> 4) - 8);
+    }
+}
+
+/* The value of largest magnitude maps to -8, so the full signed range is used on its side. */
+static void quant_q4_0(const float *x, uint8_t *b) {
+    float amax = 0, max = 0;
+    for (int j = 0; j < 32; j++)
+        if (fabsf(x[j]) > amax) amax = fabsf(x[j]), max = x[j];
+    float d = max / -8.0f, id = d ? 1.0f / d : 0.0f;
+    put_half(b, d);
+    uint8_t *qs = b + 2;
+    for (int j = 0; j < 16; j++) {
+        int q0 = (int)(x[j] * id + 8.5f), q1 = (int)(x[j + 16] * id + 8.5f);
+        q0 = q0 > 15 ? 15 : q0, q1 = q1 > 15 ? 15 : q1;
+        qs[j] = (uint8_t)(q0 | (q1 << 4));
+    }
+}
+
+static void dequant_q4_1(const uint8_t *b, float *y) {
+    float d = half_at(b), m = half_at(b + 2);
+    const uint8_t *qs = b + 4;
+    for (int j = 0; j < 16; j++) {
+        y[j] = d * (float)(qs[j] & 0x0F) + m;
+        y[j + 16] = d * (float)(qs[j] >> 4) + m;
+    }
+}
+
+/* q5_0 / q5_1: nibbles as q4, the fifth bit of value j in bit j of the 32-bit qh. */
+static void dequant_q5(const uint8_t *qh4, const uint8_t *qs, float d, float m, int offset, float *y) {
+    uint32_t qh;
+    memcpy(&qh, qh4, 4);
+    for (int j = 0; j < 16; j++) {
+        int h0 = ((qh >> j) << 4) & 0x10, h1 = (qh >> (j + 12)) & 0x10;
+        y[j] = d * (float)(((qs[j] & 0x0F) | h0) - offset) + m;
+        y[j + 16] = d * (float)(((qs[j] >> 4) | h1) - offset) + m;
+    }
+}
+
+/* ---- 256-value k-quant blocks ---------------------------------------------------------- */
+
+/* Scale and min of sub-block j (0..7), 6 bits each, packed in 12 bytes. */
+static void scale_min_k4(int j, const uint8_t *q, int *sc, int *mn) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *mn = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
+        *mn = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+static void dequant_q4_k(const uint8_t *b, float *y) {
+    float d = half_at(b), dmin = half_at(b + 2);
+    const uint8_t *scales = b + 4, *q = b + 16;
+    for (int j = 0, is = 0; j < 256; j += 64, is += 2, q += 32) {
+        int sc, mn;
+        scale_min_k4(is, scales, &sc, &mn);
+        float d1 = d * (float)sc, m1 = dmin * (float)mn;
+        scale_min_k4(is + 1, scales, &sc, &mn);
+        float d2 = d * (float)sc, m2 = dmin * (float)mn;
+        for (int l = 0; l < 32; l++) *y++ = d1 * (float)(q[l] & 0x0F) - m1;
+        for (int l = 0; l < 32; l++) *y++ = d2 * (float)(q[l] >> 4) - m2;
+    }
+}
+
+static void dequant_q5_k(const uint8_t *b, float *y) {
+    float d = half_at(b), dmin = half_at(b + 2);
+    const uint8_t *scales = b + 4, *qh = b + 16, *ql = b + 48;
+    uint8_t u1 = 1, u2 = 2;
+    for (int j = 0, is = 0; j < 256; j += 64, is += 2, ql += 32, u1 <<= 2, u2 <<= 2) {
+        int sc, mn;
+        scale_min_k4(is, scales, &sc, &mn);
+        float d1 = d * (float)sc, m1 = dmin * (float)mn;
+        scale_min_k4(is + 1, scales, &sc, &mn);
+        float d2 = d * (float)sc, m2 = dmin * (float)mn;
+        for (int l = 0; l < 32; l++) *y++ = d1 * (float)((ql[l] & 0x0F) + (qh[l] & u1 ? 16 : 0)) - m1;
+        for (int l = 0; l < 32; l++) *y++ = d2 * (float)((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
+    }
+}
+
+static void dequant_q6_k(const uint8_t *b, float *y) {
+    const uint8_t *ql = b, *qh = b + 128;
+    const int8_t *sc = (const int8_t *)(b + 192);
+    float d = half_at(b + 208);
+    for (int n = 0; n < 256; n += 128, y += 128, ql += 64, qh += 32, sc += 8) {
+        for (int l = 0; l < 32; l++) {
+            int is = l / 16;
+            int q1 = ((ql[l] & 0x0F) | (((qh[l] >> 0) & 3) << 4)) - 32;
+            int q2 = ((ql[l + 32] & 0x0F) | (((qh[l] >> 2) & 3) << 4)) - 32;
+            int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+            int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+            y[l] = d * (float)sc[is] * (float)q1;
+            y[l + 32] = d * (float)sc[is + 2] * (float)q2;
+            y[l + 64] = d * (float)sc[is + 4] * (float)q3;
+            y[l + 96] = d * (float)sc[is + 6] * (float)q4;
+        }
+    }
+}
+
+/* ---- rows -------------------------------------------------------------------------------- */
+
+int ng_type_can_dequant(ng_type t) {
+    switch (t) {
+    case NG_F32: case NG_F16: case NG_BF16: case NG_Q8_0: case NG_Q4_0: case NG_Q4_1: case NG_Q5_0: case NG_Q5_1:
+    case NG_Q4_K: case NG_Q5_K: case NG_Q6_K: return 1;
+    default: return 0;
+    }
+}
+
+int ng_type_can_quant(ng_type t) {
+    return t == NG_F32 || t == NG_F16 || t == NG_BF16 || t == NG_Q8_0 || t == NG_Q4_0;
+}
+
+void ng_dequantize_row(ng_type t, const void *src, float *dst, int64_t n) {
+    if (t == NG_F32 || t == NG_F16 || t == NG_BF16) {
+        ng_to_f32(dst, src, t, n);
+        return;
+    }
+    const uint8_t *b = src;
+    int qk = ng_type_block(t);
+    size_t bs = ng_type_size(t);
+    for (int64_t i = 0; i < n / qk; i++, b += bs, dst += qk) {
+        switch (t) {
+        case NG_Q8_0: dequant_q8_0(b, dst); break;
+        case NG_Q4_0: dequant_q4_0(b, dst); break;
+        case NG_Q4_1: dequant_q4_1(b, dst); break;
+        case NG_Q5_0: dequant_q5(b + 2, b + 6, half_at(b), 0.0f, 16, dst); break;
+        case NG_Q5_1: dequant_q5(b + 4, b + 8, half_at(b), half_at(b + 2), 0, dst); break;
+        case NG_Q4_K: dequant_q4_k(b, dst); break;
+        case NG_Q5_K: dequant_q5_k(b, dst); break;
+        case NG_Q6_K: dequant_q6_k(b, dst); break;
+        default: memset(dst, 0, (size_t)qk * sizeof *dst); break;
+        }
+    }
+}
+
+void ng_quantize_row(ng_type t, const float *src, void *dst, int64_t n) {
+    if (t == NG_F32 || t == NG_F16 || t == NG_BF16) {
+        ng_from_f32(dst, src, t, n);
+        return;
+    }
+    uint8_t *b = dst;
+    size_t bs = ng_type_size(t);
+    for (int64_t i = 0; i < n / 32; i++, b += bs, src += 32) {
+        if (t == NG_Q8_0) quant_q8_0(src, b);
+        else quant_q4_0(src, b);
+    }
+}

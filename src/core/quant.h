@@ -1,0 +1,32 @@
+/* quant — ggml's block-quantized weight formats: their exact byte layouts, reference
+ * quantization (q8_0, q4_0, the types netgpt writes) and dequantization of every type a
+ * llama.cpp file commonly holds (q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k, q6_k).
+ *
+ * Layouts (little-endian, `half` = IEEE f16), each block covering QK values:
+ *   q8_0  QK 32  { half d; int8 q[32]; }                       x = d*q
+ *   q4_0  QK 32  { half d; u8 qs[16]; }                        x = d*(nibble-8); value j in the low
+ *                                                              nibble of qs[j], value j+16 in the high
+ *   q4_1  QK 32  { half d, m; u8 qs[16]; }                     x = d*nibble + m
+ *   q5_0  QK 32  { half d; u8 qh[4]; u8 qs[16]; }              5th bits in qh (bit j: value j); x = d*(q-16)
+ *   q5_1  QK 32  { half d, m; u8 qh[4]; u8 qs[16]; }           x = d*q + m
+ *   q4_k  QK 256 { half d, dmin; u8 scales[12]; u8 qs[128]; }  8 sub-blocks of 32 with 6-bit scale/min
+ *   q5_k  QK 256 { half d, dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]; }
+ *   q6_k  QK 256 { u8 ql[128]; u8 qh[64]; int8 scales[16]; half d; }  x = d*scale*(q-32)
+ * These are pure functions on caller-owned memory. */
+#ifndef NG_QUANT_H
+#define NG_QUANT_H
+
+#include <stdint.h>
+
+#include "core/dtype.h"
+
+/* 1 when dequantizing type t is supported (float types included). */
+int ng_type_can_dequant(ng_type t);
+/* 1 when quantizing to type t is supported (f32/f16/bf16, q8_0, q4_0). */
+int ng_type_can_quant(ng_type t);
+/* Converts n values (a multiple of t's block size) of type t to f32. */
+void ng_dequantize_row(ng_type t, const void *src, float *dst, int64_t n);
+/* Converts n f32 values (a multiple of t's block size) to type t. */
+void ng_quantize_row(ng_type t, const float *src, void *dst, int64_t n);
+
+#endif
