@@ -595,21 +595,28 @@ static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
     return z ^ (z >> 31);
 }
 
-/* Uniform weights: matrices of type t with values in ±0.05, norm gains around 1, biases around 0. */
+/* Uniform weights: matrices of type t with values in ±0.05, norm gains around 1, biases around
+ * 0. Rows are made in f32 and converted (quantized) to t, in parallel: row r's generator is
+ * seeded from the tensor's draw and r, so the result does not depend on the thread count. */
 static const ng_tensor *random_tensor(ng_model *m, const char *name, ng_type t, int64_t ne0, int64_t ne1,
                                       uint64_t *rng) {
     int is_norm = strstr(name, "norm.weight") != NULL;
     float scale = ne1 == 1 ? 0.1f : 0.05f, offset = is_norm ? 1.0f : 0.0f;
-    ng_tensor *c = model_own(m, name, ne1 == 1 ? NG_F32 : t, ne0, ne1);
-    float row[4096];
-    for (int64_t r = 0; r < ne1; r++) {
-        for (int64_t i = 0; i < ne0; i += 4096) {
-            int64_t n = ne0 - i < 4096 ? ne0 - i : 4096;
-            for (int64_t j = 0; j < n; j++)
-                row[j] = offset + scale * ((float)(rng_next(rng) >> 40) / (float)(1 << 24) * 2.0f - 1.0f);
-            ng_from_f32((char *)c->data + ng_row_size(c->type, ne0) * (size_t)r + ng_row_size(c->type, i), row,
-                        c->type, n);
+    ng_type type = ne1 == 1 ? NG_F32 : (ne0 % ng_type_block(t) ? NG_F16 : t);
+    ng_tensor *c = model_own(m, name, type, ne0, ne1);
+    size_t rb = ng_row_size(type, ne0);
+    uint64_t base = rng_next(rng);
+#pragma omp parallel if (ne0 * ne1 > (1 << 16))
+    {
+        float *row = xmalloc((size_t)ne0 * sizeof *row);
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < ne1; r++) {
+            uint64_t st = base ^ ((uint64_t)r * 0xd1b54a32d192ed03ull);
+            for (int64_t j = 0; j < ne0; j++)
+                row[j] = offset + scale * ((float)(rng_next(&st) >> 40) / (float)(1 << 24) * 2.0f - 1.0f);
+            ng_quantize_row(type, row, (char *)c->data + rb * (size_t)r, ne0);
         }
+        free(row);
     }
     return c;
 }
