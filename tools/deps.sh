@@ -1,15 +1,23 @@
 #!/bin/sh
 # Installs what netgpt needs on Debian/Ubuntu, skipping what is already there.
 #   sh tools/deps.sh            build + test dependencies (C toolchain, libraries)
-#   sh tools/deps.sh --all      also what `make fixtures` needs (python3-torch, node + npm
-#                               packages for the tokenizer references)
+#   sh tools/deps.sh --fuzz     also clang and its fuzzer runtime, for `make fuzz`
+#   sh tools/deps.sh --all      also what `make fixtures` needs (python3-torch, node + the npm
+#                               reference packages)
 set -e
 cd "$(dirname "$0")/.."
 SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 
-pkgs="make gcc libc6-dev libcjson-dev python3 python3-numpy"
-[ "$1" = "--all" ] && pkgs="$pkgs python3-torch nodejs npm"
+pkgs="make gcc libc6-dev libcjson-dev libmicrohttpd-dev python3 python3-numpy"
+npm=
+for arg in "$@"; do
+    case "$arg" in
+    --fuzz) pkgs="$pkgs clang libclang-rt-14-dev" ;;
+    --all) pkgs="$pkgs clang libclang-rt-14-dev python3-torch nodejs npm"; npm=1 ;;
+    *) echo "deps: unknown option $arg" >&2; exit 2 ;;
+    esac
+done
 
 missing=
 for p in $pkgs; do
@@ -20,7 +28,7 @@ if [ -n "$missing" ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
-if [ "$1" = "--all" ]; then
-    (cd tools/reference && npm install --no-audit --no-fund --loglevel=error)
+if [ -n "$npm" ]; then
+    (cd tools/reference && npm ci --no-audit --no-fund --loglevel=error)
 fi
 echo "deps: ok" >&2
