@@ -57,6 +57,13 @@ static void test_tokenize(void) {
     rc = run(BIN " tokenize -m tests/testdata/gpt2 --decode 15496 995", &out, NULL);
     CHECK(rc == 0 && strcmp(out, "Hello world\n") == 0, "decode: rc %d out '%s'", rc, out ? out : "");
     free(out);
+    /* LLaMA's SentencePiece: BOS, the leading space, known ids */
+    rc = run(BIN " tokenize -m tests/testdata/llama-vocab/tokenizer.gguf 'Hello world'", &out, NULL);
+    CHECK(rc == 0 && strcmp(out, "1 15043 3186\n") == 0, "llama tokenize: rc %d out '%s'", rc, out ? out : "");
+    free(out);
+    rc = run(BIN " tokenize -m tests/testdata/llama-vocab/tokenizer.gguf --decode 15043 3186", &out, NULL);
+    CHECK(rc == 0 && strcmp(out, " Hello world\n") == 0, "llama decode: rc %d out '%s'", rc, out ? out : "");
+    free(out);
     char *err;
     rc = run(BIN " tokenize -m tests/testdata/gpt2 --decode 99999999", NULL, &err);
     CHECK(rc == 1 && strstr(err, "out of range"), "bad id: rc %d", rc);

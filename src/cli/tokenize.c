@@ -15,6 +15,8 @@ static const char HELP[] =
     "  -f, --file PATH    read the text from a file\n"
     "      --decode       turn ids into text\n"
     "      --pieces       print each token's text beside its id, one per line\n"
+    "      --no-bos       no BOS first (SentencePiece models get one by default)\n"
+    "      --special      parse control tokens written in the text (\"<|endoftext|>\", \"<s>\")\n"
     "      --json         print a JSON array of ids\n";
 
 static char *read_stream(FILE *f, size_t *len) {
@@ -30,7 +32,7 @@ static char *read_stream(FILE *f, size_t *len) {
 int cmd_tokenize(int argc, char **argv) {
     cli_opts o;
     cli_opts_init(&o);
-    int decode = 0, pieces = 0;
+    int decode = 0, pieces = 0, no_bos = 0, special = 0;
     const char *file = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -38,6 +40,8 @@ int cmd_tokenize(int argc, char **argv) {
         if (cli_common_flag(argc, argv, &i, &o)) continue;
         if (!strcmp(a, "--decode")) decode = 1;
         else if (!strcmp(a, "--pieces")) pieces = 1;
+        else if (!strcmp(a, "--no-bos")) no_bos = 1;
+        else if (!strcmp(a, "--special")) special = 1;
         else if (!strcmp(a, "-f") || !strcmp(a, "--file")) file = cli_value(argc, argv, &i);
         else cli_positional(&o, a, "tokenize");
     }
@@ -77,8 +81,13 @@ int cmd_tokenize(int argc, char **argv) {
             }
             len = strlen(text);
         }
-        int n;
-        int *ids = tok_encode(tok, text, len, &n);
+        int n, bos = tok_add_bos(tok) && !no_bos;
+        int *text_ids = special ? tok_encode_special(tok, text, len, &n) : tok_encode(tok, text, len, &n);
+        int *ids = xmalloc((size_t)(n + 1) * sizeof *ids);
+        if (bos) ids[0] = tok_bos(tok);
+        memcpy(ids + bos, text_ids, (size_t)n * sizeof *ids);
+        n += bos;
+        free(text_ids);
         if (o.json) putchar('[');
         for (int i = 0; i < n; i++) {
             if (pieces) {
