@@ -9,7 +9,7 @@ CC ?= cc
 WERROR ?=
 BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Wshadow -Wno-unused-parameter -fopenmp -Isrc $(if $(WERROR),-Werror)
 CFLAGS ?= -O2
-LDLIBS = -lm -lcjson -lmicrohttpd -lpthread -fopenmp
+LDLIBS = -lm -lcjson -lmicrohttpd -lcurl -lsqlite3 -lpthread -fopenmp
 SAN = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 LIB_SRC := $(shell find src -name '*.c' ! -path 'src/cli/*' | sort)
@@ -54,7 +54,7 @@ test: $(TEST_BIN) build/san/netgpt netgpt
 build/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(HDRS)
 	@mkdir -p $(dir $@)
 	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-	    -fopenmp=libgomp -Isrc -o $@ $< $(LIB_SRC) -lcjson -lmicrohttpd -lpthread -lm
+	    -fopenmp=libgomp -Isrc -o $@ $< $(LIB_SRC) -lcjson -lmicrohttpd -lcurl -lsqlite3 -lpthread -lm
 
 fuzz: $(FUZZ_BIN)
 	@for f in $(FUZZ_BIN); do \

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 SUDO=
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 
-pkgs="make gcc libc6-dev libcjson-dev libmicrohttpd-dev python3 python3-numpy"
+pkgs="make gcc libc6-dev libcjson-dev libmicrohttpd-dev libcurl4-openssl-dev libsqlite3-dev python3 python3-numpy"
 npm=
 for arg in "$@"; do
     case "$arg" in
