@@ -65,7 +65,15 @@ static void test_special_ids(void) {
     tok_free(t);
 }
 
+static void test_alpaca(void) {
+    char *a = chat_alpaca_prompt("Say hi.", ""), *b = chat_alpaca_prompt("Translate.", "bonjour");
+    CHECK(!strcmp(a, "### Instruction:\nSay hi.\n\n### Response:\n"), "[%s]", a);
+    CHECK(!strcmp(b, "### Instruction:\nTranslate.\n\n### Input:\nbonjour\n\n### Response:\n"), "[%s]", b);
+    free(a), free(b);
+}
+
 int main(void) {
+    RUN(test_alpaca);
     RUN(test_render);
     RUN(test_detect);
     RUN(test_special_ids);

@@ -104,3 +104,18 @@ char *chat_apply(ng_chat_template t, const ng_chat_msg *msgs, int n, int add_gen
     }
     return b.s;
 }
+
+char *chat_alpaca_prompt(const char *instruction, const char *input) {
+    buf b = {xmalloc(256), 0, 256};
+    b.s[0] = 0;
+    put(&b, "### Instruction:\n");
+    put(&b, instruction);
+    put(&b, "\n\n");
+    if (input && input[0]) {
+        put(&b, "### Input:\n");
+        put(&b, input);
+        put(&b, "\n\n");
+    }
+    put(&b, "### Response:\n");
+    return b.s;
+}

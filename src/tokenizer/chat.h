@@ -25,4 +25,9 @@ ng_chat_template chat_template_detect(const char *jinja);
  * is not system/user/assistant. */
 char *chat_apply(ng_chat_template t, const ng_chat_msg *msgs, int n, int add_generation_prompt);
 
+/* The Alpaca instruction format that `netgpt train` formats instruction data with and the edge
+ * prompts its completion model with: "### Instruction:\n{instruction}\n\n[### Input:\n{input}
+ * \n\n]### Response:\n" (the input section only when input is not empty). malloc'd. */
+char *chat_alpaca_prompt(const char *instruction, const char *input);
+
 #endif
