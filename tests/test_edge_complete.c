@@ -1,0 +1,71 @@
+/* The edge's context block and template baseline on known answers (the format the completion
+ * adapter is trained on), and model-written completion running end to end. */
+#include "test.h"
+
+#include "edge/complete.h"
+#include "model/model.h"
+
+static edge_context sample(void) {
+    edge_context c = {.place = "Lyon, France", .cell = "L-12", .local_time = "Tuesday 18:40", .language = "en",
+                      .prefs = "prefers vegetarian food"};
+    edge_poi p[3] = {{"cafe", "Starbucks", 350}, {"restaurant", "Paul", 420}, {"cafe", "Columbus Café", 1250}};
+    memcpy(c.poi, p, sizeof p);
+    c.n_poi = 3;
+    c.recent[0] = (edge_poi){"bakery", "Paul", 0};
+    snprintf(c.recent_when[0], sizeof c.recent_when[0], "yesterday");
+    c.n_recent = 1;
+    return c;
+}
+
+static void test_context_block(void) {
+    edge_context c = sample();
+    char *b = edge_context_block(&c, "find me a coffee");
+    const char *want = "[context]\nplace: Lyon, France (cell L-12)\ntime: Tuesday 18:40 local\n"
+                       "nearby cafe: Starbucks 350 m, Columbus Café 1.2 km\nnearby restaurant: Paul 420 m\n"
+                       "user: prefers vegetarian food; language en; recent: Paul (bakery) yesterday\n"
+                       "[request]\nfind me a coffee";
+    CHECK(!strcmp(b, want), "\n got  [%s]\n want [%s]", b, want);
+    free(b);
+    c.n_poi = 0, c.n_recent = 0, c.prefs[0] = 0, c.language[0] = 0, c.cell[0] = 0;
+    b = edge_context_block(&c, "hi");
+    CHECK(!strcmp(b, "[context]\nplace: Lyon, France\ntime: Tuesday 18:40 local\n[request]\nhi"), "[%s]", b);
+    free(b);
+}
+
+static void test_template(void) {
+    edge_context c = sample();
+    char *t = edge_template_fill(&c, "Find me a coffee");
+    const char *want = "Find me a coffee. I am in Lyon, France and it is Tuesday 18:40 local time. Nearby cafe "
+                       "options: Starbucks (350 m), Columbus Café (1.2 km). Nearby restaurant options: Paul (420 m). "
+                       "My preferences: prefers vegetarian food.";
+    CHECK(!strcmp(t, want), "\n got  [%s]\n want [%s]", t, want);
+    free(t);
+}
+
+/* A model with the real GPT-2 vocabulary runs the completion path end to end, deterministically. */
+static void test_model_completion(void) {
+    ng_hparams hp = {.arch = NG_ARCH_GPT2, .n_vocab = 50257, .n_ctx = 512, .n_embd = 64, .n_head = 4, .n_head_kv = 4,
+                     .n_layer = 1, .n_ff = 128, .norm_eps = 1e-5f};
+    ng_model *m = ng_model_random(&hp, NG_F32, 3);
+    ng_error err;
+    m->tok = tok_load("tests/testdata/gpt2", &err);
+    REQUIRE(m->tok, "%s", err.msg);
+    edge_context c = sample();
+    char *a = edge_complete(m, NULL, &c, "find me a coffee", 12, &err), *b = edge_complete(m, NULL, &c, "find me a coffee", 12, &err);
+    CHECK(a && b && !strcmp(a, b), "not deterministic");
+    free(a), free(b);
+    hp.n_ctx = 64;
+    ng_model *small = ng_model_random(&hp, NG_F32, 3);
+    small->tok = tok_load("tests/testdata/gpt2", &err);
+    char *c2 = edge_complete(small, NULL, &c, "find me a coffee", 32, &err);
+    CHECK(!c2 && strstr(err.msg, "context"), "an overflowing prompt must be an error: %s", err.msg);
+    ng_model_free(small);
+    ng_model_free(m);
+}
+
+int main(void) {
+    RUN(test_context_block);
+    RUN(test_template);
+    RUN(test_model_completion);
+    TEST_EXIT();
+}
