@@ -199,13 +199,13 @@ static void qkv_project(const ng_hparams *hp, const ng_layer *L, ng_state *s, in
     int E = hp->n_embd, KV = ng_kv_dim(hp), hd = ng_head_dim(hp);
     size_t stride = (size_t)E + 2 * (size_t)KV;
     if (hp->arch == NG_ARCH_GPT2) {
-        lmatmul(s, s->qkv, s->xn, L->qkv_w, L->qkv_b, B, l, LORA_QKV); /* fused: stride is 3E */
+        lmatmul(s, s->qkv, s->xn, L->qkv_w, L->qkv_b, B, l, LORA_T_QKV); /* fused: stride is 3E */
     } else {
         /* separate projections into the att_out / ff scratch, then interleave into qkv rows */
         float *k = s->ff, *v = s->ff + (size_t)B * KV;
-        lmatmul(s, s->att_out, s->xn, L->q_w, NULL, B, l, LORA_Q);
-        lmatmul(s, k, s->xn, L->k_w, NULL, B, l, LORA_K);
-        lmatmul(s, v, s->xn, L->v_w, NULL, B, l, LORA_V);
+        lmatmul(s, s->att_out, s->xn, L->q_w, NULL, B, l, LORA_T_Q);
+        lmatmul(s, k, s->xn, L->k_w, NULL, B, l, LORA_T_K);
+        lmatmul(s, v, s->xn, L->v_w, NULL, B, l, LORA_T_V);
         for (int b = 0; b < B; b++) {
             float *row = s->qkv + (size_t)b * stride;
             memcpy(row, s->att_out + (size_t)b * E, (size_t)E * sizeof(float));
@@ -229,15 +229,15 @@ static void ffn(const ng_hparams *hp, const ng_layer *L, ng_state *s, int l, int
     size_t F = (size_t)hp->n_ff;
     float *out = s->att_out; /* (B, E) scratch once attention output is consumed */
     if (hp->arch == NG_ARCH_GPT2) {
-        lmatmul(s, s->ff, s->xn, L->up_w, L->up_b, B, l, LORA_UP);
+        lmatmul(s, s->ff, s->xn, L->up_w, L->up_b, B, l, LORA_T_UP);
         gelu(s->ff, (size_t)B * F);
     } else {
         float *up = s->ff + (size_t)B * F;
-        lmatmul(s, s->ff, s->xn, L->gate_w, NULL, B, l, LORA_GATE);
-        lmatmul(s, up, s->xn, L->up_w, NULL, B, l, LORA_UP);
+        lmatmul(s, s->ff, s->xn, L->gate_w, NULL, B, l, LORA_T_GATE);
+        lmatmul(s, up, s->xn, L->up_w, NULL, B, l, LORA_T_UP);
         swiglu(s->ff, up, (size_t)B * F);
     }
-    lmatmul(s, out, s->ff, L->down_w, L->down_b, B, l, LORA_DOWN);
+    lmatmul(s, out, s->ff, L->down_w, L->down_b, B, l, LORA_T_DOWN);
     add(s->x, out, (size_t)B * hp->n_embd);
 }
 
@@ -265,7 +265,7 @@ static void forward_rows(const ng_model *m, ng_state *w, const int *tokens, int 
         norm_rows(hp, w->xn, w->x, L->attn_norm_w, L->attn_norm_b, B, E);
         qkv_project(hp, L, w, l, B);
         attention(hp, w, l, w->qkv, (size_t)E + 2 * (size_t)ng_kv_dim(hp), B);
-        lmatmul(w, w->xn, w->att_out, L->out_w, L->out_b, B, l, LORA_O);
+        lmatmul(w, w->xn, w->att_out, L->out_w, L->out_b, B, l, LORA_T_O);
         add(w->x, w->xn, (size_t)B * E);
         norm_rows(hp, w->xn, w->x, L->ffn_norm_w, L->ffn_norm_b, B, E);
         ffn(hp, L, w, l, B);

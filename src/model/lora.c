@@ -14,16 +14,16 @@
 /* The model's matrix an adapter target refers to (NULL when the architecture has none). */
 static const ng_tensor *target_weight(const ng_model *m, int layer, ng_lora_target t) {
     const ng_layer *L = &m->layers[layer];
-    const ng_tensor *w[LORA_N_TARGETS] = {L->q_w, L->k_w, L->v_w, L->out_w, L->qkv_w, L->gate_w, L->up_w, L->down_w};
+    const ng_tensor *w[LORA_T_N_TARGETS] = {L->q_w, L->k_w, L->v_w, L->out_w, L->qkv_w, L->gate_w, L->up_w, L->down_w};
     return w[t];
 }
 
 const ng_lora_mat *ng_lora_mat_of(const ng_lora *l, int layer, ng_lora_target t) {
-    return &l->mats[(size_t)layer * LORA_N_TARGETS + t];
+    return &l->mats[(size_t)layer * LORA_T_N_TARGETS + t];
 }
 
 static ng_lora_mat *mat_at(ng_lora *l, int layer, ng_lora_target t) {
-    return &l->mats[(size_t)layer * LORA_N_TARGETS + t];
+    return &l->mats[(size_t)layer * LORA_T_N_TARGETS + t];
 }
 
 /* ---- names ----------------------------------------------------------------------------------- */
@@ -34,12 +34,12 @@ static const struct {
     ng_arch arch;
     ng_lora_target t;
 } TARGETS[] = {
-    {"self_attn.q_proj", "attn_q", NG_ARCH_LLAMA, LORA_Q},      {"self_attn.k_proj", "attn_k", NG_ARCH_LLAMA, LORA_K},
-    {"self_attn.v_proj", "attn_v", NG_ARCH_LLAMA, LORA_V},      {"self_attn.o_proj", "attn_output", NG_ARCH_LLAMA, LORA_O},
-    {"mlp.gate_proj", "ffn_gate", NG_ARCH_LLAMA, LORA_GATE},    {"mlp.up_proj", "ffn_up", NG_ARCH_LLAMA, LORA_UP},
-    {"mlp.down_proj", "ffn_down", NG_ARCH_LLAMA, LORA_DOWN},    {"attn.c_attn", "attn_qkv", NG_ARCH_GPT2, LORA_QKV},
-    {"attn.c_proj", "attn_output", NG_ARCH_GPT2, LORA_O},       {"mlp.c_fc", "ffn_up", NG_ARCH_GPT2, LORA_UP},
-    {"mlp.c_proj", "ffn_down", NG_ARCH_GPT2, LORA_DOWN},
+    {"self_attn.q_proj", "attn_q", NG_ARCH_LLAMA, LORA_T_Q},      {"self_attn.k_proj", "attn_k", NG_ARCH_LLAMA, LORA_T_K},
+    {"self_attn.v_proj", "attn_v", NG_ARCH_LLAMA, LORA_T_V},      {"self_attn.o_proj", "attn_output", NG_ARCH_LLAMA, LORA_T_O},
+    {"mlp.gate_proj", "ffn_gate", NG_ARCH_LLAMA, LORA_T_GATE},    {"mlp.up_proj", "ffn_up", NG_ARCH_LLAMA, LORA_T_UP},
+    {"mlp.down_proj", "ffn_down", NG_ARCH_LLAMA, LORA_T_DOWN},    {"attn.c_attn", "attn_qkv", NG_ARCH_GPT2, LORA_T_QKV},
+    {"attn.c_proj", "attn_output", NG_ARCH_GPT2, LORA_T_O},       {"mlp.c_fc", "ffn_up", NG_ARCH_GPT2, LORA_T_UP},
+    {"mlp.c_proj", "ffn_down", NG_ARCH_GPT2, LORA_T_DOWN},
 };
 #define N_TARGETS (int)(sizeof TARGETS / sizeof TARGETS[0])
 
@@ -102,8 +102,8 @@ static ng_lora *build(const ng_model *m, const char *path, pair *pairs, float sc
     size_t total = 0;
     int rank_max = 0;
     for (int l = 0; l < hp->n_layer; l++)
-        for (int t = 0; t < LORA_N_TARGETS; t++) {
-            pair *p = &pairs[l * LORA_N_TARGETS + t];
+        for (int t = 0; t < LORA_T_N_TARGETS; t++) {
+            pair *p = &pairs[l * LORA_T_N_TARGETS + t];
             if (!p->a && !p->b) continue;
             const ng_tensor *w = target_weight(m, l, (ng_lora_target)t);
             if (!p->a || !p->b) {
@@ -137,13 +137,13 @@ static ng_lora *build(const ng_model *m, const char *path, pair *pairs, float sc
     lo->path = xstrdup(path);
     lo->n_layer = hp->n_layer;
     lo->rank_max = rank_max;
-    lo->mats = xcalloc((size_t)hp->n_layer * LORA_N_TARGETS, sizeof *lo->mats);
+    lo->mats = xcalloc((size_t)hp->n_layer * LORA_T_N_TARGETS, sizeof *lo->mats);
     lo->data = xmalloc(total * sizeof(float));
     float *d = lo->data;
     int hd = ng_head_dim(hp);
     for (int l = 0; l < hp->n_layer; l++)
-        for (int t = 0; t < LORA_N_TARGETS; t++) {
-            pair *p = &pairs[l * LORA_N_TARGETS + t];
+        for (int t = 0; t < LORA_T_N_TARGETS; t++) {
+            pair *p = &pairs[l * LORA_T_N_TARGETS + t];
             if (!p->a) continue;
             ng_lora_mat *mt = mat_at(lo, l, (ng_lora_target)t);
             mt->rank = (int)p->a->ne[1];
@@ -153,7 +153,7 @@ static ng_lora *build(const ng_model *m, const char *path, pair *pairs, float sc
             float *a = d, *b = d + (size_t)mt->rank * mt->k;
             d = b + (size_t)mt->n * mt->rank;
             ng_to_f32(a, p->a->data, p->a->type, (int64_t)mt->rank * mt->k);
-            int permute = hf_rows && (t == LORA_Q || t == LORA_K);
+            int permute = hf_rows && (t == LORA_T_Q || t == LORA_T_K);
             int half = hd / 2;
             for (int r = 0; r < mt->n; r++) {
                 int to = r;
@@ -195,7 +195,7 @@ static ng_lora *load_peft(const ng_model *m, const char *dir, float scale, ng_er
     double a = cJSON_IsNumber(alpha) ? alpha->valuedouble : r->valuedouble;
     snprintf(p, sizeof p, "%s/adapter_model.safetensors", dir);
     if (!(st = st_open(p, err))) goto done;
-    pairs = xcalloc((size_t)m->hp.n_layer * LORA_N_TARGETS, sizeof *pairs);
+    pairs = xcalloc((size_t)m->hp.n_layer * LORA_T_N_TARGETS, sizeof *pairs);
     for (int i = 0; i < st_n_tensors(st); i++) {
         const ng_tensor *t = st_tensor(st, i);
         int layer, is_b;
@@ -209,7 +209,7 @@ static ng_lora *load_peft(const ng_model *m, const char *dir, float scale, ng_er
             ng_error_set(err, "%s: tensor '%s': layer %d, but the model has %d", p, t->name, layer, m->hp.n_layer);
             goto done;
         }
-        pair *pp = &pairs[layer * LORA_N_TARGETS + tg];
+        pair *pp = &pairs[layer * LORA_T_N_TARGETS + tg];
         if (is_b) pp->b = t;
         else pp->a = t;
     }
@@ -239,7 +239,7 @@ static ng_lora *load_gguf_lora(const ng_model *m, const char *path, float scale,
         goto done;
     }
     if (gguf_get_f32(g, "adapter.lora.alpha", &alpha, err) != NG_OK) goto done;
-    pairs = xcalloc((size_t)m->hp.n_layer * LORA_N_TARGETS, sizeof *pairs);
+    pairs = xcalloc((size_t)m->hp.n_layer * LORA_T_N_TARGETS, sizeof *pairs);
     for (int i = 0; i < gguf_n_tensors(g); i++) {
         const ng_tensor *t = gguf_tensor(g, i);
         int layer, is_b;
@@ -249,7 +249,7 @@ static ng_lora *load_gguf_lora(const ng_model *m, const char *path, float scale,
                          ng_arch_name(m->hp.arch));
             goto done;
         }
-        pair *pp = &pairs[layer * LORA_N_TARGETS + tg];
+        pair *pp = &pairs[layer * LORA_T_N_TARGETS + tg];
         if (is_b) pp->b = t;
         else pp->a = t;
     }
@@ -305,12 +305,12 @@ int ng_lora_parse_arg(const char *arg, char **path, float *scale, ng_error *err)
 ng_lora *ng_lora_combine(ng_lora *const *list, int n) {
     ng_lora *c = xcalloc(1, sizeof *c);
     c->n_layer = list[0]->n_layer;
-    c->mats = xcalloc((size_t)c->n_layer * LORA_N_TARGETS, sizeof *c->mats);
+    c->mats = xcalloc((size_t)c->n_layer * LORA_T_N_TARGETS, sizeof *c->mats);
     c->name = xstrdup("combined");
     c->path = xstrdup("");
     size_t total = 0;
     for (int l = 0; l < c->n_layer; l++)
-        for (int t = 0; t < LORA_N_TARGETS; t++) {
+        for (int t = 0; t < LORA_T_N_TARGETS; t++) {
             ng_lora_mat *m = mat_at(c, l, (ng_lora_target)t);
             for (int i = 0; i < n; i++) {
                 const ng_lora_mat *s = ng_lora_mat_of(list[i], l, (ng_lora_target)t);
@@ -327,7 +327,7 @@ ng_lora *ng_lora_combine(ng_lora *const *list, int n) {
     c->data = xmalloc((total ? total : 1) * sizeof(float));
     float *d = c->data;
     for (int l = 0; l < c->n_layer; l++)
-        for (int t = 0; t < LORA_N_TARGETS; t++) {
+        for (int t = 0; t < LORA_T_N_TARGETS; t++) {
             ng_lora_mat *m = mat_at(c, l, (ng_lora_target)t);
             if (!m->rank) continue;
             float *a = d, *b = d + (size_t)m->rank * m->k;
@@ -380,7 +380,7 @@ void ng_lora_apply(float *y, const float *x, int B, int N, int K, int layer, ng_
 int ng_lora_merge(ng_model *m, const ng_lora *l, ng_error *err) {
     if (l->n_layer != m->hp.n_layer) return ng_error_set(err, "adapter has %d layers, the model %d", l->n_layer, m->hp.n_layer);
     for (int layer = 0; layer < m->hp.n_layer; layer++)
-        for (int t = 0; t < LORA_N_TARGETS; t++) {
+        for (int t = 0; t < LORA_T_N_TARGETS; t++) {
             const ng_lora_mat *a = ng_lora_mat_of(l, layer, (ng_lora_target)t);
             if (!a->rank) continue;
             const ng_tensor *w = target_weight(m, layer, (ng_lora_target)t);
@@ -401,7 +401,7 @@ int ng_lora_merge(ng_model *m, const ng_lora *l, ng_error *err) {
             }
             free(row);
             ng_layer *L = &m->layers[layer];
-            const ng_tensor **slots[LORA_N_TARGETS] = {&L->q_w, &L->k_w, &L->v_w, &L->out_w,
+            const ng_tensor **slots[LORA_T_N_TARGETS] = {&L->q_w, &L->k_w, &L->v_w, &L->out_w,
                                                        &L->qkv_w, &L->gate_w, &L->up_w, &L->down_w};
             *slots[t] = out;
         }

@@ -19,7 +19,7 @@ struct ng_model;
 #define NG_LORA_MAX_RANK 1024
 
 /* the matrices an adapter may target, per layer */
-typedef enum { LORA_Q, LORA_K, LORA_V, LORA_O, LORA_QKV, LORA_GATE, LORA_UP, LORA_DOWN, LORA_N_TARGETS } ng_lora_target;
+typedef enum { LORA_T_Q, LORA_T_K, LORA_T_V, LORA_T_O, LORA_T_QKV, LORA_T_GATE, LORA_T_UP, LORA_T_DOWN, LORA_T_N_TARGETS } ng_lora_target;
 
 typedef struct {
     int rank;       /* 0: this matrix is not adapted */
@@ -31,7 +31,7 @@ typedef struct {
 typedef struct ng_lora {
     char *name, *path;
     int n_layer, rank_max;
-    ng_lora_mat *mats; /* (n_layer * LORA_N_TARGETS) */
+    ng_lora_mat *mats; /* (n_layer * LORA_T_N_TARGETS) */
     float *data;       /* every A and B */
 } ng_lora;
 
