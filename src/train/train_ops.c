@@ -1,0 +1,245 @@
+/* train_ops — forward and backward kernels of the training graph (see train_ops.h). The
+ * forward math follows model/forward.c op for op (same formulas, same float rounding where
+ * it matters, e.g. RoPE angles), so a trained model behaves the same under inference. */
+#include "train/train_ops.h"
+
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "core/kernels.h"
+
+/* ---- norms --------------------------------------------------------------------------------- */
+
+void train_layernorm_fwd(float *y, float *mu, float *rs, const float *x, const float *w, const float *b, int N, int C,
+                         float eps) {
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * C;
+        float *yr = y + (size_t)n * C;
+        float mean = 0, var = 0;
+        for (int i = 0; i < C; i++) mean += xr[i];
+        mean /= (float)C;
+        for (int i = 0; i < C; i++) var += (xr[i] - mean) * (xr[i] - mean);
+        float r = 1.0f / sqrtf(var / (float)C + eps);
+        for (int i = 0; i < C; i++) yr[i] = (xr[i] - mean) * r * w[i] + b[i];
+        mu[n] = mean, rs[n] = r;
+    }
+}
+
+/* With xh = (x - mu) rs and g = dy * w: dx = rs (g - mean(g) - xh mean(g xh)). */
+void train_layernorm_bwd(float *dx, float *dw, float *db, const float *dy, const float *x, const float *w,
+                         const float *mu, const float *rs, int N, int C) {
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * C, *dyr = dy + (size_t)n * C;
+        float *dxr = dx + (size_t)n * C;
+        float m = mu[n], r = rs[n], sg = 0, sgx = 0;
+        for (int i = 0; i < C; i++) {
+            float xh = (xr[i] - m) * r, g = dyr[i] * w[i];
+            sg += g, sgx += g * xh;
+            if (dw) dw[i] += dyr[i] * xh;
+            if (db) db[i] += dyr[i];
+        }
+        sg /= (float)C, sgx /= (float)C;
+        for (int i = 0; i < C; i++) {
+            float xh = (xr[i] - m) * r;
+            dxr[i] += r * (dyr[i] * w[i] - sg - xh * sgx);
+        }
+    }
+}
+
+void train_rmsnorm_fwd(float *y, float *rs, const float *x, const float *w, int N, int C, float eps) {
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * C;
+        float ss = 0;
+        for (int i = 0; i < C; i++) ss += xr[i] * xr[i];
+        float r = 1.0f / sqrtf(ss / (float)C + eps);
+        for (int i = 0; i < C; i++) y[(size_t)n * C + i] = xr[i] * r * w[i];
+        rs[n] = r;
+    }
+}
+
+/* With g = dy * w: dx = rs g - x rs^3 mean(g x). */
+void train_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rs, int N,
+                       int C) {
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * C, *dyr = dy + (size_t)n * C;
+        float *dxr = dx + (size_t)n * C;
+        float r = rs[n], sgx = 0;
+        for (int i = 0; i < C; i++) {
+            sgx += dyr[i] * w[i] * xr[i];
+            if (dw) dw[i] += dyr[i] * xr[i] * r;
+        }
+        float c = r * r * r * sgx / (float)C;
+        for (int i = 0; i < C; i++) dxr[i] += r * dyr[i] * w[i] - xr[i] * c;
+    }
+}
+
+/* ---- activations ---------------------------------------------------------------------------- */
+
+#define GELU_C 0.7978845608028654f /* sqrt(2/pi) */
+
+void train_gelu_fwd(float *y, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i];
+        y[i] = 0.5f * v * (1.0f + tanhf(GELU_C * (v + 0.044715f * v * v * v)));
+    }
+}
+
+void train_gelu_bwd(float *dx, const float *dy, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float v = x[i], t = tanhf(GELU_C * (v + 0.044715f * v * v * v));
+        float d = 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * GELU_C * (1.0f + 3.0f * 0.044715f * v * v);
+        dx[i] = dy[i] * d;
+    }
+}
+
+void train_swiglu_fwd(float *y, const float *g, const float *u, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+/* silu'(g) = s (1 + g (1 - s)) with s = sigmoid(g). */
+void train_swiglu_bwd(float *dg, float *du, const float *dy, const float *g, const float *u, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float s = 1.0f / (1.0f + expf(-g[i]));
+        du[i] = dy[i] * g[i] * s;
+        dg[i] = dy[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
+    }
+}
+
+/* ---- RoPE ------------------------------------------------------------------------------------ */
+
+void train_rope(float *x, int N, int T, int n_heads, int hd, float theta, float scale, int dir) {
+    size_t stride = (size_t)n_heads * hd;
+    for (int n = 0; n < N; n++) {
+        float pos = (float)(n % T) * scale;
+        for (int i = 0; i < hd; i += 2) {
+            /* the angle exactly as forward.c computes it, so a trained model decodes the same */
+            float a = pos * powf(theta, -(float)i / (float)hd);
+            float c = cosf(a), s = (float)dir * sinf(a);
+            for (int h = 0; h < n_heads; h++) {
+                float *p = x + (size_t)n * stride + (size_t)h * hd + i, x0 = p[0], x1 = p[1];
+                p[0] = x0 * c - x1 * s;
+                p[1] = x0 * s + x1 * c;
+            }
+        }
+    }
+}
+
+/* ---- attention ------------------------------------------------------------------------------- */
+
+void train_attention_fwd(float *ao, float *att, const float *q, const float *k, const float *v, int B, int T, int H,
+                         int Hkv, int hd) {
+    int E = H * hd, KV = Hkv * hd, group = H / Hkv;
+    float scale = 1.0f / sqrtf((float)hd);
+#pragma omp parallel for num_threads(ng_threads()) schedule(static) if ((size_t)B * H * T * T * hd > 65536)
+    for (int w = 0; w < B * H; w++) {
+        int b = w / H, h = w % H, kvh = h / group;
+        for (int t = 0; t < T; t++) {
+            const float *qr = q + (size_t)(b * T + t) * E + (size_t)h * hd;
+            float *p = att + ((size_t)w * T + t) * T, mx = -INFINITY, sum = 0;
+            for (int s = 0; s <= t; s++) {
+                const float *kr = k + (size_t)(b * T + s) * KV + (size_t)kvh * hd;
+                float d = 0;
+                for (int i = 0; i < hd; i++) d += qr[i] * kr[i];
+                p[s] = d * scale;
+                if (p[s] > mx) mx = p[s];
+            }
+            for (int s = 0; s <= t; s++) sum += (p[s] = expf(p[s] - mx));
+            float inv = 1.0f / sum;
+            for (int s = 0; s <= t; s++) p[s] *= inv;
+            for (int s = t + 1; s < T; s++) p[s] = 0;
+            float *o = ao + (size_t)(b * T + t) * E + (size_t)h * hd;
+            memset(o, 0, (size_t)hd * sizeof *o);
+            for (int s = 0; s <= t; s++) {
+                const float *vr = v + (size_t)(b * T + s) * KV + (size_t)kvh * hd;
+                for (int i = 0; i < hd; i++) o[i] += p[s] * vr[i];
+            }
+        }
+    }
+}
+
+/* One work item per (sequence, KV head): it owns the dk, dv rows of that head and the dq rows
+ * of the query heads in its group, so threads never write the same value. */
+void train_attention_bwd(float *dq, float *dk, float *dv, const float *dao, const float *q, const float *k,
+                         const float *v, const float *att, int B, int T, int H, int Hkv, int hd, float *scratch,
+                         int max_threads) {
+    int E = H * hd, KV = Hkv * hd, group = H / Hkv;
+    float scale = 1.0f / sqrtf((float)hd);
+    int threads = ng_threads() < max_threads ? ng_threads() : max_threads;
+#pragma omp parallel for num_threads(threads) schedule(static) if ((size_t)B * H * T * T * hd > 65536)
+    for (int w = 0; w < B * Hkv; w++) {
+        int b = w / Hkv, kvh = w % Hkv;
+        float *dp = scratch + (size_t)omp_get_thread_num() * T;
+        for (int t = 0; t < T; t++) {
+            memset(dk + (size_t)(b * T + t) * KV + (size_t)kvh * hd, 0, (size_t)hd * sizeof(float));
+            memset(dv + (size_t)(b * T + t) * KV + (size_t)kvh * hd, 0, (size_t)hd * sizeof(float));
+        }
+        for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+            for (int t = 0; t < T; t++) {
+                const float *p = att + ((size_t)(b * H + h) * T + t) * T;
+                const float *dor = dao + (size_t)(b * T + t) * E + (size_t)h * hd;
+                const float *qr = q + (size_t)(b * T + t) * E + (size_t)h * hd;
+                float *dqr = dq + (size_t)(b * T + t) * E + (size_t)h * hd, sum = 0;
+                for (int s = 0; s <= t; s++) {
+                    const float *vr = v + (size_t)(b * T + s) * KV + (size_t)kvh * hd;
+                    float *dvr = dv + (size_t)(b * T + s) * KV + (size_t)kvh * hd, d = 0;
+                    for (int i = 0; i < hd; i++) {
+                        d += dor[i] * vr[i];
+                        dvr[i] += p[s] * dor[i];
+                    }
+                    dp[s] = d;
+                    sum += p[s] * d;
+                }
+                memset(dqr, 0, (size_t)hd * sizeof *dqr);
+                for (int s = 0; s <= t; s++) {
+                    float ds = p[s] * (dp[s] - sum) * scale;
+                    const float *kr = k + (size_t)(b * T + s) * KV + (size_t)kvh * hd;
+                    float *dkr = dk + (size_t)(b * T + s) * KV + (size_t)kvh * hd;
+                    for (int i = 0; i < hd; i++) {
+                        dqr[i] += ds * kr[i];
+                        dkr[i] += ds * qr[i];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* ---- matrix products ------------------------------------------------------------------------- */
+
+void train_matmul_dx(float *dx, const float *dy, const void *w, ng_type wt, int N, int out, int in, float *scratch) {
+    size_t row = ng_row_size(wt, in);
+    /* W^T in f32, rows of `out`, so that ng_matmul (threaded, vectorized) does the product */
+#pragma omp parallel num_threads(ng_threads()) if ((size_t)out * in > 65536)
+    {
+        float buf[1024];
+#pragma omp for schedule(static)
+        for (int o = 0; o < out; o++) {
+            for (int i0 = 0; i0 < in; i0 += 1024) {
+                int n = in - i0 < 1024 ? in - i0 : 1024;
+                ng_to_f32(buf, (const char *)w + row * (size_t)o + ng_row_size(wt, i0), wt, n);
+                for (int i = 0; i < n; i++) scratch[(size_t)(i0 + i) * out + o] = buf[i];
+            }
+        }
+    }
+    ng_matmul(dx, dy, scratch, NG_F32, NULL, N, in, out);
+}
+
+void train_matmul_dw(float *dw, const float *dy, int ldy, const float *x, int N, int out, int in, float scale) {
+#pragma omp parallel for num_threads(ng_threads()) schedule(static) if ((size_t)N * out * in > 65536)
+    for (int o = 0; o < out; o++) {
+        float *d = dw + (size_t)o * in;
+        for (int n = 0; n < N; n++) {
+            float g = scale * dy[(size_t)n * ldy + o];
+            if (g == 0) continue; /* masked rows contribute nothing */
+            const float *xr = x + (size_t)n * in;
+#pragma omp simd
+            for (int i = 0; i < in; i++) d[i] += g * xr[i];
+        }
+    }
+}
+
+void train_colsum(float *db, const float *dy, int ldy, int N, int out) {
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < out; o++) db[o] += dy[(size_t)n * ldy + o];
+}
