@@ -1,5 +1,7 @@
 #include "dtype.h"
 
+#include "quant.h"
+
 #include <math.h>
 #include <string.h>
 #include <strings.h>
@@ -103,6 +105,8 @@ void ng_to_f32(float *dst, const void *src, ng_type t, int64_t n) {
     } else if (t == NG_BF16) {
         const ng_bf16 *s = src;
         for (int64_t i = 0; i < n; i++) dst[i] = ng_bf16_to_f32(s[i]);
+    } else {
+        ng_dequantize_row(t, src, dst, n); /* block types: n and src on block boundaries */
     }
 }
 

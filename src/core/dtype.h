@@ -59,7 +59,8 @@ static inline float ng_bf16_to_f32(ng_bf16 h) {
 }
 ng_bf16 ng_f32_to_bf16(float f);
 
-/* Converts n elements of type t at src to f32 (plain float types only: f32, f16, bf16). */
+/* Converts n elements of type t at src to f32: the float types, and block-quantized types when
+ * n and src fall on block boundaries (see quant.h). */
 void ng_to_f32(float *dst, const void *src, ng_type t, int64_t n);
 /* Converts n f32 values to type t (f32, f16, bf16). */
 void ng_from_f32(void *dst, const float *src, ng_type t, int64_t n);
