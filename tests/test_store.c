@@ -451,7 +451,14 @@ static void test_bad_database(void) {
     CHECK(!store_open(path, 0, &err) && strstr(err.msg, "not a netgpt edge store"), "other: %s", err.msg);
 }
 
+static void test_country_names(void) {
+    CHECK(!strcmp(store_country_name("FR"), "France") && !strcmp(store_country_name("CI"), "Côte d’Ivoire") &&
+              !strcmp(store_country_name("US"), "United States") && !strcmp(store_country_name("Q1"), "Q1"),
+          "country names");
+}
+
 int main(void) {
+    RUN(test_country_names);
     shared = fixture_store("shared");
     RUN(test_import_counts);
     RUN(test_nearest_city_is_itself);

@@ -1243,3 +1243,17 @@ int store_local_time(edge_store *st, int64_t place, int64_t utc, store_localtime
              a / 60 % 60);
     return NG_OK;
 }
+
+#include "edge/countries.h"
+
+const char *store_country_name(const char *code) {
+    size_t lo = 0, hi = sizeof NG_COUNTRIES / sizeof NG_COUNTRIES[0];
+    while (lo < hi) { /* the table is sorted by code */
+        size_t mid = (lo + hi) / 2;
+        int c = strcmp(NG_COUNTRIES[mid].code, code);
+        if (c == 0) return NG_COUNTRIES[mid].name;
+        if (c < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    return code;
+}

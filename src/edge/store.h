@@ -163,4 +163,8 @@ double store_distance_m(double lat1, double lon1, double lat2, double lon2);
 /* Parses "YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM|-HH:MM]" (no zone = UTC) into Unix seconds. */
 int store_parse_time(const char *s, int64_t *out, ng_error *err);
 
+/* The English name of an ISO 3166-1 alpha-2 country code ("FR" -> "France"), as the training
+ * data writes it; the code itself when unknown. Static storage. */
+const char *store_country_name(const char *code);
+
 #endif
