@@ -22,8 +22,11 @@
  * they do not know (simd_type) until they get a kernel of their own. */
 #include "core/kernels.h"
 
+#include "core/quant.h"
 #include "core/util.h"
 
+#include <float.h>
+#include <math.h>
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -169,19 +172,41 @@ static float dot_bf16(const void *w, const float *x, int K) {
     return s;
 }
 
-static void row_f32(float *dst, const void *w, int K) { memcpy(dst, w, (size_t)K * sizeof(float)); }
-static void row_f16(float *dst, const void *w, int K) { ng_to_f32(dst, w, NG_F16, K); }
-static void row_bf16(float *dst, const void *w, int K) { ng_to_f32(dst, w, NG_BF16, K); }
+/* Block-quantized rows: each block is dequantized (quant.c, the definition of the format) and
+ * dotted in index order, so the reference is exactly "dequantize the row, then an f32 dot". */
+static float dot_quant(ng_type wt, const void *w, const float *x, int K) {
+    float v[256];
+    int qk = ng_type_block(wt);
+    size_t bs = ng_type_size(wt);
+    float s = 0;
+    for (int k0 = 0; k0 < K; k0 += qk) {
+        ng_dequantize_row(wt, (const char *)w + (size_t)(k0 / qk) * bs, v, qk);
+        for (int j = 0; j < qk; j++) s += x[k0 + j] * v[j];
+    }
+    return s;
+}
+
+static float dot_plain(ng_type wt, const void *w, const float *x, int K) {
+    return wt == NG_F32 ? dot_f32(w, x, K) : wt == NG_F16 ? dot_f16(w, x, K) : dot_bf16(w, x, K);
+}
+
+static void row_f32(ng_type wt, float *dst, const void *w, int K) {
+    if (wt == NG_F32)
+        memcpy(dst, w, (size_t)K * sizeof(float));
+    else
+        ng_dequantize_row(wt, w, dst, K);
+}
 
 typedef struct {
-    float (*dot)(const void *w, const float *x, int K); /* in index order: the reference */
-    void (*to_f32)(float *dst, const void *w, int K);
+    float (*dot)(ng_type wt, const void *w, const float *x, int K); /* in index order: the reference */
+    void (*to_f32)(ng_type wt, float *dst, const void *w, int K);
 } type_ops;
 
 static const type_ops TYPE_OPS[NG_TYPE_COUNT] = {
-    [NG_F32] = {dot_f32, row_f32},
-    [NG_F16] = {dot_f16, row_f16},
-    [NG_BF16] = {dot_bf16, row_bf16},
+    [NG_F32] = {dot_plain, row_f32},   [NG_F16] = {dot_plain, row_f32},  [NG_BF16] = {dot_plain, row_f32},
+    [NG_Q8_0] = {dot_quant, row_f32},  [NG_Q4_0] = {dot_quant, row_f32}, [NG_Q4_1] = {dot_quant, row_f32},
+    [NG_Q5_0] = {dot_quant, row_f32},  [NG_Q5_1] = {dot_quant, row_f32}, [NG_Q4_K] = {dot_quant, row_f32},
+    [NG_Q5_K] = {dot_quant, row_f32},  [NG_Q6_K] = {dot_quant, row_f32},
 };
 
 int ng_matmul_supported(ng_type wt) { return wt >= 0 && wt < NG_TYPE_COUNT && TYPE_OPS[wt].dot != NULL; }
@@ -197,7 +222,7 @@ void ng_matmul_ref(float *y, const float *x, const void *w, ng_type wt, const fl
     size_t rs = ng_row_size(wt, K);
     for (int b = 0; b < B; b++) {
         for (int n = 0; n < N; n++) {
-            float s = ops->dot((const char *)w + (size_t)n * rs, x + (size_t)b * K, K);
+            float s = ops->dot(wt, (const char *)w + (size_t)n * rs, x + (size_t)b * K, K);
             y[(size_t)b * N + n] = bias ? s + bias[n] : s;
         }
     }
@@ -228,7 +253,7 @@ static void matmul_portable(float *y, const float *x, const void *w, ng_type wt,
             const void *wr = (const char *)w + (size_t)n * rs;
             const float *r = wr;
             if (row) {
-                ops->to_f32(row, wr, K);
+                ops->to_f32(wt, row, wr, K);
                 r = row;
             }
             for (int b = 0; b < B; b++) {
@@ -237,6 +262,59 @@ static void matmul_portable(float *y, const float *x, const void *w, ng_type wt,
             }
         }
     }
+}
+
+/* ---- activations quantized to 8 bits (for the quantized-weight kernels) ---- */
+
+/* Activation rows in blocks of 32, x_k ~ d * q_k with d = max|x| / 127 over the block (ggml's
+ * q8_0 with an f32 scale). The block sums let a kernel apply a weight format's offset (q4_0's
+ * -8, q6_k's -32, q4_k's minimum) once per block instead of once per value. Row b's entries
+ * start at b * K (q), b * K/32 (d, s, ds) and b * K/16 (ds16). */
+typedef struct {
+    int8_t *q;   /* [B][K] */
+    float *d;    /* [B][K/32] scale */
+    int32_t *s;  /* [B][K/32] sum of q over the block */
+    float *ds;   /* [B][K/32] d * s */
+    float *ds16; /* [B][K/16] d * (sum of q over each half block) */
+} xq8;
+
+static _Thread_local float *tl_xq;
+static _Thread_local size_t tl_xq_cap;
+
+/* Round to nearest, ties to even, for |v| < 2^22: adding 1.5 * 2^23 leaves no fraction bits. */
+static float round_even(float v) { return (v + 12582912.0f) - 12582912.0f; }
+
+/* Quantizes x (B rows of K, K a multiple of 32) into the calling thread's scratch. */
+static xq8 quantize_x(const float *x, int B, int K) {
+    size_t n = (size_t)B * K, nb = n / 32;
+    /* q first (64-byte aligned, a multiple of 32 bytes), then the per-block arrays */
+    float *buf = grow(&tl_xq, &tl_xq_cap, n / 4 + nb * 5 + 16);
+    xq8 xq = {(int8_t *)buf, buf + n / 4, (int32_t *)(buf + n / 4 + nb), buf + n / 4 + nb * 2, buf + n / 4 + nb * 3};
+    for (size_t i = 0; i < nb; i++) {
+        const float *v = x + i * 32;
+        float amax = 0;
+        int nan = 0;
+        for (int j = 0; j < 32; j++) {
+            amax = fabsf(v[j]) > amax ? fabsf(v[j]) : amax;
+            nan |= v[j] != v[j];
+        }
+        /* a NaN or infinity gives the block the scale NaN or infinity, so it reaches y */
+        float d = nan ? NAN : amax / 127.0f, id = amax > 0 && amax <= FLT_MAX ? 127.0f / amax : 0.0f;
+        int8_t *q = xq.q + i * 32;
+        int h[2] = {0, 0};
+        for (int j = 0; j < 32; j++) {
+            float t = v[j] * id; /* |t| <= 127 up to rounding; NaN when v[j] is */
+            int qv = t >= 127 ? 127 : t <= -127 ? -127 : t == t ? (int)round_even(t) : 0;
+            q[j] = (int8_t)qv;
+            h[j >> 4] += qv;
+        }
+        xq.d[i] = d;
+        xq.s[i] = h[0] + h[1];
+        xq.ds[i] = d * (float)(h[0] + h[1]);
+        xq.ds16[2 * i] = d * (float)h[0];
+        xq.ds16[2 * i + 1] = d * (float)h[1];
+    }
+    return xq;
 }
 
 /* ---- SIMD paths ---- */
@@ -270,6 +348,21 @@ typedef struct {
 } simd_isa;
 
 static int simd_type(ng_type wt) { return wt == NG_F32 || wt == NG_F16 || wt == NG_BF16; }
+
+/* Types with an integer GEMV kernel (the rest of the quantized types take the portable GEMV). */
+static int qgemv_type_ok(ng_type wt) { return wt == NG_Q8_0 || wt == NG_Q4_0 || wt == NG_Q4_K || wt == NG_Q6_K; }
+
+/* The GEMM packs quantized weights by dequantizing the nr rows of the K chunk (to f32, in the
+ * thread's scratch) first: prefill then runs the f32 micro-kernel on exactly the values of the
+ * reference, and the dequantization is paid once per weight block for all activation blocks. */
+static _Thread_local float *tl_deq;
+static _Thread_local size_t tl_deq_cap;
+
+static inline const float *dequant_rows(const void *w, size_t rs, ng_type wt, int nr, int K) {
+    float *d = grow(&tl_deq, &tl_deq_cap, (size_t)nr * K + 1);
+    for (int n = 0; n < nr; n++) ng_dequantize_row(wt, (const char *)w + (size_t)n * rs, d + (size_t)n * K, K);
+    return d;
+}
 
 #if defined(__x86_64__)
 
@@ -448,7 +541,9 @@ INL512 void pack_w512_type(float *P, const void *w, size_t rs, ng_type wt, int n
 }
 
 T512 static void pack_w512(float *P, const void *w, size_t rs, ng_type wt, int nr, int K) {
-    if (wt == NG_F32)
+    if (!simd_type(wt))
+        pack_w512_type(P, dequant_rows(w, rs, wt, nr, K), (size_t)K * sizeof(float), NG_F32, nr, K);
+    else if (wt == NG_F32)
         pack_w512_type(P, w, rs, NG_F32, nr, K);
     else if (wt == NG_F16)
         pack_w512_type(P, w, rs, NG_F16, nr, K);
@@ -617,7 +712,9 @@ INL256 void pack_w256_type(float *P, const void *w, size_t rs, ng_type wt, int n
 }
 
 T256 static void pack_w256(float *P, const void *w, size_t rs, ng_type wt, int nr, int K) {
-    if (wt == NG_F32)
+    if (!simd_type(wt))
+        pack_w256_type(P, dequant_rows(w, rs, wt, nr, K), (size_t)K * sizeof(float), NG_F32, nr, K);
+    else if (wt == NG_F32)
         pack_w256_type(P, w, rs, NG_F32, nr, K);
     else if (wt == NG_F16)
         pack_w256_type(P, w, rs, NG_F16, nr, K);
@@ -660,6 +757,259 @@ T256 static void micro256(float *y, const float *P, const float *XT, const float
 }
 
 static const simd_isa ISA256 = {NR256, BW256, KCH256, gemv256, pack_w256, micro256};
+
+/* -- quantized weights (q8_0, q4_0, q4_k, q6_k), GEMV --
+ * As llama.cpp does, the activations are quantized once per call (quantize_x) and every weight
+ * block meets them in an integer dot product: u8 weights (q4/q6 codes, or |w| for q8_0 with
+ * w's sign moved onto x) times s8 activations, 32 values at a time, then one float multiply-add
+ * by the two scales per block of 32. The integer sums are exact; the difference from the
+ * reference (dequantize, then an f32 dot) is the rounding of x to 8 bits, at most d_x/2 per
+ * value (d_x = max|x| / 127 over its block of 32) times |w|, plus f32 rounding of the block sums
+ * (tests/test_quant.c states and checks the bound).
+ * The same code serves two instruction sets: with AVX-512 VNNI one vpdpbusd per 32 values,
+ * otherwise AVX2's vpmaddubsw + vpmaddwd (no saturation: |u| <= 128 and |x| <= 127, so a pair
+ * sums to at most 32512). The 256-bit width suffices: these loops are bound by memory, not by
+ * the integer units (bench/kernels_bench.c). */
+#define TQ __attribute__((target("avx2,fma,f16c")))
+#define INLQ static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+#define TQ_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+
+/* acc + per-lane sums of 4 products u (unsigned bytes) * s (signed bytes). vnni is a constant
+ * after inlining; the instruction is written as asm so that this helper (and the kernels built
+ * on it) can be inlined into the AVX2 entry point, which must not contain EVEX code. */
+INLQ __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s, const int vnni) {
+    if (vnni) {
+        __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(s));
+        return acc;
+    }
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+}
+
+INLQ float half_at(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+INLQ __m256i ld256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+
+/* One weight block of each type against NB activation rows; x block index kb (in the type's
+ * blocks), nb32 = K / 32. acc[b] collects row b's sum in its 8 lanes. */
+INLQ void blk_q8_0(__m256 *acc, const uint8_t *blk, const xq8 *xq, int kb, int K, const int NB, const int vnni) {
+    float dw = half_at(blk);
+    __m256i w = ld256(blk + 2), u = _mm256_abs_epi8(w);
+    int nb32 = K / 32;
+#pragma GCC unroll 8
+    for (int b = 0; b < NB; b++) {
+        __m256i s = _mm256_sign_epi8(ld256(xq->q + (size_t)b * K + kb * 32), w);
+        __m256i i = dot_u8s8(_mm256_setzero_si256(), u, s, vnni);
+        acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_set1_ps(dw * xq->d[b * nb32 + kb]), acc[b]);
+    }
+}
+
+/* q4_0: codes 0..15 stand for code - 8; the -8 * sum(x) of the block starts the integer sum. */
+INLQ void blk_q4_0(__m256 *acc, const uint8_t *blk, const xq8 *xq, int kb, int K, const int NB, const int vnni) {
+    float dw = half_at(blk);
+    __m128i t = _mm_loadu_si128((const __m128i *)(blk + 2));
+    __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(15));
+    int nb32 = K / 32;
+#pragma GCC unroll 8
+    for (int b = 0; b < NB; b++) {
+        __m256i c = _mm256_zextsi128_si256(_mm_cvtsi32_si128(-8 * xq->s[b * nb32 + kb]));
+        __m256i i = dot_u8s8(c, u, ld256(xq->q + (size_t)b * K + kb * 32), vnni);
+        acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_set1_ps(dw * xq->d[b * nb32 + kb]), acc[b]);
+    }
+}
+
+/* q4_k: 8 sub-blocks of 32 with 6-bit scale and min; chunk c of qs holds sub-block 2c in its
+ * low nibbles and 2c+1 in its high ones. The minimum's term is sum_j dmin*m_j * d_x*sum(x_j),
+ * added as one vector (only the lane sum of acc matters). */
+INLQ void blk_q4_k(__m256 *acc, const uint8_t *blk, const xq8 *xq, int kb, int K, const int NB, const int vnni) {
+    float d = half_at(blk), dmin = half_at(blk + 2);
+    uint32_t a, b4, c4;
+    memcpy(&a, blk + 4, 4), memcpy(&b4, blk + 8, 4), memcpy(&c4, blk + 12, 4);
+    uint32_t sc_lo = a & 0x3f3f3f3f, mn_lo = b4 & 0x3f3f3f3f;
+    uint32_t sc_hi = (c4 & 0x0f0f0f0f) | ((a >> 6) & 0x03030303) << 4;
+    uint32_t mn_hi = ((c4 >> 4) & 0x0f0f0f0f) | ((b4 >> 6) & 0x03030303) << 4;
+    __m256 scf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, (int)sc_hi, (int)sc_lo))),
+                               _mm256_set1_ps(d));
+    __m256 mnf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, (int)mn_hi, (int)mn_lo))),
+                               _mm256_set1_ps(dmin));
+    int nb32 = K / 32;
+    _Alignas(32) float sx[GEMV_MAX_B][8];
+#pragma GCC unroll 8
+    for (int b = 0; b < NB; b++) {
+        size_t o = (size_t)b * nb32 + (size_t)kb * 8;
+        acc[b] = _mm256_fnmadd_ps(mnf, _mm256_loadu_ps(xq->ds + o), acc[b]);
+        _mm256_store_ps(sx[b], _mm256_mul_ps(scf, _mm256_loadu_ps(xq->d + o)));
+    }
+    const __m256i m4 = _mm256_set1_epi8(15);
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) {
+        __m256i t = ld256(blk + 16 + 32 * c);
+        __m256i lo = _mm256_and_si256(t, m4), hi = _mm256_and_si256(_mm256_srli_epi16(t, 4), m4);
+#pragma GCC unroll 8
+        for (int b = 0; b < NB; b++) {
+            const int8_t *xb = xq->q + (size_t)b * K + (size_t)kb * 256 + 64 * c;
+            __m256i i0 = dot_u8s8(_mm256_setzero_si256(), lo, ld256(xb), vnni);
+            __m256i i1 = dot_u8s8(_mm256_setzero_si256(), hi, ld256(xb + 32), vnni);
+            acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), _mm256_set1_ps(sx[b][2 * c]), acc[b]);
+            acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1), _mm256_set1_ps(sx[b][2 * c + 1]), acc[b]);
+        }
+    }
+}
+
+/* q6_k: 6-bit codes (low 4 bits in ql, high 2 in qh) standing for code - 32, one int8 scale per
+ * 16 values. Each half of the block (128 values) reads ql[64], qh[32]; its sub-block s (32
+ * values) takes the low (s < 2) or high nibbles of ql[32 (s & 1) ..] and bits 2s, 2s+1 of qh.
+ * The 16-value scales are applied in the integer sum (vpmaddwd by the scales instead of by
+ * ones: 16002 * 128 * 2 fits easily); the -32 offset is sum_g 32*d*sc_g * d_x*sum(x_g). */
+INLQ void blk_q6_k(__m256 *acc, const uint8_t *blk, const xq8 *xq, int kb, int K, const int NB, const int vnni) {
+    const int8_t *sc = (const int8_t *)(blk + 192);
+    float d = half_at(blk + 208);
+    __m128i sc16 = _mm_loadu_si128((const __m128i *)sc);
+    __m256 d32 = _mm256_set1_ps(32 * d);
+    __m256 c0 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc16)), d32);
+    __m256 c1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(sc16, 8))), d32);
+    int nb32 = K / 32;
+#pragma GCC unroll 8
+    for (int b = 0; b < NB; b++) {
+        const float *ds16 = xq->ds16 + (size_t)b * (K / 16) + (size_t)kb * 16;
+        acc[b] = _mm256_fnmadd_ps(c0, _mm256_loadu_ps(ds16), acc[b]);
+        acc[b] = _mm256_fnmadd_ps(c1, _mm256_loadu_ps(ds16 + 8), acc[b]);
+    }
+    const __m256i m4 = _mm256_set1_epi8(15);
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        __m256i ql0 = ld256(blk + 64 * h), ql1 = ld256(blk + 64 * h + 32), qh = ld256(blk + 128 + 32 * h);
+        __m256i u[4];
+        u[0] = _mm256_or_si256(_mm256_and_si256(ql0, m4),
+                               _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x03)), 4));
+        u[1] = _mm256_or_si256(_mm256_and_si256(ql1, m4),
+                               _mm256_slli_epi16(_mm256_and_si256(qh, _mm256_set1_epi8(0x0c)), 2));
+        u[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), m4),
+                               _mm256_and_si256(qh, _mm256_set1_epi8(0x30)));
+        u[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), m4),
+                               _mm256_and_si256(_mm256_srli_epi16(qh, 2), _mm256_set1_epi8(0x30)));
+#pragma GCC unroll 4
+        for (int s = 0; s < 4; s++) {
+            __m256i scv = _mm256_set_m128i(_mm_set1_epi16(sc[8 * h + 2 * s + 1]), _mm_set1_epi16(sc[8 * h + 2 * s]));
+#pragma GCC unroll 8
+            for (int b = 0; b < NB; b++) {
+                const int8_t *xb = xq->q + (size_t)b * K + (size_t)kb * 256 + 128 * h + 32 * s;
+                __m256i i = _mm256_madd_epi16(_mm256_maddubs_epi16(u[s], ld256(xb)), scv);
+                float dx = xq->d[b * nb32 + kb * 8 + 4 * h + s];
+                acc[b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), _mm256_set1_ps(d * dx), acc[b]);
+            }
+        }
+    }
+    (void)vnni;
+}
+
+/* R weight rows (at w + row[r] * rs) against NB activation rows, walked block by block side by
+ * side so that R read streams are in flight. wt, NB, R, vnni are constants after inlining. */
+INLQ void qgemv_rows(float *y, const xq8 *xq, const void *w, size_t rs, ng_type wt, const float *bias, const int NB,
+                     const int R, const int *row, int N, int K, const int vnni) {
+    const int qk = wt == NG_Q8_0 || wt == NG_Q4_0 ? 32 : 256;
+    const int bs = wt == NG_Q8_0 ? 34 : wt == NG_Q4_0 ? 18 : wt == NG_Q4_K ? 144 : 210;
+    const uint8_t *wr[4];
+    __m256 acc[4][GEMV_MAX_B];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+        wr[r] = (const uint8_t *)w + (size_t)row[r] * rs;
+#pragma GCC unroll 8
+        for (int b = 0; b < NB; b++) acc[r][b] = _mm256_setzero_ps();
+    }
+    for (int kb = 0; kb < K / qk; kb++) {
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const uint8_t *blk = wr[r] + (size_t)kb * bs;
+#pragma GCC unroll 4
+            for (int o = 0; o < bs; o += 64) _mm_prefetch((const char *)blk + GEMV_PREFETCH + o, _MM_HINT_T0);
+            if (wt == NG_Q8_0)
+                blk_q8_0(acc[r], blk, xq, kb, K, NB, vnni);
+            else if (wt == NG_Q4_0)
+                blk_q4_0(acc[r], blk, xq, kb, K, NB, vnni);
+            else if (wt == NG_Q4_K)
+                blk_q4_k(acc[r], blk, xq, kb, K, NB, vnni);
+            else
+                blk_q6_k(acc[r], blk, xq, kb, K, NB, vnni);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+#pragma GCC unroll 8
+        for (int b = 0; b < NB; b++) {
+            float v = hsum256(acc[r][b]);
+            y[(size_t)b * N + row[r]] = bias ? v + bias[row[r]] : v;
+        }
+    }
+}
+
+/* Rows n0..n1-1 as R interleaved sub-runs (as gemv512_body). */
+INLQ void qgemv_body(float *y, const xq8 *xq, const void *w, size_t rs, ng_type wt, const float *bias, const int NB,
+                     int N, int K, int n0, int n1, const int vnni) {
+    const int R = NB == 1 ? 4 : NB == 2 ? 2 : 1;
+    int len = (n1 - n0) / R, row[4];
+    for (int i = 0; i < len; i++) {
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) row[r] = n0 + r * len + i;
+        qgemv_rows(y, xq, w, rs, wt, bias, NB, R, row, N, K, vnni);
+    }
+    for (int n = n0 + R * len; n < n1; n++) qgemv_rows(y, xq, w, rs, wt, bias, NB, 1, &n, N, K, vnni);
+}
+
+INLQ void qgemv_type(float *y, const xq8 *xq, const void *w, size_t rs, ng_type wt, const float *bias, int B, int N,
+                     int K, int n0, int n1, const int vnni) {
+    switch (B) {
+    case 1:
+        qgemv_body(y, xq, w, rs, wt, bias, 1, N, K, n0, n1, vnni);
+        break;
+    case 2:
+        qgemv_body(y, xq, w, rs, wt, bias, 2, N, K, n0, n1, vnni);
+        break;
+    case 3:
+        qgemv_body(y, xq, w, rs, wt, bias, 3, N, K, n0, n1, vnni);
+        break;
+    case 4:
+        qgemv_body(y, xq, w, rs, wt, bias, 4, N, K, n0, n1, vnni);
+        break;
+    case 5:
+        qgemv_body(y, xq, w, rs, wt, bias, 5, N, K, n0, n1, vnni);
+        break;
+    case 6:
+        qgemv_body(y, xq, w, rs, wt, bias, 6, N, K, n0, n1, vnni);
+        break;
+    case 7:
+        qgemv_body(y, xq, w, rs, wt, bias, 7, N, K, n0, n1, vnni);
+        break;
+    default:
+        qgemv_body(y, xq, w, rs, wt, bias, 8, N, K, n0, n1, vnni);
+        break;
+    }
+}
+
+INLQ void qgemv_any(float *y, const xq8 *xq, const void *w, size_t rs, ng_type wt, const float *bias, int B, int N,
+                    int K, int n0, int n1, const int vnni) {
+    if (wt == NG_Q8_0)
+        qgemv_type(y, xq, w, rs, NG_Q8_0, bias, B, N, K, n0, n1, vnni);
+    else if (wt == NG_Q4_0)
+        qgemv_type(y, xq, w, rs, NG_Q4_0, bias, B, N, K, n0, n1, vnni);
+    else if (wt == NG_Q4_K)
+        qgemv_type(y, xq, w, rs, NG_Q4_K, bias, B, N, K, n0, n1, vnni);
+    else
+        qgemv_type(y, xq, w, rs, NG_Q6_K, bias, B, N, K, n0, n1, vnni);
+}
+
+TQ static void qgemv_avx2(float *y, const xq8 *xq, const void *w, size_t rs, ng_type wt, const float *bias, int B,
+                          int N, int K, int n0, int n1) {
+    qgemv_any(y, xq, w, rs, wt, bias, B, N, K, n0, n1, 0);
+}
+
+TQ_VNNI static void qgemv_vnni(float *y, const xq8 *xq, const void *w, size_t rs, ng_type wt, const float *bias,
+                               int B, int N, int K, int n0, int n1) {
+    qgemv_any(y, xq, w, rs, wt, bias, B, N, K, n0, n1, 1);
+}
 
 #endif /* __x86_64__ */
 
@@ -732,12 +1082,39 @@ static void matmul_gemm(const simd_isa *isa, float *y, const float *x, const voi
     }
 }
 
+/* GEMV for quantized weights: x is quantized once (by the calling thread, before the threads
+ * start), then each thread runs its rows' integer dot products. */
+static void matmul_qgemv(int path, float *y, const float *x, const void *w, ng_type wt, const float *bias, int B,
+                         int N, int K, int nt) {
+#if defined(__x86_64__)
+    void (*kern)(float *, const xq8 *, const void *, size_t, ng_type, const float *, int, int, int, int, int) =
+        path == PATH_AVX512 && ng_cpu_features()->avx512vnni ? qgemv_vnni : qgemv_avx2;
+    size_t rs = ng_row_size(wt, K);
+    xq8 xq = quantize_x(x, B, K);
+    int groups = (N + 15) / 16;
+    if (nt > groups) nt = groups;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        int t = omp_get_thread_num(), T = omp_get_num_threads();
+        int n0 = (int)((int64_t)groups * t / T) * 16, n1 = (int)((int64_t)groups * (t + 1) / T) * 16;
+        if (n1 > N) n1 = N;
+        if (n0 < n1) kern(y, &xq, w, rs, wt, bias, B, N, K, n0, n1);
+    }
+#else
+    (void)path;
+    matmul_portable(y, x, w, wt, bias, B, N, K, nt);
+#endif
+}
+
 void ng_matmul(float *y, const float *x, const void *w, ng_type wt, const float *bias, int B, int N, int K) {
     if (B <= 0 || N <= 0) return;
-    int nt = threads_for((double)B * N * K);
-    const simd_isa *isa = simd_type(wt) ? isa_for(current_path()) : NULL;
-    if (!isa)
+    ops_for(wt);
+    int nt = threads_for((double)B * N * K), path = current_path();
+    const simd_isa *isa = isa_for(path);
+    if (!isa || (B <= GEMV_MAX_B && !simd_type(wt) && !qgemv_type_ok(wt)))
         matmul_portable(y, x, w, wt, bias, B, N, K, nt);
+    else if (B <= GEMV_MAX_B && qgemv_type_ok(wt))
+        matmul_qgemv(path, y, x, w, wt, bias, B, N, K, nt);
     else if (B <= GEMV_MAX_B)
         matmul_gemv(isa, y, x, w, wt, bias, B, N, K, nt);
     else

@@ -1,0 +1,137 @@
+/* netgpt eval — perplexity of a model on a text file, and optionally how far its predictions
+ * are from another model's (a quantized model against its f32 original). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static const char HELP[] =
+    "usage: netgpt eval -m MODEL -f TEXT_FILE [--ctx N] [--ref OTHER_MODEL] [--json]\n"
+    "\n"
+    "Perplexity of MODEL on the text: the text is tokenized (with BOS where the tokenizer adds\n"
+    "one) and cut into windows of N tokens, each run from an empty context; every token after a\n"
+    "window's first is predicted from the tokens before it in its window. PPL = exp(mean NLL).\n"
+    "\n"
+    "  -f, --file PATH  the text\n"
+    "  --ctx N          window length in tokens (default min(512, the model's context))\n"
+    "  --ref MODEL      also run MODEL (same vocabulary) on the same tokens and report the mean\n"
+    "                   and max |logit difference| and the KL divergence KL(ref || model),\n"
+    "                   averaged over the predicted positions, and the reference's perplexity\n"
+    "  -t, --threads N  threads (default: all cores)\n"
+    "  --json           print the results as one JSON object on stdout\n";
+
+typedef struct {
+    double nll, ref_nll, kl, dsum, dmax;
+    long long n, ncmp;
+} eval_acc;
+
+/* log-softmax of row (n floats) into lp, in double. */
+static void log_softmax(const float *row, int n, double *lp) {
+    double mx = -INFINITY, s = 0;
+    for (int i = 0; i < n; i++) mx = row[i] > mx ? row[i] : mx;
+    for (int i = 0; i < n; i++) s += exp(row[i] - mx);
+    double lse = mx + log(s);
+    for (int i = 0; i < n; i++) lp[i] = row[i] - lse;
+}
+
+int cmd_eval(int argc, char **argv) {
+    cli_opts o;
+    cli_opts_init(&o);
+    const char *file = NULL, *ref_path = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) return fputs(HELP, stdout), 0;
+        if (cli_common_flag(argc, argv, &i, &o)) continue;
+        if (!strcmp(a, "-f") || !strcmp(a, "--file")) file = cli_value(argc, argv, &i);
+        else if (!strcmp(a, "--ref")) ref_path = cli_value(argc, argv, &i);
+        else cli_positional(&o, a, "eval");
+    }
+    if (!o.model || !file || o.n_pos > 0) {
+        fputs(HELP, stderr);
+        return 2;
+    }
+    ng_model *m = cli_load_model(&o);
+    if (!m->tok) ng_die("eval: %s has no tokenizer", o.model);
+    ng_model *r = NULL;
+    ng_error err;
+    if (ref_path) {
+        if (!(r = ng_model_load(ref_path, &err))) ng_die("%s", err.msg);
+        if (r->hp.n_vocab != m->hp.n_vocab)
+            ng_die("eval: --ref %s has %d tokens in its vocabulary, %s has %d", ref_path, r->hp.n_vocab, o.model,
+                   m->hp.n_vocab);
+    }
+    size_t len;
+    char *text = ng_read_file(file, &len, &err);
+    if (!text) ng_die("%s", err.msg);
+    int n_text;
+    int *ids = tok_encode(m->tok, text, len, &n_text);
+    free(text);
+    int bos = tok_add_bos(m->tok) ? tok_bos(m->tok) : -1, n = n_text + (bos >= 0);
+    int *toks = xmalloc(((size_t)n + 1) * sizeof *toks);
+    if (bos >= 0) toks[0] = bos;
+    memcpy(toks + (bos >= 0), ids, (size_t)n_text * sizeof *ids);
+    free(ids);
+    int max_ctx = r && r->hp.n_ctx < m->hp.n_ctx ? r->hp.n_ctx : m->hp.n_ctx;
+    int ctx = o.ctx ? o.ctx : (max_ctx < 512 ? max_ctx : 512);
+    if (ctx < 2 || ctx > max_ctx) ng_die("eval: --ctx %d is outside [2, %d] (the model's context)", ctx, max_ctx);
+    if (n < 2) ng_die("eval: %s gives %d token(s); at least 2 are needed", file, n);
+    int V = m->hp.n_vocab, nwin = (n + ctx - 1) / ctx;
+    if (n - (nwin - 1) * ctx < 2) nwin--; /* a last window of one token predicts nothing */
+    ng_state *s = ng_state_new(m, ctx, ctx), *rs = r ? ng_state_new(r, ctx, ctx) : NULL;
+    float *lg = xmalloc((size_t)ctx * V * sizeof *lg), *rlg = r ? xmalloc((size_t)ctx * V * sizeof *rlg) : NULL;
+    double *lp = xmalloc((size_t)V * sizeof *lp), *rlp = xmalloc((size_t)V * sizeof *rlp);
+    eval_acc acc = {0};
+    double t0 = ng_time();
+    for (int w = 0; w < nwin; w++) {
+        int p0 = w * ctx, wn = n - p0 < ctx ? n - p0 : ctx;
+        ng_state_reset(s);
+        if (ng_forward(m, s, toks + p0, wn, lg, 1, &err)) ng_die("eval: %s", err.msg);
+        if (r) {
+            ng_state_reset(rs);
+            if (ng_forward(r, rs, toks + p0, wn, rlg, 1, &err)) ng_die("eval: %s", err.msg);
+        }
+        for (int i = 0; i + 1 < wn; i++) { /* logits at i predict token i + 1 */
+            const float *row = lg + (size_t)i * V;
+            log_softmax(row, V, lp);
+            acc.nll -= lp[toks[p0 + i + 1]];
+            acc.n++;
+            if (!r) continue;
+            const float *rrow = rlg + (size_t)i * V;
+            log_softmax(rrow, V, rlp);
+            acc.ref_nll -= rlp[toks[p0 + i + 1]];
+            double kl = 0;
+            for (int v = 0; v < V; v++) {
+                double d = fabs((double)row[v] - rrow[v]);
+                acc.dsum += d;
+                acc.dmax = d > acc.dmax ? d : acc.dmax;
+                kl += exp(rlp[v]) * (rlp[v] - lp[v]);
+            }
+            acc.kl += kl;
+            acc.ncmp += V;
+        }
+        if (!o.json || ng_verbose > 1)
+            ng_log("[%d/%d] %lld tokens, PPL %.4f (%.1f tok/s)\n", w + 1, nwin, acc.n, exp(acc.nll / (double)acc.n),
+                   (double)(p0 + wn) / (ng_time() - t0));
+    }
+    double ppl = exp(acc.nll / (double)acc.n);
+    if (o.json) {
+        printf("{\"model\":\"%s\",\"tokens\":%d,\"predicted\":%lld,\"ctx\":%d,\"windows\":%d,\"nll\":%.6f,\"ppl\":%.6f",
+               m->name, n, acc.n, ctx, nwin, acc.nll / (double)acc.n, ppl);
+        if (r)
+            printf(",\"ref_ppl\":%.6f,\"mean_abs_logit_diff\":%.6g,\"max_abs_logit_diff\":%.6g,\"kl\":%.6g",
+                   exp(acc.ref_nll / (double)acc.n), acc.dsum / (double)acc.ncmp, acc.dmax, acc.kl / (double)acc.n);
+        printf("}\n");
+    } else {
+        printf("%s: %lld predicted tokens in %d window(s) of up to %d: PPL %.4f\n", o.model, acc.n, nwin, ctx, ppl);
+        if (r)
+            printf("vs %s (PPL %.4f): |logit diff| mean %.4g max %.4g, KL(ref || model) %.4g per token\n", ref_path,
+                   exp(acc.ref_nll / (double)acc.n), acc.dsum / (double)acc.ncmp, acc.dmax, acc.kl / (double)acc.n);
+    }
+    free(lg), free(rlg), free(lp), free(rlp), free(toks);
+    ng_state_free(s);
+    if (rs) ng_state_free(rs);
+    if (r) ng_model_free(r);
+    ng_model_free(m);
+    return 0;
+}

@@ -1,0 +1,71 @@
+/* netgpt quantize — rewrite a GGUF model with its weight matrices in another type. */
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli/cli.h"
+#include "core/quant.h"
+
+static const char HELP[] =
+    "usage: netgpt quantize IN.gguf OUT.gguf TYPE\n"
+    "\n"
+    "Writes the model IN (a GGUF file or a Hugging Face model folder) as GGUF with its weight\n"
+    "matrices in TYPE, tokenizer and metadata kept. Norms and biases stay f32; a matrix whose\n"
+    "rows are not a whole number of 32-value blocks is written as f16 (as llama.cpp does).\n"
+    "Input matrices of any type netgpt reads (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1,\n"
+    "q4_k, q5_k, q6_k) are dequantized to f32 first, then converted.\n"
+    "\n"
+    "TYPE: q8_0  8-bit, 34 bytes per 32 weights (8.5 bits each), nearly lossless\n"
+    "      q4_0  4-bit, 18 bytes per 32 weights (4.5 bits each)\n"
+    "      f16, bf16, f32\n"
+    "\n"
+    "  -t, --threads N  threads (default: all cores)\n"
+    "  -q, --quiet      no progress on stderr\n";
+
+static long long file_size(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode) ? (long long)st.st_size : -1;
+}
+
+int cmd_quantize(int argc, char **argv) {
+    cli_opts o;
+    cli_opts_init(&o);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) return fputs(HELP, stdout), 0;
+        if (cli_common_flag(argc, argv, &i, &o)) continue;
+        cli_positional(&o, a, "quantize");
+    }
+    if (o.n_pos != 3 || o.model) {
+        fputs(HELP, stderr);
+        return 2;
+    }
+    const char *in = o.pos[0], *out = o.pos[1], *type = o.pos[2];
+    int t = ng_type_parse(type);
+    if (t < 0 || !ng_type_can_quant((ng_type)t)) {
+        fprintf(stderr, "netgpt quantize: type '%s' is not one of q8_0, q4_0, f16, bf16, f32\n", type);
+        return 2;
+    }
+    o.model = in;
+    double t0 = ng_time();
+    ng_log("loading %s...\n", in);
+    ng_model *m = cli_load_model(&o);
+    size_t before = ng_model_weight_bytes(m);
+    ng_log("%s: %d layers, n_embd %d, vocab %d, matrices %s, %.1f MiB of weights; writing %s as %s...\n", in,
+           m->hp.n_layer, m->hp.n_embd, m->hp.n_vocab, ng_type_name(ng_model_wtype(m)), before / 1048576.0, out,
+           ng_type_name((ng_type)t));
+    ng_error err;
+    if (ng_model_save_gguf(m, out, (ng_type)t, &err)) ng_die("%s", err.msg);
+    ng_model_free(m);
+    /* the summary reads the written file back, so it describes what a later load will see */
+    ng_model *q = ng_model_load(out, &err);
+    if (!q) ng_die("reading back %s: %s", out, err.msg);
+    size_t after = ng_model_weight_bytes(q);
+    long long fin = file_size(in), fout = file_size(out);
+    ng_log("wrote %s in %.2f s\n", out, ng_time() - t0);
+    printf("%s -> %s (%s): weights %.2f MiB -> %.2f MiB (%.1f%%)", in, out, ng_type_name((ng_type)t),
+           before / 1048576.0, after / 1048576.0, before ? 100.0 * (double)after / (double)before : 0.0);
+    if (fin >= 0 && fout >= 0) printf(", file %.2f MiB -> %.2f MiB", fin / 1048576.0, fout / 1048576.0);
+    printf("\n");
+    ng_model_free(q);
+    return 0;
+}

@@ -1,0 +1,652 @@
+/* Tests for the block-quantized formats (src/core/quant.c), the quantized matmul kernels
+ * (src/core/kernels.c), quantized whole models, and `netgpt quantize` / `netgpt eval`.
+ *
+ * Layouts: every format is checked against blocks this file builds itself from the format's
+ * definition (ggml's, see quant.h), with codes and scales that depend on the position, so a
+ * swapped nibble, bit or sub-block shows.
+ *
+ * Kernels: the reference dequantizes each row and dots in index order; the portable path
+ * dequantizes and dots in another order; both differ from the exact sum by f32 rounding only:
+ *     |y - exact| <= (K + 2) 2^-24 S,  S = sum_k |x_k w_k|.
+ * The SIMD GEMV (B <= 8) first rounds x to 8 bits per block of 32 (x_k ~ d q_k, d = max|x|/127
+ * over the block, |x_k - d q_k| <= d/2 + 2^-22 |x_k|), then sums exact integer block dot
+ * products with f32 scale multiply-adds. Its bound against the reference is therefore
+ *     |fast - ref| <= sum_k |w_k| (d_k/2 + 2^-20 |x_k|) + 2 (K + 2) 2^-24 M + 1e-30,
+ * where M bounds the magnitudes the float sums see: sum_k |x_k| m_k (m_k = |w_k| for q8_0 and
+ * q4_0, whose offsets are applied in integers; for q4_k |d sc q| + |dmin m|; for q6_k
+ * 64 |d sc|) plus the same with d_k for x. The SIMD GEMM (B > 8) dequantizes to f32, so it
+ * meets the f32 bound. Results are bit-identical for 1 and 2 threads on every path. */
+#include "core/dtype.h"
+#include "core/kernels.h"
+#include "core/quant.h"
+#include "core/util.h"
+#include "model/model.h"
+#include "test.h"
+
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+static uint64_t rng_state = 0x2545f4914f6cdd1dull;
+
+static uint32_t rnd(void) {
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(rng_state >> 32);
+}
+
+static float frand(void) { return (float)(rnd() >> 8) * (1.0f / (1 << 23)) - 1.0f; } /* [-1, 1) */
+
+static void put_half(uint8_t *p, float f) {
+    uint16_t h = ng_f32_to_f16(f);
+    memcpy(p, &h, 2);
+}
+
+static float get_half(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return ng_f16_to_f32(h);
+}
+
+#define COUNT(a) (int)(sizeof(a) / sizeof(a[0]))
+
+/* ---- block layouts: known answers ---- */
+
+/* Compares ng_dequantize_row of n values against want; exact (both are one product in f32
+ * of the same factors, or the same sum for the formats with a min). */
+static int check_dequant(ng_type t, const void *blk, const float *want, int n) {
+    float got[512];
+    ng_dequantize_row(t, blk, got, n);
+    int bad = 0;
+    for (int i = 0; i < n; i++)
+        if (!(got[i] == want[i]) && bad++ < 4)
+            fprintf(stderr, "%s value %d: got %g want %g\n", ng_type_name(t), i, got[i], want[i]);
+    return bad;
+}
+
+static void test_layout_q8_0(void) {
+    uint8_t b[2 * 34];
+    float want[64];
+    for (int blk = 0; blk < 2; blk++) {
+        float d = blk ? 0.25f : 0.0625f;
+        put_half(b + 34 * blk, d);
+        for (int j = 0; j < 32; j++) {
+            int q = (j * 9 + blk * 5) % 255 - 127; /* covers -127..127 in a scattered order */
+            b[34 * blk + 2 + j] = (uint8_t)(int8_t)q;
+            want[32 * blk + j] = d * (float)q;
+        }
+    }
+    CHECK(check_dequant(NG_Q8_0, b, want, 64) == 0, "q8_0");
+}
+
+/* q4_0 / q4_1: value j of the block in the low nibble of qs[j], value j+16 in the high one. */
+static void test_layout_q4(void) {
+    uint8_t b0[18], b1[20];
+    float w0[32], w1[32];
+    put_half(b0, 0.5f);
+    put_half(b1, 0.125f), put_half(b1 + 2, -1.5f);
+    memset(b0 + 2, 0, 16), memset(b1 + 4, 0, 16);
+    for (int j = 0; j < 32; j++) {
+        int q = (j * 7 + 3) % 16;
+        b0[2 + j % 16] |= (uint8_t)(j < 16 ? q : q << 4);
+        b1[4 + j % 16] |= (uint8_t)(j < 16 ? q : q << 4);
+        w0[j] = 0.5f * (float)(q - 8);
+        w1[j] = 0.125f * (float)q + -1.5f;
+    }
+    CHECK(check_dequant(NG_Q4_0, b0, w0, 32) == 0, "q4_0");
+    CHECK(check_dequant(NG_Q4_1, b1, w1, 32) == 0, "q4_1");
+}
+
+/* q5_0 / q5_1: nibbles as q4, the fifth bit of value j in bit j of the little-endian qh. */
+static void test_layout_q5(void) {
+    uint8_t b0[22], b1[24];
+    float w0[32], w1[32];
+    put_half(b0, 0.25f);
+    put_half(b1, 0.5f), put_half(b1 + 2, 2.0f);
+    memset(b0 + 2, 0, 20), memset(b1 + 4, 0, 20);
+    for (int j = 0; j < 32; j++) {
+        int q = (j * 13 + 5) % 32;
+        b0[2 + j / 8] |= (uint8_t)((q >> 4) << (j % 8));
+        b1[4 + j / 8] |= (uint8_t)((q >> 4) << (j % 8));
+        b0[6 + j % 16] |= (uint8_t)(j < 16 ? q & 15 : (q & 15) << 4);
+        b1[8 + j % 16] |= (uint8_t)(j < 16 ? q & 15 : (q & 15) << 4);
+        w0[j] = 0.25f * (float)(q - 16);
+        w1[j] = 0.5f * (float)q + 2.0f;
+    }
+    CHECK(check_dequant(NG_Q5_0, b0, w0, 32) == 0, "q5_0");
+    CHECK(check_dequant(NG_Q5_1, b1, w1, 32) == 0, "q5_1");
+}
+
+/* The 12 scale bytes of q4_k / q5_k: sub-block j < 4 has its 6-bit scale in scales[j] and min
+ * in scales[j+4] (low 6 bits); j >= 4 has the low 4 bits of the scale in the low nibble of
+ * scales[j+4], of the min in its high nibble, and the top 2 bits of each in the top 2 bits of
+ * scales[j-4] (scale) and scales[j] (min). */
+static void pack_scales_k4(uint8_t *s, const int *sc, const int *mn) {
+    memset(s, 0, 12);
+    for (int j = 0; j < 8; j++) {
+        if (j < 4) {
+            s[j] |= (uint8_t)sc[j];
+            s[j + 4] |= (uint8_t)mn[j];
+        } else {
+            s[j + 4] |= (uint8_t)((sc[j] & 15) | (mn[j] & 15) << 4);
+            s[j - 4] |= (uint8_t)((sc[j] >> 4) << 6);
+            s[j] |= (uint8_t)((mn[j] >> 4) << 6);
+        }
+    }
+}
+
+/* q4_k: value 64c + l (l < 32) in the low nibble of qs[32c + l], value 64c + 32 + l in its high
+ * nibble; x = d sc_j q - dmin m_j for sub-block j = value / 32. q5_k adds bit j of qh[l] as
+ * the fifth bit of value 32j + l. */
+static void test_layout_k4(void) {
+    uint8_t b4[144], b5[176];
+    float w4[256], w5[256];
+    int sc[8], mn[8];
+    for (int j = 0; j < 8; j++) sc[j] = (j * 23 + 7) % 64, mn[j] = (j * 41 + 60) % 64;
+    float d = 0.03125f, dmin = 0.0078125f;
+    put_half(b4, d), put_half(b4 + 2, dmin), put_half(b5, d), put_half(b5 + 2, dmin);
+    pack_scales_k4(b4 + 4, sc, mn);
+    pack_scales_k4(b5 + 4, sc, mn);
+    memset(b4 + 16, 0, 128), memset(b5 + 16, 0, 160);
+    for (int i = 0; i < 256; i++) {
+        int j = i / 32, l = i % 32, c = i / 64, hi = (i / 32) & 1;
+        int q4 = (i * 5 + i / 16) % 16, q5 = (i * 11 + i / 8) % 32;
+        b4[16 + 32 * c + l] |= (uint8_t)(hi ? q4 << 4 : q4);
+        b5[48 + 32 * c + l] |= (uint8_t)(hi ? (q5 & 15) << 4 : q5 & 15);
+        b5[16 + l] |= (uint8_t)((q5 >> 4) << j);
+        w4[i] = d * (float)sc[j] * (float)q4 - dmin * (float)mn[j];
+        w5[i] = d * (float)sc[j] * (float)q5 - dmin * (float)mn[j];
+    }
+    CHECK(check_dequant(NG_Q4_K, b4, w4, 256) == 0, "q4_k");
+    CHECK(check_dequant(NG_Q5_K, b5, w5, 256) == 0, "q5_k");
+}
+
+/* q6_k: value i = 128h + 32s + l (h half, s quarter, l < 32) has its low 4 bits in
+ * ql[64h + 32(s&1) + l] (low nibble for s < 2, high for s >= 2), its high 2 bits in bits 2s, 2s+1
+ * of qh[32h + l]; x = d sc[i/16] (q - 32), scales int8. */
+static void test_layout_q6_k(void) {
+    uint8_t b[210];
+    float w[256];
+    memset(b, 0, sizeof b);
+    float d = 0.015625f;
+    put_half(b + 208, d);
+    for (int g = 0; g < 16; g++) b[192 + g] = (uint8_t)(int8_t)(g * 17 % 255 - 127);
+    for (int i = 0; i < 256; i++) {
+        int h = i / 128, s = (i / 32) % 4, l = i % 32;
+        int q = (i * 29 + i / 64) % 64;
+        b[64 * h + 32 * (s & 1) + l] |= (uint8_t)(s < 2 ? q & 15 : (q & 15) << 4);
+        b[128 + 32 * h + l] |= (uint8_t)((q >> 4) << (2 * s));
+        w[i] = d * (float)(int8_t)b[192 + i / 16] * (float)(q - 32);
+    }
+    CHECK(check_dequant(NG_Q6_K, b, w, 256) == 0, "q6_k");
+}
+
+static void test_type_sizes(void) {
+    static const struct {
+        ng_type t;
+        int qk;
+        size_t bytes;
+    } want[] = {{NG_Q4_0, 32, 18}, {NG_Q4_1, 32, 20}, {NG_Q5_0, 32, 22},  {NG_Q5_1, 32, 24},
+                {NG_Q8_0, 32, 34}, {NG_Q4_K, 256, 144}, {NG_Q5_K, 256, 176}, {NG_Q6_K, 256, 210}};
+    for (int i = 0; i < COUNT(want); i++) {
+        CHECK(ng_type_block(want[i].t) == want[i].qk && ng_type_size(want[i].t) == want[i].bytes, "%s: %d, %zu",
+              ng_type_name(want[i].t), ng_type_block(want[i].t), ng_type_size(want[i].t));
+        CHECK(ng_type_can_dequant(want[i].t) && ng_matmul_supported(want[i].t), "%s", ng_type_name(want[i].t));
+    }
+}
+
+/* ---- quantization round trips ---- */
+
+/* Every value comes back within half a grid step |d| (plus the f16 rounding of d, 2^-11
+ * relative, times at most 127 or 8 steps), d = max|x|/127 for q8_0 and (value of largest
+ * magnitude)/-8 for q4_0. q4_0's codes reach -8 d on the extreme's side but only +7 d on the
+ * other, so values beyond 7.5 d there are clipped to 7 d. */
+static void test_quant_roundtrip(void) {
+    enum { N = 32 * 64 };
+    float x[N], y[N];
+    uint8_t q[N / 32 * 34];
+    for (int i = 0; i < N; i++) x[i] = frand() * (float)(1 + i / 256); /* blocks of several scales */
+    for (int ti = 0; ti < 2; ti++) {
+        ng_type t = ti ? NG_Q4_0 : NG_Q8_0;
+        ng_quantize_row(t, x, q, N);
+        ng_dequantize_row(t, q, y, N);
+        int bad = 0;
+        for (int b = 0; b < N / 32; b++) {
+            float amax = 0;
+            for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[32 * b + j]));
+            float ds = get_half(q + ng_type_size(t) * b), d = fabsf(ds);
+            float step_want = amax / (ti ? 8.0f : 127.0f);
+            if (fabsf(d - step_want) > step_want * 0x1p-10f) bad++;
+            for (int j = 0; j < 32; j++) {
+                float e = fabsf(x[32 * b + j] - y[32 * b + j]);
+                float tol = d * 0.5f + amax * 0x1p-10f;
+                if (ti && x[32 * b + j] / ds > 7.5f) tol += fabsf(x[32 * b + j]) - 7.5f * d;
+                if (!(e <= tol) && bad++ < 4) fprintf(stderr, "%s [%d]: %g -> %g\n", ng_type_name(t), 32 * b + j, x[32 * b + j], y[32 * b + j]);
+            }
+        }
+        CHECK(bad == 0, "%s: %d values off", ng_type_name(t), bad);
+        /* values on the grid come back exactly */
+        float g[64], h[64];
+        for (int j = 0; j < 64; j++) {
+            int c = ti ? (j * 5) % 16 - 8 : (j * 37) % 255 - 127;
+            g[j] = 0.125f * (float)c;
+        }
+        g[0] = ti ? -1.0f : 127 * 0.125f, g[32] = ti ? -1.0f : -127 * 0.125f; /* the extremes set d */
+        ng_quantize_row(t, g, q, 64);
+        ng_dequantize_row(t, q, h, 64);
+        CHECK(memcmp(g, h, sizeof g) == 0, "%s: grid values not exact", ng_type_name(t));
+    }
+}
+
+/* ---- kernels ---- */
+
+/* Random blocks of type t (any byte pattern is a valid block) with sane f16 scales. */
+static void random_blocks(ng_type t, uint8_t *w, size_t nblocks) {
+    size_t bs = ng_type_size(t);
+    for (size_t i = 0; i < nblocks * bs; i++) w[i] = (uint8_t)rnd();
+    for (size_t i = 0; i < nblocks; i++) {
+        uint8_t *b = w + i * bs;
+        float d = (0.5f + 0.5f * frand()) * 0.01f * (rnd() & 1 ? 1 : -1);
+        if (t == NG_Q6_K)
+            put_half(b + 208, d);
+        else
+            put_half(b, d);
+        if (t == NG_Q4_1 || t == NG_Q5_1 || t == NG_Q4_K || t == NG_Q5_K) put_half(b + 2, 0.5f * d * frand());
+    }
+}
+
+/* m_k of the header comment: the magnitude of the terms the float sums of weight value k see. */
+static void magnitudes(ng_type t, const uint8_t *row, int K, float *m) {
+    ng_dequantize_row(t, row, m, K);
+    for (int k = 0; k < K; k++) m[k] = fabsf(m[k]);
+    if (t == NG_Q4_K) { /* |d sc q| + |dmin m|: the same block with d, dmin made positive */
+        uint8_t b[144];
+        for (int i = 0; i < K / 256; i++) {
+            memcpy(b, row + 144 * i, 144);
+            put_half(b, fabsf(get_half(b))), put_half(b + 2, -fabsf(get_half(b + 2)));
+            ng_dequantize_row(t, b, m + 256 * i, 256);
+        }
+    } else if (t == NG_Q6_K) {
+        for (int k = 0; k < K; k++) {
+            const uint8_t *b = row + 210 * (k / 256);
+            m[k] = 64 * fabsf(get_half(b + 208) * (float)(int8_t)b[192 + k % 256 / 16]);
+        }
+    }
+}
+
+typedef struct {
+    ng_type t;
+    int B, N, K;
+    uint8_t *w;
+    float *x, *wf, *ref, *deq, *tolq, *tolf, *y1, *y2;
+} qcase;
+
+static void qcase_init(qcase *c, ng_type t, int B, int N, int K) {
+    c->t = t, c->B = B, c->N = N, c->K = K;
+    size_t rs = ng_row_size(t, K), ny = (size_t)B * N;
+    c->w = malloc(rs * N + 1);
+    random_blocks(t, c->w, rs * N / ng_type_size(t));
+    c->x = malloc(sizeof(float) * ((size_t)B * K + 1));
+    for (size_t i = 0; i < (size_t)B * K; i++) c->x[i] = frand() * (float)(1 + (i / 32) % 3);
+    c->wf = malloc(sizeof(float) * ((size_t)N * K + 1));
+    float *m = malloc(sizeof(float) * ((size_t)K + 1));
+    for (int n = 0; n < N; n++) ng_dequantize_row(t, c->w + rs * n, c->wf + (size_t)n * K, K);
+    c->ref = malloc(sizeof(float) * ny), c->deq = malloc(sizeof(float) * ny);
+    c->tolq = malloc(sizeof(float) * ny), c->tolf = malloc(sizeof(float) * ny);
+    c->y1 = malloc(sizeof(float) * ny), c->y2 = malloc(sizeof(float) * ny);
+    ng_matmul_ref(c->ref, c->x, c->w, t, NULL, B, N, K);
+    ng_matmul_ref(c->deq, c->x, c->wf, NG_F32, NULL, B, N, K); /* dequantize, then f32 */
+    const double u = 0x1p-24;
+    for (int n = 0; n < N; n++) {
+        magnitudes(t, c->w + rs * n, K, m);
+        for (int b = 0; b < B; b++) {
+            const float *x = c->x + (size_t)b * K, *wf = c->wf + (size_t)n * K;
+            double s = 0, sq = 0, mm = 0;
+            for (int k0 = 0; k0 < K; k0 += 32) {
+                double amax = 0;
+                for (int j = 0; j < 32; j++) amax = fmax(amax, fabs(x[k0 + j]));
+                double dx = amax / 127;
+                for (int j = k0; j < k0 + 32; j++) {
+                    s += fabs((double)x[j] * wf[j]);
+                    sq += fabs(wf[j]) * (dx / 2 + 0x1p-20 * fabs(x[j]));
+                    mm += m[j] * (fabs(x[j]) + dx);
+                }
+            }
+            c->tolf[(size_t)b * N + n] = (float)(2 * (K + 2) * u * s + 1e-30);
+            c->tolq[(size_t)b * N + n] = (float)(sq + 2 * (K + 2) * u * mm + 1e-30);
+        }
+    }
+    free(m);
+}
+
+static void qcase_free(qcase *c) {
+    free(c->w), free(c->x), free(c->wf), free(c->ref), free(c->deq);
+    free(c->tolq), free(c->tolf), free(c->y1), free(c->y2);
+}
+
+static int qcompare(const qcase *c, const float *y, const float *ref, const float *tol, const char *what) {
+    int bad = 0;
+    for (size_t i = 0; i < (size_t)c->B * c->N; i++) {
+        double d = fabs((double)y[i] - ref[i]);
+        if (!(d <= tol[i]) && bad++ < 3)
+            fprintf(stderr, "%s %s B=%d N=%d K=%d [b=%zu n=%zu]: %.9g vs %.9g (tol %.3g)\n", what,
+                    ng_type_name(c->t), c->B, c->N, c->K, i / c->N, i % c->N, y[i], ref[i], tol[i]);
+    }
+    return bad;
+}
+
+static const char *const PATHS[] = {"avx512", "avx2", "portable"};
+
+/* Every path this CPU runs, on 1 and 2 threads (bit-identical), against the reference; the
+ * reference itself against dequantize-then-f32. Returns the number of failures. */
+static int qcheck(ng_type t, int B, int N, int K, int *runs) {
+    qcase c;
+    qcase_init(&c, t, B, N, K);
+    int bad = qcompare(&c, c.ref, c.deq, c.tolf, "ref vs dequantized");
+    for (int p = 0; p < 3; p++) {
+        if (ng_kernel_set_path(PATHS[p]) != 0) continue;
+        /* the integer GEMV runs on the SIMD paths for B <= 8; everything else is f32 */
+        int integer = p < 2 && B <= 8 && (t == NG_Q8_0 || t == NG_Q4_0 || t == NG_Q4_K || t == NG_Q6_K);
+        ng_set_threads(1);
+        ng_matmul(c.y1, c.x, c.w, t, NULL, B, N, K);
+        ng_set_threads(2);
+        ng_matmul(c.y2, c.x, c.w, t, NULL, B, N, K);
+        bad += qcompare(&c, c.y2, c.ref, integer ? c.tolq : c.tolf, PATHS[p]);
+        if (memcmp(c.y1, c.y2, sizeof(float) * B * N) != 0) {
+            fprintf(stderr, "%s %s B=%d N=%d K=%d: 1 and 2 threads differ\n", PATHS[p], ng_type_name(t), B, N, K);
+            bad++;
+        }
+        (*runs)++;
+    }
+    ng_kernel_set_path(NULL);
+    ng_set_threads(0);
+    qcase_free(&c);
+    return bad;
+}
+
+static void check_type(ng_type t) {
+    static const int Bs[] = {1, 2, 3, 4, 5, 8, 9, 33};
+    static const int Ns[] = {1, 7, 33};
+    int qk = ng_type_block(t), bad = 0, runs = 0;
+    int Ks[] = {qk, 256, 4096 + 256};
+    for (int ib = 0; ib < COUNT(Bs); ib++)
+        for (int in = 0; in < COUNT(Ns); in++)
+            for (int ik = 0; ik < COUNT(Ks) && bad < 10; ik++) {
+                if (Ks[ik] > 256 && Bs[ib] * Ns[in] > 64) continue; /* keeps the reference cheap */
+                bad += qcheck(t, Bs[ib], Ns[in], Ks[ik], &runs);
+            }
+    /* larger N so that both threads get rows and the interleaved row runs have tails */
+    bad += qcheck(t, 1, 77, 512, &runs);
+    bad += qcheck(t, 2, 130, 256, &runs);
+    CHECK(runs > 0, "no path ran");
+    CHECK(bad == 0, "%d mismatches for %s", bad, ng_type_name(t));
+}
+
+static void test_matmul_q8_0(void) { check_type(NG_Q8_0); }
+static void test_matmul_q4_0(void) { check_type(NG_Q4_0); }
+static void test_matmul_q4_k(void) { check_type(NG_Q4_K); }
+static void test_matmul_q6_k(void) { check_type(NG_Q6_K); }
+static void test_matmul_other_types(void) {
+    static const ng_type ts[] = {NG_Q4_1, NG_Q5_0, NG_Q5_1, NG_Q5_K};
+    int bad = 0, runs = 0;
+    for (int i = 0; i < COUNT(ts); i++) {
+        bad += qcheck(ts[i], 1, 7, ng_type_block(ts[i]), &runs);
+        bad += qcheck(ts[i], 3, 17, 512, &runs);
+        bad += qcheck(ts[i], 33, 5, 256, &runs);
+    }
+    CHECK(bad == 0, "%d mismatches", bad);
+}
+
+/* x with a NaN or an infinity gives NaN / inf outputs, as the f32 kernels do, not a number. */
+static void test_matmul_nonfinite(void) {
+    qcase c;
+    qcase_init(&c, NG_Q8_0, 1, 16, 64);
+    c.x[40] = NAN;
+    ng_matmul(c.y1, c.x, c.w, NG_Q8_0, NULL, 1, 16, 64);
+    int finite = 0;
+    for (int n = 0; n < 16; n++) finite += isfinite(c.y1[n]) != 0;
+    CHECK(finite == 0, "%d finite outputs from a NaN input", finite);
+    qcase_free(&c);
+}
+
+/* ---- whole models ---- */
+
+static void *read_bin(const char *path, size_t *n_bytes) {
+    ng_error e;
+    return ng_read_file(path, n_bytes, &e);
+}
+
+/* llama-tiny-a written as q8_0 / q4_0 and loaded back, against the f32 logits of the fixture
+ * (PyTorch), all 64 positions in one batch (the GEMM on dequantized weights) and the first 16
+ * one token at a time (the integer GEMV, which also rounds x to 8 bits). This random-weight
+ * model amplifies noise about tenfold (0.4% per weight gives 4% of max |logit|), so the bounds,
+ * relative to max |logit| (7.1), are loose: max |diff| <= 0.1 for q8_0 (measured 0.042 batch,
+ * 0.061 decode) and 0.75 for q4_0 (0.63, 0.52); mean |diff| <= 0.01 and 0.1 (0.0048, 0.075);
+ * batch vs decode within 0.05 and 0.1 (0.028, 0.021). The real model (stories260K) is the
+ * sharper test: its q8_0 greedy text equals f32's, and eval's KL is checked below. */
+static void test_model_llama_tiny(void) {
+    ng_error err;
+    ng_model *m = ng_model_load(TESTDATA("llama-tiny-a"), &err);
+    REQUIRE(m, "%s", err.msg);
+    size_t nb, nl;
+    int *toks = read_bin(TESTDATA("llama-tiny-a/tokens.i32"), &nb);
+    float *want = read_bin(TESTDATA("llama-tiny-a/logits_f32.f32"), &nl);
+    REQUIRE(toks && want, "fixture missing");
+    int n = (int)(nb / 4), V = m->hp.n_vocab, nd = 16;
+    REQUIRE(nl == (size_t)n * V * 4 && n >= nd, "fixture size");
+    double mag = 0;
+    for (size_t i = 0; i < (size_t)n * V; i++) mag = fmax(mag, fabs(want[i]));
+    static const struct {
+        ng_type t;
+        double max, mean, regimes;
+    } cases[] = {{NG_Q8_0, 0.1, 0.01, 0.05}, {NG_Q4_0, 0.75, 0.1, 0.1}};
+    float *got = malloc(sizeof(float) * (size_t)n * V), *dec = malloc(sizeof(float) * (size_t)nd * V);
+    for (int c = 0; c < COUNT(cases); c++) {
+        const char *path = c ? "build/tmp/quant-llama-q4_0.gguf" : "build/tmp/quant-llama-q8_0.gguf";
+        REQUIRE(ng_model_save_gguf(m, path, cases[c].t, &err) == NG_OK, "%s", err.msg);
+        ng_model *q = ng_model_load(path, &err);
+        REQUIRE(q, "%s", err.msg);
+        CHECK(ng_model_wtype(q) == cases[c].t, "loaded as %s", ng_type_name(ng_model_wtype(q)));
+        ng_state *s = ng_state_new(q, n, n);
+        REQUIRE(ng_forward(q, s, toks, n, got, 1, &err) == NG_OK, "%s", err.msg);
+        ng_state_reset(s);
+        for (int i = 0; i < nd; i++) REQUIRE(ng_forward(q, s, toks + i, 1, dec + (size_t)i * V, 0, &err) == NG_OK, "%s", err.msg);
+        double d = t_max_abs_diff(got, want, (size_t)n * V), dd = t_max_abs_diff(dec, want, (size_t)nd * V);
+        double mean = 0, rg = t_max_abs_diff(dec, got, (size_t)nd * V);
+        for (size_t i = 0; i < (size_t)n * V; i++) mean += fabs((double)got[i] - want[i]) / ((double)n * V);
+        printf("# llama-tiny-a %s: max |logit - f32 ref| %.3g (batch), %.3g (decode), mean %.3g, batch vs "
+               "decode %.3g; max |logit| %.3g\n",
+               ng_type_name(cases[c].t), d, dd, mean, rg, mag);
+        CHECK(d <= cases[c].max * mag && dd <= cases[c].max * mag, "%s: max diff %g, %g", ng_type_name(cases[c].t), d, dd);
+        CHECK(mean <= cases[c].mean * mag, "%s: mean diff %g", ng_type_name(cases[c].t), mean);
+        CHECK(rg <= cases[c].regimes * mag, "%s: batch vs decode %g", ng_type_name(cases[c].t), rg);
+        ng_state_free(s);
+        ng_model_free(q);
+    }
+    free(got), free(dec), free(toks), free(want);
+    ng_model_free(m);
+}
+
+static int argmax(const float *v, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[b]) b = i;
+    return b;
+}
+
+/* n greedy tokens after the prompt. */
+static void greedy(const ng_model *m, const int *prompt, int np, int n, int *out) {
+    ng_error err;
+    ng_state *s = ng_state_new(m, np + n, np);
+    float *lg = malloc(sizeof(float) * (size_t)m->hp.n_vocab);
+    int ok = ng_forward(m, s, prompt, np, lg, 0, &err) == NG_OK;
+    for (int i = 0; i < n; i++) {
+        out[i] = ok ? argmax(lg, m->hp.n_vocab) : -1;
+        ok = ok && (i + 1 == n || ng_forward(m, s, &out[i], 1, lg, 0, &err) == NG_OK);
+    }
+    free(lg);
+    ng_state_free(s);
+}
+
+/* stories260K (a real model) as q8_0: the same 32 greedy tokens as in f32. */
+static void test_model_stories_q8_0(void) {
+    if (!t_shared_models()) SKIP("../shared/models absent");
+    ng_error err;
+    ng_model *m = ng_model_load_llama2c("../shared/models/stories260K.bin", "../shared/models/tok512.bin", &err);
+    REQUIRE(m, "%s", err.msg);
+    REQUIRE(ng_model_save_gguf(m, "build/tmp/quant-stories-q8_0.gguf", NG_Q8_0, &err) == NG_OK, "%s", err.msg);
+    ng_model *q = ng_model_load("build/tmp/quant-stories-q8_0.gguf", &err);
+    REQUIRE(q, "%s", err.msg);
+    int prompt[1] = {tok_bos(m->tok)}, a[32], b[32];
+    greedy(m, prompt, 1, 32, a);
+    greedy(q, prompt, 1, 32, b);
+    CHECK(memcmp(a, b, sizeof a) == 0, "q8_0 greedy text differs from f32");
+    for (int i = 0; i < 32 && memcmp(a, b, sizeof a); i++) fprintf(stderr, "%d:%d/%d ", i, a[i], b[i]);
+    ng_model_free(q);
+    ng_model_free(m);
+}
+
+/* ---- netgpt quantize / eval ---- */
+
+#define BIN "build/san/netgpt"
+
+/* Runs a shell command; stdout to *out (malloc'd, or NULL), stderr to *err. Exit status. */
+static int run(const char *cmd, char **out, char **err) {
+    char full[2048];
+    snprintf(full, sizeof full, "%s >build/tmp/quant.out 2>build/tmp/quant.err", cmd);
+    int st = system(full);
+    size_t n;
+    char *o = read_bin("build/tmp/quant.out", &n), *r = read_bin("build/tmp/quant.err", &n);
+    if (out) *out = o;
+    else free(o);
+    if (err) *err = r;
+    else free(r);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static void test_cli_quantize_errors(void) {
+    char *out = NULL, *err = NULL;
+    CHECK(run(BIN " quantize --help", &out, NULL) == 0 && strstr(out, "usage: netgpt quantize"), "help");
+    free(out);
+    CHECK(run(BIN " eval --help", &out, NULL) == 0 && strstr(out, "usage: netgpt eval"), "help");
+    free(out);
+    int rc = run(BIN " quantize " TESTDATA("llama-tiny-a") " build/tmp/x.gguf q4_k", NULL, &err);
+    CHECK(rc == 2 && err && strstr(err, "q4_k"), "unsupported type: rc %d", rc);
+    free(err);
+    rc = run(BIN " quantize " TESTDATA("llama-tiny-a") " build/tmp/x.gguf", NULL, &err);
+    CHECK(rc == 2, "missing type: rc %d", rc);
+    free(err);
+    rc = run(BIN " quantize build/tmp/no-such-model.gguf build/tmp/x.gguf q8_0", NULL, &err);
+    CHECK(rc == 1 && err && strstr(err, "no-such-model"), "missing input: rc %d", rc);
+    free(err);
+}
+
+/* llama-tiny-a (no tokenizer): quantize works, eval says why it cannot run. */
+static void test_cli_quantize_llama_tiny(void) {
+    char *out = NULL, *err = NULL;
+    int rc = run(BIN " quantize " TESTDATA("llama-tiny-a") " build/tmp/cli-llama-q4_0.gguf q4_0", &out, &err);
+    REQUIRE(rc == 0, "quantize: rc %d: %s", rc, err ? err : "");
+    CHECK(strstr(out, "q4_0") && strstr(out, "MiB"), "summary: %s", out);
+    free(out), free(err);
+    ng_error e;
+    ng_model *m = ng_model_load("build/tmp/cli-llama-q4_0.gguf", &e);
+    REQUIRE(m, "%s", e.msg);
+    CHECK(ng_model_wtype(m) == NG_Q4_0, "type %s", ng_type_name(ng_model_wtype(m)));
+    ng_model_free(m);
+    FILE *f = fopen("build/tmp/quant-text.txt", "w");
+    REQUIRE(f, "cannot write build/tmp");
+    fputs("some text\n", f);
+    fclose(f);
+    rc = run(BIN " eval -m build/tmp/cli-llama-q4_0.gguf -f build/tmp/quant-text.txt", NULL, &err);
+    CHECK(rc == 1 && err && strstr(err, "tokenizer"), "eval without tokenizer: rc %d", rc);
+    free(err);
+}
+
+static const char STORY[] =
+    "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun. "
+    "One day, she saw a big red ball in the park. She ran to the ball and kicked it very hard. "
+    "The ball went up into the tree. Lily was sad. Her friend Tom came and said, \"Do not be sad, "
+    "Lily. I will help you.\" Tom climbed the tree and got the ball. Lily was happy and said, "
+    "\"Thank you, Tom!\" They played with the ball all day and had a lot of fun.\n";
+
+static double json_num(const char *s, const char *key) {
+    char k[64];
+    snprintf(k, sizeof k, "\"%s\":", key);
+    const char *p = s ? strstr(s, k) : NULL;
+    return p ? atof(p + strlen(k)) : NAN;
+}
+
+/* stories260K: convert to f32 GGUF, quantize to q8_0 and q4_0, eval all three on a short story.
+ * The perplexities must be those of a model that reads the text (well below the vocabulary
+ * size of 512), q8_0 within 2% of f32, q4_0 within 25%; --ref gives a small KL for q8_0. */
+static void test_cli_eval_stories(void) {
+    if (!t_shared_models()) SKIP("../shared/models absent");
+    FILE *f = fopen("build/tmp/quant-story.txt", "w");
+    REQUIRE(f, "cannot write build/tmp");
+    fputs(STORY, f);
+    fclose(f);
+    char *out = NULL, *err = NULL;
+    int rc = run(BIN " convert --from llama2c ../shared/models/stories260K.bin --tokenizer ../shared/models/tok512.bin"
+                     " -o build/tmp/cli-stories-f32.gguf --type f32",
+                 NULL, &err);
+    REQUIRE(rc == 0, "convert: rc %d %s", rc, err ? err : "");
+    free(err);
+    static const char *const types[] = {"q8_0", "q4_0"};
+    for (int i = 0; i < 2; i++) {
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, BIN " quantize build/tmp/cli-stories-f32.gguf build/tmp/cli-stories-%s.gguf %s",
+                 types[i], types[i]);
+        rc = run(cmd, NULL, &err);
+        REQUIRE(rc == 0, "quantize %s: rc %d %s", types[i], rc, err ? err : "");
+        free(err);
+    }
+    double ppl[3];
+    static const char *const models[] = {"f32", "q8_0", "q4_0"};
+    for (int i = 0; i < 3; i++) {
+        char cmd[512];
+        snprintf(cmd, sizeof cmd,
+                 BIN " eval -m build/tmp/cli-stories-%s.gguf -f build/tmp/quant-story.txt --ctx 64 --json%s",
+                 models[i], i ? " --ref build/tmp/cli-stories-f32.gguf" : "");
+        rc = run(cmd, &out, &err);
+        REQUIRE(rc == 0, "eval %s: rc %d %s", models[i], rc, err ? err : "");
+        ppl[i] = json_num(out, "ppl");
+        printf("# stories260K %s: %s", models[i], out);
+        if (i) {
+            double kl = json_num(out, "kl"), ref = json_num(out, "ref_ppl");
+            CHECK(fabs(ref - ppl[0]) <= 1e-4 * ppl[0], "ref ppl %g vs %g", ref, ppl[0]);
+            CHECK(kl >= 0 && kl < (i == 1 ? 0.01 : 0.2), "%s KL %g", models[i], kl);
+        }
+        free(out), free(err);
+    }
+    CHECK(ppl[0] > 1 && ppl[0] < 30, "f32 PPL %g", ppl[0]);
+    CHECK(fabs(ppl[1] - ppl[0]) <= 0.02 * ppl[0], "q8_0 PPL %g vs f32 %g", ppl[1], ppl[0]);
+    CHECK(fabs(ppl[2] - ppl[0]) <= 0.25 * ppl[0], "q4_0 PPL %g vs f32 %g", ppl[2], ppl[0]);
+    /* the human-readable form */
+    rc = run(BIN " eval -m build/tmp/cli-stories-q8_0.gguf -f build/tmp/quant-story.txt", &out, &err);
+    CHECK(rc == 0 && out && strstr(out, "PPL"), "eval text output: rc %d", rc);
+    CHECK(err && strstr(err, "[1/1]"), "no progress on stderr");
+    free(out), free(err);
+}
+
+int main(void) {
+    RUN(test_type_sizes);
+    RUN(test_layout_q8_0);
+    RUN(test_layout_q4);
+    RUN(test_layout_q5);
+    RUN(test_layout_k4);
+    RUN(test_layout_q6_k);
+    RUN(test_quant_roundtrip);
+    RUN(test_matmul_q8_0);
+    RUN(test_matmul_q4_0);
+    RUN(test_matmul_q4_k);
+    RUN(test_matmul_q6_k);
+    RUN(test_matmul_other_types);
+    RUN(test_matmul_nonfinite);
+    mkdir("build", 0755);
+    mkdir("build/tmp", 0755);
+    RUN(test_model_llama_tiny);
+    RUN(test_model_stories_q8_0);
+    RUN(test_cli_quantize_errors);
+    RUN(test_cli_quantize_llama_tiny);
+    RUN(test_cli_eval_stories);
+    TEST_EXIT();
+}
