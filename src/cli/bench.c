@@ -15,9 +15,11 @@
 #include "cli/cli.h"
 #include "core/kernels.h"
 #include "core/quant.h"
+#include "serve/serve.h"
 
 static const char HELP[] =
     "usage: netgpt bench [options]\n"
+    "       netgpt bench serve [options]   load test of netgpt serve over loopback (see --help)\n"
     "\n"
     "Measures this machine's memory-read bandwidth and f32 compute peak, then decode and prefill\n"
     "speed of models with random weights in real models' shapes, for each weight type.\n"
@@ -167,6 +169,7 @@ static void run_one(const bench_model *bm, const ng_hparams *hp, ng_type t, int 
 }
 
 int cmd_bench(int argc, char **argv) {
+    if (argc > 1 && !strcmp(argv[1], "serve")) return serve_bench_main(argc - 1, argv + 1);
     cli_opts o;
     cli_opts_init(&o);
     const char *types = "f32,f16,bf16,q8_0,q4_0", *model = "gpt2-124m";
