@@ -370,8 +370,8 @@ static void gen(const cJSON *s, sbuf *b, uint64_t *r, int depth) {
 static const char *const gen_schemas[] = {
     S_RICH,
     "{\"type\":\"object\"}",
-    "{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"integer\"}},"
-    "\"required\":[\"id\"],\"additionalProperties\":{\"type\":\"string\"}},\"maxItems\":3}",
+    ("{\"type\":\"array\",\"items\":{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"integer\"}},"
+     "\"required\":[\"id\"],\"additionalProperties\":{\"type\":\"string\"}},\"maxItems\":3}"),
     "{\"type\":[\"string\",\"number\",\"boolean\",\"null\"],\"maxLength\":5}",
 };
 
