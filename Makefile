@@ -28,7 +28,7 @@ FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_SECONDS ?= 30
 
-.PHONY: all test bench fixtures deps clean format demo fuzz data data-deps
+.PHONY: all test test-ui bench fixtures deps clean format demo fuzz data data-deps
 all: netgpt
 
 netgpt: $(REL_OBJ) $(REL_CLI)
@@ -64,6 +64,9 @@ fuzz: $(FUZZ_BIN)
 	    $$f -max_total_time=$(FUZZ_SECONDS) -max_len=8192 -print_final_stats=0 $$c 2>build/fuzz/$$(basename $$f).log \
 	        || { tail -n 40 build/fuzz/$$(basename $$f).log; exit 1; }; \
 	done; echo "fuzz: all harnesses clean"
+
+test-ui: netgpt
+	sh tests/ui/run.sh ./netgpt
 
 bench: netgpt
 	./netgpt bench

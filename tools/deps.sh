@@ -2,6 +2,7 @@
 # Installs what netgpt needs on Debian/Ubuntu, skipping what is already there.
 #   sh tools/deps.sh            build + test dependencies (C toolchain, libraries)
 #   sh tools/deps.sh --fuzz     also clang and its fuzzer runtime, for `make fuzz`
+#   sh tools/deps.sh --ui       also Chromium, for `make test-ui`
 #   sh tools/deps.sh --all      also what `make fixtures` needs (python3-torch, node + the npm
 #                               reference packages)
 set -e
@@ -14,6 +15,7 @@ npm=
 for arg in "$@"; do
     case "$arg" in
     --fuzz) pkgs="$pkgs clang libclang-rt-14-dev" ;;
+    --ui) pkgs="$pkgs chromium nodejs fonts-noto-cjk" ;;
     --all) pkgs="$pkgs clang libclang-rt-14-dev python3-torch nodejs npm"; npm=1 ;;
     *) echo "deps: unknown option $arg" >&2; exit 2 ;;
     esac
