@@ -15,7 +15,7 @@ set -e
 cd "$(dirname "$0")/.."
 N=./netgpt
 dir=build/demo
-PY=${PYTHON:-python3}
+PY=${PYTHON:-$(command -v /usr/bin/python3 || command -v python3)}
 CLOUD_PORT=${CLOUD_PORT:-8080}
 EDGE_PORT=${EDGE_PORT:-8081}
 mkdir -p "$dir"

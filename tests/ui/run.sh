@@ -14,7 +14,7 @@ if [ -z "$CHROME" ]; then
     echo "test-ui: chromium is not installed (apt-get install chromium)" >&2
     exit 1
 fi
-PY=${PYTHON:-python3}
+PY=${PYTHON:-$(command -v /usr/bin/python3 || command -v python3)}
 
 # fixtures: the context store from the committed places, a model with the real GPT-2
 # vocabulary (the demo's stand-in) as both tiers
