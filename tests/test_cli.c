@@ -31,7 +31,8 @@ static void setup(void) {
 
 static void test_help(void) {
     const char *cmds[] = {"--help", "generate --help", "tokenize --help", "convert --help", "merge --help",
-                          "bench --help"};
+                          "bench --help", "train --help", "serve --help", "edge --help", "edge-db --help",
+                          "quantize --help", "eval --help", "init --help"};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         char c[256], *out;
         snprintf(c, sizeof c, BIN " %s", cmds[i]);

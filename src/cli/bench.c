@@ -15,11 +15,13 @@
 #include "cli/cli.h"
 #include "core/kernels.h"
 #include "core/quant.h"
+#include "cli/bench_train.h"
 #include "serve/serve.h"
 
 static const char HELP[] =
     "usage: netgpt bench [options]\n"
     "       netgpt bench serve [options]   load test of netgpt serve over loopback (see --help)\n"
+    "       netgpt bench train [options]   training step time and memory (see --help)\n"
     "\n"
     "Measures this machine's memory-read bandwidth and f32 compute peak, then decode and prefill\n"
     "speed of models with random weights in real models' shapes, for each weight type.\n"
@@ -170,6 +172,7 @@ static void run_one(const bench_model *bm, const ng_hparams *hp, ng_type t, int 
 
 int cmd_bench(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "serve")) return serve_bench_main(argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "train")) return bench_train_main(argc - 1, argv + 1);
     cli_opts o;
     cli_opts_init(&o);
     const char *types = "f32,f16,bf16,q8_0,q4_0", *model = "gpt2-124m";
