@@ -197,7 +197,7 @@ static void layout(train_model *tm, carver *c) {
     size_t N = (size_t)tm->cfg.max_B * tm->cfg.max_T, T = (size_t)tm->cfg.max_T, E = (size_t)hp->n_embd;
     size_t KV = (size_t)ng_kv_dim(hp), F = (size_t)hp->n_ff, V = (size_t)hp->n_vocab, L = (size_t)hp->n_layer;
     size_t H = (size_t)hp->n_head, R = (size_t)(tm->cfg.lora ? tm->cfg.lora_rank : 0);
-    size_t QKV = E + 2 * KV, D = QKV > F ? QKV : F, W = (V > D ? V : D) * (E > F ? E : F);
+    size_t QKV = E + 2 * KV, D = QKV > F ? QKV : F, W = train_dx_scratch(N, V > D ? V : D);
     for (size_t l = 0; l <= L; l++) tm->res[l] = carve(c, N * E), tm->dres[l] = carve(c, N * E);
     size_t blocks = tm->cfg.recompute ? 1 : L;
     for (size_t l = 0; l < blocks; l++) {

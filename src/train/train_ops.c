@@ -209,20 +209,26 @@ void train_attention_bwd(float *dq, float *dk, float *dv, const float *dao, cons
 
 void train_matmul_dx(float *dx, const float *dy, const void *w, ng_type wt, int N, int out, int in, float *scratch) {
     size_t row = ng_row_size(wt, in);
-    /* W^T in f32, rows of `out`, so that ng_matmul (threaded, vectorized) does the product */
-#pragma omp parallel num_threads(ng_threads()) if ((size_t)out * in > 65536)
-    {
-        float buf[1024];
+    /* W^T a slice of TRAIN_DX_COLS input columns at a time, in f32 rows of `out`, so that
+     * ng_matmul (threaded, vectorized) does the product without a transposed copy of the whole
+     * matrix (a 7B model's output head would need 1.4 GB); each dx element is still one dot
+     * product over `out`, in the same order. Slices start on multiples of 512, which are block
+     * boundaries of every quantized type. */
+    float *wt_f = scratch, *y = scratch + (size_t)TRAIN_DX_COLS * out;
+    for (int c0 = 0; c0 < in; c0 += TRAIN_DX_COLS) {
+        int nc = in - c0 < TRAIN_DX_COLS ? in - c0 : TRAIN_DX_COLS;
+#pragma omp parallel num_threads(ng_threads()) if ((size_t)out * nc > 65536)
+        {
+            float buf[TRAIN_DX_COLS];
 #pragma omp for schedule(static)
-        for (int o = 0; o < out; o++) {
-            for (int i0 = 0; i0 < in; i0 += 1024) {
-                int n = in - i0 < 1024 ? in - i0 : 1024;
-                ng_to_f32(buf, (const char *)w + row * (size_t)o + ng_row_size(wt, i0), wt, n);
-                for (int i = 0; i < n; i++) scratch[(size_t)(i0 + i) * out + o] = buf[i];
+            for (int o = 0; o < out; o++) {
+                ng_to_f32(buf, (const char *)w + row * (size_t)o + ng_row_size(wt, c0), wt, nc);
+                for (int i = 0; i < nc; i++) wt_f[(size_t)i * out + o] = buf[i];
             }
         }
+        ng_matmul(y, dy, wt_f, NG_F32, NULL, N, nc, out);
+        for (int n = 0; n < N; n++) memcpy(dx + (size_t)n * in + c0, y + (size_t)n * nc, (size_t)nc * sizeof(float));
     }
-    ng_matmul(dx, dy, scratch, NG_F32, NULL, N, in, out);
 }
 
 void train_matmul_dw(float *dw, const float *dy, int ldy, const float *x, int N, int out, int in, float scale) {

@@ -43,7 +43,9 @@ void train_attention_bwd(float *dq, float *dk, float *dv, const float *dao, cons
                          int max_threads);
 
 /* dx = dy W for W (out, in) of type wt (any type ng_to_f32 converts): dx (N, in), dy (N, out).
- * scratch: in * out floats (W transposed to f32, so the product runs in ng_matmul). */
+ * scratch: train_dx_scratch(N, out) floats (a slice of W transposed to f32, and its product). */
+#define TRAIN_DX_COLS 512
+static inline size_t train_dx_scratch(size_t N, size_t out) { return (size_t)TRAIN_DX_COLS * (out + N); }
 void train_matmul_dx(float *dx, const float *dy, const void *w, ng_type wt, int N, int out, int in, float *scratch);
 /* dw += scale * dy^T x: dw (out, in), dy N rows with stride ldy (out of them used), x (N, in). */
 void train_matmul_dw(float *dw, const float *dy, int ldy, const float *x, int N, int out, int in, float scale);
