@@ -331,12 +331,14 @@ static void test_op_finite_differences(void) {
 
     /* dx = dy W and dW += dy^T x against plain loops, W in f16 for dx */
     enum { MN = 5, MO = 7, MI = 9 };
-    float W[MO * MI], X[MN * MI], DY[MN * MO], DX[MN * MI], DW[MO * MI], wt[MO * MI];
+    float W[MO * MI], X[MN * MI], DY[MN * MO], DX[MN * MI], DW[MO * MI];
+    float *wt = xmalloc(train_dx_scratch(MN, MO) * sizeof *wt);
     ng_f16 W16[MO * MI];
     fill(W, MO * MI, 1.0f), fill(X, MN * MI, 1.0f), fill(DY, MN * MO, 1.0f);
     ng_from_f32(W16, W, NG_F16, MO * MI);
     ng_to_f32(W, W16, NG_F16, MO * MI);
     train_matmul_dx(DX, DY, W16, NG_F16, MN, MO, MI, wt);
+    free(wt);
     memset(DW, 0, sizeof DW);
     train_matmul_dw(DW, DY, MO, X, MN, MO, MI, 2.0f);
     double ex = 0, ew = 0;
