@@ -1,0 +1,114 @@
+/* The samplers against known answers: greedy is the argmax; top-k 1, a tiny top-p and a high
+ * min-p leave only the best token; the repetition penalty divides positive and multiplies
+ * negative logits of recent tokens, once each; sampled frequencies follow softmax(logits / T)
+ * restricted to top-k; the same seed gives the same sequence. */
+#include "test.h"
+
+#include "sample/sampler.h"
+
+#define V 8
+
+static int sample_once(ng_sampler_params p, const float *src, const int *hist, int n_hist) {
+    float l[V];
+    memcpy(l, src, sizeof l);
+    ng_sampler *s = ng_sampler_new(&p, V);
+    int t = ng_sampler_sample(s, l, hist, n_hist);
+    ng_sampler_free(s);
+    return t;
+}
+
+static const float LOGITS[V] = {1.0f, 3.0f, 2.5f, -1.0f, 0.0f, 2.9f, -3.0f, 0.5f};
+
+static void test_greedy_and_filters(void) {
+    ng_sampler_params p = ng_sampler_defaults();
+    p.temp = 0;
+    CHECK(sample_once(p, LOGITS, NULL, 0) == 1, "greedy");
+    p = ng_sampler_defaults();
+    p.min_p = 0, p.top_p = 1;
+    p.top_k = 1;
+    for (uint64_t seed = 0; seed < 50; seed++) {
+        p.seed = seed;
+        CHECK(sample_once(p, LOGITS, NULL, 0) == 1, "top-k 1 (seed %llu)", (unsigned long long)seed);
+    }
+    p.top_k = 0, p.top_p = 0.01f;
+    for (uint64_t seed = 0; seed < 50; seed++) {
+        p.seed = seed;
+        CHECK(sample_once(p, LOGITS, NULL, 0) == 1, "top-p 0.01");
+    }
+    p.top_p = 1, p.min_p = 0.99f;
+    for (uint64_t seed = 0; seed < 50; seed++) {
+        p.seed = seed;
+        CHECK(sample_once(p, LOGITS, NULL, 0) == 1, "min-p 0.99");
+    }
+}
+
+static void test_repetition_penalty(void) {
+    ng_sampler_params p = ng_sampler_defaults();
+    p.temp = 0, p.repeat_penalty = 2.0f, p.repeat_last_n = 4;
+    int hist[5] = {1, 1, 5, 1, 2}; /* token 1 three times, penalized once: 3/2 = 1.5 */
+    /* after the penalty: 1 -> 1.5, 5 -> 1.45, 2 -> 1.25; 0 stays 1.0 */
+    CHECK(sample_once(p, LOGITS, hist, 5) == 1, "penalized best still best");
+    float l[V];
+    memcpy(l, LOGITS, sizeof l);
+    ng_sampler *s = ng_sampler_new(&p, V);
+    ng_sampler_sample(s, l, hist, 5);
+    CHECK(fabsf(l[1] - 1.5f) < 1e-6 && fabsf(l[5] - 1.45f) < 1e-6 && fabsf(l[2] - 1.25f) < 1e-6 && l[0] == 1.0f,
+          "penalized logits %g %g %g %g", l[1], l[5], l[2], l[0]);
+    ng_sampler_free(s);
+    /* a negative logit is multiplied; only the last repeat_last_n tokens count */
+    int hist2[5] = {3, 0, 0, 0, 0};
+    memcpy(l, LOGITS, sizeof l);
+    p.repeat_last_n = 5;
+    s = ng_sampler_new(&p, V);
+    ng_sampler_sample(s, l, hist2, 5);
+    CHECK(l[3] == -2.0f && l[0] == 0.5f, "negative %g, positive %g", l[3], l[0]);
+    ng_sampler_free(s);
+}
+
+/* Frequencies of 20000 draws at temperature 0.7 with top-k 3 against the renormalized softmax. */
+static void test_distribution(void) {
+    ng_sampler_params p = ng_sampler_defaults();
+    p.temp = 0.7f, p.top_k = 3, p.top_p = 1, p.min_p = 0, p.seed = 11;
+    ng_sampler *s = ng_sampler_new(&p, V);
+    int count[V] = {0}, n = 20000;
+    for (int i = 0; i < n; i++) {
+        float l[V];
+        memcpy(l, LOGITS, sizeof l);
+        count[ng_sampler_sample(s, l, NULL, 0)]++;
+    }
+    ng_sampler_free(s);
+    int top[3] = {1, 5, 2};
+    double z = 0, want[3];
+    for (int i = 0; i < 3; i++) z += (want[i] = exp(LOGITS[top[i]] / 0.7));
+    for (int i = 0; i < 3; i++) {
+        double f = (double)count[top[i]] / n, w = want[i] / z;
+        CHECK(fabs(f - w) < 0.015, "token %d: frequency %.4f, expected %.4f", top[i], f, w);
+    }
+    CHECK(count[0] + count[3] + count[4] + count[6] + count[7] == 0, "tokens outside the top-k were drawn");
+}
+
+static void test_seed(void) {
+    ng_sampler_params p = ng_sampler_defaults();
+    p.temp = 1.5f, p.top_k = 0, p.top_p = 1, p.min_p = 0;
+    int a[64], b[64], c[64];
+    for (int run = 0; run < 3; run++) {
+        p.seed = run == 2 ? 8 : 7;
+        ng_sampler *s = ng_sampler_new(&p, V);
+        for (int i = 0; i < 64; i++) {
+            float l[V];
+            memcpy(l, LOGITS, sizeof l);
+            (run == 0 ? a : run == 1 ? b : c)[i] = ng_sampler_sample(s, l, NULL, 0);
+        }
+        ng_sampler_free(s);
+    }
+    CHECK(!memcmp(a, b, sizeof a), "same seed, different draws");
+    CHECK(memcmp(a, c, sizeof a) != 0, "different seeds, same draws");
+}
+
+int main(void) {
+    RUN(test_greedy_and_filters);
+    RUN(test_repetition_penalty);
+    RUN(test_distribution);
+    RUN(test_seed);
+    TEST_EXIT();
+}
