@@ -383,6 +383,28 @@ static void check_type(ng_type t) {
 
 static void test_matmul_q8_0(void) { check_type(NG_Q8_0); }
 static void test_matmul_q4_0(void) { check_type(NG_Q4_0); }
+
+/* q8_0 and q4_0 on AVX-512 VNNI take 2 and 4 blocks per step: K / 32 of every remainder (the
+ * row's last step reads with a byte mask), long rows, odd N (interleaved rows with tails) and
+ * every B of the GEMV, 1 and 2 threads bit-identical, on each path this CPU runs. */
+static void test_matmul_q8_0_q4_0_steps(void) {
+    static const int Ks[] = {32, 64, 96, 128, 160, 224, 4096 + 32, 4096 + 96};
+    static const int Bs[] = {1, 2, 3, 4, 6, 7, 8};
+    static const int Ns[] = {1, 5, 37};
+    static const ng_type ts[] = {NG_Q8_0, NG_Q4_0};
+    int bad = 0, runs = 0;
+    for (int it = 0; it < COUNT(ts); it++)
+        for (int ik = 0; ik < COUNT(Ks); ik++)
+            for (int ib = 0; ib < COUNT(Bs); ib++)
+                for (int in = 0; in < COUNT(Ns) && bad < 10; in++) {
+                    if (Ks[ik] > 256 && Bs[ib] * Ns[in] > 40) continue; /* keeps the reference cheap */
+                    bad += qcheck(ts[it], Bs[ib], Ns[in], Ks[ik], &runs);
+                }
+    bad += qcheck(NG_Q4_0, 1, 203, 96, &runs);
+    bad += qcheck(NG_Q8_0, 3, 203, 160, &runs);
+    printf("# %s; %d runs\n", ng_cpu_features()->avx512vnni ? "AVX-512 VNNI kernel covered" : "no AVX-512 VNNI here", runs);
+    CHECK(bad == 0, "%d mismatches", bad);
+}
 static void test_matmul_q4_k(void) { check_type(NG_Q4_K); }
 static void test_matmul_q6_k(void) { check_type(NG_Q6_K); }
 static void test_matmul_other_types(void) {
@@ -396,16 +418,25 @@ static void test_matmul_other_types(void) {
     CHECK(bad == 0, "%d mismatches", bad);
 }
 
-/* x with a NaN or an infinity gives NaN / inf outputs, as the f32 kernels do, not a number. */
+/* x with a NaN or an infinity gives NaN / inf outputs, as the f32 kernels do, not a number, on
+ * every path and for both integer kernels' types. */
 static void test_matmul_nonfinite(void) {
-    qcase c;
-    qcase_init(&c, NG_Q8_0, 1, 16, 64);
-    c.x[40] = NAN;
-    ng_matmul(c.y1, c.x, c.w, NG_Q8_0, NULL, 1, 16, 64);
+    static const ng_type ts[] = {NG_Q8_0, NG_Q4_0};
+    const float bad_x[] = {NAN, INFINITY};
     int finite = 0;
-    for (int n = 0; n < 16; n++) finite += isfinite(c.y1[n]) != 0;
-    CHECK(finite == 0, "%d finite outputs from a NaN input", finite);
-    qcase_free(&c);
+    for (int it = 0; it < COUNT(ts); it++)
+        for (int iv = 0; iv < COUNT(bad_x); iv++)
+            for (int p = 0; p < 3; p++) {
+                if (ng_kernel_set_path(PATHS[p]) != 0) continue;
+                qcase c;
+                qcase_init(&c, ts[it], 1, 16, 160);
+                c.x[140] = bad_x[iv];
+                ng_matmul(c.y1, c.x, c.w, ts[it], NULL, 1, 16, 160);
+                for (int n = 0; n < 16; n++) finite += isfinite(c.y1[n]) != 0;
+                qcase_free(&c);
+            }
+    ng_kernel_set_path(NULL);
+    CHECK(finite == 0, "%d finite outputs from a non-finite input", finite);
 }
 
 /* ---- whole models ---- */
@@ -637,6 +668,7 @@ int main(void) {
     RUN(test_quant_roundtrip);
     RUN(test_matmul_q8_0);
     RUN(test_matmul_q4_0);
+    RUN(test_matmul_q8_0_q4_0_steps);
     RUN(test_matmul_q4_k);
     RUN(test_matmul_q6_k);
     RUN(test_matmul_other_types);

@@ -284,12 +284,29 @@ static _Thread_local size_t tl_xq_cap;
 /* Round to nearest, ties to even, for |v| < 2^22: adding 1.5 * 2^23 leaves no fraction bits. */
 static float round_even(float v) { return (v + 12582912.0f) - 12582912.0f; }
 
-/* Quantizes x (B rows of K, K a multiple of 32) into the calling thread's scratch. */
-static xq8 quantize_x(const float *x, int B, int K) {
+/* Scratch (the calling thread's) for B rows of K activations, K a multiple of 32. */
+static xq8 xq8_alloc(int B, int K) {
     size_t n = (size_t)B * K, nb = n / 32;
     /* q first (64-byte aligned, a multiple of 32 bytes), then the per-block arrays */
     float *buf = grow(&tl_xq, &tl_xq_cap, n / 4 + nb * 5 + 16);
     xq8 xq = {(int8_t *)buf, buf + n / 4, (int32_t *)(buf + n / 4 + nb), buf + n / 4 + nb * 2, buf + n / 4 + nb * 3};
+    return xq;
+}
+
+/* Block i's scale and sums, from its amax, NaN flag and half sums. */
+static void xq8_sums(xq8 *xq, size_t i, float amax, int nan, int h0, int h1) {
+    /* a NaN or infinity gives the block the scale NaN or infinity, so it reaches y */
+    float d = nan ? NAN : amax / 127.0f;
+    xq->d[i] = d;
+    xq->s[i] = h0 + h1;
+    xq->ds[i] = d * (float)(h0 + h1);
+    xq->ds16[2 * i] = d * (float)h0;
+    xq->ds16[2 * i + 1] = d * (float)h1;
+}
+
+/* Quantizes the nb blocks of 32 values at x into xq (the definition; quantize_x512 is the same
+ * bit for bit). */
+static void quantize_x(xq8 *xq, const float *x, size_t nb) {
     for (size_t i = 0; i < nb; i++) {
         const float *v = x + i * 32;
         float amax = 0;
@@ -298,9 +315,8 @@ static xq8 quantize_x(const float *x, int B, int K) {
             amax = fabsf(v[j]) > amax ? fabsf(v[j]) : amax;
             nan |= v[j] != v[j];
         }
-        /* a NaN or infinity gives the block the scale NaN or infinity, so it reaches y */
-        float d = nan ? NAN : amax / 127.0f, id = amax > 0 && amax <= FLT_MAX ? 127.0f / amax : 0.0f;
-        int8_t *q = xq.q + i * 32;
+        float id = amax > 0 && amax <= FLT_MAX ? 127.0f / amax : 0.0f;
+        int8_t *q = xq->q + i * 32;
         int h[2] = {0, 0};
         for (int j = 0; j < 32; j++) {
             float t = v[j] * id; /* |t| <= 127 up to rounding; NaN when v[j] is */
@@ -308,13 +324,8 @@ static xq8 quantize_x(const float *x, int B, int K) {
             q[j] = (int8_t)qv;
             h[j >> 4] += qv;
         }
-        xq.d[i] = d;
-        xq.s[i] = h[0] + h[1];
-        xq.ds[i] = d * (float)(h[0] + h[1]);
-        xq.ds16[2 * i] = d * (float)h[0];
-        xq.ds16[2 * i + 1] = d * (float)h[1];
+        xq8_sums(xq, i, amax, nan, h[0], h[1]);
     }
-    return xq;
 }
 
 /* ---- SIMD paths ---- */
@@ -404,6 +415,30 @@ INL512 __m512 ld16_mask(const void *w, ng_type wt, int k, __mmask16 m) {
     __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)w + k);
     if (wt == NG_F16) return _mm512_cvtph_ps(h);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* quantize_x with one 16-value vector per half block: the scalar code's x * (127 / amax),
+ * clamped to +-127 and rounded to nearest even, NaN to 0; amax ignores NaNs as it does. */
+T512 static void quantize_x512(xq8 *xq, const float *x, size_t nb) {
+    const __m512 hi = _mm512_set1_ps(127.0f), lo = _mm512_set1_ps(-127.0f);
+    for (size_t i = 0; i < nb; i++) {
+        __m512 v[2] = {_mm512_loadu_ps(x + i * 32), _mm512_loadu_ps(x + i * 32 + 16)};
+        __mmask16 ok[2] = {_mm512_cmp_ps_mask(v[0], v[0], _CMP_ORD_Q), _mm512_cmp_ps_mask(v[1], v[1], _CMP_ORD_Q)};
+        __m512 a = _mm512_max_ps(_mm512_maskz_mov_ps(ok[0], _mm512_abs_ps(v[0])),
+                                 _mm512_maskz_mov_ps(ok[1], _mm512_abs_ps(v[1])));
+        float amax = _mm512_reduce_max_ps(a);
+        __m512 id = _mm512_set1_ps(amax > 0 && amax <= FLT_MAX ? 127.0f / amax : 0.0f);
+        int h[2];
+        for (int j = 0; j < 2; j++) {
+            __m512 t = _mm512_mul_ps(v[j], id);
+            __mmask16 m = _mm512_cmp_ps_mask(t, t, _CMP_ORD_Q);
+            t = _mm512_max_ps(_mm512_min_ps(t, hi), lo);
+            __m512i q = _mm512_maskz_cvt_roundps_epi32(m, t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            _mm_storeu_si128((__m128i *)(xq->q + i * 32 + 16 * j), _mm512_cvtepi32_epi8(q));
+            h[j] = _mm512_reduce_add_epi32(q);
+        }
+        xq8_sums(xq, i, amax, (ok[0] & ok[1]) != 0xffff, h[0], h[1]);
+    }
 }
 
 /* Dot products of R weight rows (at w + row[r] * rs) with NB activation rows. NB, R and wt are
@@ -768,8 +803,9 @@ static const simd_isa ISA256 = {NR256, BW256, KCH256, gemv256, pack_w256, micro2
  * (tests/test_quant.c states and checks the bound).
  * The same code serves two instruction sets: with AVX-512 VNNI one vpdpbusd per 32 values,
  * otherwise AVX2's vpmaddubsw + vpmaddwd (no saturation: |u| <= 128 and |x| <= 127, so a pair
- * sums to at most 32512). The 256-bit width suffices: these loops are bound by memory, not by
- * the integer units (bench/kernels_bench.c). */
+ * sums to at most 32512). At about 3 cycles per block this holds q4_0 to half the read bandwidth,
+ * so with AVX-512 VNNI q8_0 and q4_0 take the 512-bit kernel after this one; q4_k and q6_k, and
+ * every type on the AVX2 path, take this one. */
 #define TQ __attribute__((target("avx2,fma,f16c")))
 #define INLQ static inline __attribute__((always_inline, target("avx2,fma,f16c")))
 #define TQ_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
@@ -1011,6 +1047,219 @@ TQ_VNNI static void qgemv_vnni(float *y, const xq8 *xq, const void *w, size_t rs
     qgemv_any(y, xq, w, rs, wt, bias, B, N, K, n0, n1, 1);
 }
 
+/* -- q8_0 and q4_0 with AVX-512 VNNI, GEMV --
+ * The kernels above spend about 3 cycles and 15 instructions on a q4_0 block, which holds q4_0
+ * decode to half the read bandwidth. Here one 512-bit step covers 4 q4_0 blocks (72 bytes) or 2
+ * q8_0 blocks (68 bytes) and needs about 11 vector instructions:
+ *  - two overlapping 64-byte loads (at +0 and +8 / +4) hold the step; every block's codes start
+ *    at an even offset, so one vpermt2w gathers them and one vpermw gathers the f16 scales,
+ *    each block's scale repeated over the 4 (q4_0) or 8 (q8_0) int32 lanes that hold its sums;
+ *  - x is arranged once per call to face the codes (arrange_x): for q4_0 the low nibbles of the
+ *    4 blocks meet x[0..15] of each block and the high nibbles x[16..31] (one mask, one shift and
+ *    mask, two vpdpbusd); q8_0's codes are made unsigned by flipping their sign bit (q + 128);
+ *  - the code offset (8, or 128) is applied by starting each block's int32 sum at
+ *    -offset * sum(x) of the block, so the sums are exact, as in the kernels above;
+ *  - the int32 lanes are converted to f32 and multiply-added by d_w * d_x lane by lane: lanes of
+ *    a block share its scale, so nothing is summed across lanes until the row is done.
+ * The row's last step, when K / 32 is not a multiple of the blocks per step, reads with byte
+ * masks (nothing past the row) and meets zero padding in x, so it needs no other code. */
+#define TV __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")))
+#define INLV static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")))
+
+/* Per step of one activation row: the values' 8-bit codes (128 for q4_0: the 4 blocks' first
+ * halves, then their second halves; 64 for q8_0: 2 blocks in order), then 16 int32 sum starts
+ * (-offset * sum(x) in the first lane of each block, 0 elsewhere), then 16 f32 scales d_x. */
+static int xs_vals(ng_type wt) { return wt == NG_Q4_0 ? 128 : 64; }
+static size_t xs_stride(ng_type wt) { return (size_t)xs_vals(wt) + 128; }
+static int xs_steps(ng_type wt, int K) { return (K / 32 * 32 + xs_vals(wt) - 1) / xs_vals(wt); }
+
+static _Thread_local float *tl_xs;
+static _Thread_local size_t tl_xs_cap;
+
+/* Arranges the quantized activations for the kernel (into the calling thread's scratch); row b
+ * starts at b * xs_steps * xs_stride bytes. Blocks past K / 32 are zero. */
+TV static const uint8_t *arrange_x(const xq8 *xq, ng_type wt, int B, int K) {
+    const int q4 = wt == NG_Q4_0, vals = xs_vals(wt), bps = vals / 32, nb = K / 32, ns = xs_steps(wt, K);
+    const size_t stride = xs_stride(wt);
+    /* c lanes: the first of each block's; d lanes: the block's index within the step */
+    const __mmask16 first = q4 ? 0x1111 : 0x0101;
+    const __m512i spread = q4 ? _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0)
+                              : _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    const __m512i off = _mm512_set1_epi32(q4 ? -8 : -128);
+    uint8_t *buf = (uint8_t *)grow(&tl_xs, &tl_xs_cap, ((size_t)B * ns * stride + 3) / 4);
+    for (int b = 0; b < B; b++) {
+        for (int s = 0; s < ns; s++) {
+            uint8_t *p = buf + ((size_t)b * ns + s) * stride;
+            int kb = s * bps, nv = nb - kb < bps ? nb - kb : bps; /* blocks in this step */
+            const int8_t *src = xq->q + (size_t)b * K + (size_t)kb * 32;
+            size_t o = (size_t)b * nb + kb;
+            __mmask16 mb = (__mmask16)((1u << nv) - 1);
+            __m512i c = _mm512_maskz_expand_epi32(first, _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(mb, xq->s + o), off));
+            __m512 d = _mm512_permutexvar_ps(spread, _mm512_maskz_loadu_ps(mb, xq->d + o));
+            if (q4) { /* [0lo 0hi 1lo 1hi] [2lo 2hi 3lo 3hi] -> [0lo 1lo 2lo 3lo] [0hi 1hi 2hi 3hi] */
+                __m512i a = _mm512_maskz_loadu_epi8(nv >= 2 ? ~(__mmask64)0 : ((__mmask64)1 << 32 * nv) - 1, src);
+                __m512i e = nv > 2 ? _mm512_maskz_loadu_epi8(nv == 4 ? ~(__mmask64)0 : ((__mmask64)1 << 32) - 1, src + 64)
+                                   : _mm512_setzero_si512();
+                _mm512_store_si512(p, _mm512_shuffle_i64x2(a, e, _MM_SHUFFLE(2, 0, 2, 0)));
+                _mm512_store_si512(p + 64, _mm512_shuffle_i64x2(a, e, _MM_SHUFFLE(3, 1, 3, 1)));
+            } else {
+                __mmask64 m = nv == 2 ? ~(__mmask64)0 : ((__mmask64)1 << 32) - 1;
+                _mm512_store_si512(p, _mm512_maskz_loadu_epi8(m, src));
+            }
+            _mm512_store_si512(p + vals, c);
+            _mm512_store_ps(p + vals + 64, d);
+        }
+    }
+    return buf;
+}
+
+/* Word indices for the gathers: codes (vpermt2w over the 64 bytes at +0, then the few bytes
+ * past them) and scales (vpermw over the 64 bytes at +0; only the first 16 words are used). */
+static const uint16_t Q4_CODES[32] = {1,  2,  3,  4,  5,  6,  7,  8,  10, 11, 12, 13, 14, 15, 16, 17,
+                                      19, 20, 21, 22, 23, 24, 25, 26, 32, 33, 34, 35, 36, 37, 38, 39};
+static const uint16_t Q4_SCALES[32] = {0, 0, 0, 0, 9, 9, 9, 9, 18, 18, 18, 18, 27, 27, 27, 27};
+static const uint16_t Q8_CODES[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16,
+                                      18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33};
+static const uint16_t Q8_SCALES[32] = {0, 0, 0, 0, 0, 0, 0, 0, 17, 17, 17, 17, 17, 17, 17, 17};
+
+/* One weight step at p: codes as u8 in u[0] (and u[1]: q4_0's high nibbles), block scales in dw.
+ * The step is read as one 64-byte load and one small load of the rest (16 bytes at +56 for
+ * q4_0, 4 at +64 for q8_0): a second 64-byte load overlapping the first (at +8) costs Zen 5
+ * nearly half the bandwidth when the lines come from memory. At the row's partial last step
+ * (tail) the first load is masked to the m0 bytes of the row and the rest is past the row. */
+INLV void wstep512(const uint8_t *p, ng_type wt, const int tail, __mmask64 m0, __m512i codes, __m512i scales,
+                   __m512i *u, __m512 *dw) {
+    __m512i a = tail ? _mm512_maskz_loadu_epi8(m0, p) : _mm512_loadu_si512(p), b = _mm512_setzero_si512();
+    if (!tail && wt == NG_Q4_0) b = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(p + 56)));
+    if (!tail && wt == NG_Q8_0) b = _mm512_castsi128_si512(_mm_loadu_si32(p + 64));
+    __m512i v = _mm512_permutex2var_epi16(a, codes, b);
+    *dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(scales, a)));
+    if (wt == NG_Q4_0) {
+        const __m512i m4 = _mm512_set1_epi8(15);
+        u[0] = _mm512_and_si512(v, m4);
+        u[1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+    } else {
+        u[0] = _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
+    }
+}
+
+/* One step of R weight rows (at p[r]) against NB arranged activation rows (row b's step at
+ * xs + b * xb): acc[r][b] += (exact int32 sums of the step's blocks) * d_w * d_x. Each activation
+ * vector is loaded once for the R rows, each decoded weight step serves the NB rows. */
+INLV void step512(__m512 acc[][GEMV_MAX_B], const uint8_t *const *p, const uint8_t *xs, size_t xb, ng_type wt,
+                  const int NB, const int R, const int tail, __mmask64 m0, __m512i codes, __m512i scales) {
+    const int vals = wt == NG_Q4_0 ? 128 : 64;
+    __m512i u[4][2];
+    __m512 dw[4];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+        if (!tail) {
+            _mm_prefetch((const char *)p[r] + GEMV_PREFETCH, _MM_HINT_T0);
+            _mm_prefetch((const char *)p[r] + GEMV_PREFETCH + 64, _MM_HINT_T0);
+        }
+        wstep512(p[r], wt, tail, m0, codes, scales, u[r], &dw[r]);
+    }
+#pragma GCC unroll 8
+    for (int b = 0; b < NB; b++) {
+        const uint8_t *x = xs + b * xb;
+        __m512i c = _mm512_load_si512(x + vals), x0 = _mm512_load_si512(x), x1 = _mm512_setzero_si512();
+        __m512 dx = _mm512_load_ps((const float *)(x + vals + 64));
+        if (wt == NG_Q4_0) x1 = _mm512_load_si512(x + 64);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            __m512i i = _mm512_dpbusd_epi32(c, u[r][0], x0);
+            if (wt == NG_Q4_0) i = _mm512_dpbusd_epi32(i, u[r][1], x1);
+            acc[r][b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(dw[r], dx), acc[r][b]);
+        }
+    }
+}
+
+/* R weight rows (at w + row[r] * rs) against NB arranged activation rows, walked step by step
+ * side by side so that R read streams are in flight. wt, NB, R are constants after inlining. */
+INLV void q512_rows(float *y, const uint8_t *xs, size_t xb, const void *w, size_t rs, ng_type wt,
+                    const float *bias, const int NB, const int R, const int *row, int N, int K) {
+    const int bps = wt == NG_Q4_0 ? 4 : 2, sb = wt == NG_Q4_0 ? 72 : 68;
+    const size_t stride = wt == NG_Q4_0 ? 256 : 192;
+    const __m512i codes = _mm512_loadu_si512(wt == NG_Q4_0 ? Q4_CODES : Q8_CODES);
+    const __m512i scales = _mm512_loadu_si512(wt == NG_Q4_0 ? Q4_SCALES : Q8_SCALES);
+    int nb = K / 32, full = nb / bps, rem = nb % bps;
+    const uint8_t *p[4];
+    __m512 acc[4][GEMV_MAX_B];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+        p[r] = (const uint8_t *)w + (size_t)row[r] * rs;
+#pragma GCC unroll 8
+        for (int b = 0; b < NB; b++) acc[r][b] = _mm512_setzero_ps();
+    }
+    for (int s = 0; s < full; s++) {
+        step512(acc, p, xs + (size_t)s * stride, xb, wt, NB, R, 0, 0, codes, scales);
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) p[r] += sb;
+    }
+    if (rem) /* the rem blocks: at most 54 bytes */
+        step512(acc, p, xs + (size_t)full * stride, xb, wt, NB, R, 1, ((__mmask64)1 << rem * (sb / bps)) - 1, codes,
+                scales);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+#pragma GCC unroll 8
+        for (int b = 0; b < NB; b++) {
+            float v = _mm512_reduce_add_ps(acc[r][b]);
+            y[(size_t)b * N + row[r]] = bias ? v + bias[row[r]] : v;
+        }
+    }
+}
+
+/* Rows n0..n1-1 as R interleaved sub-runs (as gemv512_body). */
+INLV void q512_body(float *y, const uint8_t *xs, size_t xb, const void *w, size_t rs, ng_type wt,
+                    const float *bias, const int NB, int N, int K, int n0, int n1) {
+    const int R = NB <= 2 ? 4 : NB <= 4 ? 2 : 1;
+    int len = (n1 - n0) / R, row[4];
+    for (int i = 0; i < len; i++) {
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) row[r] = n0 + r * len + i;
+        q512_rows(y, xs, xb, w, rs, wt, bias, NB, R, row, N, K);
+    }
+    for (int n = n0 + R * len; n < n1; n++) q512_rows(y, xs, xb, w, rs, wt, bias, NB, 1, &n, N, K);
+}
+
+INLV void q512_type(float *y, const uint8_t *xs, size_t xb, const void *w, size_t rs, ng_type wt,
+                    const float *bias, int B, int N, int K, int n0, int n1) {
+    switch (B) {
+    case 1:
+        q512_body(y, xs, xb, w, rs, wt, bias, 1, N, K, n0, n1);
+        break;
+    case 2:
+        q512_body(y, xs, xb, w, rs, wt, bias, 2, N, K, n0, n1);
+        break;
+    case 3:
+        q512_body(y, xs, xb, w, rs, wt, bias, 3, N, K, n0, n1);
+        break;
+    case 4:
+        q512_body(y, xs, xb, w, rs, wt, bias, 4, N, K, n0, n1);
+        break;
+    case 5:
+        q512_body(y, xs, xb, w, rs, wt, bias, 5, N, K, n0, n1);
+        break;
+    case 6:
+        q512_body(y, xs, xb, w, rs, wt, bias, 6, N, K, n0, n1);
+        break;
+    case 7:
+        q512_body(y, xs, xb, w, rs, wt, bias, 7, N, K, n0, n1);
+        break;
+    default:
+        q512_body(y, xs, xb, w, rs, wt, bias, 8, N, K, n0, n1);
+        break;
+    }
+}
+
+TV static void qgemv512(float *y, const uint8_t *xs, size_t xb, const void *w, size_t rs, ng_type wt,
+                        const float *bias, int B, int N, int K, int n0, int n1) {
+    if (wt == NG_Q4_0)
+        q512_type(y, xs, xb, w, rs, NG_Q4_0, bias, B, N, K, n0, n1);
+    else
+        q512_type(y, xs, xb, w, rs, NG_Q8_0, bias, B, N, K, n0, n1);
+}
+
 #endif /* __x86_64__ */
 
 static const simd_isa *isa_for(int path) {
@@ -1090,7 +1339,14 @@ static void matmul_qgemv(int path, float *y, const float *x, const void *w, ng_t
     void (*kern)(float *, const xq8 *, const void *, size_t, ng_type, const float *, int, int, int, int, int) =
         path == PATH_AVX512 && ng_cpu_features()->avx512vnni ? qgemv_vnni : qgemv_avx2;
     size_t rs = ng_row_size(wt, K);
-    xq8 xq = quantize_x(x, B, K);
+    xq8 xq = xq8_alloc(B, K);
+    if (path == PATH_AVX512)
+        quantize_x512(&xq, x, (size_t)B * K / 32);
+    else
+        quantize_x(&xq, x, (size_t)B * K / 32);
+    int wide = path == PATH_AVX512 && ng_cpu_features()->avx512vnni && (wt == NG_Q8_0 || wt == NG_Q4_0);
+    const uint8_t *xs = wide ? arrange_x(&xq, wt, B, K) : NULL;
+    size_t xb = wide ? (size_t)xs_steps(wt, K) * xs_stride(wt) : 0;
     int groups = (N + 15) / 16;
     if (nt > groups) nt = groups;
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -1098,7 +1354,10 @@ static void matmul_qgemv(int path, float *y, const float *x, const void *w, ng_t
         int t = omp_get_thread_num(), T = omp_get_num_threads();
         int n0 = (int)((int64_t)groups * t / T) * 16, n1 = (int)((int64_t)groups * (t + 1) / T) * 16;
         if (n1 > N) n1 = N;
-        if (n0 < n1) kern(y, &xq, w, rs, wt, bias, B, N, K, n0, n1);
+        if (n0 < n1 && wide)
+            qgemv512(y, xs, xb, w, rs, wt, bias, B, N, K, n0, n1);
+        else if (n0 < n1)
+            kern(y, &xq, w, rs, wt, bias, B, N, K, n0, n1);
     }
 #else
     (void)path;
