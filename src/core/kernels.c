@@ -28,6 +28,7 @@
 #include <float.h>
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,8 +141,32 @@ static int threads_for(double macs) { return macs < PARALLEL_MIN_MACS ? 1 : ng_t
 static _Thread_local float *tl_scratch, *tl_xt;
 static _Thread_local size_t tl_scratch_cap, tl_xt_cap;
 
+/* A thread's scratch buffers are freed when the thread exits (a server's scheduler thread and
+ * its OpenMP team come and go): each buffer registers on its first growth, and a pthread key's
+ * destructor frees the registered ones. */
+static _Thread_local float **tl_owned[8];
+static _Thread_local int tl_n_owned;
+static pthread_key_t tl_key;
+static pthread_once_t tl_once = PTHREAD_ONCE_INIT;
+
+static void tl_release(void *unused) {
+    (void)unused;
+    for (int i = 0; i < tl_n_owned; i++) {
+        free(*tl_owned[i]);
+        *tl_owned[i] = NULL;
+    }
+    tl_n_owned = 0;
+}
+
+static void tl_make_key(void) { pthread_key_create(&tl_key, tl_release); }
+
 static float *grow(float **buf, size_t *cap, size_t n) {
     if (n > *cap) {
+        if (!*buf && tl_n_owned < (int)(sizeof tl_owned / sizeof tl_owned[0])) {
+            pthread_once(&tl_once, tl_make_key);
+            pthread_setspecific(tl_key, (void *)1);
+            tl_owned[tl_n_owned++] = buf;
+        }
         free(*buf);
         *buf = ng_aligned_alloc(n * sizeof(float));
         *cap = n;
