@@ -61,6 +61,34 @@ void *ng_aligned_alloc(size_t size) {
     return p;
 }
 
+void ng_buf_init(ng_buf *b) {
+    b->cap = 256;
+    b->s = xmalloc(b->cap);
+    b->s[0] = 0;
+    b->n = 0;
+}
+
+void ng_buf_puts(ng_buf *b, const char *s) {
+    size_t n = strlen(s);
+    if (b->n + n + 1 > b->cap) b->s = xrealloc(b->s, b->cap = 2 * (b->n + n + 1));
+    memcpy(b->s + b->n, s, n + 1);
+    b->n += n;
+}
+
+void ng_buf_printf(ng_buf *b, const char *fmt, ...) {
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int k = vsnprintf(b->s + b->n, b->cap - b->n, fmt, ap);
+        va_end(ap);
+        if (k >= 0 && (size_t)k < b->cap - b->n) {
+            b->n += (size_t)k;
+            return;
+        }
+        b->s = xrealloc(b->s, b->cap = 2 * b->cap + (size_t)(k > 0 ? k : 0));
+    }
+}
+
 void ng_log(const char *fmt, ...) {
     if (ng_verbose < 1) return;
     va_list ap;

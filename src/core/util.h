@@ -42,6 +42,15 @@ char *xstrdup(const char *s);
 /* Allocates size bytes aligned to 64 bytes (cache line, one AVX-512 vector); free with free(). */
 void *ng_aligned_alloc(size_t size);
 
+/* A growing NUL-terminated string: s is malloc'd (hand it over or free it). */
+typedef struct {
+    char *s;
+    size_t n, cap;
+} ng_buf;
+void ng_buf_init(ng_buf *b);
+void ng_buf_puts(ng_buf *b, const char *s);
+void ng_buf_printf(ng_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Logging to stderr. ng_verbose: 0 quiet, 1 normal (default), 2 debug. */
 extern int ng_verbose;
 void ng_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -51,48 +51,29 @@ static void observe(serve_metrics *m, metrics_hist *h, double s) {
 void metrics_ttft(serve_metrics *m, double seconds) { observe(m, &m->ttft, seconds); }
 void metrics_token_latency(serve_metrics *m, double seconds) { observe(m, &m->per_token, seconds); }
 
-typedef struct {
-    char *s;
-    size_t n, cap;
-} sbuf;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int k = vsnprintf(b->s + b->n, b->cap - b->n, fmt, ap);
-        va_end(ap);
-        if (k >= 0 && (size_t)k < b->cap - b->n) {
-            b->n += (size_t)k;
-            return;
-        }
-        b->s = xrealloc(b->s, b->cap = b->cap * 2 + (size_t)(k > 0 ? k : 0));
-    }
-}
-
-static void render_hist(sbuf *b, const char *name, const char *help, const metrics_hist *h) {
-    sb_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+static void render_hist(ng_buf *b, const char *name, const char *help, const metrics_hist *h) {
+    ng_buf_printf(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
     uint64_t cum = 0;
     for (int i = 0; i < METRICS_N_BUCKETS; i++) {
         cum += h->counts[i];
-        sb_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, BUCKETS[i], (unsigned long long)cum);
+        ng_buf_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, BUCKETS[i], (unsigned long long)cum);
     }
     cum += h->counts[METRICS_N_BUCKETS];
-    sb_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name, (unsigned long long)cum, name,
+    ng_buf_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name, (unsigned long long)cum, name,
               h->sum, name, (unsigned long long)h->n);
 }
 
 char *metrics_render(serve_metrics *m, const metrics_gauges *g) {
-    sbuf b = {xmalloc(4096), 0, 4096};
+    ng_buf b;
+    ng_buf_init(&b);
     b.s[0] = 0;
     pthread_mutex_lock(&m->mu);
-    sb_printf(&b, "# HELP netgpt_requests_total HTTP requests to /v1 by status code.\n"
+    ng_buf_printf(&b, "# HELP netgpt_requests_total HTTP requests to /v1 by status code.\n"
                   "# TYPE netgpt_requests_total counter\n");
     for (int i = 0; i < METRICS_N_STATUS && m->status_code[i]; i++)
-        sb_printf(&b, "netgpt_requests_total{status=\"%d\"} %llu\n", m->status_code[i],
+        ng_buf_printf(&b, "netgpt_requests_total{status=\"%d\"} %llu\n", m->status_code[i],
                   (unsigned long long)m->status_count[i]);
-    sb_printf(&b,
+    ng_buf_printf(&b,
               "# HELP netgpt_prompt_tokens_total Prompt tokens of admitted requests.\n"
               "# TYPE netgpt_prompt_tokens_total counter\nnetgpt_prompt_tokens_total %llu\n"
               "# HELP netgpt_prompt_tokens_cached_total Prompt tokens reused from the prefix cache.\n"
@@ -105,7 +86,7 @@ char *metrics_render(serve_metrics *m, const metrics_gauges *g) {
     render_hist(&b, "netgpt_time_per_output_token_seconds", "Time between consecutive tokens of a stream.",
                 &m->per_token);
     pthread_mutex_unlock(&m->mu);
-    sb_printf(&b,
+    ng_buf_printf(&b,
               "# HELP netgpt_queue_depth Requests waiting for a slot.\n# TYPE netgpt_queue_depth gauge\n"
               "netgpt_queue_depth %d\n"
               "# HELP netgpt_slots_busy Sequences being generated.\n# TYPE netgpt_slots_busy gauge\n"

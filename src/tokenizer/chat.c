@@ -25,18 +25,6 @@ ng_chat_template chat_template_detect(const char *jinja) {
     return CHAT_NONE;
 }
 
-typedef struct {
-    char *s;
-    size_t n, cap;
-} buf;
-
-static void put(buf *b, const char *s) {
-    size_t n = strlen(s);
-    if (b->n + n + 1 > b->cap) b->s = xrealloc(b->s, b->cap = 2 * (b->n + n + 1));
-    memcpy(b->s + b->n, s, n + 1);
-    b->n += n;
-}
-
 static int role_ok(const char *r) {
     return !strcmp(r, "system") || !strcmp(r, "user") || !strcmp(r, "assistant");
 }
@@ -44,27 +32,27 @@ static int role_ok(const char *r) {
 /* LLaMA-2: the system prompt goes inside the first [INST] between <<SYS>> markers; each
  * exchange after the first is opened by </s><s> (BOS of the first one comes from the
  * tokenizer). */
-static void render_llama2(buf *b, const ng_chat_msg *m, int n) {
+static void render_llama2(ng_buf *b, const ng_chat_msg *m, int n) {
     const char *sys = NULL;
     int first = 1;
     for (int i = 0; i < n; i++) {
         if (!strcmp(m[i].role, "system")) {
             sys = m[i].content;
         } else if (!strcmp(m[i].role, "user")) {
-            put(b, first ? "[INST] " : "<s>[INST] ");
+            ng_buf_puts(b, first ? "[INST] " : "<s>[INST] ");
             if (sys) {
-                put(b, "<<SYS>>\n");
-                put(b, sys);
-                put(b, "\n<</SYS>>\n\n");
+                ng_buf_puts(b, "<<SYS>>\n");
+                ng_buf_puts(b, sys);
+                ng_buf_puts(b, "\n<</SYS>>\n\n");
                 sys = NULL;
             }
-            put(b, m[i].content);
-            put(b, " [/INST]");
+            ng_buf_puts(b, m[i].content);
+            ng_buf_puts(b, " [/INST]");
             first = 0;
         } else {
-            put(b, " ");
-            put(b, m[i].content);
-            put(b, " </s>");
+            ng_buf_puts(b, " ");
+            ng_buf_puts(b, m[i].content);
+            ng_buf_puts(b, " </s>");
         }
     }
 }
@@ -72,31 +60,31 @@ static void render_llama2(buf *b, const ng_chat_msg *m, int n) {
 char *chat_apply(ng_chat_template t, const ng_chat_msg *msgs, int n, int add_generation_prompt) {
     for (int i = 0; i < n; i++)
         if (!msgs[i].role || !msgs[i].content || !role_ok(msgs[i].role)) return NULL;
-    buf b = {xmalloc(256), 0, 256};
-    b.s[0] = 0;
+    ng_buf b;
+    ng_buf_init(&b);
     switch (t) {
     case CHAT_LLAMA2:
         render_llama2(&b, msgs, n);
         break;
     case CHAT_CHATML:
         for (int i = 0; i < n; i++) {
-            put(&b, "<|im_start|>");
-            put(&b, msgs[i].role);
-            put(&b, "\n");
-            put(&b, msgs[i].content);
-            put(&b, "<|im_end|>\n");
+            ng_buf_puts(&b, "<|im_start|>");
+            ng_buf_puts(&b, msgs[i].role);
+            ng_buf_puts(&b, "\n");
+            ng_buf_puts(&b, msgs[i].content);
+            ng_buf_puts(&b, "<|im_end|>\n");
         }
-        if (add_generation_prompt) put(&b, "<|im_start|>assistant\n");
+        if (add_generation_prompt) ng_buf_puts(&b, "<|im_start|>assistant\n");
         break;
     case CHAT_ZEPHYR:
         for (int i = 0; i < n; i++) {
-            put(&b, "<|");
-            put(&b, msgs[i].role);
-            put(&b, "|>\n");
-            put(&b, msgs[i].content);
-            put(&b, "</s>\n");
+            ng_buf_puts(&b, "<|");
+            ng_buf_puts(&b, msgs[i].role);
+            ng_buf_puts(&b, "|>\n");
+            ng_buf_puts(&b, msgs[i].content);
+            ng_buf_puts(&b, "</s>\n");
         }
-        if (add_generation_prompt) put(&b, "<|assistant|>\n");
+        if (add_generation_prompt) ng_buf_puts(&b, "<|assistant|>\n");
         break;
     default:
         free(b.s);
@@ -106,16 +94,16 @@ char *chat_apply(ng_chat_template t, const ng_chat_msg *msgs, int n, int add_gen
 }
 
 char *chat_alpaca_prompt(const char *instruction, const char *input) {
-    buf b = {xmalloc(256), 0, 256};
-    b.s[0] = 0;
-    put(&b, "### Instruction:\n");
-    put(&b, instruction);
-    put(&b, "\n\n");
+    ng_buf b;
+    ng_buf_init(&b);
+    ng_buf_puts(&b, "### Instruction:\n");
+    ng_buf_puts(&b, instruction);
+    ng_buf_puts(&b, "\n\n");
     if (input && input[0]) {
-        put(&b, "### Input:\n");
-        put(&b, input);
-        put(&b, "\n\n");
+        ng_buf_puts(&b, "### Input:\n");
+        ng_buf_puts(&b, input);
+        ng_buf_puts(&b, "\n\n");
     }
-    put(&b, "### Response:\n");
+    ng_buf_puts(&b, "### Response:\n");
     return b.s;
 }
