@@ -26,7 +26,7 @@ static const char HELP[] =
     "Measures this machine's memory-read bandwidth and f32 compute peak, then decode and prefill\n"
     "speed of models with random weights in real models' shapes, for each weight type.\n"
     "\n"
-    "  --model NAME    gpt2-124m (default), tinyllama-1.1b, llama-7b, or all\n"
+    "  --shape NAME    gpt2-124m (default), tinyllama-1.1b, llama-7b, or all\n"
     "  --types LIST    comma-separated weight types (default f32,f16,bf16,q8_0,q4_0; types\n"
     "                  whose weights would not fit in memory are skipped)\n"
     "  --n-gen N       tokens generated in the decode test (default 128; 64 for 1.1B, 16 for 7B)\n"
@@ -180,9 +180,13 @@ int cmd_bench(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return fputs(HELP, stdout), 0;
+        if (!strcmp(a, "-m") || !strcmp(a, "--model")) {
+            fprintf(stderr, "netgpt bench: models are made in place; choose their shape with --shape\n");
+            return 2;
+        }
         if (cli_common_flag(argc, argv, &i, &o)) continue;
         if (!strcmp(a, "--types")) types = cli_value(argc, argv, &i);
-        else if (!strcmp(a, "--model")) model = cli_value(argc, argv, &i);
+        else if (!strcmp(a, "--shape")) model = cli_value(argc, argv, &i);
         else if (!strcmp(a, "--n-gen")) n_gen = (int)cli_long(a, cli_value(argc, argv, &i), 1, 4096);
         else if (!strcmp(a, "--n-prompt")) n_prompt = (int)cli_long(a, cli_value(argc, argv, &i), 1, 2048);
         else if (!strcmp(a, "--layers")) layers = (int)cli_long(a, cli_value(argc, argv, &i), 1, 128);
@@ -205,7 +209,7 @@ int cmd_bench(int argc, char **argv) {
     for (int i = 0; i < N_MODELS; i++)
         if (!strcmp(model, "all") || !strcmp(model, MODELS[i].name)) which[n_models++] = i;
     if (!n_models) {
-        fprintf(stderr, "netgpt bench: --model '%s' is not one of gpt2-124m, tinyllama-1.1b, llama-7b, all\n", model);
+        fprintf(stderr, "netgpt bench: --shape '%s' is not one of gpt2-124m, tinyllama-1.1b, llama-7b, all\n", model);
         return 2;
     }
     ng_set_threads(o.threads);
