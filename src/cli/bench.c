@@ -98,8 +98,13 @@ static double validate(const ng_model *m) {
     ng_state_free(s);
     free(a);
     free(b);
-    /* quantized paths quantize activations too: a looser bound than float weights */
-    if (!(d <= 2e-2 * (1 + mag))) ng_die("bench: fast kernels disagree with the portable path (max diff %g)", d);
+    /* The fast quantized paths round the activations to 8 bits as well (the portable path does
+     * not), and the difference grows with depth: a looser bound than for float weights. A broken
+     * kernel gives differences of the logits' own size. */
+    int quant = ng_type_block(ng_model_wtype(m)) > 1;
+    double bound = (quant ? 0.15 : 2e-3) * (1 + mag);
+    if (!(d <= bound))
+        ng_die("bench: fast kernels disagree with the portable path (max diff %g, bound %g)", d, bound);
     return d;
 }
 
