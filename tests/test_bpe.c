@@ -4,6 +4,7 @@
  * Also: byte-exact round trips (random bytes, invalid UTF-8 included), every id decodes, and
  * malformed vocabulary/merges files give errors. Owner: tokenizer. */
 #include "test.h"
+#include "tok_cases.h"
 #include "tokenizer/bpe.h"
 
 #include <stdbool.h>
@@ -14,104 +15,11 @@
 #define MERGES TESTDATA("gpt2/vocab.bpe")
 #define CASES TESTDATA("gpt2_bpe_cases.txt")
 
-typedef struct {
-    char *text;
-    size_t len;
-    int *ids;
-    int n_ids;
-} bpe_case;
-
 static bpe *g_bpe;
-static bpe_case *g_cases;
+static tok_case *g_cases;
 static int g_n_cases;
 
-static int hex_val(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-/* Parses the fixture; returns false (and says where) on a malformed line. */
-static bool load_cases(void) {
-    ng_error err = {{0}};
-    size_t n;
-    char *buf = ng_read_file(CASES, &n, &err);
-    if (!buf) {
-        fprintf(stderr, "%s\n", err.msg);
-        return false;
-    }
-    int cap = 0, line = 0;
-    bool ok = true;
-    for (char *p = buf; ok && *p; line++) {
-        char *eol = strchr(p, '\n');
-        if (!eol) eol = p + strlen(p);
-        char *tab = memchr(p, '\t', (size_t)(eol - p));
-        if (!tab || (tab - p) % 2) {
-            fprintf(stderr, "%s:%d: expected HEX<TAB>ids\n", CASES, line + 1);
-            ok = false;
-            break;
-        }
-        if (g_n_cases == cap) {
-            cap = cap ? 2 * cap : 1024;
-            g_cases = xrealloc(g_cases, (size_t)cap * sizeof *g_cases);
-        }
-        bpe_case *c = &g_cases[g_n_cases++];
-        c->len = (size_t)(tab - p) / 2;
-        c->text = xmalloc(c->len + 1);
-        for (size_t i = 0; i < c->len; i++) {
-            int hi = hex_val(p[2 * i]), lo = hex_val(p[2 * i + 1]);
-            if (hi < 0 || lo < 0) {
-                fprintf(stderr, "%s:%d: bad hex\n", CASES, line + 1);
-                ok = false;
-            }
-            c->text[i] = (char)(hi << 4 | lo);
-        }
-        c->text[c->len] = 0;
-        c->ids = xmalloc(((size_t)(eol - tab) / 2 + 1) * sizeof *c->ids);
-        c->n_ids = 0;
-        for (char *q = tab + 1; q < eol;) {
-            char *end;
-            long v = strtol(q, &end, 10);
-            if (end == q || v < 0 || v > INT32_MAX) {
-                fprintf(stderr, "%s:%d: bad id list\n", CASES, line + 1);
-                ok = false;
-                break;
-            }
-            c->ids[c->n_ids++] = (int)v;
-            q = end;
-            while (q < eol && *q == ' ') q++;
-        }
-        p = *eol ? eol + 1 : eol;
-    }
-    free(buf);
-    return ok;
-}
-
-/* Prints text with C escapes, for failure messages. */
-static void print_escaped(const char *s, size_t n) {
-    fputc('"', stderr);
-    for (size_t i = 0; i < n && i < 200; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '\n')
-            fputs("\\n", stderr);
-        else if (c == '\t')
-            fputs("\\t", stderr);
-        else if (c == '"' || c == '\\')
-            fprintf(stderr, "\\%c", c);
-        else if (c < 0x20 || c == 0x7f)
-            fprintf(stderr, "\\x%02x", c);
-        else
-            fputc(c, stderr);
-    }
-    fputs(n > 200 ? "\"..." : "\"", stderr);
-}
-
-static void print_ids(const char *label, const int *ids, int n) {
-    fprintf(stderr, "    %s:", label);
-    for (int i = 0; i < n && i < 40; i++) fprintf(stderr, " %d", ids[i]);
-    fputs(n > 40 ? " ...\n" : "\n", stderr);
-}
+static bool load_cases(void) { return tok_cases_load(CASES, &g_cases, &g_n_cases); }
 
 static void test_load_gpt2(void) {
     ng_error err = {{0}};
@@ -132,7 +40,7 @@ static void test_fixture_encode(void) {
     if (!g_bpe || !g_n_cases) SKIP("vocabulary or fixture did not load");
     int bad = 0;
     for (int k = 0; k < g_n_cases; k++) {
-        const bpe_case *c = &g_cases[k];
+        const tok_case *c = &g_cases[k];
         int n;
         int *ids = bpe_encode(g_bpe, c->text, c->len, &n);
         bool same = n == c->n_ids && memcmp(ids, c->ids, (size_t)n * sizeof *ids) == 0;

@@ -8,6 +8,7 @@
  * byte-exact round trips with invalid UTF-8, and malformed files give errors. Owner: tokenizer. */
 #include "formats/gguf.h"
 #include "test.h"
+#include "tok_cases.h"
 #include "tokenizer/spm.h"
 
 #include <stdbool.h>
@@ -18,109 +19,12 @@
 #define CASES TESTDATA("llama_spm_cases.txt")
 #define SPACE_PIECE "\xe2\x96\x81" /* "▁" */
 
-typedef struct {
-    char *text;
-    size_t len;
-    int *ids;
-    int n_ids;
-} spm_case;
-
 static spm *g_spm;
 static gguf_ctx *g_gguf;
-static spm_case *g_cases;
+static tok_case *g_cases;
 static int g_n_cases;
 
-static int hex_val(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-}
-
-/* Parses the fixture ("#" lines are comments); false (and says where) on a malformed line. */
-static bool load_cases(void) {
-    ng_error err = {{0}};
-    size_t n;
-    char *buf = ng_read_file(CASES, &n, &err);
-    if (!buf) {
-        fprintf(stderr, "%s\n", err.msg);
-        return false;
-    }
-    int cap = 0, line = 0;
-    bool ok = true;
-    for (char *p = buf; ok && *p; line++) {
-        char *eol = strchr(p, '\n');
-        if (!eol) eol = p + strlen(p);
-        if (*p == '#') {
-            p = *eol ? eol + 1 : eol;
-            continue;
-        }
-        char *tab = memchr(p, '\t', (size_t)(eol - p));
-        if (!tab || (tab - p) % 2) {
-            fprintf(stderr, "%s:%d: expected HEX<TAB>ids\n", CASES, line + 1);
-            ok = false;
-            break;
-        }
-        if (g_n_cases == cap) {
-            cap = cap ? 2 * cap : 1024;
-            g_cases = xrealloc(g_cases, (size_t)cap * sizeof *g_cases);
-        }
-        spm_case *c = &g_cases[g_n_cases++];
-        c->len = (size_t)(tab - p) / 2;
-        c->text = xmalloc(c->len + 1);
-        for (size_t i = 0; i < c->len; i++) {
-            int hi = hex_val(p[2 * i]), lo = hex_val(p[2 * i + 1]);
-            if (hi < 0 || lo < 0) {
-                fprintf(stderr, "%s:%d: bad hex\n", CASES, line + 1);
-                ok = false;
-            }
-            c->text[i] = (char)(hi << 4 | lo);
-        }
-        c->text[c->len] = 0;
-        c->ids = xmalloc(((size_t)(eol - tab) / 2 + 1) * sizeof *c->ids);
-        c->n_ids = 0;
-        for (char *q = tab + 1; q < eol;) {
-            char *end;
-            long v = strtol(q, &end, 10);
-            if (end == q || v < 0 || v > INT32_MAX) {
-                fprintf(stderr, "%s:%d: bad id list\n", CASES, line + 1);
-                ok = false;
-                break;
-            }
-            c->ids[c->n_ids++] = (int)v;
-            q = end;
-            while (q < eol && *q == ' ') q++;
-        }
-        p = *eol ? eol + 1 : eol;
-    }
-    free(buf);
-    return ok;
-}
-
-/* Prints text with C escapes, for failure messages. */
-static void print_escaped(const char *s, size_t n) {
-    fputc('"', stderr);
-    for (size_t i = 0; i < n && i < 160; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '\n')
-            fputs("\\n", stderr);
-        else if (c == '\t')
-            fputs("\\t", stderr);
-        else if (c == '"' || c == '\\')
-            fprintf(stderr, "\\%c", c);
-        else if (c < 0x20 || c == 0x7f)
-            fprintf(stderr, "\\x%02x", c);
-        else
-            fputc(c, stderr);
-    }
-    fputs(n > 160 ? "\"..." : "\"", stderr);
-}
-
-static void print_ids(const char *label, const int *ids, int n) {
-    fprintf(stderr, "    %s:", label);
-    for (int i = 0; i < n && i < 40; i++) fprintf(stderr, " %d", ids[i]);
-    fputs(n > 40 ? " ...\n" : "\n", stderr);
-}
+static bool load_cases(void) { return tok_cases_load(CASES, &g_cases, &g_n_cases); }
 
 /* s with every "▁" written as a space: what decoding gives back (the two share one piece). */
 static char *spaces_for_marks(const char *s, size_t n, size_t *m) {
@@ -143,7 +47,7 @@ static char *spaces_for_marks(const char *s, size_t n, size_t *m) {
 static int fixture_mismatches(const spm *t, const char *who) {
     int bad = 0;
     for (int k = 0; k < g_n_cases; k++) {
-        const spm_case *c = &g_cases[k];
+        const tok_case *c = &g_cases[k];
         int n;
         int *ids = spm_encode(t, c->text, c->len, 1, 1, &n);
         bool same = n == c->n_ids && memcmp(ids, c->ids, (size_t)n * sizeof *ids) == 0;
@@ -237,7 +141,7 @@ static void test_fixture_roundtrip(void) {
     if (!g_spm || !g_n_cases) SKIP("vocabulary or fixture did not load");
     int bad = 0;
     for (int k = 0; k < g_n_cases; k++) {
-        const spm_case *c = &g_cases[k];
+        const tok_case *c = &g_cases[k];
         for (int opt = 0; opt < 4; opt++) {
             if (!round_trips(g_spm, c->text, c->len, opt & 1, opt >> 1) && ++bad <= 5) {
                 fprintf(stderr, "case %d (bos %d, space %d) does not round-trip: ", k + 1, opt & 1, opt >> 1);
@@ -377,7 +281,7 @@ static void test_speed(void) {
     size_t cap = 1 << 20, n = 0;
     char *text = xmalloc(cap + 1);
     for (int k = 0; n < cap; k = (k + 1) % 800) {
-        const spm_case *c = &g_cases[k % g_n_cases];
+        const tok_case *c = &g_cases[k % g_n_cases];
         size_t m = c->len + 1 < cap - n ? c->len : cap - n - 1;
         memcpy(text + n, c->text, m);
         n += m;
