@@ -68,12 +68,14 @@ void ng_buf_init(ng_buf *b) {
     b->n = 0;
 }
 
-void ng_buf_puts(ng_buf *b, const char *s) {
-    size_t n = strlen(s);
+void ng_buf_add(ng_buf *b, const char *s, size_t n) {
     if (b->n + n + 1 > b->cap) b->s = xrealloc(b->s, b->cap = 2 * (b->n + n + 1));
-    memcpy(b->s + b->n, s, n + 1);
+    memcpy(b->s + b->n, s, n);
     b->n += n;
+    b->s[b->n] = 0;
 }
+
+void ng_buf_puts(ng_buf *b, const char *s) { ng_buf_add(b, s, strlen(s)); }
 
 void ng_buf_printf(ng_buf *b, const char *fmt, ...) {
     for (;;) {

@@ -42,12 +42,14 @@ char *xstrdup(const char *s);
 /* Allocates size bytes aligned to 64 bytes (cache line, one AVX-512 vector); free with free(). */
 void *ng_aligned_alloc(size_t size);
 
-/* A growing NUL-terminated string: s is malloc'd (hand it over or free it). */
+/* A growing NUL-terminated string: s is malloc'd (hand it over or free it). A zeroed ng_buf is
+ * valid and empty (s NULL until the first append); ng_buf_init allocates at once. */
 typedef struct {
     char *s;
     size_t n, cap;
 } ng_buf;
 void ng_buf_init(ng_buf *b);
+void ng_buf_add(ng_buf *b, const char *s, size_t n); /* n bytes, NULs allowed */
 void ng_buf_puts(ng_buf *b, const char *s);
 void ng_buf_printf(ng_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -66,18 +66,6 @@ void edge_config_defaults(edge_config *c) {
 
 /* ---- small helpers ---------------------------------------------------------------------------- */
 
-typedef struct {
-    char *s;
-    size_t n, cap;
-} buf;
-
-static void buf_add(buf *b, const char *s, size_t n) {
-    if (b->n + n + 1 > b->cap) b->s = xrealloc(b->s, b->cap = 2 * (b->n + n + 1));
-    memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = 0;
-}
-
 static double ms_since(double t0) { return (ng_time() - t0) * 1000; }
 
 /* Copies src into dst[cap], cut at a UTF-8 character boundary when it does not fit. */
@@ -103,17 +91,17 @@ static int valid_id(const char *s) {
 /* Percent-encodes s (at most max bytes of it) for a response header: headers carry only
  * ASCII, and decodeURIComponent gives the text back in a browser. malloc'd. */
 static char *header_encode(const char *s, size_t max) {
-    buf b = {0};
-    buf_add(&b, "", 0);
+    ng_buf b = {0};
+    ng_buf_add(&b, "", 0);
     for (size_t i = 0; s[i] && i < max; i++) {
         unsigned char c = (unsigned char)s[i];
         if (isalnum(c) || strchr("-_.~ ,:;()", c)) {
-            if (c == ' ') buf_add(&b, "%20", 3);
-            else buf_add(&b, (const char *)&c, 1);
+            if (c == ' ') ng_buf_add(&b, "%20", 3);
+            else ng_buf_add(&b, (const char *)&c, 1);
         } else {
             char e[4];
             snprintf(e, sizeof e, "%%%02X", c);
-            buf_add(&b, e, 3);
+            ng_buf_add(&b, e, 3);
         }
     }
     return b.s;
@@ -368,7 +356,7 @@ static int edge_generate(edge_server *s, const char *prompt, int max_tokens, con
     float *logits = xmalloc((size_t)m->hp.n_vocab * sizeof *logits);
     int *hist = xmalloc((size_t)max_tokens * sizeof *hist);
     ng_sampler *smp = ng_sampler_new(sp, m->hp.n_vocab);
-    buf pend = {0};
+    ng_buf pend = {0};
     int rc = ng_forward(m, st, ids + off, n - off, logits, 0, err);
     while (rc == NG_OK && made < max_tokens) {
         int t = ng_sampler_sample(smp, logits, hist, made);
@@ -379,7 +367,7 @@ static int edge_generate(edge_server *s, const char *prompt, int max_tokens, con
         hist[made++] = t;
         size_t len;
         const char *piece = tok_piece(m->tok, t, &len);
-        if (piece) buf_add(&pend, piece, len);
+        if (piece) ng_buf_add(&pend, piece, len);
         /* a character split over tokens waits for its last byte */
         size_t ready = pend.n - openai_utf8_tail(pend.s, pend.n);
         if (ready) {
@@ -426,11 +414,11 @@ typedef struct {
     int fallback;
     char reason[32], error[256];
     const char *finish;
-    buf text; /* the answer so far */
+    ng_buf text; /* the answer so far */
     /* hand-off to the connection's thread (streams) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    buf out;
+    ng_buf out;
     size_t out_off;
     int done, gone, refs;
 } job;
@@ -473,7 +461,7 @@ static int job_gone(job *j) {
 /* Hands an SSE event (taken) to the connection's thread. */
 static void job_push(job *j, char *ev) {
     pthread_mutex_lock(&j->mu);
-    buf_add(&j->out, ev, strlen(ev));
+    ng_buf_add(&j->out, ev, strlen(ev));
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
     free(ev);
@@ -484,7 +472,7 @@ static int job_emit(void *ud, const char *t, size_t n) {
     job *j = ud;
     if (n) {
         if (!j->text.n) j->first_ms = ms_since(j->t0);
-        buf_add(&j->text, t, n);
+        ng_buf_add(&j->text, t, n);
         if (j->stream) job_push(j, openai_chunk_sse(&j->meta, t, n, 0, NULL, NULL));
     }
     return job_gone(j);
@@ -590,10 +578,10 @@ static void job_run(job *j) {
     if ((j->mode == MODE_EDGE_ONLY || j->fallback) && !job_gone(j)) {
         if (!j->text.n) j->used = MODE_EDGE_ONLY;
         char *p = chat_alpaca_prompt(j->question, "");
-        buf prompt = {0};
-        buf_add(&prompt, p, strlen(p));
+        ng_buf prompt = {0};
+        ng_buf_add(&prompt, p, strlen(p));
         free(p);
-        if (j->text.n) buf_add(&prompt, j->text.s, j->text.n); /* the cut answer, continued */
+        if (j->text.n) ng_buf_add(&prompt, j->text.s, j->text.n); /* the cut answer, continued */
         ng_error err;
         const char *finish = "stop";
         pthread_mutex_lock(&s->model_mu);
