@@ -5,6 +5,7 @@
  * cloud mid-answer) finished by the edge; a failing cloud and a dead port -> fallback and the
  * circuit breaker; bad requests get serve's error bodies. Every child is stopped and reaped. */
 #include "test.h"
+#include "loopback.h"
 
 #include <arpa/inet.h>
 #include <cjson/cJSON.h>
@@ -71,80 +72,12 @@ static int make_db(void) {
 
 /* ---- child processes ---------------------------------------------------------------------------- */
 
-typedef struct {
-    pid_t pid;
-    int port;
-    char log[128];
-} proc;
+typedef child_server proc;
 
-/* Starts `netgpt ARGS --host 127.0.0.1 --port 0`, reads the port from its "listening on" line
- * and waits for GET /health 200. pid 0 on failure. */
-static proc start(const char *args) {
-    static int n;
-    proc s = {0};
-    snprintf(s.log, sizeof s.log, TMP "edge-%d-%d.err", (int)getpid(), n++);
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "exec " BIN " %s --host " HOST " --port 0 -t 1 2>%s", args, s.log);
-    pid_t pid = fork();
-    if (pid == 0) {
-        /* kernels.c's per-thread matmul scratch is never freed when a thread ends (test_serve.c
-         * says the same): not this test's subject */
-        FILE *f = fopen(TMP "edge-lsan.supp", "w");
-        if (f) fputs("leak:grow\n", f), fclose(f);
-        setenv("LSAN_OPTIONS", "suppressions=" TMP "edge-lsan.supp", 1);
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    s.pid = pid;
-    const char *mark = "listening on http://" HOST ":";
-    double end = ng_time() + 60;
-    while (ng_time() < end) {
-        usleep(20000);
-        if (waitpid(pid, NULL, WNOHANG) == pid) break;
-        size_t len;
-        ng_error e;
-        char *log = ng_read_file(s.log, &len, &e);
-        const char *p = log ? strstr(log, mark) : NULL;
-        if (p && !s.port) s.port = atoi(p + strlen(mark));
-        free(log);
-        if (!s.port) continue;
-        http_resp r;
-        int ok = http_request(HOST, s.port, "GET", "/health", NULL, NULL, &r, 5) == NG_OK && r.status == 200;
-        http_resp_free(&r);
-        if (ok) return s;
-    }
-    fprintf(stderr, "'%s' did not start; its log:\n", args);
-    snprintf(cmd, sizeof cmd, "cat %s >&2", s.log);
-    if (system(cmd)) {}
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    s.pid = 0;
-    return s;
-}
+/* `netgpt ARGS` on a free loopback port, answering /health. */
+static proc start(const char *args) { return child_start(BIN, args, "edge", 1, 60); }
 
-/* SIGTERM (or SIGKILL), then reaps; SIGKILL after 30 s. The exit status (128 + signal). */
-static int stop(proc *s, int sig) {
-    if (!s->pid) return -1;
-    kill(s->pid, sig);
-    int st = 0;
-    double end = ng_time() + 30;
-    while (waitpid(s->pid, &st, WNOHANG) == 0) {
-        if (ng_time() > end) {
-            kill(s->pid, SIGKILL);
-            waitpid(s->pid, &st, 0);
-            break;
-        }
-        usleep(10000);
-    }
-    s->pid = 0;
-    int rc = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    if (sig == SIGTERM && rc) {
-        char c[300];
-        snprintf(c, sizeof c, "tail -n 40 %s >&2", s->log);
-        if (system(c)) {}
-    }
-    return rc;
-}
+static int stop(proc *s, int sig) { return child_stop(s, sig); }
 
 /* ---- the fake cloud: records every byte it receives ----------------------------------------- */
 
@@ -239,22 +172,6 @@ static void fake_stop(fake_cloud *f) {
 }
 
 /* ---- requests ---------------------------------------------------------------------------------- */
-
-static const cJSON *get(const cJSON *j, const char *path) {
-    char key[64];
-    while (j && *path) {
-        size_t n = strcspn(path, ".");
-        snprintf(key, sizeof key, "%.*s", (int)n, path);
-        j = (key[0] >= '0' && key[0] <= '9') ? cJSON_GetArrayItem(j, atoi(key)) : cJSON_GetObjectItemCaseSensitive(j, key);
-        path += n + (path[n] == '.');
-    }
-    return j;
-}
-
-static const char *get_str(const cJSON *j, const char *path) {
-    const cJSON *v = get(j, path);
-    return cJSON_IsString(v) ? v->valuestring : "";
-}
 
 static double get_num(const cJSON *j, const char *path) {
     const cJSON *v = get(j, path);

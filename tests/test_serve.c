@@ -16,6 +16,7 @@
 #include "model/model.h"
 #include "sample/sampler.h"
 #include "serve/client.h"
+#include "loopback.h"
 
 #define BIN "build/san/netgpt"
 #define MODEL TESTDATA("gpt2-tiny-a/llamacpp-f16.gguf")
@@ -23,74 +24,15 @@
 #define SLOW "build/tmp/serve-slow.gguf"
 #define HOST "127.0.0.1"
 
-typedef struct {
-    pid_t pid;
-    int port;
-    char log[128];
-} server;
+typedef child_server server;
 
-/* Starts `netgpt serve ARGS --port 0` and waits for /health 200. 0 pid on failure. */
 static server start_server(const char *args) {
-    static int n;
-    server s = {0};
-    snprintf(s.log, sizeof s.log, "build/tmp/serve-%d-%d.err", (int)getpid(), n++);
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "exec " BIN " serve %s --host " HOST " --port 0 -t 2 2>%s", args, s.log);
-    pid_t pid = fork();
-    if (pid == 0) {
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    s.pid = pid;
-    double end = ng_time() + 30;
-    while (ng_time() < end) {
-        usleep(20000);
-        if (waitpid(pid, NULL, WNOHANG) == pid) break;
-        size_t len;
-        ng_error e;
-        char *log = ng_read_file(s.log, &len, &e);
-        const char *p = log ? strstr(log, "listening on http://" HOST ":") : NULL;
-        if (p && !s.port) s.port = atoi(p + strlen("listening on http://" HOST ":"));
-        free(log);
-        if (!s.port) continue;
-        http_resp r;
-        int ok = http_request(HOST, s.port, "GET", "/health", NULL, NULL, &r, 5) == NG_OK && r.status == 200;
-        http_resp_free(&r);
-        if (ok) return s;
-    }
-    fprintf(stderr, "server '%s' did not start; its log:\n", args);
-    char c[300];
-    snprintf(c, sizeof c, "cat %s >&2", s.log);
-    if (system(c)) {}
-    kill(pid, SIGKILL);
-    waitpid(pid, NULL, 0);
-    s.pid = 0;
-    return s;
+    char full[1024];
+    snprintf(full, sizeof full, "serve %s", args);
+    return child_start(BIN, full, "serve", 2, 30);
 }
 
-/* SIGTERM, then waits (SIGKILL after 30 s). The exit status, or -1 when it had to be killed. */
-static int stop_server(server *s) {
-    if (!s->pid) return -1;
-    kill(s->pid, SIGTERM);
-    int st = 0;
-    double end = ng_time() + 30;
-    while (waitpid(s->pid, &st, WNOHANG) == 0) {
-        if (ng_time() > end) {
-            kill(s->pid, SIGKILL);
-            waitpid(s->pid, &st, 0);
-            s->pid = 0;
-            return -1;
-        }
-        usleep(10000);
-    }
-    s->pid = 0;
-    if (!WIFEXITED(st) || WEXITSTATUS(st)) {
-        char c[300];
-        snprintf(c, sizeof c, "tail -n 40 %s >&2", s->log);
-        if (system(c)) {}
-    }
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
+static int stop_server(server *s) { return child_stop(s, SIGTERM); }
 
 static int post(const server *s, const char *path, const char *body, const char *headers, http_resp *r) {
     return http_request(HOST, s->port, "POST", path, headers, body, r, 60);
@@ -134,23 +76,6 @@ static int response_ids(const char *body, int *out, int cap) {
     }
     cJSON_Delete(j);
     return n;
-}
-
-/* A JSON string field by a path of keys/indices, e.g. get_str(j, "choices.0.text"). */
-static const cJSON *get(const cJSON *j, const char *path) {
-    char key[64];
-    while (j && *path) {
-        size_t n = strcspn(path, ".");
-        snprintf(key, sizeof key, "%.*s", (int)n, path);
-        j = (key[0] >= '0' && key[0] <= '9') ? cJSON_GetArrayItem(j, atoi(key)) : cJSON_GetObjectItemCaseSensitive(j, key);
-        path += n + (path[n] == '.');
-    }
-    return j;
-}
-
-static const char *get_str(const cJSON *j, const char *path) {
-    const cJSON *v = get(j, path);
-    return cJSON_IsString(v) ? v->valuestring : "";
 }
 
 /* The SSE events of a streamed body: their texts concatenated into text (chat delta.content or
