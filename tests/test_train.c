@@ -355,6 +355,27 @@ static void test_op_finite_differences(void) {
             ew = fmax(ew, fabs(s - DW[j * MI + i]));
         }
     CHECK(ex < 1e-5 && ew < 1e-5, "matmul dx %.3g, dw %.3g", ex, ew);
+
+    /* dW's blocked path: two slices of rows, dy with a row stride wider than out, rows of zeros
+     * (masked tokens) dropped, accumulation onto what dW holds */
+    enum { BN = 70, BO = 2100, BLD = 2110, BI = 40 };
+    float *by = xcalloc((size_t)BN * BLD, sizeof *by), *bx = xmalloc((size_t)BN * BI * sizeof *bx);
+    float *bw = xmalloc((size_t)BO * BI * sizeof *bw);
+    fill(by, (size_t)BN * BLD, 1.0f), fill(bx, (size_t)BN * BI, 1.0f), fill(bw, (size_t)BO * BI, 1.0f);
+    for (int n = 0; n < BN; n += 3) memset(by + (size_t)n * BLD, 0, BLD * sizeof *by);
+    double *want = xmalloc((size_t)BO * BI * sizeof *want);
+    for (int r = 0; r < BO; r++)
+        for (int i = 0; i < BI; i++) {
+            double t = bw[(size_t)r * BI + i];
+            for (int n = 0; n < BN; n++) t += 0.5 * by[(size_t)n * BLD + r] * bx[(size_t)n * BI + i];
+            want[(size_t)r * BI + i] = t;
+        }
+    train_matmul_dw(bw, by, BLD, bx, BN, BO, BI, 0.5f);
+    double eb = 0;
+    for (size_t i = 0; i < (size_t)BO * BI; i++) eb = fmax(eb, fabs(want[i] - bw[i]));
+    CHECK(eb < 1e-4, "blocked matmul dw %.3g", eb);
+    free(by), free(bx), free(bw), free(want);
+    train_ops_release();
 }
 
 /* ---- small models ------------------------------------------------------------------------------- */

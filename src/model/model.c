@@ -720,8 +720,9 @@ int ng_model_save_gguf(const ng_model *m, const char *path, ng_type wtype, ng_er
     write_hparams(m, w);
     if (m->tok) tok_write_gguf(m->tok, w);
 
-    /* Every tensor of the table by its GGUF name. A tied output head is written out for
-     * GPT-2 (llama.cpp's converter does so) and left tied for LLaMA. */
+    /* Every tensor of the table by its GGUF name. A tied output head is left out (the file
+     * stays tied, and half the size for a small-vocabulary model); loaders, llama.cpp's
+     * included, take token_embd.weight as the head when output.weight is absent. */
     int cap = a->n_top + a->n_layer * hp->n_layer, n = 0;
     void **bufs = xcalloc((size_t)cap, sizeof *bufs);
     char name[96];
@@ -730,7 +731,7 @@ int ng_model_save_gguf(const ng_model *m, const char *path, ng_type wtype, ng_er
         int ns = l < 0 ? a->n_top : a->n_layer;
         for (int i = 0; i < ns; i++, n++) {
             const ng_tensor *t = *slot((ng_model *)m, &specs[i], l);
-            if (!t || (specs[i].off == MF(output) && t == m->tok_embd && hp->arch != NG_ARCH_GPT2)) continue;
+            if (!t || (specs[i].off == MF(output) && t == m->tok_embd)) continue;
             spec_name(&specs[i], l, name, sizeof name);
             ng_type to = save_type(t, wtype);
             const void *data = t->data;

@@ -295,6 +295,7 @@ void train_free(train_model *tm) {
     free(tm->acts);
     free(tm->mem);
     free(tm);
+    train_ops_release();
 }
 
 train_param *train_find(train_model *tm, const char *name) {

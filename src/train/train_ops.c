@@ -5,9 +5,11 @@
 
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/kernels.h"
+#include "core/util.h"
 
 /* ---- norms --------------------------------------------------------------------------------- */
 
@@ -231,17 +233,81 @@ void train_matmul_dx(float *dx, const float *dy, const void *w, ng_type wt, int 
     }
 }
 
-void train_matmul_dw(float *dw, const float *dy, int ldy, const float *x, int N, int out, int in, float scale) {
-#pragma omp parallel for num_threads(ng_threads()) schedule(static) if ((size_t)N * out * in > 65536)
-    for (int o = 0; o < out; o++) {
-        float *d = dw + (size_t)o * in;
-        for (int n = 0; n < N; n++) {
-            float g = scale * dy[(size_t)n * ldy + o];
-            if (g == 0) continue; /* masked rows contribute nothing */
-            const float *xr = x + (size_t)n * in;
-#pragma omp simd
-            for (int i = 0; i < in; i++) d[i] += g * xr[i];
+/* Scratch of train_matmul_dw: one growing buffer, kept between calls (the trainer runs its
+ * steps on one thread) and given back by train_ops_release. */
+static float *dw_scratch;
+static size_t dw_scratch_cap;
+
+void train_ops_release(void) {
+    free(dw_scratch);
+    dw_scratch = NULL, dw_scratch_cap = 0;
+}
+
+/* dst (cols, R) = the rows keep[0..R) of src (row stride lds, cols used), transposed, in tiles
+ * of 8 columns x 64 rows: the 8 destination rows a tile writes are R floats apart, often a
+ * power of two, so they share one L1 set; 8 stays under the cache's associativity. */
+static void gather_transpose(float *dst, const float *src, size_t lds, const int *keep, int R, int cols) {
+    enum { TC = 8, TJ = 64 };
+#pragma omp parallel for num_threads(ng_threads()) schedule(static) if ((size_t)R * cols > 65536)
+    for (int c0 = 0; c0 < cols; c0 += TC) {
+        int c1 = c0 + TC < cols ? c0 + TC : cols;
+        for (int j0 = 0; j0 < R; j0 += TJ) {
+            int j1 = j0 + TJ < R ? j0 + TJ : R;
+            for (int j = j0; j < j1; j++) {
+                const float *r = src + (size_t)keep[j] * lds;
+                for (int c = c0; c < c1; c++) dst[(size_t)c * R + j] = r[c];
+            }
         }
+    }
+}
+
+/* Rows of dW per product: bounds the scratch (DW_SLICE x in products, DW_SLICE x N of dy^T). */
+#define DW_SLICE 2048
+
+/* dW = dy^T x is a product with N as its inner dimension: both operands are transposed once
+ * (O(N (out + in)), next to O(N out in) for the product), rows whose dy is all zero (masked
+ * tokens) are dropped, and ng_matmul's blocked kernel does the rest, DW_SLICE rows of dW at a
+ * time. Small products keep the plain loop, where the copies would cost more than they save. */
+void train_matmul_dw(float *dw, const float *dy, int ldy, const float *x, int N, int out, int in, float scale) {
+    if ((size_t)N * out * in <= (size_t)1 << 18 || N < 16) {
+#pragma omp parallel for num_threads(ng_threads()) schedule(static) if ((size_t)N * out * in > 65536)
+        for (int o = 0; o < out; o++) {
+            float *d = dw + (size_t)o * in;
+            for (int n = 0; n < N; n++) {
+                float g = scale * dy[(size_t)n * ldy + o];
+                if (g == 0) continue; /* masked rows contribute nothing */
+                const float *xr = x + (size_t)n * in;
+#pragma omp simd
+                for (int i = 0; i < in; i++) d[i] += g * xr[i];
+            }
+        }
+        return;
+    }
+    int sl = out < DW_SLICE ? out : DW_SLICE;
+    size_t need = (size_t)in * N + (size_t)sl * N + (size_t)sl * in + (size_t)N;
+    if (need > dw_scratch_cap) {
+        free(dw_scratch);
+        dw_scratch = xmalloc(need * sizeof(float));
+        dw_scratch_cap = need;
+    }
+    float *xt = dw_scratch, *dyt = xt + (size_t)in * N, *prod = dyt + (size_t)sl * N;
+    int *keep = (int *)(prod + (size_t)sl * in), R = 0;
+    for (int n = 0; n < N; n++) {
+        const float *r = dy + (size_t)n * ldy;
+        int nz = 0;
+        for (int o = 0; o < out && !nz; o++) nz = r[o] != 0;
+        if (nz) keep[R++] = n;
+    }
+    if (R == 0) return;
+    gather_transpose(xt, x, in, keep, R, in);
+    for (int o0 = 0; o0 < out; o0 += sl) {
+        int m = out - o0 < sl ? out - o0 : sl;
+        gather_transpose(dyt, dy + o0, ldy, keep, R, m);
+        ng_matmul(prod, dyt, xt, NG_F32, NULL, m, in, R);
+        float *d = dw + (size_t)o0 * in;
+#pragma omp parallel for num_threads(ng_threads()) schedule(static) if ((size_t)m * in > 65536)
+        for (int o = 0; o < m; o++)
+            for (int i = 0; i < in; i++) d[(size_t)o * in + i] += scale * prod[(size_t)o * in + i];
     }
 }
 

@@ -47,8 +47,11 @@ void train_attention_bwd(float *dq, float *dk, float *dv, const float *dao, cons
 #define TRAIN_DX_COLS 512
 static inline size_t train_dx_scratch(size_t N, size_t out) { return (size_t)TRAIN_DX_COLS * (out + N); }
 void train_matmul_dx(float *dx, const float *dy, const void *w, ng_type wt, int N, int out, int in, float *scratch);
-/* dw += scale * dy^T x: dw (out, in), dy N rows with stride ldy (out of them used), x (N, in). */
+/* dw += scale * dy^T x: dw (out, in), dy N rows with stride ldy (out of them used), x (N, in).
+ * Large products go through a scratch buffer kept between calls: not for concurrent use;
+ * train_ops_release frees it. */
 void train_matmul_dw(float *dw, const float *dy, int ldy, const float *x, int N, int out, int in, float scale);
+void train_ops_release(void);
 /* db += column sums of dy (N, out) with row stride ldy. */
 void train_colsum(float *db, const float *dy, int ldy, int N, int out);
 
