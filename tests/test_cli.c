@@ -2,7 +2,11 @@
  * errors, checked against the reference fixtures. */
 #include "test.h"
 
+#include <cjson/cJSON.h>
+
 #include "core/util.h"
+#include "model/model.h"
+#include "tokenizer/chat.h"
 
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -154,6 +158,87 @@ static void test_lora_merge(void) {
     free(err);
 }
 
+/* eval --pairs writes, per record, what greedy decoding of the record's Alpaca prompt gives
+ * (cut at end-of-text or a blank line, trailing white space dropped): checked against
+ * `generate --prompt-ids` on the same prompt, tokenized here. */
+static void test_eval_pairs(void) {
+    char *err, *out;
+    int rc = run(BIN " init --arch gpt2 --tokenizer tests/testdata/gpt2 --n-embd 32 --n-layer 1 --n-head 2 --ctx 256 "
+                     "--seed 3 -o build/tmp/pairs-m.gguf",
+                 NULL, &err);
+    REQUIRE(rc == 0, "init: %s", err);
+    free(err);
+    const char *ins[2] = {"[context]\nplace: Lyon, France\ntime: Tuesday 18:40 local\n[request]\ndinner?",
+                          "[context]\nplace: Kyoto, Japan\n[request]\nwhere to buy a \"bento\""};
+    FILE *f = fopen("build/tmp/pairs.jsonl", "wb");
+    fprintf(f, "{\"instruction\":\"[context]\\nplace: Lyon, France\\ntime: Tuesday 18:40 local\\n[request]\\ndinner?\","
+               "\"output\":\"x\"}\n\n{\"instruction\":\"[context]\\nplace: Kyoto, Japan\\n[request]\\nwhere to buy a "
+               "\\\"bento\\\"\"}\n{\"instruction\":\"third\"}\n");
+    fclose(f);
+    rc = run(BIN " eval -m build/tmp/pairs-m.gguf --pairs build/tmp/pairs.jsonl --limit 2 -n 10 -o build/tmp/pred.jsonl",
+             &out, &err);
+    REQUIRE(rc == 0 && strstr(out, "2 records"), "eval --pairs: rc %d %s %s", rc, out, err);
+    free(out), free(err);
+    size_t n;
+    ng_error e;
+    char *pred = ng_read_file("build/tmp/pred.jsonl", &n, &e);
+    REQUIRE(pred, "%s", e.msg);
+    ng_model *m = ng_model_load("build/tmp/pairs-m.gguf", &e);
+    REQUIRE(m && m->tok, "load: %s", e.msg);
+    char *line = pred;
+    for (int r = 0; r < 2; r++) {
+        char *prompt = chat_alpaca_prompt(ins[r], "");
+        int np;
+        int *ids = tok_encode(m->tok, prompt, strlen(prompt), &np);
+        char cmd[4096];
+        snprintf(cmd, sizeof cmd, BIN " generate -m build/tmp/pairs-m.gguf --temp 0 --ids -q -n 10 --prompt-ids '");
+        for (int i = 0; i < np; i++) snprintf(cmd + strlen(cmd), sizeof cmd - strlen(cmd), "%s%d", i ? " " : "", ids[i]);
+        strcat(cmd, "'");
+        rc = run(cmd, &out, NULL);
+        CHECK(rc == 0, "generate: %d", rc);
+        ng_buf want;
+        ng_buf_init(&want);
+        for (char *p = out; rc == 0 && *p;) {
+            char *end;
+            long id = strtol(p, &end, 10);
+            if (end == p) break;
+            p = end;
+            if (id == tok_eos(m->tok)) break;
+            size_t len;
+            const char *piece = tok_piece(m->tok, (int)id, &len);
+            ng_buf_add(&want, piece, len);
+            if (want.n >= 2 && !strcmp(want.s + want.n - 2, "\n\n")) break;
+        }
+        while (want.n && (want.s[want.n - 1] == '\n' || want.s[want.n - 1] == ' ')) want.s[--want.n] = 0;
+        char *nl = strchr(line, '\n');
+        REQUIRE(nl, "record %d: no line", r);
+        *nl = 0;
+        cJSON *js = cJSON_Parse(line);
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(js, "output");
+        CHECK(cJSON_IsString(o) && !strcmp(o->valuestring, want.s ? want.s : ""), "record %d: '%s', generate gives '%s'",
+              r, cJSON_IsString(o) ? o->valuestring : "?", want.s ? want.s : "");
+        cJSON_Delete(js);
+        line = nl + 1;
+        free(want.s), free(out), free(ids), free(prompt);
+    }
+    CHECK(*line == 0, "more than --limit records: %s", line);
+    free(pred);
+    ng_model_free(m);
+
+    /* errors: no -o; a record without an instruction names its line */
+    CHECK(run(BIN " eval -m build/tmp/pairs-m.gguf --pairs build/tmp/pairs.jsonl", NULL, &err) == 1 &&
+              strstr(err, "-o"),
+          "no -o: %s", err);
+    free(err);
+    f = fopen("build/tmp/pairs-bad.jsonl", "wb");
+    fputs("{\"instruction\":\"a\"}\n{\"output\":\"b\"}\n", f);
+    fclose(f);
+    rc = run(BIN " eval -m build/tmp/pairs-m.gguf --pairs build/tmp/pairs-bad.jsonl -n 2 -o build/tmp/pred.jsonl",
+             NULL, &err);
+    CHECK(rc == 1 && strstr(err, "pairs-bad.jsonl:2"), "bad record: rc %d %s", rc, err);
+    free(err);
+}
+
 static void test_bad_files(void) {
     char *err;
     FILE *f = fopen("build/tmp/garbage.gguf", "wb");
@@ -173,6 +258,7 @@ int main(void) {
     RUN(test_tokenize);
     RUN(test_convert_generate);
     RUN(test_lora_merge);
+    RUN(test_eval_pairs);
     RUN(test_bad_files);
     TEST_EXIT();
 }

@@ -1,13 +1,18 @@
 /* netgpt eval — perplexity of a model on a text file, and optionally how far its predictions
- * are from another model's (a quantized model against its f32 original). */
+ * are from another model's (a quantized model against its f32 original); and, with --pairs,
+ * the edge completion model's comprehensive prompts for evaluation records. */
+#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "edge/complete.h"
+#include "model/lora.h"
 
 static const char HELP[] =
     "usage: netgpt eval -m MODEL -f TEXT_FILE [--ctx N] [--ref OTHER_MODEL] [--json]\n"
+    "       netgpt eval -m EDGE_MODEL [--lora ADAPTER] --pairs RECORDS.jsonl -o PRED.jsonl [--limit N]\n"
     "\n"
     "Perplexity of MODEL on the text: the text is tokenized (with BOS where the tokenizer adds\n"
     "one) and cut into windows of N tokens, each run from an empty context; every token after a\n"
@@ -19,7 +24,66 @@ static const char HELP[] =
     "                   and max |logit difference| and the KL divergence KL(ref || model),\n"
     "                   averaged over the predicted positions, and the reference's perplexity\n"
     "  -t, --threads N  threads (default: all cores)\n"
-    "  --json           print the results as one JSON object on stdout\n";
+    "  --json           print the results as one JSON object on stdout\n"
+    "\n"
+    "With --pairs, the edge completion: for each record {\"instruction\": CONTEXT_BLOCK, ...} of\n"
+    "RECORDS.jsonl (tools/data/pairs' format) the model writes the comprehensive prompt exactly as\n"
+    "`netgpt edge` does (Alpaca prompt, greedy, ends at end-of-text or a blank line), one line\n"
+    "{\"output\": TEXT} per record into PRED.jsonl (\"\" where the record does not fit the\n"
+    "context). Score it with tools/data/pairs/eval_pairs.js PRED.jsonl --limit N.\n"
+    "\n"
+    "  --pairs FILE         the records\n"
+    "  -o, --out FILE       where the predictions go\n"
+    "  --lora PATH[:SCALE]  the completion adapter\n"
+    "  --limit N            the first N records only\n"
+    "  -n, --n-predict N    most tokens per prompt (default 96, as netgpt edge)\n";
+
+/* --pairs: the comprehensive prompts for the records of pairs, one JSON line each into out. */
+static int eval_pairs(const cli_opts *o, const char *pairs, const char *out, long limit) {
+    if (!out) ng_die("eval: --pairs needs -o PRED.jsonl");
+    ng_model *m = cli_load_model(o);
+    if (!m->tok) ng_die("eval: %s has no tokenizer", o->model);
+    ng_lora *lora = cli_load_lora(o, m);
+    FILE *in = fopen(pairs, "rb");
+    if (!in) ng_die("eval: %s: cannot open", pairs);
+    FILE *f = fopen(out, "wb");
+    if (!f) ng_die("eval: %s: cannot write", out);
+    int max_tokens = o->n_predict > 0 ? o->n_predict : 96;
+    char *line = NULL;
+    size_t cap = 0;
+    long n = 0, failed = 0, lineno = 0;
+    double t0 = ng_time();
+    while (getline(&line, &cap, in) >= 0 && (limit <= 0 || n < limit)) {
+        lineno++;
+        if (line[strspn(line, " \t\r\n")] == 0) continue;
+        cJSON *js = cJSON_Parse(line);
+        const cJSON *ins = cJSON_GetObjectItemCaseSensitive(js, "instruction");
+        if (!cJSON_IsString(ins)) ng_die("eval: %s:%ld: a record needs a string \"instruction\"", pairs, lineno);
+        ng_error err;
+        char *text = edge_complete_block(m, lora, ins->valuestring, max_tokens, &err);
+        if (!text) {
+            if (failed++ < 5) ng_log("eval: %s:%ld: %s\n", pairs, lineno, err.msg);
+        }
+        cJSON *rec = cJSON_CreateObject();
+        cJSON_AddStringToObject(rec, "output", text ? text : "");
+        char *s = cJSON_PrintUnformatted(rec);
+        fprintf(f, "%s\n", s);
+        free(s), free(text);
+        cJSON_Delete(rec), cJSON_Delete(js);
+        n++;
+        if (n % 10 == 0) {
+            double dt = ng_time() - t0;
+            ng_log("[%ld%s%ld] %.2f s per record\n", n, limit > 0 ? "/" : "", limit > 0 ? limit : 0L, dt / (double)n);
+        }
+    }
+    free(line);
+    fclose(in);
+    if (fclose(f)) ng_die("eval: %s: write failed", out);
+    printf("%s: %ld records (%ld did not fit the context) in %.1f s -> %s\n", pairs, n, failed, ng_time() - t0, out);
+    ng_lora_free(lora);
+    ng_model_free(m);
+    return 0;
+}
 
 typedef struct {
     double nll, ref_nll, kl, dsum, dmax;
@@ -38,15 +102,20 @@ static void log_softmax(const float *row, int n, double *lp) {
 int cmd_eval(int argc, char **argv) {
     cli_opts o;
     cli_opts_init(&o);
-    const char *file = NULL, *ref_path = NULL;
+    const char *file = NULL, *ref_path = NULL, *pairs = NULL, *out = NULL;
+    long limit = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return fputs(HELP, stdout), 0;
         if (cli_common_flag(argc, argv, &i, &o)) continue;
         if (!strcmp(a, "-f") || !strcmp(a, "--file")) file = cli_value(argc, argv, &i);
         else if (!strcmp(a, "--ref")) ref_path = cli_value(argc, argv, &i);
+        else if (!strcmp(a, "--pairs")) pairs = cli_value(argc, argv, &i);
+        else if (!strcmp(a, "-o") || !strcmp(a, "--out")) out = cli_value(argc, argv, &i);
+        else if (!strcmp(a, "--limit")) limit = cli_long("--limit", cli_value(argc, argv, &i), 1, 1L << 30);
         else cli_positional(&o, a, "eval");
     }
+    if (o.model && pairs && !file && o.n_pos == 0) return eval_pairs(&o, pairs, out, limit);
     if (!o.model || !file || o.n_pos > 0) {
         fputs(HELP, stderr);
         return 2;

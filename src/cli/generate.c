@@ -24,7 +24,8 @@ static const char HELP[] =
     "      --chat             treat PROMPT as a user message in the model's chat template\n"
     "      --system TEXT      with --chat: a system message first\n"
     "      --chat-template T  llama2 | chatml | zephyr (default: from the model's\n"
-    "                         tokenizer.chat_template, else chatml)\n"
+    "                         tokenizer.chat_template, else llama2 for SentencePiece,\n"
+    "                         chatml for GPT-2 vocabularies)\n"
     "      --temp T           temperature; 0 = greedy (default 0.8)\n"
     "      --top-k K          keep the K most likely tokens; 0 = off (default 40)\n"
     "      --top-p P          nucleus sampling mass; 1 = off (default 0.95)\n"
@@ -110,10 +111,10 @@ int cmd_generate(int argc, char **argv) {
         int n_text;
         int *text_ids;
         if (chat) {
+            const char *jinja = m->gguf ? gguf_get_str(m->gguf, "tokenizer.chat_template") : NULL;
             ng_chat_template t = template_name ? chat_template_by_name(template_name)
-                                               : chat_template_detect(m->gguf ? gguf_get_str(m->gguf, "tokenizer.chat_template") : NULL);
-            if (template_name && t == CHAT_NONE) ng_die("--chat-template '%s' is not one of llama2, chatml, zephyr", template_name);
-            if (t == CHAT_NONE) t = CHAT_CHATML;
+                                               : chat_template_for(jinja, strcmp(tok_kind(tok), "gpt2") != 0);
+            if (t == CHAT_NONE) ng_die("--chat-template '%s' is not one of llama2, chatml, zephyr", template_name);
             ng_chat_msg msgs[2] = {{"system", system ? system : ""}, {"user", p}};
             char *text = chat_apply(t, system ? msgs : msgs + 1, system ? 2 : 1, 1);
             text_ids = tok_encode_special(tok, text, strlen(text), &n_text);

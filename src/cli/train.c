@@ -27,7 +27,8 @@ static const char HELP[] =
     "      --val-split F      hold out this fraction of the examples instead (0 < F < 1)\n"
     "      --text-whole-file  text: the whole file is one document (default: blank lines separate\n"
     "                         documents)\n"
-    "      --chat-template T  chat: llama2 | chatml | zephyr (default: the model's, else chatml)\n"
+    "      --chat-template T  chat: llama2 | chatml | zephyr (default: the model's, else llama2 for\n"
+    "                         SentencePiece vocabularies, chatml for GPT-2; as netgpt serve)\n"
     "      --strict           stop at the first bad line (default: report FILE:LINE and skip it)\n"
     "method:\n"
     "      --lora-rank R      LoRA rank (default 8); LoRA is the default method\n"
@@ -219,7 +220,9 @@ int cmd_train(int argc, char **argv) {
     if (!m->tok) ng_die("%s has no tokenizer to encode the data with", o.model);
     int T = o.ctx ? o.ctx : (m->hp.n_ctx < 256 ? m->hp.n_ctx : 256);
     if (T > m->hp.n_ctx) ng_die("--ctx %d exceeds the model's context of %d", T, m->hp.n_ctx);
-    if (tmpl == CHAT_NONE) tmpl = chat_template_detect(m->gguf ? gguf_get_str(m->gguf, "tokenizer.chat_template") : NULL);
+    if (tmpl == CHAT_NONE)
+        tmpl = chat_template_for(m->gguf ? gguf_get_str(m->gguf, "tokenizer.chat_template") : NULL,
+                                 strcmp(tok_kind(m->tok), "gpt2") != 0);
     if (mkdir(a.out, 0755) != 0 && access(a.out, W_OK) != 0) ng_die("%s: cannot create the output folder", a.out);
 
     ng_error err;

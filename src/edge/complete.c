@@ -71,12 +71,19 @@ char *edge_template_fill(const edge_context *c, const char *concise) {
 
 char *edge_complete(const ng_model *m, const ng_lora *adapter, const edge_context *c, const char *concise,
                     int max_tokens, ng_error *err) {
+    char *block = edge_context_block(c, concise);
+    char *out = edge_complete_block(m, adapter, block, max_tokens, err);
+    free(block);
+    return out;
+}
+
+char *edge_complete_block(const ng_model *m, const ng_lora *adapter, const char *block, int max_tokens,
+                          ng_error *err) {
     if (!m->tok) {
         ng_error_set(err, "the edge model has no tokenizer");
         return NULL;
     }
-    char *block = edge_context_block(c, concise), *prompt = chat_alpaca_prompt(block, "");
-    free(block);
+    char *prompt = chat_alpaca_prompt(block, "");
     int n;
     int *ids = tok_encode(m->tok, prompt, strlen(prompt), &n);
     free(prompt);

@@ -45,5 +45,9 @@ char *edge_template_fill(const edge_context *c, const char *concise);
  * the end-of-text token or a blank line). adapter may be NULL. NULL + err on failure. */
 char *edge_complete(const struct ng_model *m, const struct ng_lora *adapter, const edge_context *c,
                     const char *concise, int max_tokens, ng_error *err);
+/* The same from a ready instruction (a context block as edge_context_block writes it, e.g. a
+ * record of the adapter's evaluation data). */
+char *edge_complete_block(const struct ng_model *m, const struct ng_lora *adapter, const char *block,
+                          int max_tokens, ng_error *err);
 
 #endif

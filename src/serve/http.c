@@ -601,12 +601,9 @@ int serve_load(serve_server *s, ng_error *err) {
     if (s->cfg.n_ctx <= 0 || s->cfg.n_ctx > s->m->hp.n_ctx) s->cfg.n_ctx = s->m->hp.n_ctx;
     const char *jinja = s->m->gguf ? gguf_get_str(s->m->gguf, "tokenizer.chat_template") : NULL;
     s->tmpl = s->cfg.chat_template ? chat_template_by_name(s->cfg.chat_template)
-              : jinja              ? chat_template_detect(jinja)
-                                   : CHAT_NONE;
+                                   : chat_template_for(jinja, strcmp(tok_kind(s->m->tok), "gpt2") != 0);
     if (s->cfg.chat_template && s->tmpl == CHAT_NONE)
         return ng_error_set(err, "--chat-template '%s' is not llama2, chatml or zephyr", s->cfg.chat_template);
-    /* no known template in the file: GPT-2 style vocabularies get chatml, SentencePiece llama2 */
-    if (s->tmpl == CHAT_NONE) s->tmpl = strcmp(tok_kind(s->m->tok), "gpt2") ? CHAT_LLAMA2 : CHAT_CHATML;
     sched_config sc = {s->cfg.parallel, s->cfg.n_ctx, s->cfg.max_queue, s->cfg.n_batch, &s->metrics};
     s->sch = sched_new(s->m, &sc, err);
     if (!s->sch) return NG_ERR;

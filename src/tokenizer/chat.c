@@ -17,6 +17,11 @@ ng_chat_template chat_template_by_name(const char *name) {
 
 const char *chat_template_name(ng_chat_template t) { return t >= 0 && t < 3 ? NAMES[t] : "none"; }
 
+ng_chat_template chat_template_for(const char *jinja, int sentencepiece) {
+    ng_chat_template t = chat_template_detect(jinja);
+    return t != CHAT_NONE ? t : sentencepiece ? CHAT_LLAMA2 : CHAT_CHATML;
+}
+
 ng_chat_template chat_template_detect(const char *jinja) {
     if (!jinja) return CHAT_NONE;
     if (strstr(jinja, "<|im_start|>")) return CHAT_CHATML;

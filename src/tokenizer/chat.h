@@ -20,6 +20,11 @@ ng_chat_template chat_template_by_name(const char *name);
 const char *chat_template_name(ng_chat_template t);
 /* The known template a Jinja chat_template string implements, or CHAT_NONE. */
 ng_chat_template chat_template_detect(const char *jinja);
+/* The template a model is prompted with when nobody names one: the one its GGUF
+ * tokenizer.chat_template implements (jinja may be NULL), else by vocabulary: llama2 for
+ * SentencePiece (LLaMA), chatml for GPT-2 byte-level BPE. serve, generate and train share it,
+ * so a model fine-tuned on chat data is served in the format it learned. */
+ng_chat_template chat_template_for(const char *jinja, int sentencepiece);
 /* Renders msgs (malloc'd NUL-terminated text), ending with the assistant's turn opened when
  * add_generation_prompt. BOS is not included (the tokenizer adds it). Returns NULL when a role
  * is not system/user/assistant. */

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 // Scores comprehensive prompts written for build/data/pairs/test.jsonl against its facts.
 //
-//   node tools/data/pairs/eval_pairs.js PRED.jsonl [--data build/data/pairs] [--json]
+//   node tools/data/pairs/eval_pairs.js PRED.jsonl [--data build/data/pairs] [--limit N] [--json]
 //
+// --limit N: score the first N test records only (PRED.jsonl then has N lines).
 // PRED.jsonl: one line per test record, in order, each {"output": "..."} (test.jsonl and
 // test_baseline.jsonl have that shape, so both can be scored as they are).
 // Reports: facts_stated (share of the context's facts stated: place, country, day, time, each
@@ -18,7 +19,8 @@ const C = require('./common');
 const esc = (x) => x.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const reWord = (w) => new RegExp(`(^|[^\\p{L}\\p{N}])${esc(w)}(?=$|[^\\p{L}\\p{N}])`, 'gu');
 
-function score(preds, facts, vocab) {
+// The integer counts behind the scores (src/edge/score.c computes the same, for netgpt eval).
+function counts(preds, facts, vocab) {
   let nFacts = 0, stated = 0, mentions = 0, invented = 0, recInv = 0, leaks = 0;
   const brandRe = vocab.brands.filter((b) => b.length >= 3).map((b) => [b, reWord(b)]);
   const cityRe = vocab.cities.filter((c) => c.length >= 4).map((c) => [c, reWord(c)]);
@@ -55,11 +57,16 @@ function score(preds, facts, vocab) {
     const noPlace = rec.facts.filter((f) => f.type === 'place' || f.type === 'country').reduce((t, f) => t.split(f.value).join(' '), text);
     if (rec.private.some((p) => noPlace.includes(p.value))) leaks++;
   });
-  const n = facts.length;
+  return { records: facts.length, facts: nFacts, stated, mentions, invented, records_with_invented: recInv, leaks };
+}
+
+function score(preds, facts, vocab) {
+  const c = counts(preds, facts, vocab);
+  const n = c.records;
   return {
-    records: n, facts: nFacts, facts_stated: +(stated / nFacts).toFixed(4),
-    invented_share: mentions ? +(invented / mentions).toFixed(4) : 0, records_with_invented: +(recInv / n).toFixed(4),
-    private_leaks: +(leaks / n).toFixed(4),
+    records: n, facts: c.facts, facts_stated: +(c.stated / c.facts).toFixed(4),
+    invented_share: c.mentions ? +(c.invented / c.mentions).toFixed(4) : 0,
+    records_with_invented: +(c.records_with_invented / n).toFixed(4), private_leaks: +(c.leaks / n).toFixed(4),
   };
 }
 
@@ -70,13 +77,16 @@ function readJsonl(f) {
 function main() {
   const pred = process.argv[2];
   if (!pred || pred.startsWith('--')) {
-    console.error('usage: node tools/data/pairs/eval_pairs.js PRED.jsonl [--data build/data/pairs] [--json]');
+    console.error('usage: node tools/data/pairs/eval_pairs.js PRED.jsonl [--data build/data/pairs] [--limit N] [--json]');
     process.exit(2);
   }
   const dir = path.resolve(C.arg('--data', path.join(C.ROOT, 'build', 'data', 'pairs')));
-  const facts = readJsonl(path.join(dir, 'test_facts.jsonl'));
+  let facts = readJsonl(path.join(dir, 'test_facts.jsonl'));
+  const limit = C.arg('--limit', null);
+  if (limit !== null) facts = facts.slice(0, Number(limit));
   const vocab = JSON.parse(fs.readFileSync(path.join(dir, 'vocab.json'), 'utf8'));
-  const preds = readJsonl(pred);
+  let preds = readJsonl(pred);
+  if (limit !== null) preds = preds.slice(0, facts.length);
   if (preds.length !== facts.length) {
     console.error(`eval_pairs: ${pred} has ${preds.length} lines, test_facts.jsonl ${facts.length}`);
     process.exit(1);
@@ -86,4 +96,4 @@ function main() {
   else console.log(Object.entries(s).map(([k, v]) => `${k} ${v}`).join('\n'));
 }
 if (require.main === module) main();
-module.exports = { score };
+module.exports = { counts, score };

@@ -1,0 +1,159 @@
+#!/bin/sh
+# make models — rebuilds netgpt's default models from the npm data packages with netgpt's own
+# trainer, fixed seeds, on the CPU (about 80 minutes on 2 cores):
+#
+#   models/edge-gpt2.gguf        GPT-2 architecture, real GPT-2 vocabulary, pretrained from
+#                                scratch on English text (build/data/text), Q8_0
+#   models/edge-completion.gguf  LoRA on it: (edge context, concise prompt) -> comprehensive
+#                                prompt (build/data/pairs)
+#   models/cloud-llama.gguf      LLaMA architecture, real LLaMA-2 vocabulary, trained on the
+#                                English text, then on answers built from the same places
+#                                (build/data/answers), Q8_0
+#
+# and their evaluation (held-out perplexity; facts stated and invented by the edge completion
+# on held-out cities, against the template baseline) into build/models/*.json, from which the
+# model cards in models/*.md are written.
+#
+#   tools/models.sh [STEP...]   steps: data edge-base edge-completion cloud eval cards
+#                               (default: all, in that order; a step whose outputs exist is
+#                               skipped, so an interrupted run continues where it stopped)
+#   FORCE=1 tools/models.sh STEP   redo STEP
+#   THREADS=N                      trainer threads (default: all cores)
+#   MODELS_DIR=D MODELS_BUILD=D    where the models / the work files go (default models,
+#                                  build/models); the recipe variables below can be overridden
+#                                  the same way (quick trial runs with tiny shapes)
+set -e
+cd "$(dirname "$0")/.."
+N=./netgpt
+B=${MODELS_BUILD:-build/models}
+M=${MODELS_DIR:-models}
+T=${THREADS:+-t $THREADS}
+mkdir -p "$B" "$M"
+
+have() { [ -z "$FORCE" ] && [ -f "$1" ]; }
+say() { printf '\n== %s (%s)\n' "$*" "$(date -u +%H:%M:%S)"; }
+# seconds since the epoch, for the time each step took
+now() { date +%s; }
+
+# ---- recipe: shapes and schedules (fixed seeds)
+EDGE_SHAPE=${EDGE_SHAPE:-"--arch gpt2 --n-embd 256 --n-layer 6 --n-head 4 --ctx 256 --seed 1"}
+EDGE_TRAIN=${EDGE_TRAIN:-"--full --batch 8 --ctx 256 --steps 700 --lr 2e-3 --min-lr 2e-4 --warmup 50 --seed 1"}
+COMP_TRAIN=${COMP_TRAIN:-"--lora-rank 16 --lora-targets all --batch 8 --ctx 256 --steps 900 --lr 2e-3 \
+ --min-lr 2e-4 --warmup 50 --seed 1 --save-format gguf"}
+CLOUD_SHAPE=${CLOUD_SHAPE:-"--arch llama --n-embd 256 --n-layer 4 --n-head 4 --ctx 512 --seed 2"}
+CLOUD_TEXT=${CLOUD_TEXT:-"--full --batch 8 --ctx 256 --steps 450 --lr 2e-3 --min-lr 2e-4 --warmup 50 --seed 2"}
+CLOUD_ANS=${CLOUD_ANS:-"--full --batch 8 --ctx 256 --steps 400 --lr 1e-3 --min-lr 1e-4 --warmup 20 --seed 2 \
+ --chat-template llama2"}
+EVAL_PAIRS=${EVAL_PAIRS:-300}
+
+step_data() {
+    if have build/data/text/train.txt && have build/data/pairs/train.jsonl && have build/data/answers/train.jsonl; then
+        return
+    fi
+    say "data: building from the npm packages (make data)"
+    make data
+}
+
+# Plain text for the trainer: paragraphs separated by blank lines (each ends with the
+# end-of-text token); the builder's document-separator lines are dropped.
+text_files() {
+    have $B/text-train.txt && return
+    grep -v '^<|endoftext|>$' build/data/text/train.txt >$B/text-train.txt
+    grep -v '^<|endoftext|>$' build/data/text/heldout.txt >$B/text-heldout.txt
+    head -c 100000 $B/text-heldout.txt >$B/text-val.txt
+}
+
+step_edge_base() {
+    have $M/edge-gpt2.gguf && return
+    text_files
+    say "edge base: GPT-2 from scratch on English text"
+    t0=$(now)
+    $N init $EDGE_SHAPE --tokenizer tests/testdata/gpt2 -o $B/edge-init.gguf
+    $N train -m $B/edge-init.gguf --data $B/text-train.txt --val $B/text-val.txt --format text $EDGE_TRAIN \
+        --eval-every 100 --log-every 10 --json-log $B/edge-base.log.jsonl -o $B/edge-base $T --json \
+        >$B/edge-base.train.json
+    $N quantize $B/edge-base/model.gguf $M/edge-gpt2.gguf q8_0
+    echo "{\"seconds\": $(($(now) - t0))}" >$B/edge-base.time.json
+}
+
+step_edge_completion() {
+    have $M/edge-completion.gguf && return
+    say "edge completion adapter: LoRA on the edge base, (context, concise prompt) -> comprehensive prompt"
+    t0=$(now)
+    head -n 300 build/data/pairs/val.jsonl >$B/pairs-val.jsonl
+    $N train -m $M/edge-gpt2.gguf --data build/data/pairs/train.jsonl --val $B/pairs-val.jsonl $COMP_TRAIN \
+        --eval-every 150 --log-every 10 --json-log $B/edge-completion.log.jsonl -o $B/edge-completion $T --json \
+        >$B/edge-completion.train.json
+    cp $B/edge-completion/adapter.gguf $M/edge-completion.gguf
+    echo "{\"seconds\": $(($(now) - t0))}" >$B/edge-completion.time.json
+}
+
+# The answers as chat conversations (the cloud is served through /v1/chat/completions, whose
+# template the model then knows).
+answers_chat() {
+    have $B/answers-train.jsonl && return
+    for s in train val; do
+        node -e '
+const rl = require("readline").createInterface({input: process.stdin});
+rl.on("line", (l) => { const r = JSON.parse(l);
+  console.log(JSON.stringify({messages: [{role: "user", content: r.instruction},
+                                         {role: "assistant", content: r.output}]})); });' \
+            <build/data/answers/$s.jsonl >$B/answers-$s.jsonl
+    done
+    head -n 200 $B/answers-val.jsonl >$B/answers-val-small.jsonl
+}
+
+step_cloud() {
+    have $M/cloud-llama.gguf && return
+    text_files
+    answers_chat
+    say "cloud default: LLaMA from scratch on English text, then on place answers"
+    t0=$(now)
+    $N init $CLOUD_SHAPE --tokenizer tests/testdata/llama-vocab/tokenizer.gguf -o $B/cloud-init.gguf
+    $N train -m $B/cloud-init.gguf --data $B/text-train.txt --val $B/text-val.txt --format text $CLOUD_TEXT \
+        --eval-every 150 --log-every 10 --json-log $B/cloud-text.log.jsonl -o $B/cloud-text $T --json \
+        >$B/cloud-text.train.json
+    $N train -m $B/cloud-text/model.gguf --data $B/answers-train.jsonl --val $B/answers-val-small.jsonl $CLOUD_ANS \
+        --eval-every 100 --log-every 10 --json-log $B/cloud-answers.log.jsonl -o $B/cloud-answers $T --json \
+        >$B/cloud-answers.train.json
+    $N quantize $B/cloud-answers/model.gguf $M/cloud-llama.gguf q8_0
+    echo "{\"seconds\": $(($(now) - t0))}" >$B/cloud.time.json
+}
+
+step_eval() {
+    have $B/eval-pairs.json && return
+    text_files
+    say "evaluation: held-out perplexity"
+    $N eval -m $M/edge-gpt2.gguf -f $B/text-heldout.txt --ctx 256 --json $T >$B/eval-edge-ppl.json
+    $N eval -m $M/cloud-llama.gguf -f $B/text-heldout.txt --ctx 256 --json $T >$B/eval-cloud-ppl.json
+    say "evaluation: edge completion on held-out cities ($EVAL_PAIRS records)"
+    head -n "$EVAL_PAIRS" build/data/pairs/test.jsonl >$B/pairs-test.jsonl
+    $N eval -m $M/edge-gpt2.gguf --lora $M/edge-completion.gguf --pairs $B/pairs-test.jsonl \
+        -o $B/pairs-pred.jsonl $T
+    node tools/data/pairs/eval_pairs.js $B/pairs-pred.jsonl --limit "$EVAL_PAIRS" --json >$B/eval-pairs-model.json
+    node tools/data/pairs/eval_pairs.js build/data/pairs/test_baseline.jsonl --limit "$EVAL_PAIRS" --json \
+        >$B/eval-pairs-template.json
+    node -e 'const f = (p) => JSON.parse(require("fs").readFileSync(p));
+console.log(JSON.stringify({model: f(process.argv[1]), template: f(process.argv[2])}, null, 1));' \
+        $B/eval-pairs-model.json $B/eval-pairs-template.json >$B/eval-pairs.json
+    cat $B/eval-pairs.json
+}
+
+step_cards() {
+    say "model cards"
+    EDGE_SHAPE=$EDGE_SHAPE EDGE_TRAIN=$EDGE_TRAIN COMP_TRAIN=$COMP_TRAIN CLOUD_SHAPE=$CLOUD_SHAPE \
+        CLOUD_TEXT=$CLOUD_TEXT CLOUD_ANS=$CLOUD_ANS MODELS_DIR=$M MODELS_BUILD=$B node tools/model_cards.js
+}
+
+steps=${*:-data edge-base edge-completion cloud eval cards}
+for s in $steps; do
+    case $s in
+    data) step_data ;;
+    edge-base) step_edge_base ;;
+    edge-completion) step_edge_completion ;;
+    cloud) step_cloud ;;
+    eval) step_eval ;;
+    cards) step_cards ;;
+    *) echo "tools/models.sh: unknown step '$s' (data edge-base edge-completion cloud eval cards)" >&2; exit 2 ;;
+    esac
+done
