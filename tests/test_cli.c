@@ -239,6 +239,59 @@ static void test_eval_pairs(void) {
     free(err);
 }
 
+/* eval --score: the counts of the JS scorer (tests/testdata/pairs_score/expected.json) for
+ * each prediction file of the fixtures; --limit scores the first records only. */
+static void test_eval_score(void) {
+    size_t n;
+    ng_error e;
+    char *exp_s = ng_read_file("tests/testdata/pairs_score/expected.json", &n, &e);
+    REQUIRE(exp_s, "%s", e.msg);
+    cJSON *exp = cJSON_Parse(exp_s);
+    REQUIRE(cJSON_IsObject(exp), "expected.json");
+    const char *keys[] = {"records", "facts", "stated", "mentions", "invented"};
+    int files = 0;
+    for (const cJSON *f = exp->child; f; f = f->next) {
+        if (!cJSON_IsObject(f) || !cJSON_GetObjectItemCaseSensitive(f, "stated")) continue;
+        char cmd[512], *out, *err;
+        snprintf(cmd, sizeof cmd,
+                 BIN " eval --score tests/testdata/pairs_score/%s --facts tests/testdata/pairs_score/facts.jsonl --json",
+                 f->string);
+        int rc = run(cmd, &out, &err);
+        cJSON *got = cJSON_Parse(out);
+        CHECK(rc == 0 && got, "%s: rc %d %s", f->string, rc, err);
+        for (size_t k = 0; got && k < sizeof keys / sizeof keys[0]; k++) {
+            const cJSON *a = cJSON_GetObjectItemCaseSensitive(got, keys[k]),
+                        *b = cJSON_GetObjectItemCaseSensitive(f, keys[k]);
+            CHECK(cJSON_IsNumber(a) && cJSON_IsNumber(b) && a->valuedouble == b->valuedouble, "%s: %s %g, want %g",
+                  f->string, keys[k], a ? a->valuedouble : -1, b ? b->valuedouble : -1);
+        }
+        cJSON_Delete(got);
+        free(out), free(err);
+        files++;
+    }
+    CHECK(files >= 5, "%d prediction files in expected.json", files);
+    /* --limit 3: the first three records' counts */
+    const cJSON *ref = cJSON_GetObjectItemCaseSensitive(exp, "reference.jsonl");
+    const cJSON *pr = cJSON_GetObjectItemCaseSensitive(ref, "per_record");
+    char *out;
+    int rc = run(BIN " eval --score tests/testdata/pairs_score/reference.jsonl --facts tests/testdata/pairs_score/facts.jsonl "
+                     "--limit 3 --json",
+                 &out, NULL);
+    cJSON *got = cJSON_Parse(out);
+    double facts = 0;
+    for (int i = 0; i < 3 && cJSON_GetArraySize(pr) >= 3; i++) facts += cJSON_GetArrayItem(cJSON_GetArrayItem(pr, i), 0)->valuedouble;
+    const cJSON *gf = cJSON_GetObjectItemCaseSensitive(got, "facts"), *gr = cJSON_GetObjectItemCaseSensitive(got, "records");
+    CHECK(rc == 0 && cJSON_IsNumber(gf) && gf->valuedouble == facts && gr && gr->valueint == 3,
+          "--limit 3: %s (want %g facts)", out, facts);
+    cJSON_Delete(got), free(out);
+    char *err;
+    CHECK(run(BIN " eval --score tests/testdata/pairs_score/reference.jsonl", NULL, &err) == 1 && strstr(err, "--facts"),
+          "--score without --facts: %s", err);
+    free(err);
+    cJSON_Delete(exp);
+    free(exp_s);
+}
+
 static void test_bad_files(void) {
     char *err;
     FILE *f = fopen("build/tmp/garbage.gguf", "wb");
@@ -259,6 +312,7 @@ int main(void) {
     RUN(test_convert_generate);
     RUN(test_lora_merge);
     RUN(test_eval_pairs);
+    RUN(test_eval_score);
     RUN(test_bad_files);
     TEST_EXIT();
 }

@@ -121,7 +121,7 @@ function main() {
   ].join('\n');
   const evalText = `Evaluated on the first ${ev.model.records} records of the pairs test split, whose cities never
 appear in training (${ev.model.facts} facts), with \`netgpt eval --pairs\` (the edge's own completion
-code: Alpaca prompt, greedy) and scored by tools/data/pairs/eval_pairs.js: a fact is stated when
+code: Alpaca prompt, greedy), scored by `netgpt eval --facts` (the counts of tools/data/pairs/eval_pairs.js): a fact is stated when
 the prompt contains it (a point of interest with its distance); a mention is invented when a
 distance, clock time, weekday, language, brand or city name in the prompt is not in the record's
 context. Target: ≥ 90% stated, ≤ 2% invented.

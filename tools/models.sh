@@ -127,15 +127,13 @@ step_eval() {
     $N eval -m $M/edge-gpt2.gguf -f $B/text-heldout.txt --ctx 256 --json $T >$B/eval-edge-ppl.json
     $N eval -m $M/cloud-llama.gguf -f $B/text-heldout.txt --ctx 256 --json $T >$B/eval-cloud-ppl.json
     say "evaluation: edge completion on held-out cities ($EVAL_PAIRS records)"
-    head -n "$EVAL_PAIRS" build/data/pairs/test.jsonl >$B/pairs-test.jsonl
-    $N eval -m $M/edge-gpt2.gguf --lora $M/edge-completion.gguf --pairs $B/pairs-test.jsonl \
-        -o $B/pairs-pred.jsonl $T
-    node tools/data/pairs/eval_pairs.js $B/pairs-pred.jsonl --limit "$EVAL_PAIRS" --json >$B/eval-pairs-model.json
-    node tools/data/pairs/eval_pairs.js build/data/pairs/test_baseline.jsonl --limit "$EVAL_PAIRS" --json \
+    P=build/data/pairs
+    $N eval -m $M/edge-gpt2.gguf --lora $M/edge-completion.gguf --pairs $P/test.jsonl --facts $P/test_facts.jsonl \
+        --limit "$EVAL_PAIRS" -o $B/pairs-pred.jsonl --json $T >$B/eval-pairs-model.json
+    $N eval --score $P/test_baseline.jsonl --facts $P/test_facts.jsonl --limit "$EVAL_PAIRS" --json \
         >$B/eval-pairs-template.json
-    node -e 'const f = (p) => JSON.parse(require("fs").readFileSync(p));
-console.log(JSON.stringify({model: f(process.argv[1]), template: f(process.argv[2])}, null, 1));' \
-        $B/eval-pairs-model.json $B/eval-pairs-template.json >$B/eval-pairs.json
+    printf '{"model": %s, "template": %s}\n' "$(cat $B/eval-pairs-model.json)" "$(cat $B/eval-pairs-template.json)" \
+        >$B/eval-pairs.json
     cat $B/eval-pairs.json
 }
 

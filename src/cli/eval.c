@@ -8,11 +8,14 @@
 
 #include "cli/cli.h"
 #include "edge/complete.h"
+#include "edge/score.h"
 #include "model/lora.h"
 
 static const char HELP[] =
     "usage: netgpt eval -m MODEL -f TEXT_FILE [--ctx N] [--ref OTHER_MODEL] [--json]\n"
-    "       netgpt eval -m EDGE_MODEL [--lora ADAPTER] --pairs RECORDS.jsonl -o PRED.jsonl [--limit N]\n"
+    "       netgpt eval -m EDGE_MODEL [--lora ADAPTER] --pairs RECORDS.jsonl -o PRED.jsonl\n"
+    "                  [--facts FACTS.jsonl [--vocab VOCAB.json]] [--limit N] [--json]\n"
+    "       netgpt eval --score PRED.jsonl --facts FACTS.jsonl [--vocab VOCAB.json] [--limit N] [--json]\n"
     "\n"
     "Perplexity of MODEL on the text: the text is tokenized (with BOS where the tokenizer adds\n"
     "one) and cut into windows of N tokens, each run from an empty context; every token after a\n"
@@ -30,17 +33,96 @@ static const char HELP[] =
     "RECORDS.jsonl (tools/data/pairs' format) the model writes the comprehensive prompt exactly as\n"
     "`netgpt edge` does (Alpaca prompt, greedy, ends at end-of-text or a blank line), one line\n"
     "{\"output\": TEXT} per record into PRED.jsonl (\"\" where the record does not fit the\n"
-    "context). Score it with tools/data/pairs/eval_pairs.js PRED.jsonl --limit N.\n"
+    "context). With --facts, each prompt is checked against its record's facts (the same line of\n"
+    "FACTS.jsonl, tools/data/pairs' test_facts.jsonl): facts stated (a point of interest with its\n"
+    "distance; other facts by value), mentions invented (distances, clock times, weekdays,\n"
+    "languages, brand and city names of VOCAB.json that are not in the context), records leaking\n"
+    "a private value; the same counts as tools/data/pairs/eval_pairs.js. --score checks prompts\n"
+    "written before (e.g. the template baseline, test_baseline.jsonl) the same way, without a model.\n"
     "\n"
     "  --pairs FILE         the records\n"
     "  -o, --out FILE       where the predictions go\n"
     "  --lora PATH[:SCALE]  the completion adapter\n"
+    "  --facts FILE         the records' facts, to score the prompts\n"
+    "  --vocab FILE         brand and city names for the invented-fact check (default: vocab.json\n"
+    "                       beside FACTS)\n"
     "  --limit N            the first N records only\n"
     "  -n, --n-predict N    most tokens per prompt (default 96, as netgpt edge)\n";
 
 /* --pairs: the comprehensive prompts for the records of pairs, one JSON line each into out. */
-static int eval_pairs(const cli_opts *o, const char *pairs, const char *out, long limit) {
+/* The next non-blank line of f into *line (getline's buffer), 0 at the end of the file. */
+static int next_line(FILE *f, char **line, size_t *cap) {
+    while (getline(line, cap, f) >= 0)
+        if ((*line)[strspn(*line, " \t\r\n")]) return 1;
+    return 0;
+}
+
+static void print_score(const edge_score *sc, int json) {
+    double stated = sc->facts ? (double)sc->stated / (double)sc->facts : 0,
+           inv = sc->mentions ? (double)sc->invented / (double)sc->mentions : 0,
+           rinv = sc->records ? (double)sc->records_with_invented / (double)sc->records : 0,
+           leak = sc->records ? (double)sc->leaks / (double)sc->records : 0;
+    if (json)
+        printf("{\"records\":%ld,\"facts\":%ld,\"facts_stated\":%.4f,\"invented_share\":%.4f,"
+               "\"records_with_invented\":%.4f,\"private_leaks\":%.4f,\"stated\":%ld,\"mentions\":%ld,"
+               "\"invented\":%ld}\n",
+               sc->records, sc->facts, stated, inv, rinv, leak, sc->stated, sc->mentions, sc->invented);
+    else
+        printf("facts stated %.2f%% (%ld of %ld), invented mentions %.2f%% (%ld of %ld), records with an invented "
+               "mention %.2f%%, records leaking private data %.2f%%\n",
+               100 * stated, sc->stated, sc->facts, 100 * inv, sc->invented, sc->mentions, 100 * rinv, 100 * leak);
+}
+
+/* vocab, or vocab.json in the folder of facts (written into buf). */
+static const char *vocab_for(const char *facts, const char *vocab, char *buf, size_t n) {
+    if (vocab) return vocab;
+    const char *slash = strrchr(facts, '/');
+    snprintf(buf, n, "%.*svocab.json", slash ? (int)(slash - facts + 1) : 0, facts);
+    return buf;
+}
+
+/* --score: the prompts of pred ({"output": ...} lines) against the facts, no model. */
+static int eval_score(const char *pred, const char *facts, const char *vocab, long limit, int json) {
+    if (!facts) ng_die("eval: --score needs --facts FACTS.jsonl");
+    char buf[4096];
+    ng_error err;
+    edge_scorer *scorer = edge_scorer_load(vocab_for(facts, vocab, buf, sizeof buf), &err);
+    if (!scorer) ng_die("eval: %s", err.msg);
+    FILE *fp = fopen(pred, "rb"), *ff = fopen(facts, "rb");
+    if (!fp) ng_die("eval: %s: cannot open", pred);
+    if (!ff) ng_die("eval: %s: cannot open", facts);
+    char *line = NULL, *fline = NULL;
+    size_t cap = 0, fcap = 0;
+    edge_score sc = {0};
+    for (long n = 0; (limit <= 0 || n < limit) && next_line(fp, &line, &cap); n++) {
+        cJSON *js = cJSON_Parse(line);
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(js, "output");
+        if (!js) ng_die("eval: %s, record %ld: invalid JSON", pred, n + 1);
+        if (!next_line(ff, &fline, &fcap)) ng_die("eval: %s has fewer records than %s", facts, pred);
+        /* a record without a string "output" wrote nothing (as eval_pairs.js counts it) */
+        if (edge_score_add(scorer, fline, cJSON_IsString(o) ? o->valuestring : "", &sc, &err))
+            ng_die("eval: %s, record %ld: %s", facts, n + 1, err.msg);
+        cJSON_Delete(js);
+    }
+    free(line), free(fline);
+    fclose(fp), fclose(ff);
+    print_score(&sc, json);
+    edge_scorer_free(scorer);
+    return 0;
+}
+
+static int eval_pairs(const cli_opts *o, const char *pairs, const char *out, long limit, const char *facts,
+                      const char *vocab) {
     if (!out) ng_die("eval: --pairs needs -o PRED.jsonl");
+    if (vocab && !facts) ng_die("eval: --vocab goes with --facts");
+    edge_scorer *scorer = NULL;
+    FILE *ff = NULL;
+    char buf[4096];
+    ng_error err;
+    if (facts) {
+        if (!(scorer = edge_scorer_load(vocab_for(facts, vocab, buf, sizeof buf), &err))) ng_die("eval: %s", err.msg);
+        if (!(ff = fopen(facts, "rb"))) ng_die("eval: %s: cannot open", facts);
+    }
     ng_model *m = cli_load_model(o);
     if (!m->tok) ng_die("eval: %s has no tokenizer", o->model);
     ng_lora *lora = cli_load_lora(o, m);
@@ -49,9 +131,10 @@ static int eval_pairs(const cli_opts *o, const char *pairs, const char *out, lon
     FILE *f = fopen(out, "wb");
     if (!f) ng_die("eval: %s: cannot write", out);
     int max_tokens = o->n_predict > 0 ? o->n_predict : 96;
-    char *line = NULL;
-    size_t cap = 0;
+    char *line = NULL, *fline = NULL;
+    size_t cap = 0, fcap = 0;
     long n = 0, failed = 0, lineno = 0;
+    edge_score sc = {0};
     double t0 = ng_time();
     while (getline(&line, &cap, in) >= 0 && (limit <= 0 || n < limit)) {
         lineno++;
@@ -59,10 +142,14 @@ static int eval_pairs(const cli_opts *o, const char *pairs, const char *out, lon
         cJSON *js = cJSON_Parse(line);
         const cJSON *ins = cJSON_GetObjectItemCaseSensitive(js, "instruction");
         if (!cJSON_IsString(ins)) ng_die("eval: %s:%ld: a record needs a string \"instruction\"", pairs, lineno);
-        ng_error err;
         char *text = edge_complete_block(m, lora, ins->valuestring, max_tokens, &err);
         if (!text) {
             if (failed++ < 5) ng_log("eval: %s:%ld: %s\n", pairs, lineno, err.msg);
+        }
+        if (ff) {
+            if (!next_line(ff, &fline, &fcap)) ng_die("eval: %s has fewer records than %s", facts, pairs);
+            if (edge_score_add(scorer, fline, text ? text : "", &sc, &err))
+                ng_die("eval: %s, record %ld: %s", facts, n + 1, err.msg);
         }
         cJSON *rec = cJSON_CreateObject();
         cJSON_AddStringToObject(rec, "output", text ? text : "");
@@ -76,10 +163,15 @@ static int eval_pairs(const cli_opts *o, const char *pairs, const char *out, lon
             ng_log("[%ld%s%ld] %.2f s per record\n", n, limit > 0 ? "/" : "", limit > 0 ? limit : 0L, dt / (double)n);
         }
     }
-    free(line);
+    free(line), free(fline);
     fclose(in);
+    if (ff) fclose(ff);
     if (fclose(f)) ng_die("eval: %s: write failed", out);
-    printf("%s: %ld records (%ld did not fit the context) in %.1f s -> %s\n", pairs, n, failed, ng_time() - t0, out);
+    if (!o->json || !scorer)
+        printf("%s: %ld records (%ld did not fit the context) in %.1f s -> %s\n", pairs, n, failed, ng_time() - t0,
+               out);
+    if (scorer) print_score(&sc, o->json);
+    edge_scorer_free(scorer);
     ng_lora_free(lora);
     ng_model_free(m);
     return 0;
@@ -102,7 +194,7 @@ static void log_softmax(const float *row, int n, double *lp) {
 int cmd_eval(int argc, char **argv) {
     cli_opts o;
     cli_opts_init(&o);
-    const char *file = NULL, *ref_path = NULL, *pairs = NULL, *out = NULL;
+    const char *file = NULL, *ref_path = NULL, *pairs = NULL, *out = NULL, *facts = NULL, *vocab = NULL, *score = NULL;
     long limit = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -112,10 +204,14 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--ref")) ref_path = cli_value(argc, argv, &i);
         else if (!strcmp(a, "--pairs")) pairs = cli_value(argc, argv, &i);
         else if (!strcmp(a, "-o") || !strcmp(a, "--out")) out = cli_value(argc, argv, &i);
+        else if (!strcmp(a, "--score")) score = cli_value(argc, argv, &i);
+        else if (!strcmp(a, "--facts")) facts = cli_value(argc, argv, &i);
+        else if (!strcmp(a, "--vocab")) vocab = cli_value(argc, argv, &i);
         else if (!strcmp(a, "--limit")) limit = cli_long("--limit", cli_value(argc, argv, &i), 1, 1L << 30);
         else cli_positional(&o, a, "eval");
     }
-    if (o.model && pairs && !file && o.n_pos == 0) return eval_pairs(&o, pairs, out, limit);
+    if (score && !o.model && !pairs && !file && o.n_pos == 0) return eval_score(score, facts, vocab, limit, o.json);
+    if (o.model && pairs && !file && o.n_pos == 0) return eval_pairs(&o, pairs, out, limit, facts, vocab);
     if (!o.model || !file || o.n_pos > 0) {
         fputs(HELP, stderr);
         return 2;
