@@ -87,6 +87,56 @@ static void test_distribution(void) {
     CHECK(count[0] + count[3] + count[4] + count[6] + count[7] == 0, "tokens outside the top-k were drawn");
 }
 
+/* A 1000-token vocabulary without top-k: the whole softmax (no filter), and a top-p nucleus of
+ * more than 64 tokens (the selection has to grow past its first guess). Frequencies of the
+ * 8 likeliest tokens against the renormalized softmax; nothing outside the nucleus drawn. */
+static void test_large_vocab(void) {
+    enum { NV = 1000, DRAWS = 40000 };
+    static float big[NV];
+    for (int i = 0; i < NV; i++) big[i] = (float)((i * 7919) % NV) / 200.0f; /* a permutation, spaced 0.005 */
+    for (int mode = 0; mode < 2; mode++) {
+        ng_sampler_params p = ng_sampler_defaults();
+        p.temp = 1.0f, p.top_k = 0, p.min_p = 0, p.top_p = mode ? 0.5f : 1.0f, p.seed = 3;
+        /* the nucleus: best first until the mass reaches top_p */
+        double z = 0, acc = 0, zn = 0;
+        for (int i = 0; i < NV; i++) z += exp(big[i]);
+        int order[NV], nn = NV;
+        for (int i = 0; i < NV; i++) order[i] = i;
+        for (int i = 0; i < NV; i++) /* selection sort, best first: small and obviously right */
+            for (int j = i + 1; j < NV; j++)
+                if (big[order[j]] > big[order[i]]) {
+                    int t = order[i];
+                    order[i] = order[j], order[j] = t;
+                }
+        for (int i = 0; i < NV; i++) {
+            acc += exp(big[order[i]]) / z;
+            if (acc >= p.top_p) {
+                nn = i + 1;
+                break;
+            }
+        }
+        for (int i = 0; i < nn; i++) zn += exp(big[order[i]]);
+        CHECK(mode == 0 || nn > 64, "nucleus of %d tokens: the test needs more than 64", nn);
+        static int count[NV];
+        memset(count, 0, sizeof count);
+        ng_sampler *s = ng_sampler_new(&p, NV);
+        for (int d = 0; d < DRAWS; d++) {
+            static float l[NV];
+            memcpy(l, big, sizeof l);
+            count[ng_sampler_sample(s, l, NULL, 0)]++;
+        }
+        ng_sampler_free(s);
+        int outside = 0;
+        for (int i = nn; i < NV; i++) outside += count[order[i]];
+        CHECK(outside == 0, "top-p %.2f: %d draws outside the nucleus of %d", p.top_p, outside, nn);
+        for (int i = 0; i < 8; i++) {
+            double f = (double)count[order[i]] / DRAWS, w = exp(big[order[i]]) / zn;
+            CHECK(fabs(f - w) < 4 * sqrt(w / DRAWS) + 1e-3, "top-p %.2f, token %d: frequency %.5f, expected %.5f",
+                  p.top_p, order[i], f, w);
+        }
+    }
+}
+
 static void test_seed(void) {
     ng_sampler_params p = ng_sampler_defaults();
     p.temp = 1.5f, p.top_k = 0, p.top_p = 1, p.min_p = 0;
@@ -109,6 +159,7 @@ int main(void) {
     RUN(test_greedy_and_filters);
     RUN(test_repetition_penalty);
     RUN(test_distribution);
+    RUN(test_large_vocab);
     RUN(test_seed);
     TEST_EXIT();
 }

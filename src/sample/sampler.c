@@ -59,6 +59,40 @@ static int cand_desc(const void *a, const void *b) {
     return x->id - y->id; /* deterministic order on ties */
 }
 
+/* The m best logits, best first (ties by id), into s->c[0..m). */
+static void select_top(ng_sampler *s, const float *logits, int n, int m) {
+    if (m >= n) {
+        for (int i = 0; i < n; i++) s->c[i] = (cand){logits[i], i};
+        qsort(s->c, (size_t)n, sizeof *s->c, cand_desc);
+        return;
+    }
+    /* kept sorted by insertion: O(n m) worst case, O(n) for typical logits */
+    for (int i = 0; i < m; i++) s->c[i] = (cand){logits[i], i};
+    qsort(s->c, (size_t)m, sizeof *s->c, cand_desc);
+    for (int i = m; i < n; i++) {
+        if (logits[i] <= s->c[m - 1].logit) continue;
+        int j = m - 1;
+        while (j > 0 && s->c[j - 1].logit < logits[i]) {
+            s->c[j] = s->c[j - 1];
+            j--;
+        }
+        s->c[j] = (cand){logits[i], i};
+    }
+}
+
+/* A draw from softmax(logits / temp) over the whole vocabulary: O(n), no sorting. */
+static int sample_all(ng_sampler *s, const float *logits, int n) {
+    float mx = logits[ng_argmax(logits, n)];
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += s->c[i].logit = (float)exp(((double)logits[i] - mx) / s->p.temp);
+    double r = rng_uniform(&s->rng) * sum, acc = 0;
+    for (int i = 0; i < n; i++) {
+        acc += s->c[i].logit;
+        if (r < acc) return i;
+    }
+    return ng_argmax(logits, n);
+}
+
 int ng_sampler_sample(ng_sampler *s, float *logits, const int *history, int n_history) {
     const ng_sampler_params *p = &s->p;
     int n = s->n_vocab;
@@ -76,54 +110,59 @@ int ng_sampler_sample(ng_sampler *s, float *logits, const int *history, int n_hi
     if (p->temp <= 0) return ng_argmax(logits, n);
 
     int k = p->top_k > 0 && p->top_k < n ? p->top_k : n;
-    if (k < n) {
-        /* the k best kept sorted by insertion: O(n k) worst case, O(n) for typical logits */
-        for (int i = 0; i < k; i++) s->c[i] = (cand){logits[i], i};
-        qsort(s->c, (size_t)k, sizeof *s->c, cand_desc);
-        for (int i = k; i < n; i++) {
-            if (logits[i] <= s->c[k - 1].logit) continue;
-            int j = k - 1;
-            while (j > 0 && s->c[j - 1].logit < logits[i]) {
-                s->c[j] = s->c[j - 1];
-                j--;
-            }
-            s->c[j] = (cand){logits[i], i};
+    int use_p = p->top_p < 1.0f, use_min = p->min_p > 0;
+    if (k == n && !use_p && !use_min) return sample_all(s, logits, n);
+    /* Without top-k the candidates are the whole vocabulary, but top-p and min-p keep only the
+     * head of the sorted distribution: the best m are selected (64, then 8x more while the cut
+     * is not inside them) instead of sorting all n, with the mass of all n as the top-p total. */
+    double total = -1;
+    int m = k;
+    if (k == n) {
+        float mx = logits[ng_argmax(logits, n)];
+        total = 0;
+        for (int i = 0; i < n; i++) total += exp(((double)logits[i] - mx) / p->temp);
+        m = n < 64 ? n : 64;
+    }
+    for (;;) {
+        select_top(s, logits, n, m);
+        double mx = s->c[0].logit, sum = 0;
+        for (int i = 0; i < m; i++) {
+            double e = exp(((double)s->c[i].logit - mx) / p->temp);
+            s->c[i].logit = (float)e;
+            sum += e;
         }
-    } else {
-        for (int i = 0; i < n; i++) s->c[i] = (cand){logits[i], i};
-        qsort(s->c, (size_t)n, sizeof *s->c, cand_desc);
-    }
-
-    double mx = s->c[0].logit, sum = 0;
-    for (int i = 0; i < k; i++) {
-        double e = exp(((double)s->c[i].logit - mx) / p->temp);
-        s->c[i].logit = (float)e;
-        sum += e;
-    }
-    /* top-p: the smallest prefix whose mass reaches top_p */
-    if (p->top_p < 1.0f) {
-        double acc = 0;
-        for (int i = 0; i < k; i++) {
-            acc += s->c[i].logit / sum;
-            if (acc >= p->top_p) {
-                k = i + 1;
-                break;
+        double tot = total >= 0 ? total : sum;
+        int cut = m, inside = m == k;
+        /* top-p: the smallest prefix whose mass reaches top_p */
+        if (use_p) {
+            double acc = 0;
+            for (int i = 0; i < m; i++) {
+                acc += s->c[i].logit / tot;
+                if (acc >= p->top_p) {
+                    cut = i + 1, inside = 1;
+                    break;
+                }
             }
         }
+        /* min-p: drop tokens far less likely than the best one */
+        if (use_min) {
+            double thresh = p->min_p * s->c[0].logit;
+            int j = 1;
+            while (j < cut && s->c[j].logit >= thresh) j++;
+            if (j < m) inside = 1;
+            cut = j;
+        }
+        if (!inside) {
+            m = m > k / 8 ? k : m * 8;
+            continue;
+        }
+        sum = 0;
+        for (int i = 0; i < cut; i++) sum += s->c[i].logit;
+        double r = rng_uniform(&s->rng) * sum, acc = 0;
+        for (int i = 0; i < cut; i++) {
+            acc += s->c[i].logit;
+            if (r < acc) return s->c[i].id;
+        }
+        return s->c[cut - 1].id;
     }
-    /* min-p: drop tokens far less likely than the best one */
-    if (p->min_p > 0) {
-        double thresh = p->min_p * s->c[0].logit;
-        int j = 1;
-        while (j < k && s->c[j].logit >= thresh) j++;
-        k = j;
-    }
-    sum = 0;
-    for (int i = 0; i < k; i++) sum += s->c[i].logit;
-    double r = rng_uniform(&s->rng) * sum, acc = 0;
-    for (int i = 0; i < k; i++) {
-        acc += s->c[i].logit;
-        if (r < acc) return s->c[i].id;
-    }
-    return s->c[k - 1].id;
 }
