@@ -19,12 +19,13 @@
 #                               skipped, so an interrupted run continues where it stopped)
 #   FORCE=1 tools/models.sh STEP   redo STEP
 #   THREADS=N                      trainer threads (default: all cores)
+#   NETGPT=PATH                    the netgpt binary (default ./netgpt)
 #   MODELS_DIR=D MODELS_BUILD=D    where the models / the work files go (default models,
 #                                  build/models); the recipe variables below can be overridden
 #                                  the same way (quick trial runs with tiny shapes)
 set -e
 cd "$(dirname "$0")/.."
-N=./netgpt
+N=${NETGPT:-./netgpt}
 B=${MODELS_BUILD:-build/models}
 M=${MODELS_DIR:-models}
 T=${THREADS:+-t $THREADS}
@@ -41,8 +42,8 @@ EDGE_TRAIN=${EDGE_TRAIN:-"--full --batch 8 --ctx 256 --steps 700 --lr 2e-3 --min
 COMP_TRAIN=${COMP_TRAIN:-"--lora-rank 16 --lora-targets all --batch 8 --ctx 256 --steps 900 --lr 2e-3 \
  --min-lr 2e-4 --warmup 50 --seed 1 --save-format gguf"}
 CLOUD_SHAPE=${CLOUD_SHAPE:-"--arch llama --n-embd 256 --n-layer 4 --n-head 4 --ctx 512 --seed 2"}
-CLOUD_TEXT=${CLOUD_TEXT:-"--full --batch 8 --ctx 256 --steps 450 --lr 2e-3 --min-lr 2e-4 --warmup 50 --seed 2"}
-CLOUD_ANS=${CLOUD_ANS:-"--full --batch 8 --ctx 256 --steps 400 --lr 1e-3 --min-lr 1e-4 --warmup 20 --seed 2 \
+CLOUD_TEXT=${CLOUD_TEXT:-"--full --batch 8 --ctx 256 --steps 300 --lr 2e-3 --min-lr 2e-4 --warmup 50 --seed 2"}
+CLOUD_ANS=${CLOUD_ANS:-"--full --batch 8 --ctx 256 --steps 300 --lr 1e-3 --min-lr 1e-4 --warmup 20 --seed 2 \
  --chat-template llama2"}
 EVAL_PAIRS=${EVAL_PAIRS:-300}
 

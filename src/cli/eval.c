@@ -47,7 +47,7 @@ static const char HELP[] =
     "  --vocab FILE         brand and city names for the invented-fact check (default: vocab.json\n"
     "                       beside FACTS)\n"
     "  --limit N            the first N records only\n"
-    "  -n, --n-predict N    most tokens per prompt (default 96, as netgpt edge)\n";
+    "  -n, --n-predict N    most tokens per prompt (default 128, as netgpt edge)\n";
 
 /* --pairs: the comprehensive prompts for the records of pairs, one JSON line each into out. */
 /* The next non-blank line of f into *line (getline's buffer), 0 at the end of the file. */
@@ -130,7 +130,7 @@ static int eval_pairs(const cli_opts *o, const char *pairs, const char *out, lon
     if (!in) ng_die("eval: %s: cannot open", pairs);
     FILE *f = fopen(out, "wb");
     if (!f) ng_die("eval: %s: cannot write", out);
-    int max_tokens = o->n_predict > 0 ? o->n_predict : 96;
+    int max_tokens = o->n_predict > 0 ? o->n_predict : 128;
     char *line = NULL, *fline = NULL;
     size_t cap = 0, fcap = 0;
     long n = 0, failed = 0, lineno = 0;

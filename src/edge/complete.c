@@ -88,9 +88,11 @@ char *edge_complete_block(const ng_model *m, const ng_lora *adapter, const char 
     int *ids = tok_encode(m->tok, prompt, strlen(prompt), &n);
     free(prompt);
     char *out = NULL;
-    if (n + max_tokens > m->hp.n_ctx) {
-        ng_error_set(err, "the context block (%d tokens) + %d exceed the edge model's context of %d", n, max_tokens,
-                     m->hp.n_ctx);
+    /* the prompt gets what room the context leaves, but not less than a short sentence */
+    if (n + max_tokens > m->hp.n_ctx) max_tokens = m->hp.n_ctx - n;
+    if (max_tokens < EDGE_MIN_COMPLETION) {
+        ng_error_set(err, "the context block (%d tokens) leaves %d of the edge model's context of %d for the prompt",
+                     n, m->hp.n_ctx - n, m->hp.n_ctx);
         free(ids);
         return NULL;
     }

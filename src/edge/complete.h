@@ -16,6 +16,7 @@ struct ng_model;
 struct ng_lora;
 
 #define EDGE_MAX_POI 12
+#define EDGE_MIN_COMPLETION 16 /* tokens: less room than this for the prompt is an error */
 #define EDGE_MAX_RECENT 4
 
 typedef struct {
@@ -41,8 +42,9 @@ typedef struct {
 char *edge_context_block(const edge_context *c, const char *concise);
 /* The comprehensive prompt made by a fixed template from the same facts (no model). */
 char *edge_template_fill(const edge_context *c, const char *concise);
-/* The comprehensive prompt written by the edge model (greedy, at most max_tokens, ending at
- * the end-of-text token or a blank line). adapter may be NULL. NULL + err on failure. */
+/* The comprehensive prompt written by the edge model (greedy, at most max_tokens or what the
+ * context leaves after the prompt, ending at the end-of-text token or a blank line). adapter
+ * may be NULL. NULL + err on failure (less than EDGE_MIN_COMPLETION tokens of room). */
 char *edge_complete(const struct ng_model *m, const struct ng_lora *adapter, const edge_context *c,
                     const char *concise, int max_tokens, ng_error *err);
 /* The same from a ready instruction (a context block as edge_context_block writes it, e.g. a

@@ -53,7 +53,7 @@ void edge_config_defaults(edge_config *c) {
     memset(c, 0, sizeof *c);
     c->host = "127.0.0.1";
     c->port = 8081;
-    c->completion_tokens = 96;
+    c->completion_tokens = 128;
     c->max_tokens = 128;
     c->connect_timeout_s = 2;
     c->idle_timeout_s = 10;
