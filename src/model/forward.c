@@ -19,6 +19,7 @@
 
 #include "core/kernels.h"
 #include "core/quant.h"
+#include "core/vmath.h"
 #include "model/lora.h"
 #include "model/model.h"
 
@@ -101,19 +102,11 @@ static void norm_rows(const ng_hparams *hp, float *out, const float *x, const ng
     }
 }
 
-/* GPT-2's "gelu_new": the tanh approximation. */
-static void gelu(float *x, size_t n) {
-    const float c = 0.7978845608028654f; /* sqrt(2/pi) */
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i];
-        x[i] = 0.5f * v * (1.0f + tanhf(c * (v + 0.044715f * v * v * v)));
-    }
-}
+/* GPT-2's "gelu_new": the tanh approximation (core/vmath.h, shared with the trainer). */
+static void gelu(float *x, size_t n) { ng_gelu(x, x, n); }
 
 /* SwiGLU: g = silu(g) * u, over B rows of n (gate rows then up rows side by side). */
-static void swiglu(float *g, const float *u, size_t n) {
-    for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-}
+static void swiglu(float *g, const float *u, size_t n) { ng_silu_mul(g, g, u, n); }
 
 /* Rotates interleaved pairs (x[2i], x[2i+1]) of each head by pos * theta^(-2i/hd): the layout of
  * llama.cpp's LLaMA weights (Hugging Face q/k rows are permuted into it at load). */

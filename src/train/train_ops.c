@@ -10,6 +10,7 @@
 
 #include "core/kernels.h"
 #include "core/util.h"
+#include "core/vmath.h"
 
 /* ---- norms --------------------------------------------------------------------------------- */
 
@@ -78,31 +79,26 @@ void train_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, co
 
 /* ---- activations ---------------------------------------------------------------------------- */
 
-#define GELU_C 0.7978845608028654f /* sqrt(2/pi) */
-
-void train_gelu_fwd(float *y, const float *x, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i];
-        y[i] = 0.5f * v * (1.0f + tanhf(GELU_C * (v + 0.044715f * v * v * v)));
-    }
-}
+/* The forward functions are inference's own (core/vmath.h); the backward ones differentiate
+ * them with the same tanh and exp. */
+void train_gelu_fwd(float *y, const float *x, size_t n) { ng_gelu(y, x, n); }
 
 void train_gelu_bwd(float *dx, const float *dy, const float *x, size_t n) {
+#pragma omp simd
     for (size_t i = 0; i < n; i++) {
-        float v = x[i], t = tanhf(GELU_C * (v + 0.044715f * v * v * v));
-        float d = 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * GELU_C * (1.0f + 3.0f * 0.044715f * v * v);
+        float v = x[i], t = ng_vtanh(NG_GELU_C * (v + 0.044715f * v * v * v));
+        float d = 0.5f * (1.0f + t) + 0.5f * v * (1.0f - t * t) * NG_GELU_C * (1.0f + 3.0f * 0.044715f * v * v);
         dx[i] = dy[i] * d;
     }
 }
 
-void train_swiglu_fwd(float *y, const float *g, const float *u, size_t n) {
-    for (size_t i = 0; i < n; i++) y[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-}
+void train_swiglu_fwd(float *y, const float *g, const float *u, size_t n) { ng_silu_mul(y, g, u, n); }
 
 /* silu'(g) = s (1 + g (1 - s)) with s = sigmoid(g). */
 void train_swiglu_bwd(float *dg, float *du, const float *dy, const float *g, const float *u, size_t n) {
+#pragma omp simd
     for (size_t i = 0; i < n; i++) {
-        float s = 1.0f / (1.0f + expf(-g[i]));
+        float s = 1.0f / (1.0f + ng_vexp(-g[i]));
         du[i] = dy[i] * g[i] * s;
         dg[i] = dy[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
     }
