@@ -92,7 +92,7 @@ trap cleanup EXIT
 $N serve -m "$cloud_model" --host 127.0.0.1 --port "$CLOUD_PORT" 2>"$dir/serve.log" &
 spid=$!
 $N edge --cloud "http://127.0.0.1:$CLOUD_PORT" -m "$edge_model" $lora --db "$db" --host 127.0.0.1 \
-    --port "$EDGE_PORT" --max-tokens 48 2>"$dir/edge.log" &
+    --port "$EDGE_PORT" --max-tokens 96 2>"$dir/edge.log" &
 epid=$!
 
 # ---- requests (python3 stdlib only: urllib, streamed SSE)
@@ -116,7 +116,7 @@ for name, port in (("cloud (netgpt serve)", cloud), ("edge (netgpt edge)", edge)
         sys.exit(f"demo: the {name} did not start on port {port}: see build/demo/*.log")
 
 def ask(concise, netgpt):
-    body = {"messages": [{"role": "user", "content": concise}], "stream": True, "max_tokens": 48,
+    body = {"messages": [{"role": "user", "content": concise}], "stream": True, "max_tokens": 96,
             "temperature": 0, "netgpt": netgpt}
     req = urllib.request.Request(f"http://127.0.0.1:{edge}/v1/chat/completions", json.dumps(body).encode(),
                                  {"Content-Type": "application/json"})

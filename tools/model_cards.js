@@ -57,7 +57,7 @@ function readGguf(file) {
   return { kv, tensors, bytes: buf.length, sha };
 }
 
-const mb = (b) => `${(b / 1e6).toFixed(1)} MB`;
+const mb = (b) => `${(b / 1048576).toFixed(2)} MiB (${(b / 1e6).toFixed(1)} MB)`;
 const millions = (n) => `${(n / 1e6).toFixed(2)} M`;
 const pct = (x) => `${(100 * x).toFixed(1)}%`;
 const minutes = (s) => `${(s / 60).toFixed(1)} min`;

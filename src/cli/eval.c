@@ -49,7 +49,6 @@ static const char HELP[] =
     "  --limit N            the first N records only\n"
     "  -n, --n-predict N    most tokens per prompt (default 128, as netgpt edge)\n";
 
-/* --pairs: the comprehensive prompts for the records of pairs, one JSON line each into out. */
 /* The next non-blank line of f into *line (getline's buffer), 0 at the end of the file. */
 static int next_line(FILE *f, char **line, size_t *cap) {
     while (getline(line, cap, f) >= 0)
@@ -111,6 +110,8 @@ static int eval_score(const char *pred, const char *facts, const char *vocab, lo
     return 0;
 }
 
+/* --pairs: the comprehensive prompts for the records of pairs, one JSON line each into out,
+ * scored against facts when given. */
 static int eval_pairs(const cli_opts *o, const char *pairs, const char *out, long limit, const char *facts,
                       const char *vocab) {
     if (!out) ng_die("eval: --pairs needs -o PRED.jsonl");
