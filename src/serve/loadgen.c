@@ -4,6 +4,7 @@
  * p50/p99 per level, and, with --lora, the cost of mixing 4 adapters in one batch against one.
  * Every response is checked (status 200, a complete stream with a usage chunk) before any
  * number is reported. */
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,6 +73,13 @@ typedef struct {
     int failed;
 } lg_result;
 
+/* The q-quantile of the sorted x[0..n) by nearest rank: the smallest value with at least q n
+ * values at or below it (so p50 <= p99 for any n). */
+static double nearest_rank(const double *x, int n, double q) {
+    int k = (int)ceil(q * n);
+    return x[(k < 1 ? 1 : k > n ? n : k) - 1];
+}
+
 static lg_result lg_level(int port, int conc, int n_req, int max_tokens, int n_models) {
     lg_client *cs = xcalloc((size_t)conc, sizeof *cs);
     pthread_t *th = xmalloc((size_t)conc * sizeof *th);
@@ -91,8 +99,8 @@ static lg_result lg_level(int port, int conc, int n_req, int max_tokens, int n_m
     int n = conc * n_req;
     qsort(ttft, (size_t)n, sizeof *ttft, cmp_double);
     r.tok_s = (double)r.tokens / wall;
-    r.p50 = ttft[n / 2];
-    r.p99 = ttft[(int)((n - 1) * 0.99)];
+    r.p50 = nearest_rank(ttft, n, 0.50);
+    r.p99 = nearest_rank(ttft, n, 0.99);
     free(cs);
     free(th);
     free(ttft);
