@@ -328,7 +328,7 @@ static void test_json_mode(void) {
         const char *text = get_str(j, "choices.0.text");
         const char *fin = get_str(j, "choices.0.finish_reason");
         const char *p = text;
-        while (*p == ' ' || *p == '\n') p++;
+        while (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') p++; /* JSON white space */
         CHECK(*p == '{', "json mode %d: output does not start an object: '%s'", i, text);
         if (!strcmp(fin, "stop")) {
             cJSON *doc = cJSON_Parse(text);

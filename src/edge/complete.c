@@ -88,14 +88,16 @@ char *edge_complete_block(const ng_model *m, const ng_lora *adapter, const char 
     int *ids = tok_encode(m->tok, prompt, strlen(prompt), &n);
     free(prompt);
     char *out = NULL;
-    /* the prompt gets what room the context leaves, but not less than a short sentence */
-    if (n + max_tokens > m->hp.n_ctx) max_tokens = m->hp.n_ctx - n;
-    if (max_tokens < EDGE_MIN_COMPLETION) {
+    /* the prompt gets what room the context leaves, but not less than a short sentence (unless
+     * fewer tokens were asked for) */
+    int room = m->hp.n_ctx - n;
+    if (room < max_tokens && room < EDGE_MIN_COMPLETION) {
         ng_error_set(err, "the context block (%d tokens) leaves %d of the edge model's context of %d for the prompt",
                      n, m->hp.n_ctx - n, m->hp.n_ctx);
         free(ids);
         return NULL;
     }
+    if (max_tokens > room) max_tokens = room;
     ng_state *s = ng_state_new(m, n + max_tokens, n < 256 ? n : 256);
     s->lora = adapter;
     float *logits = xmalloc((size_t)m->hp.n_vocab * sizeof *logits);

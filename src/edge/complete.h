@@ -16,7 +16,7 @@ struct ng_model;
 struct ng_lora;
 
 #define EDGE_MAX_POI 12
-#define EDGE_MIN_COMPLETION 16 /* tokens: less room than this for the prompt is an error */
+#define EDGE_MIN_COMPLETION 16 /* tokens: less room than this (and than asked) is an error */
 #define EDGE_MAX_RECENT 4
 
 typedef struct {
