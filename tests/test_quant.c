@@ -344,8 +344,9 @@ static int qcheck(ng_type t, int B, int N, int K, int *runs) {
     int bad = qcompare(&c, c.ref, c.deq, c.tolf, "ref vs dequantized");
     for (int p = 0; p < 3; p++) {
         if (ng_kernel_set_path(PATHS[p]) != 0) continue;
-        /* the integer GEMV runs on the SIMD paths for B <= 8; everything else is f32 */
-        int integer = p < 2 && B <= 8 && (t == NG_Q8_0 || t == NG_Q4_0 || t == NG_Q4_K || t == NG_Q6_K);
+        /* the integer GEMV runs on the SIMD paths for B <= 32 (8 rows at a time); larger batches
+         * and the portable path are f32 */
+        int integer = p < 2 && B <= 32 && (t == NG_Q8_0 || t == NG_Q4_0 || t == NG_Q4_K || t == NG_Q6_K);
         ng_set_threads(1);
         ng_matmul(c.y1, c.x, c.w, t, NULL, B, N, K);
         ng_set_threads(2);
@@ -364,7 +365,7 @@ static int qcheck(ng_type t, int B, int N, int K, int *runs) {
 }
 
 static void check_type(ng_type t) {
-    static const int Bs[] = {1, 2, 3, 4, 5, 8, 9, 33};
+    static const int Bs[] = {1, 2, 3, 4, 5, 8, 9, 17, 33};
     static const int Ns[] = {1, 7, 33};
     int qk = ng_type_block(t), bad = 0, runs = 0;
     int Ks[] = {qk, 256, 4096 + 256};

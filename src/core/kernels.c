@@ -356,6 +356,7 @@ static void quantize_x(xq8 *xq, const float *x, size_t nb) {
 /* ---- SIMD paths ---- */
 
 #define GEMV_MAX_B 8
+#define QGEMV_MAX_B 32 /* quantized weights: up to this batch, GEMV_MAX_B rows per integer GEMV */
 /* Bytes ahead in each weight stream that the GEMV prefetches: the hardware prefetcher alone
  * leaves a few % of the read bandwidth unused at one thread on Zen 5. */
 #define GEMV_PREFETCH 2048
@@ -1399,6 +1400,13 @@ void ng_matmul(float *y, const float *x, const void *w, ng_type wt, const float 
         matmul_portable(y, x, w, wt, bias, B, N, K, nt);
     else if (B <= GEMV_MAX_B && qgemv_type_ok(wt))
         matmul_qgemv(path, y, x, w, wt, bias, B, N, K, nt);
+    else if (B <= QGEMV_MAX_B && qgemv_type_ok(wt))
+        /* a decode batch of quantized weights: the integer GEMV a group of GEMV_MAX_B rows at a
+         * time (the weights read once per group) beats dequantizing them to f32 for the GEMM
+         * until the batch is several groups deep */
+        for (int b0 = 0; b0 < B; b0 += GEMV_MAX_B)
+            matmul_qgemv(path, y + (size_t)b0 * N, x + (size_t)b0 * K, w, wt, bias,
+                         B - b0 < GEMV_MAX_B ? B - b0 : GEMV_MAX_B, N, K, nt);
     else if (B <= GEMV_MAX_B)
         matmul_gemv(isa, y, x, w, wt, bias, B, N, K, nt);
     else
