@@ -139,6 +139,19 @@ step_cloud() {
     echo "{\"seconds\": $(($(now) - t0))}" >$B/cloud.time.json
 }
 
+# install_if_meets_bar KEY SRC DST WHAT: SRC becomes DST when the evaluation KEY of
+# $B/eval-pairs.json states >= 90% of the facts and invents <= 2% of its mentions; else DST goes.
+install_if_meets_bar() {
+    if node -e 'const e = JSON.parse(require("fs").readFileSync(process.argv[1]))[process.argv[2]];
+process.exit(e.facts_stated >= 0.9 && e.invented_share <= 0.02 ? 0 : 1);' $B/eval-pairs.json "$1"; then
+        cp "$2" "$3"
+        echo "$4 meets the bar: installed as $3"
+    else
+        rm -f "$3"
+        echo "$4 below the bar (>= 90% facts stated, <= 2% invented): not installed ($2 keeps it)"
+    fi
+}
+
 step_eval() {
     have $B/eval-pairs.json && return
     text_files
@@ -156,24 +169,10 @@ step_eval() {
     printf '{"model": %s, "full": %s, "template": %s}\n' "$(cat $B/eval-pairs-model.json)" \
         "$(cat $B/eval-pairs-full.json)" "$(cat $B/eval-pairs-template.json)" >$B/eval-pairs.json
     cat $B/eval-pairs.json
-    # the bar: an adapter that writes worse prompts than the template does not ship
-    if node -e 'const e = JSON.parse(require("fs").readFileSync(process.argv[1])).model;
-process.exit(e.facts_stated >= 0.9 && e.invented_share <= 0.02 ? 0 : 1);' $B/eval-pairs.json; then
-        cp $B/edge-completion/adapter.gguf $M/edge-completion.gguf
-        echo "edge completion adapter meets the bar: installed as $M/edge-completion.gguf"
-    else
-        rm -f $M/edge-completion.gguf
-        echo "edge completion adapter below the bar (>= 90% facts stated, <= 2% invented): not installed;"
-        echo "the edge writes comprehensive prompts by the template (build/models/edge-completion/ keeps it)"
-    fi
-    if node -e 'const e = JSON.parse(require("fs").readFileSync(process.argv[1])).full;
-process.exit(e.facts_stated >= 0.9 && e.invented_share <= 0.02 ? 0 : 1);' $B/eval-pairs.json; then
-        cp $B/edge-comp-full-q8.gguf $M/edge-gpt2-completion.gguf
-        echo "fully fine-tuned completion model meets the bar: installed as $M/edge-gpt2-completion.gguf"
-    else
-        rm -f $M/edge-gpt2-completion.gguf
-        echo "fully fine-tuned completion model below the bar: not installed"
-    fi
+    # the bar: a completion model that writes worse prompts than the template does not ship
+    install_if_meets_bar model $B/edge-completion/adapter.gguf $M/edge-completion.gguf "edge completion adapter"
+    install_if_meets_bar full $B/edge-comp-full-q8.gguf $M/edge-gpt2-completion.gguf \
+        "fully fine-tuned completion model"
 }
 
 step_cards() {
