@@ -72,41 +72,65 @@ static void print_score(const edge_score *sc, int json) {
                100 * stated, sc->stated, sc->facts, 100 * inv, sc->invented, sc->mentions, 100 * rinv, 100 * leak);
 }
 
-/* vocab, or vocab.json in the folder of facts (written into buf). */
-static const char *vocab_for(const char *facts, const char *vocab, char *buf, size_t n) {
-    if (vocab) return vocab;
-    const char *slash = strrchr(facts, '/');
-    snprintf(buf, n, "%.*svocab.json", slash ? (int)(slash - facts + 1) : 0, facts);
-    return buf;
+/* The fact check of --pairs and --score: the facts file read in step with the prompts. */
+typedef struct {
+    const char *facts;
+    edge_scorer *scorer;
+    FILE *f;
+    char *line;
+    size_t cap;
+    edge_score acc;
+} fact_check;
+
+/* vocab defaults to vocab.json in the folder of facts. Exits on error. */
+static void check_open(fact_check *c, const char *facts, const char *vocab) {
+    char buf[4096];
+    if (!vocab) {
+        const char *slash = strrchr(facts, '/');
+        snprintf(buf, sizeof buf, "%.*svocab.json", slash ? (int)(slash - facts + 1) : 0, facts);
+        vocab = buf;
+    }
+    ng_error err;
+    *c = (fact_check){.facts = facts};
+    if (!(c->scorer = edge_scorer_load(vocab, &err))) ng_die("eval: %s", err.msg);
+    if (!(c->f = fopen(facts, "rb"))) ng_die("eval: %s: cannot open", facts);
+}
+
+/* Scores text, the prompt of record n (from 1) of what, against the next line of facts. */
+static void check_add(fact_check *c, const char *text, const char *what, long n) {
+    ng_error err;
+    if (!next_line(c->f, &c->line, &c->cap)) ng_die("eval: %s has fewer records than %s", c->facts, what);
+    if (edge_score_add(c->scorer, c->line, text, &c->acc, &err))
+        ng_die("eval: %s, record %ld: %s", c->facts, n, err.msg);
+}
+
+static void check_close(fact_check *c, int json) {
+    print_score(&c->acc, json);
+    edge_scorer_free(c->scorer);
+    fclose(c->f);
+    free(c->line);
 }
 
 /* --score: the prompts of pred ({"output": ...} lines) against the facts, no model. */
 static int eval_score(const char *pred, const char *facts, const char *vocab, long limit, int json) {
     if (!facts) ng_die("eval: --score needs --facts FACTS.jsonl");
-    char buf[4096];
-    ng_error err;
-    edge_scorer *scorer = edge_scorer_load(vocab_for(facts, vocab, buf, sizeof buf), &err);
-    if (!scorer) ng_die("eval: %s", err.msg);
-    FILE *fp = fopen(pred, "rb"), *ff = fopen(facts, "rb");
+    fact_check fc;
+    check_open(&fc, facts, vocab);
+    FILE *fp = fopen(pred, "rb");
     if (!fp) ng_die("eval: %s: cannot open", pred);
-    if (!ff) ng_die("eval: %s: cannot open", facts);
-    char *line = NULL, *fline = NULL;
-    size_t cap = 0, fcap = 0;
-    edge_score sc = {0};
+    char *line = NULL;
+    size_t cap = 0;
     for (long n = 0; (limit <= 0 || n < limit) && next_line(fp, &line, &cap); n++) {
         cJSON *js = cJSON_Parse(line);
-        const cJSON *o = cJSON_GetObjectItemCaseSensitive(js, "output");
         if (!js) ng_die("eval: %s, record %ld: invalid JSON", pred, n + 1);
-        if (!next_line(ff, &fline, &fcap)) ng_die("eval: %s has fewer records than %s", facts, pred);
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(js, "output");
         /* a record without a string "output" wrote nothing (as eval_pairs.js counts it) */
-        if (edge_score_add(scorer, fline, cJSON_IsString(o) ? o->valuestring : "", &sc, &err))
-            ng_die("eval: %s, record %ld: %s", facts, n + 1, err.msg);
+        check_add(&fc, cJSON_IsString(o) ? o->valuestring : "", pred, n + 1);
         cJSON_Delete(js);
     }
-    free(line), free(fline);
-    fclose(fp), fclose(ff);
-    print_score(&sc, json);
-    edge_scorer_free(scorer);
+    free(line);
+    fclose(fp);
+    check_close(&fc, json);
     return 0;
 }
 
@@ -116,14 +140,8 @@ static int eval_pairs(const cli_opts *o, const char *pairs, const char *out, lon
                       const char *vocab) {
     if (!out) ng_die("eval: --pairs needs -o PRED.jsonl");
     if (vocab && !facts) ng_die("eval: --vocab goes with --facts");
-    edge_scorer *scorer = NULL;
-    FILE *ff = NULL;
-    char buf[4096];
-    ng_error err;
-    if (facts) {
-        if (!(scorer = edge_scorer_load(vocab_for(facts, vocab, buf, sizeof buf), &err))) ng_die("eval: %s", err.msg);
-        if (!(ff = fopen(facts, "rb"))) ng_die("eval: %s: cannot open", facts);
-    }
+    fact_check fc;
+    if (facts) check_open(&fc, facts, vocab);
     ng_model *m = cli_load_model(o);
     if (!m->tok) ng_die("eval: %s has no tokenizer", o->model);
     ng_lora *lora = cli_load_lora(o, m);
@@ -132,10 +150,10 @@ static int eval_pairs(const cli_opts *o, const char *pairs, const char *out, lon
     FILE *f = fopen(out, "wb");
     if (!f) ng_die("eval: %s: cannot write", out);
     int max_tokens = o->n_predict > 0 ? o->n_predict : 128;
-    char *line = NULL, *fline = NULL;
-    size_t cap = 0, fcap = 0;
+    char *line = NULL;
+    size_t cap = 0;
     long n = 0, failed = 0, lineno = 0;
-    edge_score sc = {0};
+    ng_error err;
     double t0 = ng_time();
     while (getline(&line, &cap, in) >= 0 && (limit <= 0 || n < limit)) {
         lineno++;
@@ -147,11 +165,7 @@ static int eval_pairs(const cli_opts *o, const char *pairs, const char *out, lon
         if (!text) {
             if (failed++ < 5) ng_log("eval: %s:%ld: %s\n", pairs, lineno, err.msg);
         }
-        if (ff) {
-            if (!next_line(ff, &fline, &fcap)) ng_die("eval: %s has fewer records than %s", facts, pairs);
-            if (edge_score_add(scorer, fline, text ? text : "", &sc, &err))
-                ng_die("eval: %s, record %ld: %s", facts, n + 1, err.msg);
-        }
+        if (facts) check_add(&fc, text ? text : "", pairs, n + 1);
         cJSON *rec = cJSON_CreateObject();
         cJSON_AddStringToObject(rec, "output", text ? text : "");
         char *s = cJSON_PrintUnformatted(rec);
@@ -164,15 +178,13 @@ static int eval_pairs(const cli_opts *o, const char *pairs, const char *out, lon
             ng_log("[%ld%s%ld] %.2f s per record\n", n, limit > 0 ? "/" : "", limit > 0 ? limit : 0L, dt / (double)n);
         }
     }
-    free(line), free(fline);
+    free(line);
     fclose(in);
-    if (ff) fclose(ff);
     if (fclose(f)) ng_die("eval: %s: write failed", out);
-    if (!o->json || !scorer)
+    if (!o->json || !facts)
         printf("%s: %ld records (%ld did not fit the context) in %.1f s -> %s\n", pairs, n, failed, ng_time() - t0,
                out);
-    if (scorer) print_score(&sc, o->json);
-    edge_scorer_free(scorer);
+    if (facts) check_close(&fc, o->json);
     ng_lora_free(lora);
     ng_model_free(m);
     return 0;
