@@ -133,8 +133,7 @@ language, brand or city name in the prompt is not in the record's context. The b
 installing a completion model: ≥ 90% stated, ≤ 2% invented.
 
 ${evalTable}`;
-  const compTrain = `| LoRA adapter | ${ec.steps} | ${(ec.tokens / 1e6).toFixed(2)} M | ${minutes(ect.seconds)} | ${f3(ec.train_loss)} | ${f3(ec.eval_loss)} |
-| full fine-tuning | ${ef.steps} | ${(ef.tokens / 1e6).toFixed(2)} M | ${minutes(eft.seconds)} | ${f3(ef.train_loss)} | ${f3(ef.eval_loss)} |`;
+  const compTrain = `${trainRow('LoRA adapter', ec)}\n${trainRow('full fine-tuning', ef)}`;
 
   fs.writeFileSync(path.join(M, 'edge-gpt2.md'), `# edge-gpt2.gguf — netgpt's default edge base model
 
