@@ -27,6 +27,7 @@
 #include "model/lora.h"
 #include "model/model.h"
 #include "sample/sampler.h"
+#include "serve/body.h"
 #include "serve/openai.h"
 #include "tokenizer/chat.h"
 
@@ -621,11 +622,7 @@ static void *job_worker(void *arg) {
 /* ---- HTTP ------------------------------------------------------------------------------------- */
 
 /* Per request (MHD's con_cls): the body as it arrives. */
-typedef struct {
-    char *body;
-    size_t len, cap;
-    int too_big;
-} conn_ctx;
+typedef http_body conn_ctx;
 
 static enum MHD_Result reply(struct MHD_Connection *c, int status, const char *body, const char *ctype) {
     struct MHD_Response *r = MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_MUST_COPY);
@@ -1063,19 +1060,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (*upload_size) {
-        if (!cc->too_big && cc->len + *upload_size > s->cfg.max_body) {
-            cc->too_big = 1;
-            free(cc->body);
-            cc->body = NULL;
-            cc->len = 0;
-        }
-        if (!cc->too_big) {
-            if (cc->len + *upload_size + 1 > cc->cap)
-                cc->body = xrealloc(cc->body, cc->cap = (cc->len + *upload_size) * 2 + 1);
-            memcpy(cc->body + cc->len, upload, *upload_size);
-            cc->len += *upload_size;
-            cc->body[cc->len] = 0;
-        }
+        http_body_add(cc, upload, *upload_size, s->cfg.max_body);
         *upload_size = 0;
         return MHD_YES;
     }
