@@ -344,9 +344,11 @@ static int qcheck(ng_type t, int B, int N, int K, int *runs) {
     int bad = qcompare(&c, c.ref, c.deq, c.tolf, "ref vs dequantized");
     for (int p = 0; p < 3; p++) {
         if (ng_kernel_set_path(PATHS[p]) != 0) continue;
-        /* the integer GEMV runs on the SIMD paths for B <= 32 (8 rows at a time); larger batches
-         * and the portable path are f32 */
-        int integer = p < 2 && B <= 32 && (t == NG_Q8_0 || t == NG_Q4_0 || t == NG_Q4_K || t == NG_Q6_K);
+        /* the integer GEMV runs on the SIMD paths for B <= 64 (8 rows at a time), and for any B
+         * with q8_0 and q4_0 on AVX-512 VNNI; other batches and the portable path are f32 */
+        int qtype = t == NG_Q8_0 || t == NG_Q4_0 || t == NG_Q4_K || t == NG_Q6_K;
+        int wide = p == 0 && ng_cpu_features()->avx512vnni && (t == NG_Q8_0 || t == NG_Q4_0);
+        int integer = p < 2 && qtype && (B <= 64 || wide);
         ng_set_threads(1);
         ng_matmul(c.y1, c.x, c.w, t, NULL, B, N, K);
         ng_set_threads(2);
@@ -378,6 +380,10 @@ static void check_type(ng_type t) {
     /* larger N so that both threads get rows and the interleaved row runs have tails */
     bad += qcheck(t, 1, 77, 512, &runs);
     bad += qcheck(t, 2, 130, 256, &runs);
+    /* batches over 8 rows: runs of 16 weight rows with a tail (N = 37), groups of 8 with a
+     * tail, and (long rows) several passes over the weights, the last one short */
+    bad += qcheck(t, 70, 37, 256, &runs);
+    bad += qcheck(t, 90, 3, 4096 + 256, &runs);
     CHECK(runs > 0, "no path ran");
     CHECK(bad == 0, "%d mismatches for %s", bad, ng_type_name(t));
 }
@@ -385,7 +391,7 @@ static void check_type(ng_type t) {
 static void test_matmul_q8_0(void) { check_type(NG_Q8_0); }
 static void test_matmul_q4_0(void) { check_type(NG_Q4_0); }
 
-/* q8_0 and q4_0 on AVX-512 VNNI take 2 and 4 blocks per step: K / 32 of every remainder (the
+/* q8_0 and q4_0 on AVX-512 VNNI take 4 blocks per step: K / 32 of every remainder (the
  * row's last step reads with a byte mask), long rows, odd N (interleaved rows with tails) and
  * every B of the GEMV, 1 and 2 threads bit-identical, on each path this CPU runs. */
 static void test_matmul_q8_0_q4_0_steps(void) {

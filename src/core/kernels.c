@@ -356,7 +356,10 @@ static void quantize_x(xq8 *xq, const float *x, size_t nb) {
 /* ---- SIMD paths ---- */
 
 #define GEMV_MAX_B 8
-#define QGEMV_MAX_B 32 /* quantized weights: up to this batch, GEMV_MAX_B rows per integer GEMV */
+/* Quantized weights: batches up to this many rows take the integer GEMV (in groups of
+ * GEMV_MAX_B; see matmul_qgemv), larger ones the f32 GEMM, except q8_0 and q4_0 with AVX-512
+ * VNNI, whose integer kernel beats the GEMM at any batch (about 1.8x at 128 rows on Zen 5). */
+#define QGEMV_MAX_B 64
 /* Bytes ahead in each weight stream that the GEMV prefetches: the hardware prefetcher alone
  * leaves a few % of the read bandwidth unused at one thread on Zen 5. */
 #define GEMV_PREFETCH 2048
@@ -1075,97 +1078,106 @@ TQ_VNNI static void qgemv_vnni(float *y, const xq8 *xq, const void *w, size_t rs
 
 /* -- q8_0 and q4_0 with AVX-512 VNNI, GEMV --
  * The kernels above spend about 3 cycles and 15 instructions on a q4_0 block, which holds q4_0
- * decode to half the read bandwidth. Here one 512-bit step covers 4 q4_0 blocks (72 bytes) or 2
- * q8_0 blocks (68 bytes) and needs about 11 vector instructions:
- *  - two overlapping 64-byte loads (at +0 and +8 / +4) hold the step; every block's codes start
- *    at an even offset, so one vpermt2w gathers them and one vpermw gathers the f16 scales,
- *    each block's scale repeated over the 4 (q4_0) or 8 (q8_0) int32 lanes that hold its sums;
- *  - x is arranged once per call to face the codes (arrange_x): for q4_0 the low nibbles of the
- *    4 blocks meet x[0..15] of each block and the high nibbles x[16..31] (one mask, one shift and
- *    mask, two vpdpbusd); q8_0's codes are made unsigned by flipping their sign bit (q + 128);
+ * decode to half the read bandwidth. Here one 512-bit step covers 4 blocks of either type (72
+ * bytes of q4_0, 136 of q8_0):
+ *  - vpermt2w gathers the step's codes (every block's codes start at an even offset) into two
+ *    vectors that hold each block's first 16 and last 16 codes: q4_0's low and high nibbles,
+ *    q8_0's bytes made unsigned by flipping their sign bit (q + 128); one more vpermw/vpermt2w
+ *    gathers the f16 scales, each block's repeated over the 4 int32 lanes that hold its sums;
+ *  - x is arranged once per call to face the codes (arrange_x): the 4 blocks' first 16 values,
+ *    then their last 16, so two vpdpbusd sum a row's 128 products of the step;
  *  - the code offset (8, or 128) is applied by starting each block's int32 sum at
  *    -offset * sum(x) of the block, so the sums are exact, as in the kernels above;
  *  - the int32 lanes are converted to f32 and multiply-added by d_w * d_x lane by lane: lanes of
  *    a block share its scale, so nothing is summed across lanes until the row is done.
- * The row's last step, when K / 32 is not a multiple of the blocks per step, reads with byte
- * masks (nothing past the row) and meets zero padding in x, so it needs no other code. */
+ * A row's step costs two vpdpbusd, a multiply and an FMA, all on the same two pipes: with a
+ * batch of rows (one decoded weight step serves each of them) those pipes are the limit. q8_0's
+ * first layout here, 2 blocks per step, needed three of those instructions per 64 products and
+ * ran a batch of 8 at half q4_0's speed.
+ * The row's last step, when K / 32 is not a multiple of 4, reads with byte masks (nothing past
+ * the row) and meets zero padding in x, so it needs no other code. */
 #define TV __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")))
 #define INLV static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")))
 
-/* Per step of one activation row: the values' 8-bit codes (128 for q4_0: the 4 blocks' first
- * halves, then their second halves; 64 for q8_0: 2 blocks in order), then 16 int32 sum starts
- * (-offset * sum(x) in the first lane of each block, 0 elsewhere), then 16 f32 scales d_x. */
-static int xs_vals(ng_type wt) { return wt == NG_Q4_0 ? 128 : 64; }
-static size_t xs_stride(ng_type wt) { return (size_t)xs_vals(wt) + 128; }
-static int xs_steps(ng_type wt, int K) { return (K / 32 * 32 + xs_vals(wt) - 1) / xs_vals(wt); }
+/* Per step of one activation row, XS_STRIDE bytes: the 128 8-bit codes (the 4 blocks' first
+ * halves, then their second halves), 16 int32 sum starts (-offset * sum(x) in the first lane of
+ * each block, 0 elsewhere), 16 f32 scales d_x (each block's over its 4 lanes). */
+#define XS_STRIDE 256
+static int xs_steps(int K) { return (K / 32 + 3) / 4; }
 
 static _Thread_local float *tl_xs;
 static _Thread_local size_t tl_xs_cap;
 
 /* Arranges the quantized activations for the kernel (into the calling thread's scratch); row b
- * starts at b * xs_steps * xs_stride bytes. Blocks past K / 32 are zero. */
+ * starts at b * xs_steps * XS_STRIDE bytes. Blocks past K / 32 are zero. */
 TV static const uint8_t *arrange_x(const xq8 *xq, ng_type wt, int B, int K) {
-    const int q4 = wt == NG_Q4_0, vals = xs_vals(wt), bps = vals / 32, nb = K / 32, ns = xs_steps(wt, K);
-    const size_t stride = xs_stride(wt);
-    /* c lanes: the first of each block's; d lanes: the block's index within the step */
-    const __mmask16 first = q4 ? 0x1111 : 0x0101;
-    const __m512i spread = q4 ? _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0)
-                              : _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    const __m512i off = _mm512_set1_epi32(q4 ? -8 : -128);
-    uint8_t *buf = (uint8_t *)grow(&tl_xs, &tl_xs_cap, ((size_t)B * ns * stride + 3) / 4);
+    const int nb = K / 32, ns = xs_steps(K);
+    const __m512i spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    const __m512i off = _mm512_set1_epi32(wt == NG_Q4_0 ? -8 : -128);
+    uint8_t *buf = (uint8_t *)grow(&tl_xs, &tl_xs_cap, ((size_t)B * ns * XS_STRIDE + 3) / 4);
     for (int b = 0; b < B; b++) {
         for (int s = 0; s < ns; s++) {
-            uint8_t *p = buf + ((size_t)b * ns + s) * stride;
-            int kb = s * bps, nv = nb - kb < bps ? nb - kb : bps; /* blocks in this step */
+            uint8_t *p = buf + ((size_t)b * ns + s) * XS_STRIDE;
+            int kb = s * 4, nv = nb - kb < 4 ? nb - kb : 4; /* blocks in this step */
             const int8_t *src = xq->q + (size_t)b * K + (size_t)kb * 32;
             size_t o = (size_t)b * nb + kb;
             __mmask16 mb = (__mmask16)((1u << nv) - 1);
-            __m512i c = _mm512_maskz_expand_epi32(first, _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(mb, xq->s + o), off));
+            __m512i c = _mm512_maskz_expand_epi32(0x1111, _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(mb, xq->s + o), off));
             __m512 d = _mm512_permutexvar_ps(spread, _mm512_maskz_loadu_ps(mb, xq->d + o));
-            if (q4) { /* [0lo 0hi 1lo 1hi] [2lo 2hi 3lo 3hi] -> [0lo 1lo 2lo 3lo] [0hi 1hi 2hi 3hi] */
-                __m512i a = _mm512_maskz_loadu_epi8(nv >= 2 ? ~(__mmask64)0 : ((__mmask64)1 << 32 * nv) - 1, src);
-                __m512i e = nv > 2 ? _mm512_maskz_loadu_epi8(nv == 4 ? ~(__mmask64)0 : ((__mmask64)1 << 32) - 1, src + 64)
-                                   : _mm512_setzero_si512();
-                _mm512_store_si512(p, _mm512_shuffle_i64x2(a, e, _MM_SHUFFLE(2, 0, 2, 0)));
-                _mm512_store_si512(p + 64, _mm512_shuffle_i64x2(a, e, _MM_SHUFFLE(3, 1, 3, 1)));
-            } else {
-                __mmask64 m = nv == 2 ? ~(__mmask64)0 : ((__mmask64)1 << 32) - 1;
-                _mm512_store_si512(p, _mm512_maskz_loadu_epi8(m, src));
-            }
-            _mm512_store_si512(p + vals, c);
-            _mm512_store_ps(p + vals + 64, d);
+            /* [0a 0b 1a 1b] [2a 2b 3a 3b] (16 values each) -> [0a 1a 2a 3a] [0b 1b 2b 3b] */
+            __m512i a = _mm512_maskz_loadu_epi8(nv >= 2 ? ~(__mmask64)0 : ((__mmask64)1 << 32 * nv) - 1, src);
+            __m512i e = nv > 2 ? _mm512_maskz_loadu_epi8(nv == 4 ? ~(__mmask64)0 : ((__mmask64)1 << 32) - 1, src + 64)
+                               : _mm512_setzero_si512();
+            _mm512_store_si512(p, _mm512_shuffle_i64x2(a, e, _MM_SHUFFLE(2, 0, 2, 0)));
+            _mm512_store_si512(p + 64, _mm512_shuffle_i64x2(a, e, _MM_SHUFFLE(3, 1, 3, 1)));
+            _mm512_store_si512(p + 128, c);
+            _mm512_store_ps(p + 192, d);
         }
     }
     return buf;
 }
 
-/* Word indices for the gathers: codes (vpermt2w over the 64 bytes at +0, then the few bytes
- * past them) and scales (vpermw over the 64 bytes at +0; only the first 16 words are used). */
+/* Word indices for the gathers, numbered over the step's first 128 bytes (words 0..63).
+ * q4_0 (18-byte blocks: scale, 16 bytes of nibble pairs): codes over the 64 bytes at +0 and the
+ * 16 at +56; scales over the 64 at +0. q8_0 (34-byte blocks: scale, 32 codes): first and last
+ * 16 codes of each block, and the scales; the last 4 words of the second halves lie past the
+ * first 128 bytes (bytes 128..135) and are taken from there by a masked vpermw (Q8_TAIL). */
 static const uint16_t Q4_CODES[32] = {1,  2,  3,  4,  5,  6,  7,  8,  10, 11, 12, 13, 14, 15, 16, 17,
                                       19, 20, 21, 22, 23, 24, 25, 26, 32, 33, 34, 35, 36, 37, 38, 39};
 static const uint16_t Q4_SCALES[32] = {0, 0, 0, 0, 9, 9, 9, 9, 18, 18, 18, 18, 27, 27, 27, 27};
-static const uint16_t Q8_CODES[32] = {1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15, 16,
-                                      18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33};
-static const uint16_t Q8_SCALES[32] = {0, 0, 0, 0, 0, 0, 0, 0, 17, 17, 17, 17, 17, 17, 17, 17};
+static const uint16_t Q8_LO[32] = {1,  2,  3,  4,  5,  6,  7,  8,  18, 19, 20, 21, 22, 23, 24, 25,
+                                   35, 36, 37, 38, 39, 40, 41, 42, 52, 53, 54, 55, 56, 57, 58, 59};
+static const uint16_t Q8_HI[32] = {9,  10, 11, 12, 13, 14, 15, 16, 26, 27, 28, 29, 30, 31, 32, 33,
+                                   43, 44, 45, 46, 47, 48, 49, 50, 60, 61, 62, 63, 0,  0,  0,  0};
+static const uint16_t Q8_TAIL[32] = {[28] = 0, [29] = 1, [30] = 2, [31] = 3};
+static const uint16_t Q8_SCALES[32] = {0, 0, 0, 0, 17, 17, 17, 17, 34, 34, 34, 34, 51, 51, 51, 51};
 
-/* One weight step at p: codes as u8 in u[0] (and u[1]: q4_0's high nibbles), block scales in dw.
- * The step is read as one 64-byte load and one small load of the rest (16 bytes at +56 for
- * q4_0, 4 at +64 for q8_0): a second 64-byte load overlapping the first (at +8) costs Zen 5
- * nearly half the bandwidth when the lines come from memory. At the row's partial last step
- * (tail) the first load is masked to the m0 bytes of the row and the rest is past the row. */
-INLV void wstep512(const uint8_t *p, ng_type wt, const int tail, __mmask64 m0, __m512i codes, __m512i scales,
-                   __m512i *u, __m512 *dw) {
-    __m512i a = tail ? _mm512_maskz_loadu_epi8(m0, p) : _mm512_loadu_si512(p), b = _mm512_setzero_si512();
-    if (!tail && wt == NG_Q4_0) b = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(p + 56)));
-    if (!tail && wt == NG_Q8_0) b = _mm512_castsi128_si512(_mm_loadu_si32(p + 64));
-    __m512i v = _mm512_permutex2var_epi16(a, codes, b);
-    *dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(scales, a)));
+static inline __mmask64 byte_mask(int n) { return n >= 64 ? ~(__mmask64)0 : n <= 0 ? 0 : ((__mmask64)1 << n) - 1; }
+
+/* One weight step at p: codes as u8 in u[0] (first halves) and u[1] (second halves), block
+ * scales in dw. Loads never overlap: a second 64-byte load overlapping the first costs Zen 5
+ * nearly half the bandwidth when the lines come from memory. q4_0 reads 64 bytes at +0 and 16 at
+ * +56; q8_0 64 at +0, 64 at +64 and 8 at +128. At the row's partial last step (tail) the loads
+ * are masked to the row's n bytes. */
+INLV void wstep512(const uint8_t *p, ng_type wt, const int tail, int n, __m512i *u, __m512 *dw) {
+    __m512i a = tail ? _mm512_maskz_loadu_epi8(byte_mask(n), p) : _mm512_loadu_si512(p);
     if (wt == NG_Q4_0) {
+        __m512i b = tail ? _mm512_setzero_si512() : _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(p + 56)));
+        __m512i v = _mm512_permutex2var_epi16(a, _mm512_loadu_si512(Q4_CODES), b);
+        *dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(_mm512_loadu_si512(Q4_SCALES), a)));
         const __m512i m4 = _mm512_set1_epi8(15);
         u[0] = _mm512_and_si512(v, m4);
         u[1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
     } else {
-        u[0] = _mm512_xor_si512(v, _mm512_set1_epi8((char)0x80));
+        __m512i b = tail ? _mm512_maskz_loadu_epi8(byte_mask(n - 64), p + 64) : _mm512_loadu_si512(p + 64);
+        __m512i t = tail ? _mm512_setzero_si512() : _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)(p + 128)));
+        __m512i lo = _mm512_permutex2var_epi16(a, _mm512_loadu_si512(Q8_LO), b);
+        __m512i hi = _mm512_permutex2var_epi16(a, _mm512_loadu_si512(Q8_HI), b);
+        hi = _mm512_mask_permutexvar_epi16(hi, 0xF0000000u, _mm512_loadu_si512(Q8_TAIL), t);
+        *dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(a, _mm512_loadu_si512(Q8_SCALES), b)));
+        const __m512i flip = _mm512_set1_epi8((char)0x80);
+        u[0] = _mm512_xor_si512(lo, flip);
+        u[1] = _mm512_xor_si512(hi, flip);
     }
 }
 
@@ -1173,28 +1185,27 @@ INLV void wstep512(const uint8_t *p, ng_type wt, const int tail, __mmask64 m0, _
  * xs + b * xb): acc[r][b] += (exact int32 sums of the step's blocks) * d_w * d_x. Each activation
  * vector is loaded once for the R rows, each decoded weight step serves the NB rows. */
 INLV void step512(__m512 acc[][GEMV_MAX_B], const uint8_t *const *p, const uint8_t *xs, size_t xb, ng_type wt,
-                  const int NB, const int R, const int tail, __mmask64 m0, __m512i codes, __m512i scales) {
-    const int vals = wt == NG_Q4_0 ? 128 : 64;
+                  const int NB, const int R, const int tail, int n) {
     __m512i u[4][2];
     __m512 dw[4];
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++) {
         if (!tail) {
-            _mm_prefetch((const char *)p[r] + GEMV_PREFETCH, _MM_HINT_T0);
-            _mm_prefetch((const char *)p[r] + GEMV_PREFETCH + 64, _MM_HINT_T0);
+            const char *f = (const char *)p[r] + GEMV_PREFETCH;
+            _mm_prefetch(f, _MM_HINT_T0);
+            _mm_prefetch(f + 64, _MM_HINT_T0);
+            if (wt == NG_Q8_0) _mm_prefetch(f + 128, _MM_HINT_T0);
         }
-        wstep512(p[r], wt, tail, m0, codes, scales, u[r], &dw[r]);
+        wstep512(p[r], wt, tail, n, u[r], &dw[r]);
     }
 #pragma GCC unroll 8
     for (int b = 0; b < NB; b++) {
         const uint8_t *x = xs + b * xb;
-        __m512i c = _mm512_load_si512(x + vals), x0 = _mm512_load_si512(x), x1 = _mm512_setzero_si512();
-        __m512 dx = _mm512_load_ps((const float *)(x + vals + 64));
-        if (wt == NG_Q4_0) x1 = _mm512_load_si512(x + 64);
+        __m512i x0 = _mm512_load_si512(x), x1 = _mm512_load_si512(x + 64), c = _mm512_load_si512(x + 128);
+        __m512 dx = _mm512_load_ps((const float *)(x + 192));
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
-            __m512i i = _mm512_dpbusd_epi32(c, u[r][0], x0);
-            if (wt == NG_Q4_0) i = _mm512_dpbusd_epi32(i, u[r][1], x1);
+            __m512i i = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(c, u[r][0], x0), u[r][1], x1);
             acc[r][b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(dw[r], dx), acc[r][b]);
         }
     }
@@ -1204,11 +1215,8 @@ INLV void step512(__m512 acc[][GEMV_MAX_B], const uint8_t *const *p, const uint8
  * side by side so that R read streams are in flight. wt, NB, R are constants after inlining. */
 INLV void q512_rows(float *y, const uint8_t *xs, size_t xb, const void *w, size_t rs, ng_type wt,
                     const float *bias, const int NB, const int R, const int *row, int N, int K) {
-    const int bps = wt == NG_Q4_0 ? 4 : 2, sb = wt == NG_Q4_0 ? 72 : 68;
-    const size_t stride = wt == NG_Q4_0 ? 256 : 192;
-    const __m512i codes = _mm512_loadu_si512(wt == NG_Q4_0 ? Q4_CODES : Q8_CODES);
-    const __m512i scales = _mm512_loadu_si512(wt == NG_Q4_0 ? Q4_SCALES : Q8_SCALES);
-    int nb = K / 32, full = nb / bps, rem = nb % bps;
+    const int sb = wt == NG_Q4_0 ? 72 : 136; /* bytes per step of 4 blocks */
+    int nb = K / 32, full = nb / 4, rem = nb % 4;
     const uint8_t *p[4];
     __m512 acc[4][GEMV_MAX_B];
 #pragma GCC unroll 4
@@ -1218,13 +1226,11 @@ INLV void q512_rows(float *y, const uint8_t *xs, size_t xb, const void *w, size_
         for (int b = 0; b < NB; b++) acc[r][b] = _mm512_setzero_ps();
     }
     for (int s = 0; s < full; s++) {
-        step512(acc, p, xs + (size_t)s * stride, xb, wt, NB, R, 0, 0, codes, scales);
+        step512(acc, p, xs + (size_t)s * XS_STRIDE, xb, wt, NB, R, 0, 0);
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) p[r] += sb;
     }
-    if (rem) /* the rem blocks: at most 54 bytes */
-        step512(acc, p, xs + (size_t)full * stride, xb, wt, NB, R, 1, ((__mmask64)1 << rem * (sb / bps)) - 1, codes,
-                scales);
+    if (rem) step512(acc, p, xs + (size_t)full * XS_STRIDE, xb, wt, NB, R, 1, rem * (sb / 4));
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++) {
 #pragma GCC unroll 8
@@ -1238,7 +1244,7 @@ INLV void q512_rows(float *y, const uint8_t *xs, size_t xb, const void *w, size_
 /* Rows n0..n1-1 as R interleaved sub-runs (as gemv512_body). */
 INLV void q512_body(float *y, const uint8_t *xs, size_t xb, const void *w, size_t rs, ng_type wt,
                     const float *bias, const int NB, int N, int K, int n0, int n1) {
-    const int R = NB <= 2 ? 4 : NB <= 4 ? 2 : 1;
+    const int R = NB <= 2 ? 4 : 2;
     int len = (n1 - n0) / R, row[4];
     for (int i = 0; i < len; i++) {
 #pragma GCC unroll 4
@@ -1357,8 +1363,31 @@ static void matmul_gemm(const simd_isa *isa, float *y, const float *x, const voi
     }
 }
 
-/* GEMV for quantized weights: x is quantized once (by the calling thread, before the threads
- * start), then each thread runs its rows' integer dot products. */
+static int qgemv_wide(int path, ng_type wt) {
+    return path == PATH_AVX512 && ng_cpu_features()->avx512vnni && (wt == NG_Q8_0 || wt == NG_Q4_0);
+}
+
+#if defined(__x86_64__)
+/* Row b0's view of quantized activations (rows b0.. of xq). */
+static xq8 xq8_from(const xq8 *xq, int b0, int K) {
+    size_t nb = (size_t)b0 * (K / 32);
+    xq8 v = {xq->q + (size_t)b0 * K, xq->d + nb, xq->s + nb, xq->ds + nb, xq->ds16 + 2 * nb};
+    return v;
+}
+#endif
+
+/* Activation rows of one pass over the weights, when a batch has more than GEMV_MAX_B: as many
+ * as keep their quantized values within about QX_CACHE bytes (an L2's share), so that the groups
+ * of GEMV_MAX_B rows meet each weight run while it is in cache. Weight runs are QROWS rows. */
+#define QX_CACHE (384 << 10)
+#define QROWS 16
+
+/* Integer GEMV for quantized weights: x is quantized once (by the calling thread, before the
+ * threads start), then each thread runs its rows' integer dot products. A batch over
+ * GEMV_MAX_B rows (several decoding streams, a prompt) runs GEMV_MAX_B rows at a time against
+ * runs of QROWS weight rows, so the weights come from memory once per pass (see QX_CACHE), not
+ * once per group; at 8 rows per weight step the integer kernels do more products per
+ * instruction than dequantizing to f32 for the GEMM, and round x as the GEMV always does. */
 static void matmul_qgemv(int path, float *y, const float *x, const void *w, ng_type wt, const float *bias, int B,
                          int N, int K, int nt) {
 #if defined(__x86_64__)
@@ -1370,9 +1399,15 @@ static void matmul_qgemv(int path, float *y, const float *x, const void *w, ng_t
         quantize_x512(&xq, x, (size_t)B * K / 32);
     else
         quantize_x(&xq, x, (size_t)B * K / 32);
-    int wide = path == PATH_AVX512 && ng_cpu_features()->avx512vnni && (wt == NG_Q8_0 || wt == NG_Q4_0);
+    int wide = qgemv_wide(path, wt);
     const uint8_t *xs = wide ? arrange_x(&xq, wt, B, K) : NULL;
-    size_t xb = wide ? (size_t)xs_steps(wt, K) * xs_stride(wt) : 0;
+    size_t xb = wide ? (size_t)xs_steps(K) * XS_STRIDE : 0;
+    size_t xrow = wide ? xb : (size_t)K * 9 / 8; /* bytes of one row's quantized activations */
+    int pass = B;
+    if (B > GEMV_MAX_B) {
+        pass = (int)(QX_CACHE / xrow) / GEMV_MAX_B * GEMV_MAX_B;
+        pass = pass < GEMV_MAX_B ? GEMV_MAX_B : pass > B ? B : pass;
+    }
     int groups = (N + 15) / 16;
     if (nt > groups) nt = groups;
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -1380,10 +1415,21 @@ static void matmul_qgemv(int path, float *y, const float *x, const void *w, ng_t
         int t = omp_get_thread_num(), T = omp_get_num_threads();
         int n0 = (int)((int64_t)groups * t / T) * 16, n1 = (int)((int64_t)groups * (t + 1) / T) * 16;
         if (n1 > N) n1 = N;
-        if (n0 < n1 && wide)
-            qgemv512(y, xs, xb, w, rs, wt, bias, B, N, K, n0, n1);
-        else if (n0 < n1)
-            kern(y, &xq, w, rs, wt, bias, B, N, K, n0, n1);
+        for (int p0 = 0; p0 < B && n0 < n1; p0 += pass) {
+            int p1 = B - p0 < pass ? B : p0 + pass, run = p1 - p0 > GEMV_MAX_B ? QROWS : n1 - n0;
+            for (int r0 = n0; r0 < n1; r0 += run) {
+                int r1 = n1 - r0 < run ? n1 : r0 + run;
+                for (int g = p0; g < p1; g += GEMV_MAX_B) {
+                    int gn = p1 - g < GEMV_MAX_B ? p1 - g : GEMV_MAX_B;
+                    if (wide) {
+                        qgemv512(y + (size_t)g * N, xs + (size_t)g * xb, xb, w, rs, wt, bias, gn, N, K, r0, r1);
+                    } else {
+                        xq8 v = xq8_from(&xq, g, K);
+                        kern(y + (size_t)g * N, &v, w, rs, wt, bias, gn, N, K, r0, r1);
+                    }
+                }
+            }
+        }
     }
 #else
     (void)path;
@@ -1398,15 +1444,8 @@ void ng_matmul(float *y, const float *x, const void *w, ng_type wt, const float 
     const simd_isa *isa = isa_for(path);
     if (!isa || (B <= GEMV_MAX_B && !simd_type(wt) && !qgemv_type_ok(wt)))
         matmul_portable(y, x, w, wt, bias, B, N, K, nt);
-    else if (B <= GEMV_MAX_B && qgemv_type_ok(wt))
+    else if (qgemv_type_ok(wt) && (B <= QGEMV_MAX_B || qgemv_wide(path, wt)))
         matmul_qgemv(path, y, x, w, wt, bias, B, N, K, nt);
-    else if (B <= QGEMV_MAX_B && qgemv_type_ok(wt))
-        /* a decode batch of quantized weights: the integer GEMV a group of GEMV_MAX_B rows at a
-         * time (the weights read once per group) beats dequantizing them to f32 for the GEMM
-         * until the batch is several groups deep */
-        for (int b0 = 0; b0 < B; b0 += GEMV_MAX_B)
-            matmul_qgemv(path, y + (size_t)b0 * N, x + (size_t)b0 * K, w, wt, bias,
-                         B - b0 < GEMV_MAX_B ? B - b0 : GEMV_MAX_B, N, K, nt);
     else if (B <= GEMV_MAX_B)
         matmul_gemv(isa, y, x, w, wt, bias, B, N, K, nt);
     else
