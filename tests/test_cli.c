@@ -292,6 +292,27 @@ static void test_eval_score(void) {
     free(exp_s);
 }
 
+/* bench --batch: the batched decode runs (ng_forward_multi over 3 sequences, quantized weights
+ * on the integer batch path) and reports both rates and their ratio in the JSON. Speeds are not
+ * judged here: only that the figures exist, are positive and agree with each other. */
+static void test_bench_batch(void) {
+    char *out = NULL, *err = NULL;
+    int rc = run(BIN " bench --layers 1 --types q8_0 --n-gen 4 --n-prompt 8 --batch 3 --json", &out, &err);
+    CHECK(rc == 0, "bench --batch exited %d: %s", rc, err);
+    cJSON *js = cJSON_Parse(out);
+    cJSON *r = cJSON_GetArrayItem(cJSON_GetObjectItem(js, "results"), 0);
+    double b = cJSON_GetNumberValue(cJSON_GetObjectItem(r, "batch"));
+    double t1 = cJSON_GetNumberValue(cJSON_GetObjectItem(r, "batch1_tok_s"));
+    double tn = cJSON_GetNumberValue(cJSON_GetObjectItem(r, "batch_tok_s"));
+    double sp = cJSON_GetNumberValue(cJSON_GetObjectItem(r, "batch_speedup"));
+    CHECK(b == 3 && t1 > 0 && tn > 0, "batch fields: %s", out);
+    CHECK(fabs(sp - tn / t1) < 0.01, "speedup %.3f is not %.2f / %.2f", sp, tn, t1);
+    cJSON_Delete(js);
+    free(out), free(err);
+    CHECK(run(BIN " bench --batch 1", NULL, &err) == 2 && strstr(err, "--batch"), "bench --batch 1 accepted");
+    free(err);
+}
+
 static void test_bad_files(void) {
     char *err;
     FILE *f = fopen("build/tmp/garbage.gguf", "wb");
@@ -313,6 +334,7 @@ int main(void) {
     RUN(test_lora_merge);
     RUN(test_eval_pairs);
     RUN(test_eval_score);
+    RUN(test_bench_batch);
     RUN(test_bad_files);
     TEST_EXIT();
 }

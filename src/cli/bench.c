@@ -33,6 +33,8 @@ static const char HELP[] =
     "  --n-prompt N    prompt tokens in the prefill test (default 128; 512 for LLaMA shapes)\n"
     "  --layers N      override the number of layers (fewer for a quick run)\n"
     "  --mmap          write each model to a GGUF file, run it memory-mapped, report RSS vs size\n"
+    "  --batch N       also decode N sequences in one batch (as netgpt serve does) and report the\n"
+    "                  aggregate tok/s beside one sequence decoded the same way (ratio = speedup)\n"
     "  -t, --threads N threads (default: all cores)\n"
     "  --json          print the results as one JSON object on stdout\n"
     "\n"
@@ -67,6 +69,7 @@ typedef struct {
     int n_gen, n_prompt, skipped;
     double weight_bytes, decode_tps, decode_floor_pct, prefill_tps, prefill_gflops, prefill_peak_pct, max_diff;
     double file_mb, rss_mb;
+    double batch1_tps, batchn_tps; /* --batch: one sequence, and N, decoded by ng_forward_multi */
 } bench_row;
 
 /* FLOPs of a forward over n tokens starting at pos (matmuls + attention). */
@@ -118,8 +121,39 @@ static double current_rss_mb(void) {
     return (double)rss * (double)sysconf(_SC_PAGESIZE) / 1e6;
 }
 
+#define BATCH_PREFIX 32 /* tokens each sequence holds before the batched decode is timed */
+
+/* Aggregate decode tok/s of n sequences stepped together by ng_forward_multi (one token each per
+ * step, the serve scheduler's decode step), each starting from its own BATCH_PREFIX tokens. */
+static double batch_decode(const ng_model *m, int n, int n_gen) {
+    const ng_hparams *hp = &m->hp;
+    int n_ctx = BATCH_PREFIX + n_gen + 1;
+    ng_state *work = ng_state_new(m, n_ctx, n > BATCH_PREFIX ? n : BATCH_PREFIX);
+    ng_state **seqs = xmalloc((size_t)n * sizeof *seqs);
+    int *n_tok = xmalloc((size_t)n * sizeof *n_tok), *toks = xmalloc((size_t)(n > BATCH_PREFIX ? n : BATCH_PREFIX) * sizeof *toks);
+    float *logits = xmalloc((size_t)n * hp->n_vocab * sizeof *logits);
+    ng_error err;
+    for (int i = 0; i < n; i++) {
+        seqs[i] = ng_state_new(m, n_ctx, 0);
+        n_tok[i] = BATCH_PREFIX;
+        for (int j = 0; j < BATCH_PREFIX; j++) toks[j] = (i * 131 + j * 7919 + 13) % hp->n_vocab;
+        if (ng_forward_multi(m, work, &seqs[i], &n_tok[i], 1, toks, logits, &err)) ng_die("bench: %s", err.msg);
+        n_tok[i] = 1;
+    }
+    double t0 = ng_time();
+    for (int g = 0; g < n_gen; g++) {
+        for (int i = 0; i < n; i++) toks[i] = (i * 31 + g * 7 + 5) % hp->n_vocab;
+        if (ng_forward_multi(m, work, seqs, n_tok, n, toks, logits, &err)) ng_die("bench: %s", err.msg);
+    }
+    double tps = (double)n * n_gen / (ng_time() - t0);
+    for (int i = 0; i < n; i++) ng_state_free(seqs[i]);
+    free(seqs), free(n_tok), free(toks), free(logits);
+    ng_state_free(work);
+    return tps;
+}
+
 static void run_one(const bench_model *bm, const ng_hparams *hp, ng_type t, int n_prompt, int n_gen, int use_mmap,
-                    double bw, double peak, bench_row *r) {
+                    int batch, double bw, double peak, bench_row *r) {
     ng_log("  %-15s %-5s making weights...", bm->name, ng_type_name(t));
     double t0 = ng_time();
     ng_model *m = ng_model_random(hp, t, 42);
@@ -168,6 +202,11 @@ static void run_one(const bench_model *bm, const ng_hparams *hp, ng_type t, int 
     double kv_bytes = 2.0 * hp->n_layer * ng_kv_dim(hp) * 4.0 * (n_prompt + n_gen / 2.0); /* mean cache read */
     r->decode_floor_pct = 100.0 * ((r->weight_bytes + kv_bytes) / bw) / (dt / n_gen);
     if (use_mmap) r->rss_mb = current_rss_mb();
+    if (batch) {
+        ng_log(" batch of 1 and %d...", batch);
+        r->batch1_tps = batch_decode(m, 1, n_gen);
+        r->batchn_tps = batch_decode(m, batch, n_gen);
+    }
     ng_log(" done\n");
     free(logits);
     free(toks);
@@ -181,7 +220,7 @@ int cmd_bench(int argc, char **argv) {
     cli_opts o;
     cli_opts_init(&o);
     const char *types = "f32,f16,bf16,q8_0,q4_0", *model = "gpt2-124m";
-    int n_gen = 0, n_prompt = 0, layers = 0, use_mmap = 0;
+    int n_gen = 0, n_prompt = 0, layers = 0, use_mmap = 0, batch = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return fputs(HELP, stdout), 0;
@@ -196,6 +235,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--n-prompt")) n_prompt = (int)cli_long(a, cli_value(argc, argv, &i), 1, 2048);
         else if (!strcmp(a, "--layers")) layers = (int)cli_long(a, cli_value(argc, argv, &i), 1, 128);
         else if (!strcmp(a, "--mmap")) use_mmap = 1;
+        else if (!strcmp(a, "--batch")) batch = (int)cli_long(a, cli_value(argc, argv, &i), 2, 256);
         else cli_positional(&o, a, "bench");
     }
     ng_type list[8];
@@ -246,7 +286,7 @@ int cmd_bench(int argc, char **argv) {
                 r->skipped = 1;
                 continue;
             }
-            run_one(bm, &hp, list[ti], np, ng, use_mmap, bw, peak, r);
+            run_one(bm, &hp, list[ti], np, ng, use_mmap, batch, bw, peak, r);
         }
     }
     double rss = (double)ng_peak_rss();
@@ -264,6 +304,9 @@ int cmd_bench(int argc, char **argv) {
                    first ? "" : ",", r->model, ng_type_name(r->type), r->weight_bytes / 1e6, r->n_gen, r->n_prompt,
                    r->decode_tps, r->decode_floor_pct, r->prefill_tps, r->prefill_gflops, r->prefill_peak_pct);
             if (use_mmap) printf(",\"file_mb\":%.1f,\"rss_mb\":%.1f", r->file_mb, r->rss_mb);
+            if (batch)
+                printf(",\"batch\":%d,\"batch1_tok_s\":%.2f,\"batch_tok_s\":%.2f,\"batch_speedup\":%.2f", batch,
+                       r->batch1_tps, r->batchn_tps, r->batchn_tps / r->batch1_tps);
             printf("}");
             first = 0;
         }
@@ -271,8 +314,11 @@ int cmd_bench(int argc, char **argv) {
     } else {
         printf("\nmachine: read bandwidth %.1f GB/s, f32 FMA peak %.1f GFLOP/s, %d threads, kernels %s\n", bw / 1e9,
                peak / 1e9, threads, ng_kernel_path());
-        printf("%-15s %-5s %10s %12s %14s %13s %15s %10s%s\n", "model", "type", "weights", "decode tok/s",
-               "% of bw floor", "prefill tok/s", "prefill GFLOP/s", "% of peak", use_mmap ? "   file MB    RSS MB" : "");
+        char bh[64] = "";
+        if (batch) snprintf(bh, sizeof bh, "  batch 1 tok/s  batch %-3d tok/s  speedup", batch);
+        printf("%-15s %-5s %10s %12s %14s %13s %15s %10s%s%s\n", "model", "type", "weights", "decode tok/s",
+               "% of bw floor", "prefill tok/s", "prefill GFLOP/s", "% of peak", use_mmap ? "   file MB    RSS MB" : "",
+               bh);
         for (int i = 0; i < n_rows; i++) {
             const bench_row *r = &rows[i];
             if (r->skipped) continue;
@@ -280,6 +326,7 @@ int cmd_bench(int argc, char **argv) {
                    r->weight_bytes / 1e6, r->decode_tps, r->decode_floor_pct, r->prefill_tps, r->prefill_gflops,
                    r->prefill_peak_pct);
             if (use_mmap) printf(" %9.0f %9.0f", r->file_mb, r->rss_mb);
+            if (batch) printf(" %14.2f %15.2f %7.2fx", r->batch1_tps, r->batchn_tps, r->batchn_tps / r->batch1_tps);
             printf("\n");
         }
         printf("peak RSS %.1f MB\n", rss / 1e6);
