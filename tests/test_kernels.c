@@ -352,6 +352,61 @@ static void test_matmul_ref_exact(void) {
     CHECK(!ng_matmul_supported(NG_I32) && !ng_matmul_supported((ng_type)-1), "bad types supported");
 }
 
+/* ng_attend on every path against softmax attention in double: G heads sharing a KV head, rows
+ * with strides wider than d, head sizes that are and are not multiples of the vector width, and
+ * position counts around the kernel's 64-position blocks. Scores are scaled so that the softmax
+ * is peaked (an error in one score moves the output). */
+static void test_attend(void) {
+    static const int Gs[] = {1, 3, 8}, ds[] = {8, 64, 80, 128}, ns[] = {1, 63, 64, 65, 200};
+    int bad = 0, runs = 0;
+    for (int ig = 0; ig < COUNT(Gs); ig++)
+        for (int id = 0; id < COUNT(ds); id++)
+            for (int in = 0; in < COUNT(ns); in++) {
+                int G = Gs[ig], d = ds[id], n = ns[in];
+                size_t qs = (size_t)d + 5, kvs = (size_t)d + 3, os = (size_t)d + 7;
+                float *q = malloc(sizeof(float) * qs * G), *k = malloc(sizeof(float) * kvs * n);
+                float *v = malloc(sizeof(float) * kvs * n), *o = malloc(sizeof(float) * os * G);
+                float *scratch = malloc(sizeof(float) * (size_t)G * n);
+                double *ref = malloc(sizeof(double) * (size_t)G * d), *p = malloc(sizeof(double) * n);
+                for (size_t i = 0; i < qs * G; i++) q[i] = 2 * frand();
+                for (size_t i = 0; i < kvs * n; i++) k[i] = frand(), v[i] = frand();
+                float scale = 1.0f / sqrtf((float)d);
+                for (int g = 0; g < G; g++) {
+                    double mx = -1e300, sum = 0;
+                    for (int t = 0; t < n; t++) {
+                        double a = 0;
+                        for (int i = 0; i < d; i++) a += (double)q[g * qs + i] * k[t * kvs + i];
+                        p[t] = a * scale;
+                        mx = p[t] > mx ? p[t] : mx;
+                    }
+                    for (int t = 0; t < n; t++) sum += (p[t] = exp(p[t] - mx));
+                    for (int i = 0; i < d; i++) {
+                        double a = 0;
+                        for (int t = 0; t < n; t++) a += p[t] / sum * v[t * kvs + i];
+                        ref[g * d + i] = a;
+                    }
+                }
+                for (int pth = 0; pth < 3; pth++) {
+                    if (ng_kernel_set_path(PATHS[pth]) != 0) continue;
+                    for (size_t i = 0; i < os * G; i++) o[i] = NAN; /* the gaps between rows stay NaN */
+                    ng_attend(o, os, q, qs, G, k, v, kvs, n, d, scale, scratch);
+                    for (int g = 0; g < G; g++)
+                        for (size_t i = 0; i < os; i++) {
+                            double got = o[g * os + i];
+                            int ok = i < (size_t)d ? fabs(got - ref[g * d + i]) <= 2e-5 : isnan(got);
+                            if (!ok && bad++ < 3)
+                                fprintf(stderr, "%s G=%d d=%d n=%d [g=%d i=%zu]: %.9g vs %.9g\n", PATHS[pth], G, d, n,
+                                        g, i, got, i < (size_t)d ? ref[g * d + i] : NAN);
+                        }
+                    runs++;
+                }
+                ng_kernel_set_path(NULL);
+                free(q), free(k), free(v), free(o), free(scratch), free(ref), free(p);
+            }
+    CHECK(runs >= 60, "only %d runs", runs);
+    CHECK(bad == 0, "%d mismatches", bad);
+}
+
 int main(void) {
     RUN(test_f16_known_values);
     RUN(test_f16_exhaustive);
@@ -364,5 +419,6 @@ int main(void) {
     RUN(test_matmul_f16);
     RUN(test_matmul_bf16);
     RUN(test_matmul_threaded_shapes);
+    RUN(test_attend);
     TEST_EXIT();
 }

@@ -25,6 +25,8 @@
 #include "core/quant.h"
 #include "core/util.h"
 
+#include "core/vmath.h"
+
 #include <float.h>
 #include <math.h>
 #include <omp.h>
@@ -1450,6 +1452,84 @@ void ng_matmul(float *y, const float *x, const void *w, ng_type wt, const float 
         matmul_gemv(isa, y, x, w, wt, bias, B, N, K, nt);
     else
         matmul_gemm(isa, y, x, w, wt, bias, B, N, K, nt);
+}
+
+/* ---- attention ---- */
+
+/* Positions per block: a block's keys (and then values) stay in L1 while each of the G heads
+ * passes over them, so a KV head's cache is read from memory once for all its query heads. */
+#define ATT_TB 64
+
+/* One body for every path: the loops are written for the vectorizer, and each path compiles it
+ * for its own vector width (the dot products' sums are ordered by that width). */
+static inline __attribute__((always_inline)) void attend_body(float *out, size_t o_stride, const float *q,
+                                                              size_t q_stride, int G, const float *k,
+                                                              const float *v, size_t kv_stride, int n, int d,
+                                                              float scale, float *scratch) {
+    for (int t0 = 0; t0 < n; t0 += ATT_TB) {
+        int t1 = n - t0 < ATT_TB ? n : t0 + ATT_TB;
+        for (int g = 0; g < G; g++) {
+            const float *qg = q + (size_t)g * q_stride;
+            float *s = scratch + (size_t)g * n;
+            for (int t = t0; t < t1; t++) {
+                const float *kt = k + (size_t)t * kv_stride;
+                float a = 0;
+#pragma omp simd reduction(+ : a)
+                for (int i = 0; i < d; i++) a += qg[i] * kt[i];
+                s[t] = a * scale;
+            }
+        }
+    }
+    for (int g = 0; g < G; g++) {
+        float *s = scratch + (size_t)g * n, mx = -INFINITY, sum = 0;
+        for (int t = 0; t < n; t++) mx = s[t] > mx ? s[t] : mx;
+#pragma omp simd reduction(+ : sum)
+        for (int t = 0; t < n; t++) sum += (s[t] = ng_vexp(s[t] - mx));
+        float inv = 1.0f / sum;
+#pragma omp simd
+        for (int t = 0; t < n; t++) s[t] *= inv;
+        memset(out + (size_t)g * o_stride, 0, (size_t)d * sizeof *out);
+    }
+    for (int t0 = 0; t0 < n; t0 += ATT_TB) {
+        int t1 = n - t0 < ATT_TB ? n : t0 + ATT_TB;
+        for (int g = 0; g < G; g++) {
+            float *o = out + (size_t)g * o_stride;
+            const float *p = scratch + (size_t)g * n;
+            for (int t = t0; t < t1; t++) {
+                const float *vt = v + (size_t)t * kv_stride;
+                float pt = p[t];
+#pragma omp simd
+                for (int i = 0; i < d; i++) o[i] += pt * vt[i];
+            }
+        }
+    }
+}
+
+static void attend_portable(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const float *k,
+                            const float *v, size_t kv_stride, int n, int d, float scale, float *scratch) {
+    attend_body(out, o_stride, q, q_stride, G, k, v, kv_stride, n, d, scale, scratch);
+}
+
+#if defined(__x86_64__)
+T512 static void attend512(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const float *k,
+                           const float *v, size_t kv_stride, int n, int d, float scale, float *scratch) {
+    attend_body(out, o_stride, q, q_stride, G, k, v, kv_stride, n, d, scale, scratch);
+}
+
+T256 static void attend256(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const float *k,
+                           const float *v, size_t kv_stride, int n, int d, float scale, float *scratch) {
+    attend_body(out, o_stride, q, q_stride, G, k, v, kv_stride, n, d, scale, scratch);
+}
+#endif
+
+void ng_attend(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const float *k, const float *v,
+               size_t kv_stride, int n, int d, float scale, float *scratch) {
+#if defined(__x86_64__)
+    int path = current_path();
+    if (path == PATH_AVX512) return attend512(out, o_stride, q, q_stride, G, k, v, kv_stride, n, d, scale, scratch);
+    if (path == PATH_AVX2) return attend256(out, o_stride, q, q_stride, G, k, v, kv_stride, n, d, scale, scratch);
+#endif
+    attend_portable(out, o_stride, q, q_stride, G, k, v, kv_stride, n, d, scale, scratch);
 }
 
 /* ---- machine limits ---- */

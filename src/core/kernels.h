@@ -35,6 +35,13 @@ void ng_matmul_ref(float *y, const float *x, const void *w, ng_type wt, const fl
 /* 1 when ng_matmul / ng_matmul_ref accept weights of type wt (others end the program). */
 int ng_matmul_supported(ng_type wt);
 
+/* Causal attention of G query heads that share one KV head, over n cached positions: for each
+ * head g (its d values at q + g * q_stride), p = softmax(scale * q k_t) over t < n (key t at
+ * k + t * kv_stride, value t at v + t * kv_stride), and out + g * o_stride = sum_t p_t v_t.
+ * scratch holds G * n floats. Single-threaded: callers run heads in parallel. */
+void ng_attend(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const float *k, const float *v,
+               size_t kv_stride, int n, int d, float scale, float *scratch);
+
 /* Measured limits of this machine, for benchmarks: sustained memory-read bandwidth in bytes/s
  * using `threads` threads over a buffer much larger than the caches, and peak f32 FMA
  * throughput in FLOP/s with the widest vectors this CPU has. */

@@ -23,6 +23,19 @@
 #include "model/lora.h"
 #include "model/model.h"
 
+/* Query heads that share a KV head (grouped-query attention) run as one work item of up to
+ * ATT_GROUP heads, so each cached key and value row is read once for all of them instead of
+ * once per head: at decode, attention reads the whole cache per token, and with several
+ * sequences in a batch it reads several. Each head's sums are those of the head alone. */
+#define ATT_GROUP 16
+
+/* Heads per attention item at most: the largest divisor of the group size up to ATT_GROUP. */
+static int att_group(const ng_hparams *hp) {
+    int group = hp->n_head / hp->n_head_kv, G = group < ATT_GROUP ? group : ATT_GROUP;
+    while (group % G) G--;
+    return G;
+}
+
 ng_state *ng_state_new(const ng_model *m, int n_ctx, int max_batch) {
     const ng_hparams *hp = &m->hp;
     if (n_ctx <= 0 || n_ctx > hp->n_ctx) n_ctx = hp->n_ctx;
@@ -42,7 +55,7 @@ ng_state *ng_state_new(const ng_model *m, int n_ctx, int max_batch) {
 #define PAD(n) (((n) + 15) & ~(size_t)15)
     size_t F = (size_t)hp->n_ff > KV ? (size_t)hp->n_ff : KV; /* ff also holds k, v before they move to qkv */
     size_t sizes[6] = {PAD(B * E), PAD(B * E), PAD(B * (E + 2 * KV)), PAD(B * E), PAD(2 * B * F),
-                       PAD((size_t)threads * (size_t)n_ctx)};
+                       PAD((size_t)threads * att_group(hp) * (size_t)n_ctx)};
 #undef PAD
     size_t total = 0;
     for (int i = 0; i < 6; i++) total += sizes[i];
@@ -122,13 +135,6 @@ static void rope(float *x, int n_heads, int hd, float pos, float theta) {
     }
 }
 
-static float dot(const float *a, const float *b, int n) {
-    float s = 0;
-#pragma omp simd reduction(+ : s)
-    for (int i = 0; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
 static void add(float *x, const float *y, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
@@ -144,31 +150,19 @@ static void attention(const ng_hparams *hp, ng_state *w, int l, const float *q0,
     int E = hp->n_embd, H = hp->n_head, hd = ng_head_dim(hp), KV = ng_kv_dim(hp), group = H / hp->n_head_kv;
     float scale = 1.0f / sqrtf((float)hd);
     int threads = w->n_score_rows < ng_threads() ? w->n_score_rows : ng_threads();
-    int work = B * H, longest = 0;
+    /* heads per item: a KV head's (att_group), unless that leaves fewer items than two per thread */
+    int G = att_group(hp), GS = G; /* GS: the scratch rows per thread */
+    if (B * H / G < 2 * threads) G = 1;
+    int work = B * H / G, longest = 0;
     for (int b = 0; b < B; b++) longest = w->row_pos[b] + 1 > longest ? w->row_pos[b] + 1 : longest;
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (work > 1 && longest * hd * work > 32768)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (work > 1 && longest * hd * B * H > 32768)
     for (int wi = 0; wi < work; wi++) {
-        int b = wi / H, h = wi % H, t_end = w->row_pos[b] + 1, kvh = h / group;
+        int b = wi / (H / G), h0 = wi % (H / G) * G, kvh = h0 / group;
         const ng_state *seq = w->row_seq[b];
-        const float *kc = seq->k + (size_t)l * seq->n_ctx * KV, *vc = seq->v + (size_t)l * seq->n_ctx * KV;
-        float *sc = w->scores + (size_t)omp_get_thread_num() * (size_t)w->n_ctx;
-        const float *q = q0 + (size_t)b * q_stride + (size_t)h * hd;
-        float mx = -INFINITY;
-        for (int t = 0; t < t_end; t++) {
-            sc[t] = dot(q, kc + (size_t)t * KV + (size_t)kvh * hd, hd) * scale;
-            if (sc[t] > mx) mx = sc[t];
-        }
-        float sum = 0;
-        for (int t = 0; t < t_end; t++) sum += (sc[t] = expf(sc[t] - mx));
-        float inv = 1.0f / sum;
-        float *o = w->att_out + (size_t)b * E + (size_t)h * hd;
-        memset(o, 0, (size_t)hd * sizeof *o);
-        for (int t = 0; t < t_end; t++) {
-            const float *v = vc + (size_t)t * KV + (size_t)kvh * hd;
-            float p = sc[t] * inv;
-#pragma omp simd
-            for (int i = 0; i < hd; i++) o[i] += p * v[i];
-        }
+        size_t kv0 = (size_t)l * seq->n_ctx * KV + (size_t)kvh * hd;
+        ng_attend(w->att_out + (size_t)b * E + (size_t)h0 * hd, (size_t)hd, q0 + (size_t)b * q_stride + (size_t)h0 * hd,
+                  (size_t)hd, G, seq->k + kv0, seq->v + kv0, (size_t)KV, w->row_pos[b] + 1, hd, scale,
+                  w->scores + (size_t)omp_get_thread_num() * GS * (size_t)w->n_ctx);
     }
 }
 
