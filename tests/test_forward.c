@@ -168,6 +168,46 @@ static void test_gguf_copies(void) {
     }
 }
 
+/* ng_model_set_mmap(0): the weights are copies the model owns (none left in the GGUF mapping),
+ * a tied head stays tied, and the logits are bit-identical to the mapped model's, from GGUF and
+ * from the Hugging Face folder. */
+static void test_no_mmap(void) {
+    mkdir("build", 0755);
+    mkdir("build/tmp", 0755);
+    for (int c = 0; c < N_CONFIGS; c++) {
+        char src[256], dst[256];
+        snprintf(src, sizeof src, "tests/testdata/%s", CONFIGS[c]);
+        snprintf(dst, sizeof dst, "build/tmp/%s-nommap.gguf", CONFIGS[c]);
+        size_t nb;
+        int *toks = read_bin(CONFIGS[c], "tokens.i32", &nb);
+        ng_model *hf = load(src);
+        REQUIRE(hf && toks, "load");
+        ng_error err;
+        CHECK(ng_model_save_gguf(hf, dst, NG_F16, &err) == NG_OK, "save %s: %s", dst, err.msg);
+        const char *paths[2] = {src, dst};
+        for (int i = 0; i < 2; i++) {
+            ng_model *a = load(paths[i]);
+            ng_model_set_mmap(0);
+            ng_model *b = load(paths[i]);
+            ng_model_set_mmap(1);
+            REQUIRE(a && b, "load %s", paths[i]);
+            const ng_layer *la = &a->layers[0], *lb = &b->layers[0];
+            const ng_tensor *wa = la->qkv_w ? la->qkv_w : la->q_w, *wb = lb->qkv_w ? lb->qkv_w : lb->q_w;
+            CHECK(wa->data != wb->data && memcmp(wa->data, wb->data, wa->nbytes) == 0, "%s: layer 0 weights not a copy",
+                  paths[i]);
+            if (b->gguf) CHECK(!gguf_in_mapping(b->gguf, wb->data) && !gguf_in_mapping(b->gguf, b->tok_embd->data),
+                               "%s: weights left in the mapping", paths[i]);
+            CHECK((a->output == a->tok_embd) == (b->output == b->tok_embd), "%s: tied head untied", paths[i]);
+            float *la_ = all_logits(a, toks, 64, 64), *lb_ = all_logits(b, toks, 64, 64);
+            CHECK(la_ && lb_ && memcmp(la_, lb_, (size_t)64 * a->hp.n_vocab * 4) == 0, "%s: logits differ", paths[i]);
+            free(la_), free(lb_);
+            ng_model_free(a), ng_model_free(b);
+        }
+        ng_model_free(hf);
+        free(toks);
+    }
+}
+
 /* A GGUF laid out as llama.cpp's converter writes a GPT-2, made by an independent writer
  * (tools/reference/gguf_io.py), with a small BPE vocabulary. */
 static void test_llamacpp_layout(void) {
@@ -318,6 +358,7 @@ int main(void) {
     RUN(test_hf_logits_f32);
     RUN(test_hf_greedy);
     RUN(test_gguf_copies);
+    RUN(test_no_mmap);
     RUN(test_llamacpp_layout);
     RUN(test_stories260k);
     RUN(test_llama2c_errors);

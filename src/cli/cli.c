@@ -63,6 +63,7 @@ int cli_common_flag(int argc, char **argv, int *i, cli_opts *o) {
     else if (IS("--repeat-last-n")) o->sp.repeat_last_n = (int)cli_long(a, cli_value(argc, argv, i), 0, 1 << 20);
     else if (IS("--seed")) o->sp.seed = (uint64_t)cli_long(a, cli_value(argc, argv, i), 0, 0x7fffffffffffffffL), o->seed_set = 1;
     else if (IS("--json")) o->json = 1;
+    else if (IS("--no-mmap")) ng_model_set_mmap(0);
     else if (IS("--lora")) {
         if (o->n_lora == (int)(sizeof o->lora / sizeof o->lora[0])) usage_error("too many --lora adapters%s%s", "", "");
         o->lora[o->n_lora++] = cli_value(argc, argv, i);

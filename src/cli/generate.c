@@ -35,6 +35,8 @@ static const char HELP[] =
     "      --seed S           random seed; the same seed gives the same output (default: random)\n"
     "      --ctx N            context length (default: the model's)\n"
     "      --lora PATH[:SCALE] apply a LoRA adapter (PEFT folder or GGUF LoRA); repeatable\n"
+    "      --no-mmap          copy the weights into memory of its own (huge pages) instead of\n"
+    "                         reading them through the file's mapping (fewer TLB misses)\n"
     "  -t, --threads N        threads (default: all cores)\n"
     "      --json             print one JSON object with text, ids and timings at the end\n"
     "  -q, --quiet            no timings on stderr\n";

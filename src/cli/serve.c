@@ -29,6 +29,8 @@ static const char HELP[] =
     "      --chat-template T  llama2 | chatml | zephyr (default: the model's, else chatml for\n"
     "                         GPT-2 vocabularies, llama2 for SentencePiece)\n"
     "      --drain-timeout S  seconds to let running requests finish on SIGTERM (default 60)\n"
+    "      --no-mmap          copy the weights into memory of its own (huge pages) instead of\n"
+    "                         reading them through the file's mapping (fewer TLB misses)\n"
     "  -t, --threads N        threads (default: all cores)\n"
     "      --bench ...        the load generator instead (netgpt serve --bench --help)\n";
 

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -54,10 +55,22 @@ char *xstrdup(const char *s) {
     return p;
 }
 
+/* Blocks of at least HUGE_MIN bytes (weights, KV caches, activations, training state) are
+ * aligned to 2 MiB and advised to use transparent huge pages: streaming weights through 4 KiB
+ * pages costs a TLB miss every 4 KiB (on one Zen 5 machine a 70 MB q8_0 GEMV from memory took
+ * 0.84 ms on 4 KiB pages, 0.73 on huge pages; whole decode steps vary more than that from run
+ * to run there). Where huge pages are off, the advice is ignored. */
+#define HUGE_MIN ((size_t)4 << 20)
+#define HUGE_ALIGN ((size_t)2 << 20)
+
 void *ng_aligned_alloc(size_t size) {
     void *p = NULL;
     size = (size + 63) & ~(size_t)63;
-    if (posix_memalign(&p, 64, size ? size : 64) != 0) ng_die("out of memory allocating %zu aligned bytes", size);
+    size_t align = size >= HUGE_MIN ? HUGE_ALIGN : 64;
+    if (posix_memalign(&p, align, size ? size : 64) != 0) ng_die("out of memory allocating %zu aligned bytes", size);
+#ifdef MADV_HUGEPAGE
+    if (align == HUGE_ALIGN) madvise(p, (size + HUGE_ALIGN - 1) & ~(HUGE_ALIGN - 1), MADV_HUGEPAGE);
+#endif
     return p;
 }
 

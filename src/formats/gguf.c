@@ -528,6 +528,11 @@ void gguf_close(gguf_ctx *g) {
     free(g);
 }
 
+int gguf_in_mapping(const gguf_ctx *g, const void *p) {
+    const uint8_t *q = p;
+    return g && g->mapped && q >= g->base && q < g->base + g->size;
+}
+
 const char *gguf_path(const gguf_ctx *g) { return g->path; }
 uint32_t gguf_version(const gguf_ctx *g) { return g->version; }
 size_t gguf_alignment(const gguf_ctx *g) { return g->alignment; }

@@ -47,6 +47,8 @@ gguf_ctx *gguf_open(const char *path, ng_error *err);
 gguf_ctx *gguf_open_mem(const void *buf, size_t size, const char *name, ng_error *err);
 void gguf_close(gguf_ctx *g);
 const char *gguf_path(const gguf_ctx *g);
+/* 1 when p lies in the file mapping of g (0 for gguf_open_mem buffers and heap copies). */
+int gguf_in_mapping(const gguf_ctx *g, const void *p);
 uint32_t gguf_version(const gguf_ctx *g);
 size_t gguf_alignment(const gguf_ctx *g);
 

@@ -457,6 +457,56 @@ done:
     return rc;
 }
 
+static int g_mmap = 1;
+
+void ng_model_set_mmap(int on) { g_mmap = on; }
+
+/* 2 when t's data is in a file mapping the model holds, 1 when it may be (safetensors shards:
+ * mapped, or a loader's aligned copy), 0 when the model allocated it. */
+static int in_mapping(const ng_model *m, const ng_tensor *t) {
+    for (int i = 0; i < m->n_owned; i++)
+        if (m->owned[i] == t) return 0;
+    const uint8_t *p = t->data, *map = m->map;
+    if (m->gguf) return gguf_in_mapping(m->gguf, p) ? 2 : 0;
+    if (map) return p >= map && p < map + m->map_size ? 2 : 0;
+    return m->st != NULL;
+}
+
+/* Gives back the whole pages inside [p, p + n) of a clean private file mapping: they are read
+ * again from the file if ever touched. */
+static void drop_pages(const void *p, size_t n) {
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), a = ((uintptr_t)p + pg - 1) & ~(pg - 1);
+    uintptr_t b = ((uintptr_t)p + n) & ~(pg - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+/* ng_model_set_mmap(0): every tensor the model reads from a mapping becomes a copy it owns
+ * (a tied output head stays tied). */
+static void copy_weights(ng_model *m) {
+    int L = m->hp.n_layer, n = 0;
+    const ng_tensor ***slots = xmalloc((5 + 16 * (size_t)L) * sizeof *slots);
+    const ng_tensor **top[] = {&m->tok_embd, &m->pos_embd, &m->out_norm_w, &m->out_norm_b, &m->output};
+    for (int i = 0; i < 5; i++) slots[n++] = top[i];
+    for (int l = 0; l < L; l++) {
+        ng_layer *y = &m->layers[l];
+        const ng_tensor **f[] = {&y->attn_norm_w, &y->attn_norm_b, &y->qkv_w, &y->qkv_b, &y->q_w, &y->k_w, &y->v_w,
+                                 &y->out_w, &y->out_b, &y->ffn_norm_w, &y->ffn_norm_b, &y->gate_w, &y->up_w,
+                                 &y->up_b, &y->down_w, &y->down_b};
+        for (int i = 0; i < 16; i++) slots[n++] = f[i];
+    }
+    for (int i = 0; i < n; i++) {
+        const ng_tensor *t = *slots[i];
+        int where = t ? in_mapping(m, t) : 0;
+        if (!where) continue;
+        ng_tensor *c = model_own(m, t->name, t->type, t->ne[0], t->ne[1]);
+        memcpy(c->data, t->data, t->nbytes);
+        if (where == 2) drop_pages(t->data, t->nbytes);
+        for (int j = i; j < n; j++) /* the same tensor in another slot (a tied head) */
+            if (*slots[j] == t) *slots[j] = c;
+    }
+    free(slots);
+}
+
 ng_model *ng_model_load(const char *path, ng_error *err) {
     struct stat sb;
     if (stat(path, &sb) != 0) {
@@ -479,6 +529,7 @@ ng_model *ng_model_load(const char *path, ng_error *err) {
         const char *base = strrchr(path, '/');
         m->name = xstrdup(base && base[1] ? base + 1 : path);
     }
+    if (!g_mmap) copy_weights(m);
     return m;
 }
 

@@ -70,6 +70,11 @@ ng_model *ng_model_load_llama2c(const char *path, const char *tokenizer, ng_erro
  * (f32/f16/bf16/q8_0/q4_0) for matrices, made in memory (benchmarks, tests). */
 ng_model *ng_model_random(const ng_hparams *hp, ng_type wtype, uint64_t seed);
 void ng_model_free(ng_model *m);
+/* on = 1 (the default): weights are read through the file's memory mapping (no copy, pages
+ * shared with the page cache). 0: the loaders copy every weight the model reads into memory of
+ * its own, on transparent huge pages (see ng_aligned_alloc), and give the mapped pages back:
+ * a slower start, fewer TLB misses while streaming weights. Process-wide. */
+void ng_model_set_mmap(int on);
 /* A new tensor with data the model allocates and frees (e.g. a merged matrix). */
 ng_tensor *ng_model_own_tensor(ng_model *m, const char *name, ng_type type, int64_t ne0, int64_t ne1);
 /* Bytes of weights one decode step reads (all matrices incl. the output head). */

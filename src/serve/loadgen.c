@@ -119,6 +119,7 @@ static const char HELP[] =
     "  --lora PATH       also measure 8 streams over 4 adapters (PATH at scales 0.5..2) against\n"
     "                    8 streams over one\n"
     "  --batch N         tokens per forward step (default 128)\n"
+    "  --no-mmap         copy the weights into memory (huge pages) instead of mapping the file\n"
     "  -t N              threads (default: all cores)\n";
 
 int serve_bench_main(int argc, char **argv) {
@@ -133,6 +134,10 @@ int serve_bench_main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return fputs(HELP, stdout), 0;
+        if (!strcmp(a, "--no-mmap")) {
+            ng_model_set_mmap(0);
+            continue;
+        }
         if (!v) return fprintf(stderr, "netgpt bench serve: %s needs a value\n", a), 2;
         if (!strcmp(a, "-m")) cfg.model_path = v;
         else if (!strcmp(a, "-n")) max_tokens = atoi(v);
