@@ -29,8 +29,9 @@ static const char HELP[] =
     "      --chat-template T  llama2 | chatml | zephyr (default: the model's, else chatml for\n"
     "                         GPT-2 vocabularies, llama2 for SentencePiece)\n"
     "      --drain-timeout S  seconds to let running requests finish on SIGTERM (default 60)\n"
-    "      --no-mmap          copy the weights into memory of its own (huge pages) instead of\n"
-    "                         reading them through the file's mapping (fewer TLB misses)\n"
+    "      --mmap             read the weights through the file's memory mapping; by default\n"
+    "                         they are copied into memory on huge pages (slower start; a batch\n"
+    "                         of 8 rows streams the weights about a quarter faster)\n"
     "  -t, --threads N        threads (default: all cores)\n"
     "      --bench ...        the load generator instead (netgpt serve --bench --help)\n";
 
@@ -41,10 +42,12 @@ int cmd_serve(int argc, char **argv) {
     cli_opts_init(&o);
     double drain = 60;
     if (argc > 1 && !strcmp(argv[1], "--bench")) return serve_bench_main(argc - 1, argv + 1);
+    ng_model_set_mmap(0); /* a server lives long: copy the weights onto huge pages */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return fputs(HELP, stdout), 0;
-        if (!strcmp(a, "--host")) cfg.host = cli_value(argc, argv, &i);
+        if (!strcmp(a, "--mmap")) ng_model_set_mmap(1);
+        else if (!strcmp(a, "--host")) cfg.host = cli_value(argc, argv, &i);
         else if (!strcmp(a, "--port")) cfg.port = (int)cli_long(a, cli_value(argc, argv, &i), 0, 65535);
         else if (!strcmp(a, "--api-key")) cfg.api_key = cli_value(argc, argv, &i);
         else if (!strcmp(a, "--parallel")) cfg.parallel = (int)cli_long(a, cli_value(argc, argv, &i), 1, 1024);

@@ -1085,74 +1085,88 @@ TQ_VNNI static void qgemv_vnni(float *y, const xq8 *xq, const void *w, size_t rs
  *  - vpermt2w gathers the step's codes (every block's codes start at an even offset) into two
  *    vectors that hold each block's first 16 and last 16 codes: q4_0's low and high nibbles,
  *    q8_0's bytes made unsigned by flipping their sign bit (q + 128); one more vpermw/vpermt2w
- *    gathers the f16 scales, each block's repeated over the 4 int32 lanes that hold its sums;
+ *    gathers the f16 scales, each block's repeated over the 4 int32 lanes that hold its sums
+ *    (lanes j with j % 4 = the block);
  *  - x is arranged once per call to face the codes (arrange_x): the 4 blocks' first 16 values,
  *    then their last 16, so two vpdpbusd sum a row's 128 products of the step;
  *  - the code offset (8, or 128) is applied by starting each block's int32 sum at
  *    -offset * sum(x) of the block, so the sums are exact, as in the kernels above;
  *  - the int32 lanes are converted to f32 and multiply-added by d_w * d_x lane by lane: lanes of
  *    a block share its scale, so nothing is summed across lanes until the row is done.
- * A row's step costs two vpdpbusd, a multiply and an FMA, all on the same two pipes: with a
- * batch of rows (one decoded weight step serves each of them) those pipes are the limit. q8_0's
- * first layout here, 2 blocks per step, needed three of those instructions per 64 products and
- * ran a batch of 8 at half q4_0's speed.
+ * A row's step costs two vpdpbusd, a multiply and an FMA. With a batch of rows (each decoded
+ * weight step serves all of them) the activations' bytes, read from L2 again for every pair of
+ * weight rows, were the limit, not those instructions: hence the compact step tails below. (On
+ * one Zen 5 machine, 8 rows against a 70 MB q8_0 matrix: 2.6 ms with 256-byte steps, 1.7 ms
+ * with 160; one row: 1.6 ms. q8_0's first layout, 2 blocks per step, was slower still.)
  * The row's last step, when K / 32 is not a multiple of 4, reads with byte masks (nothing past
  * the row) and meets zero padding in x, so it needs no other code. */
 #define TV __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")))
 #define INLV static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")))
 
-/* Per step of one activation row, XS_STRIDE bytes: the 128 8-bit codes (the 4 blocks' first
- * halves, then their second halves), 16 int32 sum starts (-offset * sum(x) in the first lane of
- * each block, 0 elsewhere), 16 f32 scales d_x (each block's over its 4 lanes). */
-#define XS_STRIDE 256
+/* Lanes: the int32 lane j of a step's vectors holds block j % 4 (4 products of its 4-byte group
+ * j / 4 in each half), so that the 4 blocks' scales and sum starts are 16-byte vectors:
+ * broadcast (d_x) or zero-extended (sum starts) by the load itself. A row of activations is
+ * arranged as its xs_steps codes of 128 bytes (the 4 blocks' first halves, then their second
+ * halves, in that lane order), then as many 32-byte tails: 4 int32 sum starts
+ * (-offset * sum(x) of each block) and 4 f32 scales d_x. 160 bytes a step, not 256 with the
+ * starts and scales spread over 16 lanes: a batch of 8 rows reads its activations from L2 for
+ * every weight row pair, and those bytes, not the multiplies, set the pace. */
+#define XS_CODES 128
+#define XS_TAIL 32
 static int xs_steps(int K) { return (K / 32 + 3) / 4; }
+/* bytes of one arranged row (a multiple of 64: every row's codes stay 64-byte aligned) */
+static size_t xs_row(int K) { return ((size_t)xs_steps(K) * (XS_CODES + XS_TAIL) + 63) & ~(size_t)63; }
 
 static _Thread_local float *tl_xs;
 static _Thread_local size_t tl_xs_cap;
 
 /* Arranges the quantized activations for the kernel (into the calling thread's scratch); row b
- * starts at b * xs_steps * XS_STRIDE bytes. Blocks past K / 32 are zero. */
+ * starts at b * xs_row(K) bytes. Blocks past K / 32 are zero. */
 TV static const uint8_t *arrange_x(const xq8 *xq, ng_type wt, int B, int K) {
     const int nb = K / 32, ns = xs_steps(K);
-    const __m512i spread = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-    const __m512i off = _mm512_set1_epi32(wt == NG_Q4_0 ? -8 : -128);
-    uint8_t *buf = (uint8_t *)grow(&tl_xs, &tl_xs_cap, ((size_t)B * ns * XS_STRIDE + 3) / 4);
+    const size_t xb = xs_row(K);
+    const __m512i i0 = _mm512_set_epi32(27, 19, 11, 3, 26, 18, 10, 2, 25, 17, 9, 1, 24, 16, 8, 0);
+    const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(4));
+    const __m128i off = _mm_set1_epi32(wt == NG_Q4_0 ? -8 : -128);
+    uint8_t *buf = (uint8_t *)grow(&tl_xs, &tl_xs_cap, ((size_t)B * xb + 3) / 4);
     for (int b = 0; b < B; b++) {
+        uint8_t *row = buf + (size_t)b * xb;
         for (int s = 0; s < ns; s++) {
-            uint8_t *p = buf + ((size_t)b * ns + s) * XS_STRIDE;
+            uint8_t *p = row + (size_t)s * XS_CODES, *t = row + (size_t)ns * XS_CODES + (size_t)s * XS_TAIL;
             int kb = s * 4, nv = nb - kb < 4 ? nb - kb : 4; /* blocks in this step */
             const int8_t *src = xq->q + (size_t)b * K + (size_t)kb * 32;
             size_t o = (size_t)b * nb + kb;
-            __mmask16 mb = (__mmask16)((1u << nv) - 1);
-            __m512i c = _mm512_maskz_expand_epi32(0x1111, _mm512_mullo_epi32(_mm512_maskz_loadu_epi32(mb, xq->s + o), off));
-            __m512 d = _mm512_permutexvar_ps(spread, _mm512_maskz_loadu_ps(mb, xq->d + o));
-            /* [0a 0b 1a 1b] [2a 2b 3a 3b] (16 values each) -> [0a 1a 2a 3a] [0b 1b 2b 3b] */
+            __mmask8 mb = (__mmask8)((1u << nv) - 1);
+            /* blocks 0, 1 in a; 2, 3 in e (32 codes each) */
             __m512i a = _mm512_maskz_loadu_epi8(nv >= 2 ? ~(__mmask64)0 : ((__mmask64)1 << 32 * nv) - 1, src);
             __m512i e = nv > 2 ? _mm512_maskz_loadu_epi8(nv == 4 ? ~(__mmask64)0 : ((__mmask64)1 << 32) - 1, src + 64)
                                : _mm512_setzero_si512();
-            _mm512_store_si512(p, _mm512_shuffle_i64x2(a, e, _MM_SHUFFLE(2, 0, 2, 0)));
-            _mm512_store_si512(p + 64, _mm512_shuffle_i64x2(a, e, _MM_SHUFFLE(3, 1, 3, 1)));
-            _mm512_store_si512(p + 128, c);
-            _mm512_store_ps(p + 192, d);
+            _mm512_store_si512(p, _mm512_permutex2var_epi32(a, i0, e));
+            _mm512_store_si512(p + 64, _mm512_permutex2var_epi32(a, i1, e));
+            _mm_store_si128((__m128i *)t, _mm_mullo_epi32(_mm_maskz_loadu_epi32(mb, xq->s + o), off));
+            _mm_store_ps((float *)(t + 16), _mm_maskz_loadu_ps(mb, xq->d + o));
         }
     }
     return buf;
 }
 
-/* Word indices for the gathers, numbered over the step's first 128 bytes (words 0..63).
- * q4_0 (18-byte blocks: scale, 16 bytes of nibble pairs): codes over the 64 bytes at +0 and the
- * 16 at +56; scales over the 64 at +0. q8_0 (34-byte blocks: scale, 32 codes): first and last
- * 16 codes of each block, and the scales; the last 4 words of the second halves lie past the
- * first 128 bytes (bytes 128..135) and are taken from there by a masked vpermw (Q8_TAIL). */
-static const uint16_t Q4_CODES[32] = {1,  2,  3,  4,  5,  6,  7,  8,  10, 11, 12, 13, 14, 15, 16, 17,
-                                      19, 20, 21, 22, 23, 24, 25, 26, 32, 33, 34, 35, 36, 37, 38, 39};
-static const uint16_t Q4_SCALES[32] = {0, 0, 0, 0, 9, 9, 9, 9, 18, 18, 18, 18, 27, 27, 27, 27};
-static const uint16_t Q8_LO[32] = {1,  2,  3,  4,  5,  6,  7,  8,  18, 19, 20, 21, 22, 23, 24, 25,
-                                   35, 36, 37, 38, 39, 40, 41, 42, 52, 53, 54, 55, 56, 57, 58, 59};
-static const uint16_t Q8_HI[32] = {9,  10, 11, 12, 13, 14, 15, 16, 26, 27, 28, 29, 30, 31, 32, 33,
-                                   43, 44, 45, 46, 47, 48, 49, 50, 60, 61, 62, 63, 0,  0,  0,  0};
-static const uint16_t Q8_TAIL[32] = {[28] = 0, [29] = 1, [30] = 2, [31] = 3};
-static const uint16_t Q8_SCALES[32] = {0, 0, 0, 0, 17, 17, 17, 17, 34, 34, 34, 34, 51, 51, 51, 51};
+/* Word indices for the gathers, numbered over the step's first 128 bytes (words 0..63), in the
+ * lane order above: lane j takes words 2j, 2j+1 from block j % 4. q4_0 (18-byte blocks: scale,
+ * 16 bytes of nibble pairs): codes over the 64 bytes at +0 and the 16 at +56 (index 32 + w - 28
+ * for a word w past the first 64 bytes); scales over the 64 at +0. q8_0 (34-byte blocks: scale,
+ * 32 codes): first and last 16 codes of each block, and the scales; 4 words of the second
+ * halves lie past the first 128 bytes (bytes 128..135) and come from there by a masked vpermw
+ * (lanes Q8_TAIL_LANES, indices Q8_TAIL). */
+static const uint16_t Q4_CODES[32] = {1, 2, 10, 11, 19, 20, 28, 29, 3, 4, 12, 13, 21, 22, 30, 31,
+                                      5, 6, 14, 15, 23, 24, 36, 37, 7, 8, 16, 17, 25, 26, 38, 39};
+static const uint16_t Q4_SCALES[32] = {0, 9, 18, 27, 0, 9, 18, 27, 0, 9, 18, 27, 0, 9, 18, 27};
+static const uint16_t Q8_LO[32] = {1, 2, 18, 19, 35, 36, 52, 53, 3, 4, 20, 21, 37, 38, 54, 55,
+                                   5, 6, 22, 23, 39, 40, 56, 57, 7, 8, 24, 25, 41, 42, 58, 59};
+static const uint16_t Q8_HI[32] = {9,  10, 26, 27, 43, 44, 60, 61, 11, 12, 28, 29, 45, 46, 62, 63,
+                                   13, 14, 30, 31, 47, 48, 0,  0,  15, 16, 32, 33, 49, 50, 0,  0};
+static const uint16_t Q8_TAIL[32] = {[22] = 0, [23] = 1, [30] = 2, [31] = 3};
+#define Q8_TAIL_LANES 0xC0C00000u
+static const uint16_t Q8_SCALES[32] = {0, 17, 34, 51, 0, 17, 34, 51, 0, 17, 34, 51, 0, 17, 34, 51};
 
 static inline __mmask64 byte_mask(int n) { return n >= 64 ? ~(__mmask64)0 : n <= 0 ? 0 : ((__mmask64)1 << n) - 1; }
 
@@ -1175,7 +1189,7 @@ INLV void wstep512(const uint8_t *p, ng_type wt, const int tail, int n, __m512i 
         __m512i t = tail ? _mm512_setzero_si512() : _mm512_castsi128_si512(_mm_loadl_epi64((const __m128i *)(p + 128)));
         __m512i lo = _mm512_permutex2var_epi16(a, _mm512_loadu_si512(Q8_LO), b);
         __m512i hi = _mm512_permutex2var_epi16(a, _mm512_loadu_si512(Q8_HI), b);
-        hi = _mm512_mask_permutexvar_epi16(hi, 0xF0000000u, _mm512_loadu_si512(Q8_TAIL), t);
+        hi = _mm512_mask_permutexvar_epi16(hi, Q8_TAIL_LANES, _mm512_loadu_si512(Q8_TAIL), t);
         *dw = _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutex2var_epi16(a, _mm512_loadu_si512(Q8_SCALES), b)));
         const __m512i flip = _mm512_set1_epi8((char)0x80);
         u[0] = _mm512_xor_si512(lo, flip);
@@ -1183,11 +1197,12 @@ INLV void wstep512(const uint8_t *p, ng_type wt, const int tail, int n, __m512i 
     }
 }
 
-/* One step of R weight rows (at p[r]) against NB arranged activation rows (row b's step at
- * xs + b * xb): acc[r][b] += (exact int32 sums of the step's blocks) * d_w * d_x. Each activation
- * vector is loaded once for the R rows, each decoded weight step serves the NB rows. */
-INLV void step512(__m512 acc[][GEMV_MAX_B], const uint8_t *const *p, const uint8_t *xs, size_t xb, ng_type wt,
-                  const int NB, const int R, const int tail, int n) {
+/* One step of R weight rows (at p[r]) against NB arranged activation rows (row b's codes for the
+ * step at xc + b * xb, its tail at xt + b * xb): acc[r][b] += (exact int32 sums of the step's
+ * blocks) * d_w * d_x. Each activation vector is loaded once for the R rows, each decoded weight
+ * step serves the NB rows. */
+INLV void step512(__m512 acc[][GEMV_MAX_B], const uint8_t *const *p, const uint8_t *xc, const uint8_t *xt,
+                  size_t xb, ng_type wt, const int NB, const int R, const int tail, int n) {
     __m512i u[4][2];
     __m512 dw[4];
 #pragma GCC unroll 4
@@ -1202,9 +1217,10 @@ INLV void step512(__m512 acc[][GEMV_MAX_B], const uint8_t *const *p, const uint8
     }
 #pragma GCC unroll 8
     for (int b = 0; b < NB; b++) {
-        const uint8_t *x = xs + b * xb;
-        __m512i x0 = _mm512_load_si512(x), x1 = _mm512_load_si512(x + 64), c = _mm512_load_si512(x + 128);
-        __m512 dx = _mm512_load_ps((const float *)(x + 192));
+        const uint8_t *x = xc + b * xb, *t = xt + b * xb;
+        __m512i x0 = _mm512_load_si512(x), x1 = _mm512_load_si512(x + 64);
+        __m512i c = _mm512_zextsi128_si512(_mm_load_si128((const __m128i *)t));
+        __m512 dx = _mm512_broadcast_f32x4(_mm_load_ps((const float *)(t + 16)));
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             __m512i i = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(c, u[r][0], x0), u[r][1], x1);
@@ -1227,12 +1243,14 @@ INLV void q512_rows(float *y, const uint8_t *xs, size_t xb, const void *w, size_
 #pragma GCC unroll 8
         for (int b = 0; b < NB; b++) acc[r][b] = _mm512_setzero_ps();
     }
+    const uint8_t *xt = xs + (size_t)xs_steps(K) * XS_CODES; /* the steps' tails */
     for (int s = 0; s < full; s++) {
-        step512(acc, p, xs + (size_t)s * XS_STRIDE, xb, wt, NB, R, 0, 0);
+        step512(acc, p, xs + (size_t)s * XS_CODES, xt + (size_t)s * XS_TAIL, xb, wt, NB, R, 0, 0);
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) p[r] += sb;
     }
-    if (rem) step512(acc, p, xs + (size_t)full * XS_STRIDE, xb, wt, NB, R, 1, rem * (sb / 4));
+    if (rem)
+        step512(acc, p, xs + (size_t)full * XS_CODES, xt + (size_t)full * XS_TAIL, xb, wt, NB, R, 1, rem * (sb / 4));
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++) {
 #pragma GCC unroll 8
@@ -1403,7 +1421,7 @@ static void matmul_qgemv(int path, float *y, const float *x, const void *w, ng_t
         quantize_x(&xq, x, (size_t)B * K / 32);
     int wide = qgemv_wide(path, wt);
     const uint8_t *xs = wide ? arrange_x(&xq, wt, B, K) : NULL;
-    size_t xb = wide ? (size_t)xs_steps(K) * XS_STRIDE : 0;
+    size_t xb = wide ? xs_row(K) : 0;
     size_t xrow = wide ? xb : (size_t)K * 9 / 8; /* bytes of one row's quantized activations */
     int pass = B;
     if (B > GEMV_MAX_B) {

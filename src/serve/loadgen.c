@@ -119,7 +119,8 @@ static const char HELP[] =
     "  --lora PATH       also measure 8 streams over 4 adapters (PATH at scales 0.5..2) against\n"
     "                    8 streams over one\n"
     "  --batch N         tokens per forward step (default 128)\n"
-    "  --no-mmap         copy the weights into memory (huge pages) instead of mapping the file\n"
+    "  --mmap            read the weights through the file's mapping (default: copied onto huge\n"
+    "                    pages, as netgpt serve does)\n"
     "  -t N              threads (default: all cores)\n";
 
 int serve_bench_main(int argc, char **argv) {
@@ -129,13 +130,14 @@ int serve_bench_main(int argc, char **argv) {
     cfg.parallel = 16;
     cfg.max_queue = 256;
     int max_tokens = 64, n_req = 4;
+    ng_model_set_mmap(0);
     const char *lora = NULL;
     char lora_args[4][1024];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return fputs(HELP, stdout), 0;
-        if (!strcmp(a, "--no-mmap")) {
-            ng_model_set_mmap(0);
+        if (!strcmp(a, "--mmap")) {
+            ng_model_set_mmap(1);
             continue;
         }
         if (!v) return fprintf(stderr, "netgpt bench serve: %s needs a value\n", a), 2;
