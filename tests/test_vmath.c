@@ -2,6 +2,7 @@
  * its whole clamped range, tanh, GELU and SiLU within float rounding of the exact formulas. */
 #include "test.h"
 
+#include "core/kernels.h"
 #include "core/vmath.h"
 
 static void test_exp(void) {
@@ -44,8 +45,35 @@ static void test_activations(void) {
     CHECK(!memcmp(a, b, sizeof a), "gelu in place differs");
 }
 
+/* The dispatched activations (kernels.c, one copy per vector width) give the inline functions'
+ * bits on every path this CPU runs, over the whole range including the clamped ends, at
+ * lengths that leave vector tails. */
+static void test_dispatched(void) {
+    enum { N = 4099 };
+    static float x[N], u[N], want_g[N], want_s[N], got[N];
+    for (int i = 0; i < N; i++) x[i] = -120.0f + 240.0f * (float)i / (N - 1), u[i] = (float)(i % 5) - 2.0f;
+    ng_gelu(want_g, x, N);
+    ng_silu_mul(want_s, x, u, N);
+    static const char *const paths[] = {"avx512", "avx2", "portable"};
+    int runs = 0;
+    for (int p = 0; p < 3; p++) {
+        if (ng_kernel_set_path(paths[p]) != 0) continue;
+        for (int n = N - 3; n <= N; n++) {
+            memset(got, 0, sizeof got);
+            ng_act_gelu(got, x, (size_t)n);
+            CHECK(!memcmp(got, want_g, sizeof(float) * n), "%s: gelu differs (n = %d)", paths[p], n);
+            ng_act_silu_mul(got, x, u, (size_t)n);
+            CHECK(!memcmp(got, want_s, sizeof(float) * n), "%s: silu differs (n = %d)", paths[p], n);
+        }
+        runs++;
+    }
+    ng_kernel_set_path(NULL);
+    CHECK(runs > 0, "no path ran");
+}
+
 int main(void) {
     RUN(test_exp);
     RUN(test_activations);
+    RUN(test_dispatched);
     TEST_EXIT();
 }

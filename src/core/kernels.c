@@ -1550,6 +1550,36 @@ void ng_attend(float *out, size_t o_stride, const float *q, size_t q_stride, int
     attend_portable(out, o_stride, q, q_stride, G, k, v, kv_stride, n, d, scale, scratch);
 }
 
+/* ---- activations ---- */
+
+/* vmath's GELU and SwiGLU gate compiled for each path's vector width (the inference build is
+ * baseline x86-64, so in model/forward.c they were 4 floats at a time). Element by element, no
+ * sums and no contraction (ISO C mode: -ffp-contract=off), so every path gives the same bits. */
+#if defined(__x86_64__)
+T512 static void gelu512(float *y, const float *x, size_t n) { ng_gelu(y, x, n); }
+T256 static void gelu256(float *y, const float *x, size_t n) { ng_gelu(y, x, n); }
+T512 static void silu_mul512(float *y, const float *g, const float *u, size_t n) { ng_silu_mul(y, g, u, n); }
+T256 static void silu_mul256(float *y, const float *g, const float *u, size_t n) { ng_silu_mul(y, g, u, n); }
+#endif
+
+void ng_act_gelu(float *y, const float *x, size_t n) {
+#if defined(__x86_64__)
+    int path = current_path();
+    if (path == PATH_AVX512) return gelu512(y, x, n);
+    if (path == PATH_AVX2) return gelu256(y, x, n);
+#endif
+    ng_gelu(y, x, n);
+}
+
+void ng_act_silu_mul(float *y, const float *g, const float *u, size_t n) {
+#if defined(__x86_64__)
+    int path = current_path();
+    if (path == PATH_AVX512) return silu_mul512(y, g, u, n);
+    if (path == PATH_AVX2) return silu_mul256(y, g, u, n);
+#endif
+    ng_silu_mul(y, g, u, n);
+}
+
 /* ---- machine limits ---- */
 
 /* Sums n floats with enough independent vector adds that the loads, not the adds, limit it. */

@@ -42,6 +42,10 @@ int ng_matmul_supported(ng_type wt);
 void ng_attend(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const float *k, const float *v,
                size_t kv_stride, int n, int d, float scale, float *scratch);
 
+/* core/vmath.h's ng_gelu and ng_silu_mul at the widest vectors this CPU runs; the same bits. */
+void ng_act_gelu(float *y, const float *x, size_t n);
+void ng_act_silu_mul(float *y, const float *g, const float *u, size_t n);
+
 /* Measured limits of this machine, for benchmarks: sustained memory-read bandwidth in bytes/s
  * using `threads` threads over a buffer much larger than the caches, and peak f32 FMA
  * throughput in FLOP/s with the widest vectors this CPU has. */

@@ -16,6 +16,7 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/kernels.h"
 #include "core/quant.h"
@@ -46,6 +47,12 @@ ng_state *ng_state_new(const ng_model *m, int n_ctx, int max_batch) {
     size_t E = (size_t)hp->n_embd, KV = (size_t)ng_kv_dim(hp), L = (size_t)hp->n_layer, B = (size_t)max_batch;
     size_t kv_n = L * (size_t)n_ctx * KV;
     s->kv = ng_aligned_alloc(2 * kv_n * sizeof(float));
+#ifdef MADV_NOHUGEPAGE
+    /* the cache fills a position at a time: on huge pages the first token of a sequence would
+     * have the kernel zero 2 MiB per layer (all of a small model's cache) in the middle of
+     * serving; 4 KiB pages are zeroed as positions reach them */
+    madvise(s->kv, 2 * kv_n * sizeof(float), MADV_NOHUGEPAGE);
+#endif
     s->k = s->kv;
     s->v = s->kv + kv_n;
     if (max_batch == 0) return s; /* a KV cache only, for ng_forward_multi */
@@ -116,10 +123,10 @@ static void norm_rows(const ng_hparams *hp, float *out, const float *x, const ng
 }
 
 /* GPT-2's "gelu_new": the tanh approximation (core/vmath.h, shared with the trainer). */
-static void gelu(float *x, size_t n) { ng_gelu(x, x, n); }
+static void gelu(float *x, size_t n) { ng_act_gelu(x, x, n); }
 
 /* SwiGLU: g = silu(g) * u, over B rows of n (gate rows then up rows side by side). */
-static void swiglu(float *g, const float *u, size_t n) { ng_silu_mul(g, g, u, n); }
+static void swiglu(float *g, const float *u, size_t n) { ng_act_silu_mul(g, g, u, n); }
 
 /* Rotates interleaved pairs (x[2i], x[2i+1]) of each head by pos * theta^(-2i/hd): the layout of
  * llama.cpp's LLaMA weights (Hugging Face q/k rows are permuted into it at load). */

@@ -81,7 +81,7 @@ void train_rmsnorm_bwd(float *dx, float *dw, const float *dy, const float *x, co
 
 /* The forward functions are inference's own (core/vmath.h); the backward ones differentiate
  * them with the same tanh and exp. */
-void train_gelu_fwd(float *y, const float *x, size_t n) { ng_gelu(y, x, n); }
+void train_gelu_fwd(float *y, const float *x, size_t n) { ng_act_gelu(y, x, n); }
 
 void train_gelu_bwd(float *dx, const float *dy, const float *x, size_t n) {
 #pragma omp simd
@@ -92,7 +92,7 @@ void train_gelu_bwd(float *dx, const float *dy, const float *x, size_t n) {
     }
 }
 
-void train_swiglu_fwd(float *y, const float *g, const float *u, size_t n) { ng_silu_mul(y, g, u, n); }
+void train_swiglu_fwd(float *y, const float *g, const float *u, size_t n) { ng_act_silu_mul(y, g, u, n); }
 
 /* silu'(g) = s (1 + g (1 - s)) with s = sigmoid(g). */
 void train_swiglu_bwd(float *dg, float *du, const float *dy, const float *g, const float *u, size_t n) {
