@@ -313,6 +313,23 @@ static void test_bench_batch(void) {
     free(err);
 }
 
+/* bench serve end to end on a tiny model: every level's requests complete (a failed request
+ * makes the table say so and the exit status 1), the single stream runs twice. */
+static void test_bench_serve(void) {
+    char *out = NULL, *err = NULL;
+    int rc = run(BIN " bench serve -m tests/testdata/gpt2-tiny-a/llamacpp-f16.gguf -n 4 --requests 2", &out, &err);
+    CHECK(rc == 0, "bench serve exited %d: %s", rc, err);
+    int rows = 0;
+    for (const char *l = out; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        int streams;
+        double tps, ratio;
+        if (sscanf(l, "%d %lf %*fms %*fms %lfx", &streams, &tps, &ratio) == 3 && tps > 0 && ratio > 0) rows++;
+    }
+    CHECK(rows == 4, "expected 4 level rows:\n%s", out);
+    CHECK(strstr(out, "1 stream again: ") && !strstr(out, "FAILED"), "%s", out);
+    free(out), free(err);
+}
+
 static void test_bad_files(void) {
     char *err;
     FILE *f = fopen("build/tmp/garbage.gguf", "wb");
@@ -335,6 +352,7 @@ int main(void) {
     RUN(test_eval_pairs);
     RUN(test_eval_score);
     RUN(test_bench_batch);
+    RUN(test_bench_serve);
     RUN(test_bad_files);
     TEST_EXIT();
 }

@@ -179,15 +179,22 @@ int serve_bench_main(int argc, char **argv) {
     printf("serve bench: %s, %d tokens per request, %d requests per client, batch %d\n", cfg.model_path, max_tokens,
            n_req, cfg.n_batch);
     printf("%8s %12s %10s %10s %10s\n", "streams", "agg tok/s", "ttft p50", "ttft p99", "x single");
+    /* One stream is memory-bound, the others mostly compute-bound: on a machine whose memory
+     * bandwidth varies with its neighbours, one stream is run first and again last, and the
+     * better run is the baseline of the ratios (the conservative choice). */
     int levels[4] = {1, 4, 8, 16}, rc = 0;
-    double single = 0;
+    lg_result res[4];
+    for (int l = 0; l < 4; l++) res[l] = lg_level(port, levels[l], n_req, max_tokens, 0);
+    lg_result again = lg_level(port, 1, n_req, max_tokens, 0);
+    double single = res[0].tok_s > again.tok_s ? res[0].tok_s : again.tok_s;
     for (int l = 0; l < 4; l++) {
-        lg_result r = lg_level(port, levels[l], n_req, max_tokens, 0);
-        if (l == 0) single = r.tok_s;
-        printf("%8d %12.1f %8.1fms %8.1fms %9.2fx%s\n", levels[l], r.tok_s, r.p50 * 1e3, r.p99 * 1e3,
-               r.tok_s / single, r.failed ? "  (FAILED requests)" : "");
-        if (r.failed) rc = 1;
+        const lg_result *r = &res[l];
+        printf("%8d %12.1f %8.1fms %8.1fms %9.2fx%s\n", levels[l], r->tok_s, r->p50 * 1e3, r->p99 * 1e3,
+               r->tok_s / single, r->failed ? "  (FAILED requests)" : "");
+        if (r->failed) rc = 1;
     }
+    printf("1 stream again: %.1f tok/s (ratios are to the better of the two single-stream runs)\n", again.tok_s);
+    if (again.failed) rc = 1;
     if (lora) {
         lg_result one = lg_level(port, 8, n_req, max_tokens, 1), four = lg_level(port, 8, n_req, max_tokens, 4);
         printf("8 streams, 1 adapter: %.1f tok/s; 4 adapters mixed: %.1f tok/s (cost %.1f%%)\n", one.tok_s,
