@@ -1478,6 +1478,19 @@ void ng_matmul(float *y, const float *x, const void *w, ng_type wt, const float 
  * passes over them, so a KV head's cache is read from memory once for all its query heads. */
 #define ATT_TB 64
 
+/* The softmax of each of G rows of n scores, in place (compiled for the caller's path). */
+static inline __attribute__((always_inline)) void softmax_rows(float *scratch, int G, int n) {
+    for (int g = 0; g < G; g++) {
+        float *s = scratch + (size_t)g * n, mx = -INFINITY, sum = 0;
+        for (int t = 0; t < n; t++) mx = s[t] > mx ? s[t] : mx;
+#pragma omp simd reduction(+ : sum)
+        for (int t = 0; t < n; t++) sum += (s[t] = ng_vexp(s[t] - mx));
+        float inv = 1.0f / sum;
+#pragma omp simd
+        for (int t = 0; t < n; t++) s[t] *= inv;
+    }
+}
+
 /* One body for every path: the loops are written for the vectorizer, and each path compiles it
  * for its own vector width (the dot products' sums are ordered by that width). */
 static inline __attribute__((always_inline)) void attend_body(float *out, size_t o_stride, const float *q,
@@ -1498,16 +1511,8 @@ static inline __attribute__((always_inline)) void attend_body(float *out, size_t
             }
         }
     }
-    for (int g = 0; g < G; g++) {
-        float *s = scratch + (size_t)g * n, mx = -INFINITY, sum = 0;
-        for (int t = 0; t < n; t++) mx = s[t] > mx ? s[t] : mx;
-#pragma omp simd reduction(+ : sum)
-        for (int t = 0; t < n; t++) sum += (s[t] = ng_vexp(s[t] - mx));
-        float inv = 1.0f / sum;
-#pragma omp simd
-        for (int t = 0; t < n; t++) s[t] *= inv;
-        memset(out + (size_t)g * o_stride, 0, (size_t)d * sizeof *out);
-    }
+    softmax_rows(scratch, G, n);
+    for (int g = 0; g < G; g++) memset(out + (size_t)g * o_stride, 0, (size_t)d * sizeof *out);
     for (int t0 = 0; t0 < n; t0 += ATT_TB) {
         int t1 = n - t0 < ATT_TB ? n : t0 + ATT_TB;
         for (int g = 0; g < G; g++) {
@@ -1566,15 +1571,7 @@ INL512 void attend512_hc(float *out, size_t o_stride, const float *q, size_t q_s
             }
         }
     }
-    for (int g = 0; g < G; g++) {
-        float *s = scratch + (size_t)g * n, mx = -INFINITY, sum = 0;
-        for (int t = 0; t < n; t++) mx = s[t] > mx ? s[t] : mx;
-#pragma omp simd reduction(+ : sum)
-        for (int t = 0; t < n; t++) sum += (s[t] = ng_vexp(s[t] - mx));
-        float inv = 1.0f / sum;
-#pragma omp simd
-        for (int t = 0; t < n; t++) s[t] *= inv;
-    }
+    softmax_rows(scratch, G, n);
     for (int g = 0; g < G; g++) {
         __m512 o[16];
 #pragma GCC unroll 16
