@@ -1202,13 +1202,13 @@ INLV void wstep512(const uint8_t *p, ng_type wt, const int tail, int n, __m512i 
  * blocks) * d_w * d_x. Each activation vector is loaded once for the R rows, each decoded weight
  * step serves the NB rows. */
 INLV void step512(__m512 acc[][GEMV_MAX_B], const uint8_t *const *p, const uint8_t *xc, const uint8_t *xt,
-                  size_t xb, ng_type wt, const int NB, const int R, const int tail, int n) {
+                  size_t xb, ng_type wt, const int NB, const int R, const int tail, int n, size_t pf) {
     __m512i u[4][2];
     __m512 dw[4];
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++) {
         if (!tail) {
-            const char *f = (const char *)p[r] + GEMV_PREFETCH;
+            const char *f = (const char *)p[r] + pf;
             _mm_prefetch(f, _MM_HINT_T0);
             _mm_prefetch(f + 64, _MM_HINT_T0);
             if (wt == NG_Q8_0) _mm_prefetch(f + 128, _MM_HINT_T0);
@@ -1232,46 +1232,81 @@ INLV void step512(__m512 acc[][GEMV_MAX_B], const uint8_t *const *p, const uint8
 /* R weight rows (at w + row[r] * rs) against NB arranged activation rows, walked step by step
  * side by side so that R read streams are in flight. wt, NB, R are constants after inlining. */
 INLV void q512_rows(float *y, const uint8_t *xs, size_t xb, const void *w, size_t rs, ng_type wt,
-                    const float *bias, const int NB, const int R, const int *row, int N, int K) {
+                    const float *bias, const int NB, const int R, const int *row, int N, int K, int s0, int s1,
+                    __m512 *part, size_t pf) {
     const int sb = wt == NG_Q4_0 ? 72 : 136; /* bytes per step of 4 blocks */
-    int nb = K / 32, full = nb / 4, rem = nb % 4;
+    int nb = K / 32, full = nb / 4, rem = nb % 4, ns = full + (rem > 0);
     const uint8_t *p[4];
     __m512 acc[4][GEMV_MAX_B];
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++) {
-        p[r] = (const uint8_t *)w + (size_t)row[r] * rs;
+        p[r] = (const uint8_t *)w + (size_t)row[r] * rs + (size_t)s0 * sb;
 #pragma GCC unroll 8
-        for (int b = 0; b < NB; b++) acc[r][b] = _mm512_setzero_ps();
+        for (int b = 0; b < NB; b++) acc[r][b] = s0 ? part[r * NB + b] : _mm512_setzero_ps();
     }
     const uint8_t *xt = xs + (size_t)xs_steps(K) * XS_CODES; /* the steps' tails */
-    for (int s = 0; s < full; s++) {
-        step512(acc, p, xs + (size_t)s * XS_CODES, xt + (size_t)s * XS_TAIL, xb, wt, NB, R, 0, 0);
+    int se = s1 < full ? s1 : full;
+    for (int s = s0; s < se; s++) {
+        step512(acc, p, xs + (size_t)s * XS_CODES, xt + (size_t)s * XS_TAIL, xb, wt, NB, R, 0, 0, pf);
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) p[r] += sb;
     }
-    if (rem)
-        step512(acc, p, xs + (size_t)full * XS_CODES, xt + (size_t)full * XS_TAIL, xb, wt, NB, R, 1, rem * (sb / 4));
+    if (rem && s1 == ns)
+        step512(acc, p, xs + (size_t)full * XS_CODES, xt + (size_t)full * XS_TAIL, xb, wt, NB, R, 1, rem * (sb / 4),
+                pf);
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++) {
 #pragma GCC unroll 8
         for (int b = 0; b < NB; b++) {
+            if (s1 < ns) {
+                part[r * NB + b] = acc[r][b];
+                continue;
+            }
             float v = _mm512_reduce_add_ps(acc[r][b]);
             y[(size_t)b * N + row[r]] = bias ? v + bias[row[r]] : v;
         }
     }
 }
 
-/* Rows n0..n1-1 as R interleaved sub-runs (as gemv512_body). */
+/* Rows n0..n1-1 as R interleaved sub-runs (as gemv512_body). When the NB rows' arranged
+ * activations outgrow XS_L1 bytes (the down projection's long rows, K = n_ff), the rows go in
+ * runs of XS_RUN and K in as few chunks as keep a chunk's activations within XS_L1, the
+ * partial sums waiting in memory between chunks: a chunk's activations stay in L1 for the whole
+ * run, and the weights are prefetched a row ahead (the next piece read), not along the row. On
+ * one Zen 5 machine, 8 rows against a 2048 x 5632 q8_0 matrix from memory: 235 -> 259 GMAC/s
+ * (runs of 16 or chunks of 11 steps were no better than no chunks). */
+#define XS_L1 (32 << 10)
+#define XS_RUN 64
 INLV void q512_body(float *y, const uint8_t *xs, size_t xb, const void *w, size_t rs, ng_type wt,
                     const float *bias, const int NB, int N, int K, int n0, int n1) {
     const int R = NB <= 2 ? 4 : 2;
-    int len = (n1 - n0) / R, row[4];
-    for (int i = 0; i < len; i++) {
+    int row[4], nb = K / 32, ns = nb / 4 + (nb % 4 > 0);
+    if (NB <= 2 || (size_t)NB * xb <= XS_L1) {
+        int len = (n1 - n0) / R;
+        for (int i = 0; i < len; i++) {
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) row[r] = n0 + r * len + i;
-        q512_rows(y, xs, xb, w, rs, wt, bias, NB, R, row, N, K);
+            for (int r = 0; r < R; r++) row[r] = n0 + r * len + i;
+            q512_rows(y, xs, xb, w, rs, wt, bias, NB, R, row, N, K, 0, ns, NULL, GEMV_PREFETCH);
+        }
+        for (int n = n0 + R * len; n < n1; n++)
+            q512_rows(y, xs, xb, w, rs, wt, bias, NB, 1, &n, N, K, 0, ns, NULL, GEMV_PREFETCH);
+        return;
     }
-    for (int n = n0 + R * len; n < n1; n++) q512_rows(y, xs, xb, w, rs, wt, bias, NB, 1, &n, N, K);
+    __m512 part[XS_RUN * GEMV_MAX_B];
+    int chunks = (int)(((size_t)NB * xb + XS_L1 - 1) / XS_L1), chunk = (ns + chunks - 1) / chunks;
+    for (int a0 = n0; a0 < n1; a0 += XS_RUN) {
+        int a1 = n1 - a0 < XS_RUN ? n1 : a0 + XS_RUN, len = (a1 - a0) / R;
+        for (int c0 = 0; c0 < ns; c0 += chunk) {
+            int c1 = ns - c0 < chunk ? ns : c0 + chunk;
+            for (int i = 0; i < len; i++) {
+#pragma GCC unroll 4
+                for (int r = 0; r < R; r++) row[r] = a0 + r * len + i;
+                q512_rows(y, xs, xb, w, rs, wt, bias, NB, R, row, N, K, c0, c1, part + (size_t)i * R * NB, rs);
+            }
+        }
+        for (int n = a0 + R * len; n < a1; n++)
+            q512_rows(y, xs, xb, w, rs, wt, bias, NB, 1, &n, N, K, 0, ns, NULL, GEMV_PREFETCH);
+    }
 }
 
 INLV void q512_type(float *y, const uint8_t *xs, size_t xb, const void *w, size_t rs, ng_type wt,
