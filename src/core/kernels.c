@@ -1120,16 +1120,18 @@ static size_t xs_row(int K) { return ((size_t)xs_steps(K) * (XS_CODES + XS_TAIL)
 static _Thread_local float *tl_xs;
 static _Thread_local size_t tl_xs_cap;
 
-/* Arranges the quantized activations for the kernel (into the calling thread's scratch); row b
- * starts at b * xs_row(K) bytes. Blocks past K / 32 are zero. */
-TV static const uint8_t *arrange_x(const xq8 *xq, ng_type wt, int B, int K) {
+/* Scratch (the calling thread's) for B arranged rows; row b starts at b * xs_row(K) bytes. */
+static uint8_t *arrange_alloc(int B, int K) { return (uint8_t *)grow(&tl_xs, &tl_xs_cap, ((size_t)B * xs_row(K) + 3) / 4); }
+
+/* Arranges rows b0..b1-1 of the quantized activations into buf for the kernel. Blocks past
+ * K / 32 are zero. */
+TV static void arrange_x(uint8_t *buf, const xq8 *xq, ng_type wt, int K, int b0, int b1) {
     const int nb = K / 32, ns = xs_steps(K);
     const size_t xb = xs_row(K);
     const __m512i i0 = _mm512_set_epi32(27, 19, 11, 3, 26, 18, 10, 2, 25, 17, 9, 1, 24, 16, 8, 0);
     const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(4));
     const __m128i off = _mm_set1_epi32(wt == NG_Q4_0 ? -8 : -128);
-    uint8_t *buf = (uint8_t *)grow(&tl_xs, &tl_xs_cap, ((size_t)B * xb + 3) / 4);
-    for (int b = 0; b < B; b++) {
+    for (int b = b0; b < b1; b++) {
         uint8_t *row = buf + (size_t)b * xb;
         for (int s = 0; s < ns; s++) {
             uint8_t *p = row + (size_t)s * XS_CODES, *t = row + (size_t)ns * XS_CODES + (size_t)s * XS_TAIL;
@@ -1147,7 +1149,6 @@ TV static const uint8_t *arrange_x(const xq8 *xq, ng_type wt, int B, int K) {
             _mm_store_ps((float *)(t + 16), _mm_maskz_loadu_ps(mb, xq->d + o));
         }
     }
-    return buf;
 }
 
 /* Word indices for the gathers, numbered over the step's first 128 bytes (words 0..63), in the
@@ -1450,13 +1451,19 @@ static void matmul_qgemv(int path, float *y, const float *x, const void *w, ng_t
         path == PATH_AVX512 && ng_cpu_features()->avx512vnni ? qgemv_vnni : qgemv_avx2;
     size_t rs = ng_row_size(wt, K);
     xq8 xq = xq8_alloc(B, K);
-    if (path == PATH_AVX512)
-        quantize_x512(&xq, x, (size_t)B * K / 32);
-    else
-        quantize_x(&xq, x, (size_t)B * K / 32);
     int wide = qgemv_wide(path, wt);
-    const uint8_t *xs = wide ? arrange_x(&xq, wt, B, K) : NULL;
+    uint8_t *xs = wide ? arrange_alloc(B, K) : NULL;
     size_t xb = wide ? xs_row(K) : 0;
+    /* a batch's rows are quantized (and arranged) by the threads, a share each, before they
+     * meet at a barrier; one row is too little work for a barrier: the caller does it */
+    int shared = B > 1 && nt > 1;
+    if (!shared) {
+        if (path == PATH_AVX512)
+            quantize_x512(&xq, x, (size_t)B * K / 32);
+        else
+            quantize_x(&xq, x, (size_t)B * K / 32);
+        if (wide) arrange_x(xs, &xq, wt, K, 0, B);
+    }
     size_t xrow = wide ? xb : (size_t)K * 9 / 8; /* bytes of one row's quantized activations */
     int pass = B;
     if (B > GEMV_MAX_B) {
@@ -1468,6 +1475,16 @@ static void matmul_qgemv(int path, float *y, const float *x, const void *w, ng_t
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         int t = omp_get_thread_num(), T = omp_get_num_threads();
+        if (shared) {
+            int q0 = B * t / T, q1 = B * (t + 1) / T;
+            xq8 v = xq8_from(&xq, q0, K);
+            if (path == PATH_AVX512)
+                quantize_x512(&v, x + (size_t)q0 * K, (size_t)(q1 - q0) * K / 32);
+            else
+                quantize_x(&v, x + (size_t)q0 * K, (size_t)(q1 - q0) * K / 32);
+            if (wide) arrange_x(xs, &xq, wt, K, q0, q1);
+#pragma omp barrier
+        }
         int n0 = (int)((int64_t)groups * t / T) * 16, n1 = (int)((int64_t)groups * (t + 1) / T) * 16;
         if (n1 > N) n1 = N;
         for (int p0 = 0; p0 < B && n0 < n1; p0 += pass) {
