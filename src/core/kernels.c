@@ -360,7 +360,8 @@ static void quantize_x(xq8 *xq, const float *x, size_t nb) {
 #define GEMV_MAX_B 8
 /* Quantized weights: batches up to this many rows take the integer GEMV (in groups of
  * GEMV_MAX_B; see matmul_qgemv), larger ones the f32 GEMM, except q8_0 and q4_0 with AVX-512
- * VNNI, whose integer kernel beats the GEMM at any batch (about 1.8x at 128 rows on Zen 5). */
+ * VNNI, whose integer kernel beats the GEMM at any batch (2.5x at 128 rows of q8_0 on one
+ * Zen 5 machine). */
 #define QGEMV_MAX_B 64
 /* Bytes ahead in each weight stream that the GEMV prefetches: the hardware prefetcher alone
  * leaves a few % of the read bandwidth unused at one thread on Zen 5. */
@@ -1438,12 +1439,13 @@ static xq8 xq8_from(const xq8 *xq, int b0, int K) {
 #define QX_CACHE (384 << 10)
 #define QROWS 16
 
-/* Integer GEMV for quantized weights: x is quantized once (by the calling thread, before the
- * threads start), then each thread runs its rows' integer dot products. A batch over
- * GEMV_MAX_B rows (several decoding streams, a prompt) runs GEMV_MAX_B rows at a time against
- * runs of QROWS weight rows, so the weights come from memory once per pass (see QX_CACHE), not
- * once per group; at 8 rows per weight step the integer kernels do more products per
- * instruction than dequantizing to f32 for the GEMM, and round x as the GEMV always does. */
+/* Integer GEMV for quantized weights: x is quantized once (one row by the calling thread; a
+ * batch by the threads, a share of rows each), then each thread runs its rows' integer dot
+ * products. A batch over GEMV_MAX_B rows (several decoding streams, a prompt) runs GEMV_MAX_B
+ * rows at a time against runs of QROWS weight rows, so the weights come from memory once per
+ * pass (see QX_CACHE), not once per group; at 8 rows per weight step the integer kernels do more
+ * products per instruction than dequantizing to f32 for the GEMM, and round x as the GEMV always
+ * does. */
 static void matmul_qgemv(int path, float *y, const float *x, const void *w, ng_type wt, const float *bias, int B,
                          int N, int K, int nt) {
 #if defined(__x86_64__)
