@@ -128,10 +128,10 @@ static double current_rss_mb(void) {
  * step, the serve scheduler's decode step), each starting from its own BATCH_PREFIX tokens. */
 static double batch_decode(const ng_model *m, int n, int n_gen) {
     const ng_hparams *hp = &m->hp;
-    int n_ctx = BATCH_PREFIX + n_gen + 1;
-    ng_state *work = ng_state_new(m, n_ctx, n > BATCH_PREFIX ? n : BATCH_PREFIX);
+    int n_ctx = BATCH_PREFIX + n_gen + 1, rows = n > BATCH_PREFIX ? n : BATCH_PREFIX; /* rows per step at most */
+    ng_state *work = ng_state_new(m, n_ctx, rows);
     ng_state **seqs = xmalloc((size_t)n * sizeof *seqs);
-    int *n_tok = xmalloc((size_t)n * sizeof *n_tok), *toks = xmalloc((size_t)(n > BATCH_PREFIX ? n : BATCH_PREFIX) * sizeof *toks);
+    int *n_tok = xmalloc((size_t)n * sizeof *n_tok), *toks = xmalloc((size_t)rows * sizeof *toks);
     float *logits = xmalloc((size_t)n * hp->n_vocab * sizeof *logits);
     ng_error err;
     for (int i = 0; i < n; i++) {

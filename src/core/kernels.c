@@ -1237,7 +1237,7 @@ INLV void q512_rows(float *y, const uint8_t *xs, size_t xb, const void *w, size_
                     const float *bias, const int NB, const int R, const int *row, int N, int K, int s0, int s1,
                     __m512 *part, size_t pf) {
     const int sb = wt == NG_Q4_0 ? 72 : 136; /* bytes per step of 4 blocks */
-    int nb = K / 32, full = nb / 4, rem = nb % 4, ns = full + (rem > 0);
+    int nb = K / 32, full = nb / 4, rem = nb % 4, ns = xs_steps(K);
     const uint8_t *p[4];
     __m512 acc[4][GEMV_MAX_B];
 #pragma GCC unroll 4
@@ -1282,30 +1282,24 @@ INLV void q512_rows(float *y, const uint8_t *xs, size_t xb, const void *w, size_
 INLV void q512_body(float *y, const uint8_t *xs, size_t xb, const void *w, size_t rs, ng_type wt,
                     const float *bias, const int NB, int N, int K, int n0, int n1) {
     const int R = NB <= 2 ? 4 : 2;
-    int row[4], nb = K / 32, ns = nb / 4 + (nb % 4 > 0);
-    if (NB <= 2 || (size_t)NB * xb <= XS_L1) {
-        int len = (n1 - n0) / R;
-        for (int i = 0; i < len; i++) {
-#pragma GCC unroll 4
-            for (int r = 0; r < R; r++) row[r] = n0 + r * len + i;
-            q512_rows(y, xs, xb, w, rs, wt, bias, NB, R, row, N, K, 0, ns, NULL, GEMV_PREFETCH);
-        }
-        for (int n = n0 + R * len; n < n1; n++)
-            q512_rows(y, xs, xb, w, rs, wt, bias, NB, 1, &n, N, K, 0, ns, NULL, GEMV_PREFETCH);
-        return;
-    }
+    int row[4], ns = xs_steps(K);
+    /* one run of all rows and one chunk of all steps, unless the activations outgrow XS_L1 */
+    int chunked = NB > 2 && (size_t)NB * xb > XS_L1;
+    int chunks = chunked ? (int)(((size_t)NB * xb + XS_L1 - 1) / XS_L1) : 1, chunk = (ns + chunks - 1) / chunks;
+    int run = chunked ? XS_RUN : n1 - n0;
+    size_t pf = chunked ? rs : GEMV_PREFETCH;
     __m512 part[XS_RUN * GEMV_MAX_B];
-    int chunks = (int)(((size_t)NB * xb + XS_L1 - 1) / XS_L1), chunk = (ns + chunks - 1) / chunks;
-    for (int a0 = n0; a0 < n1; a0 += XS_RUN) {
-        int a1 = n1 - a0 < XS_RUN ? n1 : a0 + XS_RUN, len = (a1 - a0) / R;
-        for (int c0 = 0; c0 < ns; c0 += chunk) {
+    for (int a0 = n0; a0 < n1; a0 += run) {
+        int a1 = n1 - a0 < run ? n1 : a0 + run, len = (a1 - a0) / R;
+        int c0 = 0;
+        do { /* at least once: a row of no steps still writes its bias */
             int c1 = ns - c0 < chunk ? ns : c0 + chunk;
             for (int i = 0; i < len; i++) {
 #pragma GCC unroll 4
                 for (int r = 0; r < R; r++) row[r] = a0 + r * len + i;
-                q512_rows(y, xs, xb, w, rs, wt, bias, NB, R, row, N, K, c0, c1, part + (size_t)i * R * NB, rs);
+                q512_rows(y, xs, xb, w, rs, wt, bias, NB, R, row, N, K, c0, c1, part + (size_t)i * R * NB, pf);
             }
-        }
+        } while ((c0 += chunk) < ns);
         for (int n = a0 + R * len; n < a1; n++)
             q512_rows(y, xs, xb, w, rs, wt, bias, NB, 1, &n, N, K, 0, ns, NULL, GEMV_PREFETCH);
     }
@@ -1433,6 +1427,16 @@ static xq8 xq8_from(const xq8 *xq, int b0, int K) {
 }
 #endif
 
+/* Quantizes rows b0..b1-1 of x into xq and, for the 512-bit kernel (xs not NULL), arranges them. */
+static void prepare_rows(int path, const float *x, xq8 *xq, uint8_t *xs, ng_type wt, int K, int b0, int b1) {
+    xq8 v = xq8_from(xq, b0, K);
+    if (path == PATH_AVX512)
+        quantize_x512(&v, x + (size_t)b0 * K, (size_t)(b1 - b0) * K / 32);
+    else
+        quantize_x(&v, x + (size_t)b0 * K, (size_t)(b1 - b0) * K / 32);
+    if (xs) arrange_x(xs, xq, wt, K, b0, b1);
+}
+
 /* Activation rows of one pass over the weights, when a batch has more than GEMV_MAX_B: as many
  * as keep their quantized values within about QX_CACHE bytes (an L2's share), so that the groups
  * of GEMV_MAX_B rows meet each weight run while it is in cache. Weight runs are QROWS rows. */
@@ -1459,13 +1463,7 @@ static void matmul_qgemv(int path, float *y, const float *x, const void *w, ng_t
     /* a batch's rows are quantized (and arranged) by the threads, a share each, before they
      * meet at a barrier; one row is too little work for a barrier: the caller does it */
     int shared = B > 1 && nt > 1;
-    if (!shared) {
-        if (path == PATH_AVX512)
-            quantize_x512(&xq, x, (size_t)B * K / 32);
-        else
-            quantize_x(&xq, x, (size_t)B * K / 32);
-        if (wide) arrange_x(xs, &xq, wt, K, 0, B);
-    }
+    if (!shared) prepare_rows(path, x, &xq, xs, wt, K, 0, B);
     size_t xrow = wide ? xb : (size_t)K * 9 / 8; /* bytes of one row's quantized activations */
     int pass = B;
     if (B > GEMV_MAX_B) {
@@ -1478,13 +1476,7 @@ static void matmul_qgemv(int path, float *y, const float *x, const void *w, ng_t
     {
         int t = omp_get_thread_num(), T = omp_get_num_threads();
         if (shared) {
-            int q0 = B * t / T, q1 = B * (t + 1) / T;
-            xq8 v = xq8_from(&xq, q0, K);
-            if (path == PATH_AVX512)
-                quantize_x512(&v, x + (size_t)q0 * K, (size_t)(q1 - q0) * K / 32);
-            else
-                quantize_x(&v, x + (size_t)q0 * K, (size_t)(q1 - q0) * K / 32);
-            if (wide) arrange_x(xs, &xq, wt, K, q0, q1);
+            prepare_rows(path, x, &xq, xs, wt, K, B * t / T, B * (t + 1) / T);
 #pragma omp barrier
         }
         int n0 = (int)((int64_t)groups * t / T) * 16, n1 = (int)((int64_t)groups * (t + 1) / T) * 16;
@@ -1590,7 +1582,7 @@ static void attend_portable(float *out, size_t o_stride, const float *q, size_t 
 #if defined(__x86_64__)
 /* AVX-512 for head sizes of HC * 16 (HC a constant after inlining): each head's query in HC
  * registers; scores 4 positions at a time (4 FMA chains, then 4 sums across lanes); the output
- * row in HC registers across a block of positions. (Compiled from attend_body, the dots kept
+ * row in HC registers across all positions. (Compiled from attend_body, the dots kept
  * one chain and summed the lanes one by one, and the output row went through memory at every
  * position.) */
 INL512 void attend512_hc(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const float *k,

@@ -20,7 +20,6 @@
 
 #include "core/kernels.h"
 #include "core/quant.h"
-#include "core/vmath.h"
 #include "model/lora.h"
 #include "model/model.h"
 
