@@ -84,8 +84,10 @@ static double rel_err(const float *got, const float *ref, int n_rows, int w, con
 
 static train_config cfg_full(int B, int T) { return (train_config){.max_B = B, .max_T = T, .seed = 1}; }
 
-/* Every parameter and residual-stream gradient of full fine-tuning against the reference. */
-static void check_full(const char *name) {
+/* Every parameter and residual-stream gradient of full fine-tuning against the reference.
+ * With pad > 0 the batch's rows get pad more positions that the loss does not count (tokens
+ * and targets of their own); the trainer drops them, and every result stays the reference's. */
+static void check_full(const char *name, int pad) {
     fixture fx;
     char mdir[128];
     REQUIRE(fixture_load(&fx, name) == 0, "%s: fixture missing (make -C tools/reference grads)", name);
@@ -93,10 +95,22 @@ static void check_full(const char *name) {
     ng_error err = {{0}};
     ng_model *m = ng_model_load(mdir, &err);
     REQUIRE(m, "%s", err.msg);
-    train_config cfg = cfg_full(fx.batch.B, fx.batch.T);
+    int B = fx.batch.B, T = fx.batch.T, TP = T + pad;
+    int *tok = xmalloc((size_t)B * TP * sizeof *tok), *tgt = xmalloc((size_t)B * TP * sizeof *tgt);
+    float *msk = xmalloc((size_t)B * TP * sizeof *msk);
+    for (int r = 0; r < B; r++)
+        for (int t = 0; t < TP; t++) {
+            size_t i = (size_t)r * TP + t, j = (size_t)r * T + t;
+            tok[i] = t < T ? fx.tokens[j] : (r * 7 + t * 3) % m->hp.n_vocab;
+            tgt[i] = t < T ? fx.targets[j] : (r * 5 + t) % m->hp.n_vocab;
+            msk[i] = t < T ? fx.mask[j] : 0.0f;
+        }
+    train_batch batch = {B, TP, tok, tgt, msk};
+    train_config cfg = cfg_full(B, TP);
     train_model *tm = train_new(m, &cfg, &err);
     REQUIRE(tm, "%s", err.msg);
-    float loss = train_forward(tm, &fx.batch, &err);
+    float loss = train_forward(tm, &batch, &err);
+    CHECK(tm->T == T, "%s: %d padded positions: the trainer kept %d of %d", name, pad, tm->T, TP);
     double want = cJSON_GetObjectItem(fx.ref, "loss")->valuedouble;
     CHECK(fabs(loss - want) <= 1e-5, "%s: loss %.7f, reference %.7f", name, loss, want);
     train_backward(tm, 1.0f);
@@ -124,15 +138,21 @@ static void check_full(const char *name) {
     }
     CHECK(n_checked == tm->n_tab + tm->hp.n_layer + 1, "%s: checked %d tensors, model has %d parameters", name,
           n_checked, tm->n_tab);
-    fprintf(stderr, "%s: loss %.7f (ref %.7f), %d gradients, worst relative error %.2e\n", name, loss, want, n_checked,
-            worst);
+    fprintf(stderr, "%s (+%d padding): loss %.7f (ref %.7f), %d gradients, worst relative error %.2e\n", name, pad,
+            loss, want, n_checked, worst);
+    free(tok), free(tgt), free(msk);
     train_free(tm);
     ng_model_free(m);
     fixture_free(&fx);
 }
 
-static void test_grads_gpt2(void) { check_full("gpt2-tiny-a"); }
-static void test_grads_llama(void) { check_full("llama-tiny-a"); }
+static void test_grads_gpt2(void) { check_full("gpt2-tiny-a", 0); }
+static void test_grads_llama(void) { check_full("llama-tiny-a", 0); }
+/* rows padded past their last counted target (instruction data in rows of --ctx) */
+static void test_grads_padded(void) {
+    check_full("gpt2-tiny-a", 9);
+    check_full("llama-tiny-a", 4);
+}
 
 /* LoRA gradients with the fixture's adapters on every target, base frozen. */
 static void check_lora(const char *name) {
@@ -642,6 +662,7 @@ int main(void) {
     ng_set_threads(2);
     RUN(test_grads_gpt2);
     RUN(test_grads_llama);
+    RUN(test_grads_padded);
     RUN(test_lora_grads_gpt2);
     RUN(test_lora_grads_llama);
     ng_set_threads(1);

@@ -211,7 +211,7 @@ static void layout(train_model *tm, carver *c) {
         a->lh = carve(c, (size_t)max_lora_per_layer(tm) * N * R);
     }
     for (size_t l = blocks; l < L; l++) tm->acts[l] = tm->acts[0];
-    tm->lnf = carve(c, N * E), tm->muf = carve(c, N), tm->rsf = carve(c, N);
+    tm->lnf = carve(c, N * E), tm->muf = carve(c, N), tm->rsf = carve(c, N), tm->lnf_rows = carve(c, N * E);
     tm->logits = carve(c, N * V), tm->lse = carve(c, N);
     tm->s_qkv = carve(c, N * QKV), tm->s_wt = carve(c, W);
     tm->s_a = carve(c, N * D), tm->s_b = carve(c, N * D);
@@ -267,6 +267,7 @@ train_model *train_new(const ng_model *base, const train_config *cfg, ng_error *
     tm->tokens = xmalloc(N * sizeof(int));
     tm->targets = xmalloc(N * sizeof(int));
     tm->mask = xmalloc(N * sizeof(float));
+    tm->rows = xmalloc(N * sizeof(int));
     tm->res = xcalloc((size_t)hp->n_layer + 1, sizeof *tm->res);
     tm->dres = xcalloc((size_t)hp->n_layer + 1, sizeof *tm->dres);
     tm->acts = xcalloc((size_t)hp->n_layer, sizeof *tm->acts);
@@ -290,6 +291,7 @@ void train_free(train_model *tm) {
     free(tm->tokens);
     free(tm->targets);
     free(tm->mask);
+    free(tm->rows);
     free(tm->res);
     free(tm->dres);
     free(tm->acts);
@@ -464,35 +466,52 @@ float train_forward(train_model *tm, const train_batch *b, ng_error *err) {
             return NAN;
         }
     }
-    tm->B = b->B, tm->T = b->T;
-    memcpy(tm->tokens, b->tokens, (size_t)N * sizeof(int));
-    memcpy(tm->targets, b->targets, (size_t)N * sizeof(int));
-    for (int i = 0; i < N; i++) tm->mask[i] = b->mask ? b->mask[i] : 1.0f;
+    /* keep positions 0 .. T-1 of each row, T = 1 + the last counted position of any row */
+    int T = b->mask ? 1 : b->T;
+    for (int r = 0; r < b->B && T < b->T; r++)
+        for (int t = b->T - 1; t >= T; t--)
+            if (b->mask[(size_t)r * b->T + t] != 0) {
+                T = t + 1;
+                break;
+            }
+    tm->B = b->B, tm->T = T, N = b->B * T;
+    tm->n_rows = 0;
+    for (int r = 0; r < b->B; r++) {
+        size_t src = (size_t)r * b->T, dst = (size_t)r * T;
+        memcpy(tm->tokens + dst, b->tokens + src, (size_t)T * sizeof(int));
+        memcpy(tm->targets + dst, b->targets + src, (size_t)T * sizeof(int));
+        for (int t = 0; t < T; t++) {
+            tm->mask[dst + t] = b->mask ? b->mask[src + t] : 1.0f;
+            if (tm->mask[dst + t] != 0) tm->rows[tm->n_rows++] = (int)(dst + t);
+        }
+    }
     tm->n_forward++;
 
     float *x = tm->res[0];
     for (int n = 0; n < N; n++) {
         embed_row(x + (size_t)n * E, tm->tok_embd, tm->tokens[n]);
         if (tm->pos_embd) {
-            embed_row(tm->s_a, tm->pos_embd, n % b->T);
+            embed_row(tm->s_a, tm->pos_embd, n % T);
             for (int i = 0; i < E; i++) x[(size_t)n * E + i] += tm->s_a[i];
         }
     }
     for (int l = 0; l < hp->n_layer; l++) block_fwd(tm, l);
     norm_fwd(tm, tm->lnf, tm->muf, tm->rsf, tm->res[hp->n_layer], tm->normf_w, tm->normf_b, N);
-    ng_matmul(tm->logits, tm->lnf, tm->output->data, tm->output->type, NULL, N, V, E);
+    int R = tm->n_rows;
+    for (int i = 0; i < R; i++)
+        memcpy(tm->lnf_rows + (size_t)i * E, tm->lnf + (size_t)tm->rows[i] * E, (size_t)E * sizeof(float));
+    if (R) ng_matmul(tm->logits, tm->lnf_rows, tm->output->data, tm->output->type, NULL, R, V, E);
 
     double loss = 0, count = 0;
-    for (int n = 0; n < N; n++) {
-        const float *row = tm->logits + (size_t)n * V;
-        float mx = row[0];
+    for (int i = 0; i < R; i++) {
+        const float *row = tm->logits + (size_t)i * V;
+        float mx = row[0], m = tm->mask[tm->rows[i]];
         for (int v = 1; v < V; v++) mx = row[v] > mx ? row[v] : mx;
         double sum = 0;
         for (int v = 0; v < V; v++) sum += exp((double)(row[v] - mx));
-        tm->lse[n] = mx + (float)log(sum);
-        if (tm->mask[n] == 0) continue;
-        loss += (double)tm->mask[n] * ((double)tm->lse[n] - (double)row[tm->targets[n]]);
-        count += tm->mask[n];
+        tm->lse[i] = mx + (float)log(sum);
+        loss += (double)m * ((double)tm->lse[i] - (double)row[tm->targets[tm->rows[i]]]);
+        count += m;
     }
     tm->n_counted = (float)count;
     tm->loss = count > 0 ? (float)(loss / count) : 0.0f;
@@ -551,17 +570,19 @@ void train_backward(train_model *tm, float scale) {
     int N = tm->B * tm->T, E = hp->n_embd, V = hp->n_vocab, L = hp->n_layer;
     /* dlogits = m * scale / count * (softmax - onehot(target)), in place of the logits */
     float c = tm->n_counted > 0 ? scale / tm->n_counted : 0.0f;
-    for (int n = 0; n < N; n++) {
-        float *row = tm->logits + (size_t)n * V, w = tm->mask[n] * c;
-        if (w == 0) {
-            memset(row, 0, (size_t)V * sizeof *row);
-            continue;
-        }
-        for (int v = 0; v < V; v++) row[v] = expf(row[v] - tm->lse[n]) * w;
-        row[tm->targets[n]] -= w;
+    int R = tm->n_rows;
+    for (int i = 0; i < R; i++) {
+        float *row = tm->logits + (size_t)i * V, w = tm->mask[tm->rows[i]] * c;
+        for (int v = 0; v < V; v++) row[v] = expf(row[v] - tm->lse[i]) * w;
+        row[tm->targets[tm->rows[i]]] -= w;
     }
-    if (tm->g_output) train_matmul_dw(tm->g_output, tm->logits, V, tm->lnf, N, V, E, 1.0f);
-    train_matmul_dx(tm->s_dln, tm->logits, tm->output->data, tm->output->type, N, V, E, tm->s_wt);
+    memset(tm->s_dln, 0, (size_t)N * E * sizeof(float));
+    if (R) {
+        if (tm->g_output) train_matmul_dw(tm->g_output, tm->logits, V, tm->lnf_rows, R, V, E, 1.0f);
+        train_matmul_dx(tm->s_dmid, tm->logits, tm->output->data, tm->output->type, R, V, E, tm->s_wt);
+        for (int i = 0; i < R; i++)
+            memcpy(tm->s_dln + (size_t)tm->rows[i] * E, tm->s_dmid + (size_t)i * E, (size_t)E * sizeof(float));
+    }
     memset(tm->dres[L], 0, (size_t)N * E * sizeof(float));
     norm_bwd(tm, tm->dres[L], tm->g_normf_w, tm->g_normf_b, tm->s_dln, tm->res[L], tm->normf_w, tm->muf, tm->rsf, N);
     for (int l = L - 1; l >= 0; l--) {

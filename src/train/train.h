@@ -132,18 +132,20 @@ typedef struct {
     int64_t step;                /* optimizer steps taken */
     uint64_t n_forward;          /* forward passes run (the dropout stream) */
     /* the current batch */
-    int B, T;
-    int *tokens, *targets;       /* (max_B * max_T) copies */
+    int B, T;                    /* T: the batch's T less the trailing positions no target needs */
+    int *tokens, *targets;       /* (B, T) copies */
     float *mask;
     float loss, n_counted;
+    int *rows, n_rows;           /* the positions whose prediction counts (mask != 0) */
     /* one block: every activation and scratch buffer */
     float *mem;
     float **res;                 /* (n_layer + 1) x (N, E): residual stream entering each layer; res[L] final */
     float **dres;                /* the same, gradients (kept for tests) */
     train_acts *acts;            /* (n_layer); all alias one block with recompute */
     float *lnf, *muf, *rsf;      /* (N, E), (N), (N) final norm */
-    float *logits;               /* (N, V); dlogits in backward */
-    float *lse;                  /* (N) log-sum-exp of each row's logits */
+    float *lnf_rows;             /* (n_rows, E) the rows of lnf that the output head sees */
+    float *logits;               /* (n_rows, V), counted positions only; dlogits in backward */
+    float *lse;                  /* (n_rows) log-sum-exp of each row's logits */
     float *s_qkv, *s_wt, *s_a, *s_b, *s_dmid, *s_dln, *s_dq, *s_dk, *s_dv, *s_dqkv, *s_dao, *s_df1, *s_df2,
         *s_dfa, *s_dlh, *s_datt; /* scratch */
     size_t n_mem;                /* floats in mem */
@@ -157,7 +159,10 @@ void train_free(train_model *tm);
 
 /* Runs the forward pass on the batch (B <= max_B, T <= max_T, T <= n_ctx) and returns the
  * loss: mean over mask==1 positions of -log p(target). NAN + err on bad input (token out of
- * range, sizes). Keeps what backward needs. */
+ * range, sizes). Keeps what backward needs. Two cuts that change no result: the positions
+ * after the last counted one of every row are dropped (causal attention: no counted
+ * prediction depends on them), so tm->T can be less than b->T (padded instruction rows);
+ * and the output head runs on the counted positions only. */
 float train_forward(train_model *tm, const train_batch *b, ng_error *err);
 /* Adds scale * d loss / d param into grads for the last forward's batch (so micro-batches
  * accumulate; pass 1/n_micro for their mean). Fills dres. */

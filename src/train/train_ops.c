@@ -138,6 +138,7 @@ void train_attention_fwd(float *ao, float *att, const float *q, const float *k, 
             for (int s = 0; s <= t; s++) {
                 const float *kr = k + (size_t)(b * T + s) * KV + (size_t)kvh * hd;
                 float d = 0;
+#pragma omp simd reduction(+ : d)
                 for (int i = 0; i < hd; i++) d += qr[i] * kr[i];
                 p[s] = d * scale;
                 if (p[s] > mx) mx = p[s];
@@ -150,7 +151,9 @@ void train_attention_fwd(float *ao, float *att, const float *q, const float *k, 
             memset(o, 0, (size_t)hd * sizeof *o);
             for (int s = 0; s <= t; s++) {
                 const float *vr = v + (size_t)(b * T + s) * KV + (size_t)kvh * hd;
-                for (int i = 0; i < hd; i++) o[i] += p[s] * vr[i];
+                float ps = p[s];
+#pragma omp simd
+                for (int i = 0; i < hd; i++) o[i] += ps * vr[i];
             }
         }
     }
@@ -180,11 +183,11 @@ void train_attention_bwd(float *dq, float *dk, float *dv, const float *dao, cons
                 float *dqr = dq + (size_t)(b * T + t) * E + (size_t)h * hd, sum = 0;
                 for (int s = 0; s <= t; s++) {
                     const float *vr = v + (size_t)(b * T + s) * KV + (size_t)kvh * hd;
-                    float *dvr = dv + (size_t)(b * T + s) * KV + (size_t)kvh * hd, d = 0;
-                    for (int i = 0; i < hd; i++) {
-                        d += dor[i] * vr[i];
-                        dvr[i] += p[s] * dor[i];
-                    }
+                    float *dvr = dv + (size_t)(b * T + s) * KV + (size_t)kvh * hd, d = 0, ps = p[s];
+#pragma omp simd reduction(+ : d)
+                    for (int i = 0; i < hd; i++) d += dor[i] * vr[i];
+#pragma omp simd
+                    for (int i = 0; i < hd; i++) dvr[i] += ps * dor[i];
                     dp[s] = d;
                     sum += p[s] * d;
                 }
@@ -193,10 +196,10 @@ void train_attention_bwd(float *dq, float *dk, float *dv, const float *dao, cons
                     float ds = p[s] * (dp[s] - sum) * scale;
                     const float *kr = k + (size_t)(b * T + s) * KV + (size_t)kvh * hd;
                     float *dkr = dk + (size_t)(b * T + s) * KV + (size_t)kvh * hd;
-                    for (int i = 0; i < hd; i++) {
-                        dqr[i] += ds * kr[i];
-                        dkr[i] += ds * qr[i];
-                    }
+#pragma omp simd
+                    for (int i = 0; i < hd; i++) dqr[i] += ds * kr[i];
+#pragma omp simd
+                    for (int i = 0; i < hd; i++) dkr[i] += ds * qr[i];
                 }
             }
         }
