@@ -85,7 +85,14 @@ fuzz: $(FUZZ_BIN)
 test-ui: netgpt
 	sh tests/ui/run.sh ./netgpt
 
-bench: netgpt
+build/rel/bench/kernels_bench: bench/kernels_bench.c $(REL_OBJ) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(BASE_CFLAGS) -o $@ $< $(REL_OBJ) $(LDLIBS)
+
+# the matmul kernels one by one (real shapes, % of the measured bandwidth and peak), then the
+# whole models
+bench: netgpt build/rel/bench/kernels_bench
+	build/rel/bench/kernels_bench --quick
 	./netgpt bench
 
 fixtures:
