@@ -6,12 +6,14 @@
  * file's weight type, and the top token agrees at every position.
  *
  * Files: the shipped default models (q8_0, GPT-2 and LLaMA architectures, trained weights and
- * real vocabularies), each rewritten by `netgpt quantize` as q4_0, f16 and bf16, and llama2.c's
- * stories260K (a LLaMA with grouped-query attention) imported by `netgpt convert --from
- * llama2c` when ../shared/models has it. */
+ * real vocabularies), each rewritten by `netgpt quantize` as q4_0, f16 and bf16; a GGUF LoRA
+ * adapter that `netgpt train` writes for each (every target matrix, GPT-2's fused qkv
+ * included), applied by both engines; and llama2.c's stories260K (a LLaMA with grouped-query
+ * attention) imported by `netgpt convert --from llama2c` when ../shared/models has it. */
 #include "test.h"
 
 #include "core/util.h"
+#include "model/lora.h"
 #include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
@@ -66,13 +68,52 @@ static double bound_for(const char *what) {
     return 1e-4;
 }
 
+/* netgpt's logits after each of the T tokens, with adapter (NULL: none); NULL on error. */
+static float *logits_of(const ng_model *m, const ng_lora *adapter, const int *toks, int T, const char *what) {
+    ng_error err;
+    float *lg = xmalloc((size_t)T * m->hp.n_vocab * sizeof *lg);
+    ng_state *s = ng_state_new(m, T, T);
+    s->lora = adapter;
+    int rc = ng_forward(m, s, toks, T, lg, 1, &err);
+    CHECK(rc == NG_OK, "%s: forward: %s", what, err.msg);
+    ng_state_free(s);
+    if (rc == NG_OK) return lg;
+    free(lg);
+    return NULL;
+}
+
+/* max over positions of max |a - b| / max |b|, the position where it is largest in *at */
+static double rel_diff(const float *a, const float *b, int T, int V, int *at) {
+    double worst = 0;
+    for (int t = 0; t < T; t++) {
+        double scale = 0, d = 0;
+        for (int v = 0; v < V; v++) {
+            scale = fmax(scale, fabs(b[(size_t)t * V + v]));
+            d = fmax(d, fabs((double)a[(size_t)t * V + v] - b[(size_t)t * V + v]));
+        }
+        d /= scale > 0 ? scale : 1;
+        if (d > worst || d != d) worst = d != d ? INFINITY : d, *at = t;
+    }
+    return worst;
+}
+
 /* One file: llama.cpp's tokenization of TEXT against netgpt's, then the logits after each of
- * netgpt's ids (with BOS first where the vocabulary adds one). */
-static void check_file(const char *path, const char *what) {
+ * netgpt's ids (with BOS first where the vocabulary adds one), with the GGUF LoRA adapter lora
+ * applied by both when it is not NULL. */
+static void check_file(const char *path, const char *lora, const char *what) {
     ng_error err;
     ng_model *m = ng_model_load(path, &err);
     REQUIRE(m, "%s: %s", path, err.msg);
     REQUIRE(m->tok, "%s: no tokenizer", path);
+    ng_lora *adapter = NULL;
+    if (lora) {
+        adapter = ng_lora_load(m, lora, 1.0f, &err);
+        CHECK(adapter, "%s: %s", lora, err.msg);
+        if (!adapter) {
+            ng_model_free(m);
+            return;
+        }
+    }
     int n;
     int *ids = tok_encode(m->tok, TEXT, strlen(TEXT), &n);
     int bos = tok_add_bos(m->tok), T = n + bos;
@@ -85,7 +126,7 @@ static void check_file(const char *path, const char *what) {
     ng_buf_init(&cmd);
     ng_buf_printf(&cmd, "node " TOOL " %s '%s' ", path, TEXT);
     for (int i = 0; i < T; i++) ng_buf_printf(&cmd, "%s%d", i ? "," : "", toks[i]);
-    ng_buf_printf(&cmd, " " DIR "/out >" DIR "/out.json 2>" DIR "/out.err");
+    ng_buf_printf(&cmd, " " DIR "/out %s >" DIR "/out.json 2>" DIR "/out.err", lora ? lora : "");
     int rc = sh(cmd.s);
     free(cmd.s);
     if (rc != 0) {
@@ -109,25 +150,19 @@ static void check_file(const char *path, const char *what) {
         CHECK(nb_lg == (size_t)T * V * sizeof(float), "%s: llama.cpp gave %zu bytes of logits, want %d x %d", what,
               nb_lg, T, V);
     }
-    if (lids && ref && nb_lg == (size_t)T * V * sizeof(float)) {
-        float *lg = xmalloc((size_t)T * V * sizeof *lg);
-        ng_state *s = ng_state_new(m, T, T);
-        rc = ng_forward(m, s, toks, T, lg, 1, &err);
-        CHECK(rc == NG_OK, "%s: forward: %s", what, err.msg);
-        double worst = 0;
-        int top_differs = 0, worst_at = 0;
-        for (int t = 0; rc == NG_OK && t < T; t++) {
+    float *lg = lids && ref && nb_lg == (size_t)T * V * sizeof(float) ? logits_of(m, adapter, toks, T, what) : NULL;
+    if (lg) {
+        int worst_at = 0, top_differs = 0;
+        double worst = rel_diff(lg, ref, T, V, &worst_at);
+        for (int t = 0; t < T; t++) {
             const float *a = lg + (size_t)t * V, *b = ref + (size_t)t * V;
-            double scale = 0, d = 0;
             int ia = 0, ib = 0;
+            double scale = 0;
             for (int v = 0; v < V; v++) {
                 scale = fmax(scale, fabs(b[v]));
-                d = fmax(d, fabs((double)a[v] - b[v]));
                 if (a[v] > a[ia]) ia = v;
                 if (b[v] > b[ib]) ib = v;
             }
-            d /= scale > 0 ? scale : 1;
-            if (d > worst || d != d) worst = d != d ? INFINITY : d, worst_at = t;
             /* a tie broken the other way is no disagreement */
             top_differs += ia != ib && fabs((double)a[ia] - a[ib]) > bound_for(what) * scale;
         }
@@ -137,12 +172,21 @@ static void check_file(const char *path, const char *what) {
         CHECK(worst <= bound_for(what), "%s: logits differ by %.3g of the largest (bound %.3g) at position %d", what,
               worst, bound_for(what), worst_at);
         CHECK(top_differs == 0, "%s: the top token differs at %d of %d positions", what, top_differs, T);
-        ng_state_free(s);
+        if (adapter) {
+            /* the adapter must matter, or an engine that ignored it would pass */
+            float *base = logits_of(m, NULL, toks, T, what);
+            int at = 0;
+            double moved = base ? rel_diff(base, lg, T, V, &at) : 0;
+            printf("    %-28s the adapter moves the logits by %.2e of the largest\n", what, moved);
+            CHECK(moved > 10 * bound_for(what), "%s: the adapter moves the logits by only %.3g", what, moved);
+            free(base);
+        }
         free(lg);
     }
     free(lids), free(ref);
 done:
     free(toks), free(ids);
+    ng_lora_free(adapter);
     ng_model_free(m);
 }
 
@@ -153,7 +197,7 @@ static void check_model(const char *src, const char *name) {
     if (!have(src)) SKIP("%s is absent", src);
     char what[96];
     snprintf(what, sizeof what, "%s q8_0", name);
-    check_file(src, what);
+    check_file(src, NULL, what);
     const char *types[] = {"q4_0", "f16", "bf16"};
     for (int i = 0; i < 3; i++) {
         char out[256], cmd[640];
@@ -163,8 +207,26 @@ static void check_model(const char *src, const char *name) {
         CHECK(rc == 0, "%s -> %d", cmd, rc);
         if (rc != 0) continue;
         snprintf(what, sizeof what, "%s %s", name, types[i]);
-        check_file(out, what);
+        check_file(out, NULL, what);
     }
+    /* a LoRA adapter on every target, trained a few steps at a high rate so that it matters */
+    char ad[256], cmd[1024];
+    snprintf(ad, sizeof ad, DIR "/%s-lora", name);
+    snprintf(cmd, sizeof cmd,
+             BIN " train -m %s --data " DIR "/lora.txt --format text --lora-rank 4 --lora-targets all --batch 2 "
+                 "--ctx 64 --steps 6 --lr 3e-2 --seed 1 --save-format gguf -t 2 -o %s >" DIR "/train.log 2>&1",
+             src, ad);
+    FILE *f = fopen(DIR "/lora.txt", "w");
+    REQUIRE(f, "cannot write " DIR "/lora.txt");
+    fputs("The cafe near the station opens at seven and closes late in the evening.\n\n"
+          "A small river runs through the old town, past the market and the church.\n",
+          f);
+    fclose(f);
+    int rc = sh(cmd);
+    REQUIRE(rc == 0, "%s -> %d (" DIR "/train.log)", cmd, rc);
+    snprintf(what, sizeof what, "%s q8_0 + LoRA", name);
+    strcat(ad, "/adapter.gguf");
+    check_file(src, ad, what);
 }
 
 static void test_edge_gpt2(void) { check_model("models/edge-gpt2.gguf", "edge-gpt2"); }
@@ -182,7 +244,7 @@ static void test_stories_import(void) {
              sm, sm);
     int rc = sh(cmd);
     REQUIRE(rc == 0, "%s -> %d", cmd, rc);
-    check_file(DIR "/stories260K.gguf", "stories260K f32");
+    check_file(DIR "/stories260K.gguf", NULL, "stories260K f32");
 }
 
 int main(void) {

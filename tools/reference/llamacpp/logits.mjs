@@ -1,12 +1,13 @@
 // llama.cpp's view of a GGUF file, for netgpt's compatibility test (tests/test_llamacpp.c).
 //
-//   node logits.mjs MODEL.gguf TEXT IDS OUT
+//   node logits.mjs MODEL.gguf TEXT IDS OUT [LORA.gguf]
 //
 // Loads MODEL with llama.cpp (the CPU build that the npm package node-llama-cpp ships; nothing
 // is compiled or downloaded), then writes
 //   OUT.ids.i32     llama.cpp's tokenization of TEXT (no BOS, special tokens not parsed), int32
 //   OUT.logits.f32  llama.cpp's logits after each token of IDS (comma-separated ids, evaluated
-//                   from an empty context), n_ids x n_vocab float32 in vocabulary order
+//                   from an empty context), n_ids x n_vocab float32 in vocabulary order, with
+//                   the GGUF LoRA adapter LORA applied at scale 1 when it is given
 // and prints one JSON line {"n_vocab", "n_ids", "n_text_ids"}. The KV cache is kept in f32 and
 // flash attention off, so the logits differ from netgpt's by the order of floating-point
 // operations and by how llama.cpp's CPU backend rounds activations for the weight type: to
@@ -15,9 +16,9 @@
 import {getLlama, LlamaLogLevel} from "node-llama-cpp";
 import fs from "node:fs";
 
-const [model, text, idsArg, out] = process.argv.slice(2);
+const [model, text, idsArg, out, lora] = process.argv.slice(2);
 if (!out) {
-    console.error("usage: node logits.mjs MODEL.gguf TEXT IDS OUT");
+    console.error("usage: node logits.mjs MODEL.gguf TEXT IDS OUT [LORA.gguf]");
     process.exit(2);
 }
 const ids = idsArg.split(",").map(Number);
@@ -33,6 +34,7 @@ const ctx = await m.createContext({
     flashAttention: false,
     experimentalKvCacheKeyType: "F32",
     experimentalKvCacheValueType: "F32",
+    ...(lora ? {lora: {adapters: [{filePath: lora, scale: 1}]}} : {}),
 });
 const seq = ctx.getSequence();
 const res = await seq.controlledEvaluate(ids.map((t) => [t, {generateNext: {logits: true}}]));
