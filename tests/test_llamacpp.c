@@ -44,6 +44,8 @@ static const char *why_no_llamacpp(void) {
     if (!have("tools/reference/llamacpp/node_modules/node-llama-cpp/package.json"))
         return "llama.cpp (npm node-llama-cpp) is not installed: sh tools/deps.sh --llamacpp";
     if (sh("node --version >/dev/null 2>&1") != 0) return "node is not installed";
+    if (sh("node -e 'process.exit(+process.versions.node.split(\".\")[0] >= 20 ? 0 : 1)'") != 0)
+        return "node-llama-cpp needs node 20 or later";
     return NULL;
 }
 
