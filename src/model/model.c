@@ -480,9 +480,8 @@ static void drop_pages(const void *p, size_t n) {
     if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
-/* ng_model_set_mmap(0): every tensor the model reads from a mapping becomes a copy it owns
- * (a tied output head stays tied). */
-static void copy_weights(ng_model *m) {
+/* The model's weight slots (top-level, then each layer's), n of them; free the array. */
+static const ng_tensor ***weight_slots(ng_model *m, int *n_out) {
     int L = m->hp.n_layer, n = 0;
     const ng_tensor ***slots = xmalloc((5 + 16 * (size_t)L) * sizeof *slots);
     const ng_tensor **top[] = {&m->tok_embd, &m->pos_embd, &m->out_norm_w, &m->out_norm_b, &m->output};
@@ -494,6 +493,15 @@ static void copy_weights(ng_model *m) {
                                  &y->up_b, &y->down_w, &y->down_b};
         for (int i = 0; i < 16; i++) slots[n++] = f[i];
     }
+    *n_out = n;
+    return slots;
+}
+
+/* ng_model_set_mmap(0): every tensor the model reads from a mapping becomes a copy it owns
+ * (a tied output head stays tied). */
+static void copy_weights(ng_model *m) {
+    int n;
+    const ng_tensor ***slots = weight_slots(m, &n);
     for (int i = 0; i < n; i++) {
         const ng_tensor *t = *slots[i];
         int where = t ? in_mapping(m, t) : 0;
@@ -505,6 +513,27 @@ static void copy_weights(ng_model *m) {
             if (*slots[j] == t) *slots[j] = c;
     }
     free(slots);
+}
+
+/* Maps the weights' file pages into the page table now, in one call per tensor, instead of one
+ * fault per page during the first forward pass (which would count them in the first prompt's
+ * time: 5-15% of a 77-token prefill on one machine, for q4_0 GPT-2 124M and TinyLlama). Pages not in the page cache are read.
+ * A kernel without MADV_POPULATE_READ (before Linux 5.14) refuses it and nothing changes. */
+static void prefault_weights(ng_model *m) {
+#ifdef MADV_POPULATE_READ
+    int n;
+    const ng_tensor ***slots = weight_slots(m, &n);
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+    for (int i = 0; i < n; i++) {
+        const ng_tensor *t = *slots[i];
+        if (!t || in_mapping(m, t) != 2 || !t->nbytes) continue;
+        uintptr_t a = (uintptr_t)t->data & ~(pg - 1), b = ((uintptr_t)t->data + t->nbytes + pg - 1) & ~(pg - 1);
+        (void)madvise((void *)a, b - a, MADV_POPULATE_READ);
+    }
+    free(slots);
+#else
+    (void)m;
+#endif
 }
 
 ng_model *ng_model_load(const char *path, ng_error *err) {
@@ -529,7 +558,10 @@ ng_model *ng_model_load(const char *path, ng_error *err) {
         const char *base = strrchr(path, '/');
         m->name = xstrdup(base && base[1] ? base + 1 : path);
     }
-    if (!g_mmap) copy_weights(m);
+    if (!g_mmap)
+        copy_weights(m);
+    else
+        prefault_weights(m);
     return m;
 }
 
