@@ -516,9 +516,11 @@ static void copy_weights(ng_model *m) {
 }
 
 /* Maps the weights' file pages into the page table now, in one call per tensor, instead of one
- * fault per page during the first forward pass (which would count them in the first prompt's
- * time: 5-15% of a 77-token prefill on one machine, for q4_0 GPT-2 124M and TinyLlama). Pages not in the page cache are read.
- * A kernel without MADV_POPULATE_READ (before Linux 5.14) refuses it and nothing changes. */
+ * fault per page during the first forward pass, which would count them in the first prompt's
+ * time (5-15% of a 77-token prefill of q4_0 GPT-2 124M and TinyLlama on one machine). Pages not
+ * in the page cache are read. Tensors in a GGUF or llama2.c mapping only (a safetensors
+ * shard's may be copies). A kernel without MADV_POPULATE_READ (before Linux 5.14) refuses it
+ * and nothing changes. */
 static void prefault_weights(ng_model *m) {
 #ifdef MADV_POPULATE_READ
     int n;
