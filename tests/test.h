@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int t_case_failed, t_case_skipped, t_any_failed;
 static char t_skip_why[256];
@@ -64,6 +65,9 @@ static inline double t_max_abs_diff(const float *a, const float *b, size_t n) {
     }
     return m;
 }
+
+/* 1 when path exists (a file or a folder). */
+static inline int t_exists(const char *path) { return access(path, F_OK) == 0; }
 
 /* Path of a file under tests/testdata (tests run from the repository root). */
 #define TESTDATA(name) "tests/testdata/" name

@@ -723,7 +723,6 @@ static void test_getter_errors(void) {
     unlink(path);
 }
 
-static int file_exists(const char *p) { return access(p, F_OK) == 0; }
 
 static void test_writer_errors(void) {
     const char *path = tmp_path("werr");
@@ -759,7 +758,7 @@ static void test_writer_errors(void) {
         }
         CHECK(gguf_write(w, path, &err) == NG_ERR, "%s: accepted", k);
         CHECK(strstr(err.msg, cases[c].want) && strstr(err.msg, path), "%s: message: %s", k, err.msg);
-        CHECK(!file_exists(path), "%s: file left behind", k);
+        CHECK(!t_exists(path), "%s: file left behind", k);
         gguf_writer_free(w);
     }
     /* a write into a missing folder fails cleanly */

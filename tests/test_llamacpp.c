@@ -29,11 +29,6 @@
 static const char *TEXT = "The caf\xc3\xa9 near Z\xc3\xbcrich opens at 07:30 and it\xe2\x80\x99s 2.5 km away; "
                           "\xe6\x9d\xb1\xe4\xba\xac has 14 million people \xf0\x9f\x98\x80. Once upon a time,";
 
-static int have(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0;
-}
-
 static int sh(const char *cmd) {
     int st = system(cmd);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
@@ -41,7 +36,7 @@ static int sh(const char *cmd) {
 
 /* Why llama.cpp cannot be run here, or NULL when it can. */
 static const char *why_no_llamacpp(void) {
-    if (!have("tools/reference/llamacpp/node_modules/node-llama-cpp/package.json"))
+    if (!t_exists("tools/reference/llamacpp/node_modules/node-llama-cpp/package.json"))
         return "llama.cpp (npm node-llama-cpp) is not installed: sh tools/deps.sh --llamacpp";
     if (sh("node --version >/dev/null 2>&1") != 0) return "node is not installed";
     if (sh("node -e 'process.exit(+process.versions.node.split(\".\")[0] >= 20 ? 0 : 1)'") != 0)
@@ -84,17 +79,26 @@ static float *logits_of(const ng_model *m, const ng_lora *adapter, const int *to
     return NULL;
 }
 
-/* max over positions of max |a - b| / max |b|, the position where it is largest in *at */
-static double rel_diff(const float *a, const float *b, int T, int V, int *at) {
+/* a against the reference b, T positions of V logits: returns the largest over positions of
+ * max |a - b| / max |b| (its position in *at); *top_differs counts the positions whose top
+ * tokens differ by more than bound x max |b| in a (a tie broken the other way is no
+ * disagreement). */
+static double compare(const float *a, const float *b, int T, int V, double bound, int *at, int *top_differs) {
     double worst = 0;
+    *top_differs = 0;
     for (int t = 0; t < T; t++) {
+        const float *x = a + (size_t)t * V, *y = b + (size_t)t * V;
         double scale = 0, d = 0;
+        int ia = 0, ib = 0;
         for (int v = 0; v < V; v++) {
-            scale = fmax(scale, fabs(b[(size_t)t * V + v]));
-            d = fmax(d, fabs((double)a[(size_t)t * V + v] - b[(size_t)t * V + v]));
+            scale = fmax(scale, fabs(y[v]));
+            d = fmax(d, fabs((double)x[v] - y[v]));
+            if (x[v] > x[ia]) ia = v;
+            if (y[v] > y[ib]) ib = v;
         }
         d /= scale > 0 ? scale : 1;
         if (d > worst || d != d) worst = d != d ? INFINITY : d, *at = t;
+        *top_differs += ia != ib && fabs((double)x[ia] - x[ib]) > bound * scale;
     }
     return worst;
 }
@@ -154,20 +158,8 @@ static void check_file(const char *path, const char *lora, const char *what) {
     }
     float *lg = lids && ref && nb_lg == (size_t)T * V * sizeof(float) ? logits_of(m, adapter, toks, T, what) : NULL;
     if (lg) {
-        int worst_at = 0, top_differs = 0;
-        double worst = rel_diff(lg, ref, T, V, &worst_at);
-        for (int t = 0; t < T; t++) {
-            const float *a = lg + (size_t)t * V, *b = ref + (size_t)t * V;
-            int ia = 0, ib = 0;
-            double scale = 0;
-            for (int v = 0; v < V; v++) {
-                scale = fmax(scale, fabs(b[v]));
-                if (a[v] > a[ia]) ia = v;
-                if (b[v] > b[ib]) ib = v;
-            }
-            /* a tie broken the other way is no disagreement */
-            top_differs += ia != ib && fabs((double)a[ia] - a[ib]) > bound_for(what) * scale;
-        }
+        int worst_at = 0, top_differs;
+        double worst = compare(lg, ref, T, V, bound_for(what), &worst_at, &top_differs);
         printf("    %-28s %3d tokens, vocabulary %6d: max |logit difference| %.2e of the largest logit "
                "(position %d), top token differs at %d positions\n",
                what, T, V, worst, worst_at, top_differs);
@@ -177,8 +169,8 @@ static void check_file(const char *path, const char *lora, const char *what) {
         if (adapter) {
             /* the adapter must matter, or an engine that ignored it would pass */
             float *base = logits_of(m, NULL, toks, T, what);
-            int at = 0;
-            double moved = base ? rel_diff(base, lg, T, V, &at) : 0;
+            int at = 0, ignored;
+            double moved = base ? compare(base, lg, T, V, 0, &at, &ignored) : 0;
             printf("    %-28s the adapter moves the logits by %.2e of the largest\n", what, moved);
             CHECK(moved > 10 * bound_for(what), "%s: the adapter moves the logits by only %.3g", what, moved);
             free(base);
@@ -196,7 +188,7 @@ done:
 static void check_model(const char *src, const char *name) {
     const char *why = why_no_llamacpp();
     if (why) SKIP("%s", why);
-    if (!have(src)) SKIP("%s is absent", src);
+    if (!t_exists(src)) SKIP("%s is absent", src);
     char what[96];
     snprintf(what, sizeof what, "%s q8_0", name);
     check_file(src, NULL, what);

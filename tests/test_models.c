@@ -25,11 +25,6 @@
 #define MIN_STATED 0.85 /* share of the facts stated */
 #define MAX_INVENTED 2   /* invented mentions in the 12 records */
 
-static int have(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0;
-}
-
 static void expect_ids(const ng_model *m, const char *text, const int *want, int n_want) {
     int n;
     int *ids = tok_encode(m->tok, text, strlen(text), &n);
@@ -41,7 +36,7 @@ static void expect_ids(const ng_model *m, const char *text, const int *want, int
 }
 
 static void test_files(void) {
-    if (!have(EDGE) || !have(CLOUD)) SKIP("models/ has not the default models");
+    if (!t_exists(EDGE) || !t_exists(CLOUD)) SKIP("models/ has not the default models");
     const char *files[] = {EDGE, ADAPTER, EDGE_FULL, CLOUD};
     for (int i = 0; i < 4; i++) {
         struct stat st;
@@ -98,7 +93,7 @@ static double mean_nll(const ng_model *m, const char *text) {
  * template it was trained in): perplexities near what the model cards report, far below an
  * untrained model's (about the vocabulary size). */
 static void test_perplexity(void) {
-    if (!have(EDGE) || !have(CLOUD)) SKIP("models/ has not the default models");
+    if (!t_exists(EDGE) || !t_exists(CLOUD)) SKIP("models/ has not the default models");
     ng_error err;
     ng_model *e = ng_model_load(EDGE, &err), *c = ng_model_load(CLOUD, &err);
     REQUIRE(e && c, "load: %s", err.msg);
@@ -149,8 +144,8 @@ static void test_perplexity(void) {
 /* The completion model on held-out test records (tests/testdata/models: 12 records of the pairs
  * test split, cities never seen in training), scored by src/edge/score.c. */
 static void test_edge_completion(void) {
-    int lora = have(EDGE) && have(ADAPTER);
-    if (!lora && !have(EDGE_FULL)) SKIP("models/ has no edge completion model");
+    int lora = t_exists(EDGE) && t_exists(ADAPTER);
+    if (!lora && !t_exists(EDGE_FULL)) SKIP("models/ has no edge completion model");
     ng_error err;
     ng_model *m = ng_model_load(lora ? EDGE : EDGE_FULL, &err);
     REQUIRE(m, "%s", err.msg);
