@@ -1,6 +1,9 @@
 /* The edge's context block and template baseline on known answers (the format the completion
- * adapter is trained on), and model-written completion running end to end. */
+ * adapter is trained on), references filled as the training data's builder fills them, and
+ * model-written completion running end to end. */
 #include "test.h"
+
+#include <cjson/cJSON.h>
 
 #include "edge/complete.h"
 #include "model/model.h"
@@ -42,6 +45,50 @@ static void test_template(void) {
     free(t);
 }
 
+/* edge_fill_refs against fillRefs of tools/data/pairs/common.js (tests/testdata/pairs_refs, made
+ * by tools/data/pairs/make_refs_fixture.js): the referenced prompts of 150 validation records
+ * fill back to the records' prompts, and probes (references without a value, malformed ones,
+ * braces that are text, non-ASCII around them) give the same text and the same count of
+ * unresolved references. */
+static void test_fill_refs(void) {
+    FILE *f = fopen("tests/testdata/pairs_refs/refs.jsonl", "rb");
+    REQUIRE(f, "tests/testdata/pairs_refs/refs.jsonl");
+    char *line = NULL;
+    size_t cap = 0;
+    int n = 0, bad = 0, with_unresolved = 0;
+    while (getline(&line, &cap, f) > 0) {
+        cJSON *js = cJSON_Parse(line);
+        const cJSON *block = cJSON_GetObjectItemCaseSensitive(js, "block"),
+                    *text = cJSON_GetObjectItemCaseSensitive(js, "text"),
+                    *want = cJSON_GetObjectItemCaseSensitive(js, "filled"),
+                    *unres = cJSON_GetObjectItemCaseSensitive(js, "unresolved");
+        REQUIRE(cJSON_IsString(block) && cJSON_IsString(text) && cJSON_IsString(want) && cJSON_IsNumber(unres),
+                "fixture line %d", n + 1);
+        int u = -1;
+        char *got = edge_fill_refs(block->valuestring, text->valuestring, &u);
+        if ((strcmp(got, want->valuestring) || u != unres->valueint) && bad++ < 3)
+            CHECK(0, "case %d:\n text [%s]\n got  [%s] %d unresolved\n want [%s] %d", n + 1, text->valuestring, got, u,
+                  want->valuestring, unres->valueint);
+        with_unresolved += u > 0;
+        free(got);
+        cJSON_Delete(js);
+        n++;
+    }
+    free(line);
+    fclose(f);
+    CHECK(n == 170 && with_unresolved == 12, "%d cases, %d with unresolved references", n, with_unresolved);
+    CHECK(!bad, "%d of %d cases differ", bad, n);
+    /* the edge's own block: its km distances, its cell, a language outside the data's twelve */
+    edge_context c = sample();
+    snprintf(c.language, sizeof c.language, "ko");
+    char *b = edge_context_block(&c, "coffee?");
+    int u = -1;
+    char *t = edge_fill_refs(b, "{place}, {day} {time}: {poi2} ({dist2}), {poi3} {dist3}; in {language}.", &u);
+    CHECK(!strcmp(t, "Lyon, France, Tuesday 18:40: Columbus Café (1.2 km), Paul 420 m; in Korean.") && u == 0, "[%s] %d",
+          t, u);
+    free(t), free(b);
+}
+
 /* A model with the real GPT-2 vocabulary runs the completion path end to end, deterministically. */
 static void test_model_completion(void) {
     ng_hparams hp = {.arch = NG_ARCH_GPT2, .n_vocab = 50257, .n_ctx = 512, .n_embd = 64, .n_head = 4, .n_head_kv = 4,
@@ -66,6 +113,7 @@ static void test_model_completion(void) {
 int main(void) {
     RUN(test_context_block);
     RUN(test_template);
+    RUN(test_fill_refs);
     RUN(test_model_completion);
     TEST_EXIT();
 }

@@ -116,20 +116,22 @@ function main() {
   const heldout = (p) => `Held-out perplexity (\`netgpt eval -f\` on the held-out text, ${words('heldout')}, windows of ${p.ctx} tokens, ${p.predicted} predicted tokens): **${p.ppl.toFixed(1)}**.`;
   const fullShipped = fs.existsSync(path.join(M, 'edge-gpt2-completion.gguf'));
   const ef = readJson('edge-comp-full.train.json'), eft = readJson('edge-comp-full.time.json');
-  const row = (who, e) => `| ${who} | ${pct(e.facts_stated)} | ${pct(e.invented_share)} | ${pct(e.records_with_invented)} | ${pct(e.private_leaks)} |`;
+  const row = (who, e) => `| ${who} | ${pct(e.facts_stated)} | ${pct(e.invented_share)} | ${pct(e.records_with_invented)} | ${pct(e.private_leaks)} | ${e.unresolved_refs || 0} |`;
   const evalTable = [
-    '| who writes the comprehensive prompt | facts stated | invented mentions | records with an invented mention | records leaking private data |',
-    '|---|---|---|---|---|',
+    '| who writes the comprehensive prompt | facts stated | invented mentions | records with an invented mention | records leaking private data | unfilled references |',
+    '|---|---|---|---|---|---|',
     row(`edge base + LoRA adapter (rank 16)${shipped ? '' : ', not shipped'}`, ev.model),
     row(`edge base fully fine-tuned${fullShipped ? ' (edge-gpt2-completion.gguf)' : ', not shipped'}`, ev.full),
     row('template baseline (no model)', ev.template),
   ].join('\n');
   const evalText = `Evaluated on the first ${ev.model.records} records of the pairs test split, whose cities never
 appear in training (${ev.model.facts} facts): \`netgpt eval --pairs\` writes the prompts with the edge's
-own completion code (Alpaca prompt, greedy, at most 128 tokens) and \`--facts\` checks them (the
-counts of tools/data/pairs/eval_pairs.js): a fact is stated when the prompt contains it (a point
-of interest with its distance); a mention is invented when a distance, clock time, weekday,
-language, brand or city name in the prompt is not in the record's context. The bar for
+own completion code (Alpaca prompt, greedy, at most 128 tokens, references filled from the
+record's context block) and \`--facts\` checks them (the counts of tools/data/pairs/eval_pairs.js):
+a fact is stated when the prompt contains it (a point of interest with its distance); a mention
+is invented when a distance, clock time, weekday, language, brand or city name in the prompt is
+not in the record's context, and so is a reference the context has no value for ({poi3} with
+two points of interest: unfilled references). The bar for
 installing a completion model: ≥ 90% stated, ≤ 2% invented.
 
 ${evalTable}`;
@@ -163,8 +165,12 @@ ${heldout(pe)}
 ## Prompt completion (the edge's task)
 
 \`make models\` trains two completion models on the 20,000 training pairs of tools/data/pairs
-(Alpaca format: the context block and request as the instruction, the comprehensive prompt as
-the output; the loss counts the output only; validation on 300 validation pairs):
+(Alpaca format: the context block and request as the instruction, the comprehensive prompt in
+referenced form as the output; the loss counts the output only; validation on 300 validation
+pairs). Referenced form: where the prompt repeats the context it says \`{place}\`, \`{day}\`,
+\`{time}\`, \`{language}\`, \`{poi1}\`, \`{dist1}\`, …, and the edge fills in the values from the
+context block it wrote (src/edge/complete.h); the model chooses which facts to state and how,
+the edge makes the names and numbers exact. Two models:
 
 - a LoRA adapter on this model: \`netgpt train -m models/edge-gpt2.gguf ${env('COMP_TRAIN')}\`;
 - this model fully fine-tuned: \`netgpt train ${env('FULL_TRAIN')}\`, then q8_0.
@@ -172,7 +178,7 @@ the output; the loss counts the output only; validation on 300 validation pairs)
 ${TRAIN_HEAD}
 ${compTrain}
 
-Each is installed only when it meets the bar; ${shipped ? 'the adapter is models/edge-completion.gguf' : 'the adapter does not and stays in build/models/edge-completion/'}; ${fullShipped ? 'the fully fine-tuned model is models/edge-gpt2-completion.gguf (`netgpt edge -m models/edge-gpt2-completion.gguf --completion model`)' : 'the fully fine-tuned model does not either, so `netgpt edge` writes prompts by the template'}. Both learn the prompts\' phrasing, not the copying: they name a place, a time or a shop, but rarely the ones in the context. Copying (induction) takes more pretraining than 1.4 M tokens of a 6-layer model; see the README\'s "Default models".
+Each is installed only when it meets the bar; ${shipped ? 'the adapter is models/edge-completion.gguf' : 'the adapter does not and stays in build/models/edge-completion/'}; ${fullShipped ? 'the fully fine-tuned model is models/edge-gpt2-completion.gguf (`netgpt edge -m models/edge-gpt2-completion.gguf --completion model`)' : 'the fully fine-tuned model does not either, so `netgpt edge` writes prompts by the template'}.
 
 ${evalText}
 
@@ -194,7 +200,8 @@ ${shapeTable(full)}
 ## Training
 
 ${common} \`netgpt train -m build/models/edge-base/model.gguf ${env('FULL_TRAIN')}\` (the f32 edge base)
-on the 20,000 training pairs of tools/data/pairs, validation on 300 validation pairs; cities of
+on the 20,000 training pairs of tools/data/pairs in referenced form (see edge-gpt2.md),
+validation on 300 validation pairs; cities of
 the validation and test splits never appear in training. Then \`netgpt quantize … q8_0\`.
 
 ${TRAIN_HEAD}
@@ -228,7 +235,9 @@ user's concise request into the comprehensive prompt sent to the cloud — NetGP
 
 ${common} \`netgpt train -m models/edge-gpt2.gguf ${env('COMP_TRAIN')}\` on the 20,000 training
 pairs of tools/data/pairs (Alpaca format: the context block and request as the instruction, the
-comprehensive prompt as the output; the loss counts the output only), validation on 300 of the
+comprehensive prompt in referenced form as the output — \`{place}\`, \`{poi1}\`, \`{dist1}\`, …,
+which the edge fills from its context block, see edge-gpt2.md; the loss counts the output
+only), validation on 300 of the
 validation pairs. Cities of the validation and test splits never appear in training.
 
 ${TRAIN_HEAD}

@@ -5,7 +5,8 @@
 #   models/edge-gpt2.gguf        GPT-2 architecture, real GPT-2 vocabulary, pretrained from
 #                                scratch on English text (build/data/text), Q8_0
 #   models/edge-completion.gguf  LoRA on it: (edge context, concise prompt) -> comprehensive
-#                                prompt (build/data/pairs) — installed only when its evaluation
+#                                prompt with references to the context the edge fills
+#                                (build/data/pairs/*_refs.jsonl) — installed only when its evaluation
 #                                meets the bar (>= 90% of facts stated, <= 2% invented); below
 #                                it the edge keeps writing prompts by the template, and the
 #                                adapter stays in build/models/edge-completion/
@@ -85,12 +86,17 @@ step_edge_base() {
     echo "{\"seconds\": $(($(now) - t0))}" >$B/edge-base.time.json
 }
 
+# The completion models learn the prompts in referenced form ({place}, {poi1}, {dist1}, ...: the
+# edge fills the references from its own context block, see src/edge/complete.h): a model this
+# small does not learn to copy names and numbers it has never seen.
+pairs_val() { head -n 300 build/data/pairs/val_refs.jsonl >$B/pairs-val.jsonl; }
+
 step_edge_completion() {
     have $B/edge-completion/adapter.gguf && return
     say "edge completion adapter: LoRA on the edge base, (context, concise prompt) -> comprehensive prompt"
     t0=$(now)
-    head -n 300 build/data/pairs/val.jsonl >$B/pairs-val.jsonl
-    $N train -m $M/edge-gpt2.gguf --data build/data/pairs/train.jsonl --val $B/pairs-val.jsonl $COMP_TRAIN \
+    pairs_val
+    $N train -m $M/edge-gpt2.gguf --data build/data/pairs/train_refs.jsonl --val $B/pairs-val.jsonl $COMP_TRAIN \
         --eval-every 150 --log-every 10 --json-log $B/edge-completion.log.jsonl -o $B/edge-completion $T --json \
         >$B/edge-completion.train.json
     echo "{\"seconds\": $(($(now) - t0))}" >$B/edge-completion.time.json
@@ -100,7 +106,8 @@ step_edge_full() {
     have $B/edge-comp-full/model.gguf && return
     say "edge completion model: the edge base fully fine-tuned on the pairs"
     t0=$(now)
-    $N train -m $B/edge-base/model.gguf --data build/data/pairs/train.jsonl --val $B/pairs-val.jsonl $FULL_TRAIN \
+    pairs_val
+    $N train -m $B/edge-base/model.gguf --data build/data/pairs/train_refs.jsonl --val $B/pairs-val.jsonl $FULL_TRAIN \
         --eval-every 100 --log-every 10 --json-log $B/edge-comp-full.log.jsonl -o $B/edge-comp-full $T --json \
         >$B/edge-comp-full.train.json
     $N quantize $B/edge-comp-full/model.gguf $B/edge-comp-full-q8.gguf q8_0

@@ -1,6 +1,7 @@
 /* complete — context block, template baseline, and model-written comprehensive prompts. */
 #include "edge/complete.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,16 +70,168 @@ char *edge_template_fill(const edge_context *c, const char *concise) {
     return b.s;
 }
 
+/* ---- references: the values of a context block, by name */
+
+/* ISO 639-1 codes of the user line and the names prompts use for them (the data's twelve, and
+ * others an edge's users may have) */
+static const char *const LANGUAGES[][2] = {
+    {"ar", "Arabic"},  {"bn", "Bengali"},   {"cs", "Czech"},      {"da", "Danish"},  {"de", "German"},
+    {"el", "Greek"},   {"en", "English"},   {"es", "Spanish"},    {"fa", "Persian"}, {"fi", "Finnish"},
+    {"fr", "French"},  {"he", "Hebrew"},    {"hi", "Hindi"},      {"hu", "Hungarian"}, {"id", "Indonesian"},
+    {"it", "Italian"}, {"ja", "Japanese"},  {"ko", "Korean"},     {"ms", "Malay"},   {"nl", "Dutch"},
+    {"no", "Norwegian"}, {"pl", "Polish"},  {"pt", "Portuguese"}, {"ro", "Romanian"}, {"ru", "Russian"},
+    {"sv", "Swedish"}, {"th", "Thai"},      {"tr", "Turkish"},    {"uk", "Ukrainian"}, {"vi", "Vietnamese"},
+    {"zh", "Chinese"},
+};
+
+#define REF_MAX_POI 64
+
+/* A value: n bytes at s (into the block), n = 0 when the block has none. */
+typedef struct {
+    const char *s;
+    size_t n;
+} ref_val;
+
+typedef struct {
+    ref_val place, day, time, language;
+    ref_val poi[REF_MAX_POI], dist[REF_MAX_POI];
+    int n_poi;
+} ref_values;
+
+static int starts(const char *s, const char *end, const char *prefix) {
+    size_t n = strlen(prefix);
+    return (size_t)(end - s) >= n && !memcmp(s, prefix, n);
+}
+
+/* "Lidl 854 m" / "Total 1.6 km": name and distance split at the number; 0 when it is neither */
+static int split_poi(const char *s, const char *end, ref_val *name, ref_val *dist) {
+    const char *unit = end;
+    if (end - s > 2 && !memcmp(end - 2, " m", 2)) unit = end - 2;
+    else if (end - s > 3 && !memcmp(end - 3, " km", 3)) unit = end - 3;
+    else return 0;
+    const char *num = unit;
+    while (num > s && ((num[-1] >= '0' && num[-1] <= '9') || num[-1] == '.')) num--;
+    if (num == unit || num - s < 2 || num[-1] != ' ') return 0;
+    /* "854" or "1.6": digits, and for km one decimal */
+    const char *dot = memchr(num, '.', (size_t)(unit - num));
+    if (unit == end - 3 ? !dot || dot == num || unit - dot != 2 : dot != NULL) return 0;
+    *name = (ref_val){s, (size_t)(num - 1 - s)};
+    *dist = (ref_val){num, (size_t)(end - num)};
+    return 1;
+}
+
+/* The lines of the block up to "[request]", as edge_context_block writes them. */
+static void ref_parse(const char *block, ref_values *v) {
+    memset(v, 0, sizeof *v);
+    for (const char *l = block; *l;) {
+        const char *end = strchr(l, '\n');
+        if (!end) end = l + strlen(l);
+        if (starts(l, end, "[request]")) break;
+        if (starts(l, end, "place: ")) {
+            const char *p = l + 7, *cell = NULL;
+            for (const char *q = p; q + 7 <= end; q++)
+                if (!memcmp(q, " (cell ", 7)) cell = q;
+            v->place = (ref_val){p, (size_t)((cell && end[-1] == ')' ? cell : end) - p)};
+        } else if (starts(l, end, "time: ") && end - l > 12 && !memcmp(end - 6, " local", 6)) {
+            const char *p = l + 6, *e = end - 6, *sp = memchr(p, ' ', (size_t)(e - p));
+            if (sp) v->day = (ref_val){p, (size_t)(sp - p)}, v->time = (ref_val){sp + 1, (size_t)(e - sp - 1)};
+        } else if (starts(l, end, "nearby ")) {
+            const char *p = memchr(l, ':', (size_t)(end - l));
+            for (p = p && p + 1 < end && p[1] == ' ' ? p + 2 : end; p < end;) {
+                const char *q = p;
+                while (q < end && !(q + 1 < end && q[0] == ',' && q[1] == ' ')) q++;
+                if (v->n_poi < REF_MAX_POI && split_poi(p, q, &v->poi[v->n_poi], &v->dist[v->n_poi])) v->n_poi++;
+                p = q + 2;
+            }
+        } else if (starts(l, end, "user: ")) {
+            for (const char *p = l + 6; p < end;) {
+                const char *q = p;
+                while (q < end && !(q + 1 < end && q[0] == ';' && q[1] == ' ')) q++;
+                if (starts(p, q, "language ")) {
+                    ref_val code = {p + 9, (size_t)(q - p - 9)};
+                    v->language = code;
+                    for (size_t i = 0; i < sizeof LANGUAGES / sizeof *LANGUAGES; i++)
+                        if (strlen(LANGUAGES[i][0]) == code.n && !memcmp(LANGUAGES[i][0], code.s, code.n))
+                            v->language = (ref_val){LANGUAGES[i][1], strlen(LANGUAGES[i][1])};
+                }
+                p = q + 2;
+            }
+        }
+        l = *end ? end + 1 : end;
+    }
+}
+
+/* The value of reference name[0..n) ("poi2"), or one of length 0. */
+static ref_val ref_lookup(const ref_values *v, const char *name, size_t n) {
+    static const struct {
+        const char *name;
+        size_t off;
+    } fixed[] = {{"place", offsetof(ref_values, place)},
+                 {"day", offsetof(ref_values, day)},
+                 {"time", offsetof(ref_values, time)},
+                 {"language", offsetof(ref_values, language)}};
+    for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
+        if (strlen(fixed[i].name) == n && !memcmp(fixed[i].name, name, n))
+            return *(const ref_val *)((const char *)v + fixed[i].off);
+    int k = 0;
+    size_t letters = n;
+    while (letters && name[letters - 1] >= '0' && name[letters - 1] <= '9') letters--;
+    if (letters == n || n - letters > 2 || name[letters] == '0') return (ref_val){0};
+    for (size_t i = letters; i < n; i++) k = k * 10 + (name[i] - '0');
+    if (k > v->n_poi) return (ref_val){0};
+    if (letters == 3 && !memcmp(name, "poi", 3)) return v->poi[k - 1];
+    if (letters == 4 && !memcmp(name, "dist", 4)) return v->dist[k - 1];
+    return (ref_val){0};
+}
+
+char *edge_fill_refs(const char *block, const char *text, int *unresolved) {
+    ref_values v;
+    ref_parse(block, &v);
+    ng_buf b;
+    ng_buf_init(&b);
+    int missing = 0;
+    for (const char *p = text; *p;) {
+        /* "{" letters digits "}" */
+        const char *q = p + 1;
+        if (*p == '{') {
+            while (*q >= 'a' && *q <= 'z') q++;
+            const char *letters_end = q;
+            while (*q >= '0' && *q <= '9') q++;
+            if (letters_end > p + 1 && *q == '}') {
+                ref_val val = ref_lookup(&v, p + 1, (size_t)(q - p - 1));
+                if (val.n) ng_buf_add(&b, val.s, val.n);
+                else ng_buf_add(&b, p, (size_t)(q + 1 - p)), missing++;
+                p = q + 1;
+                continue;
+            }
+        }
+        ng_buf_add(&b, p, 1);
+        p++;
+    }
+    if (unresolved) *unresolved = missing;
+    return b.s;
+}
+
 char *edge_complete(const ng_model *m, const ng_lora *adapter, const edge_context *c, const char *concise,
                     int max_tokens, ng_error *err) {
     char *block = edge_context_block(c, concise);
-    char *out = edge_complete_block(m, adapter, block, max_tokens, err);
+    int unresolved = 0;
+    char *out = edge_complete_block(m, adapter, block, max_tokens, &unresolved, err);
     free(block);
+    if (out && unresolved) {
+        const char *ref = strchr(out, '{');
+        while (ref && !strchr(ref, '}')) ref = strchr(ref + 1, '{');
+        ng_error_set(err, "the completion model wrote %d reference%s the context has no value for (%.40s)", unresolved,
+                     unresolved > 1 ? "s" : "", ref ? ref : "");
+        free(out);
+        return NULL;
+    }
     return out;
 }
 
 char *edge_complete_block(const ng_model *m, const ng_lora *adapter, const char *block, int max_tokens,
-                          ng_error *err) {
+                          int *unresolved, ng_error *err) {
+    if (unresolved) *unresolved = 0;
     if (!m->tok) {
         ng_error_set(err, "the edge model has no tokenizer");
         return NULL;
@@ -115,7 +268,8 @@ char *edge_complete_block(const ng_model *m, const ng_lora *adapter, const char 
             if (i + 1 < max_tokens && ng_forward(m, s, &next, 1, logits, 0, err) != NG_OK) break;
         }
         while (b.n && (b.s[b.n - 1] == '\n' || b.s[b.n - 1] == ' ')) b.s[--b.n] = 0;
-        out = b.s;
+        out = edge_fill_refs(block, b.s, unresolved);
+        free(b.s);
     } else {
         free(b.s);
     }

@@ -42,14 +42,30 @@ typedef struct {
 char *edge_context_block(const edge_context *c, const char *concise);
 /* The comprehensive prompt made by a fixed template from the same facts (no model). */
 char *edge_template_fill(const edge_context *c, const char *concise);
+/* References. Where the comprehensive prompt repeats the context, the completion models write
+ * references and the edge fills in the values of the block it wrote:
+ *
+ *   {place} "Lyon, France"   {day} "Tuesday"   {time} "18:40"   {language} "French" (from "fr")
+ *   {poiK} {distK}           name and distance of the K-th point of interest of the block
+ *                            (1-based, in block order: "Lidl", "854 m")
+ *
+ * so a model too small to copy unseen names and numbers still states them exactly, and cannot
+ * invent one. A reference the block has no value for ({poi3} with two points of interest)
+ * stays as written and counts in *unresolved (may be NULL); other braces are text. The same
+ * rule as fillRefs in tools/data/pairs/common.js, which writes the training data this way.
+ * Returns the filled text (malloc'd). */
+char *edge_fill_refs(const char *block, const char *text, int *unresolved);
 /* The comprehensive prompt written by the edge model (greedy, at most max_tokens or what the
- * context leaves after the prompt, ending at the end-of-text token or a blank line). adapter
- * may be NULL. NULL + err on failure (less than EDGE_MIN_COMPLETION tokens of room). */
+ * context leaves after the prompt, ending at the end-of-text token or a blank line), its
+ * references filled. adapter may be NULL. NULL + err on failure: less than
+ * EDGE_MIN_COMPLETION tokens of room, or a reference the context has no value for (the edge
+ * then writes the prompt by the template). */
 char *edge_complete(const struct ng_model *m, const struct ng_lora *adapter, const edge_context *c,
                     const char *concise, int max_tokens, ng_error *err);
 /* The same from a ready instruction (a context block as edge_context_block writes it, e.g. a
- * record of the adapter's evaluation data). */
+ * record of the adapter's evaluation data); here references without a value stay in the text,
+ * counted in *unresolved (may be NULL). */
 char *edge_complete_block(const struct ng_model *m, const struct ng_lora *adapter, const char *block,
-                          int max_tokens, ng_error *err);
+                          int max_tokens, int *unresolved, ng_error *err);
 
 #endif

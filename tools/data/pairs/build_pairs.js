@@ -6,7 +6,9 @@
 //     --places  build/data/places (cities.tsv, brands.tsv from tools/data/places/build_places.js)
 //     --out     build/data/pairs
 //
-// Writes train.jsonl, val.jsonl, test.jsonl ({"instruction","input":"","output"}),
+// Writes train.jsonl, val.jsonl, test.jsonl ({"instruction","input":"","output"}), the same
+// records with the outputs in referenced form (train_refs.jsonl ...: {place}, {poi1}, ... where
+// the output copies the context; what the completion models are trained on, see fillRefs),
 // test_facts.jsonl (line i = facts of test.jsonl line i, private strings, the template
 // baseline), test_baseline.jsonl ({"output"} per test line), vocab.json (for eval_pairs.js) and
 // stats.json. Cities are split train/val/test by a seeded hash of the GeoNames id: no test or
@@ -46,22 +48,28 @@ function main() {
   for (const split of ['train', 'val', 'test']) {
     const r = C.rng(C.hash32(SEED, split));
     const cities = bySplit[split];
-    const rows = [], facts = [], baseline = [], toks = [], byType = {}, cityIds = new Set();
+    const rows = [], refRows = [], facts = [], baseline = [], toks = [], byType = {}, cityIds = new Set();
     let resampled = 0;
     while (rows.length < sizes[split]) {
       // bigger cities come up more often (as requests would), but every city can
       const city = cities[Math.floor(Math.pow(r.next(), 1.0) * cities.length)];
       const sc = C.makeScenario(places, city, r);
       const instruction = C.contextBlock(sc);
+      const r2 = r.clone();
       const output = C.comprehensive(sc, r);
+      const refs = C.comprehensive(C.refsScenario(sc), r2);
       const n = C.nTokens(C.alpacaText(instruction, output));
       if (n > MAX_TOKENS) { resampled++; continue; }
       const bad = C.checkStatement(output, sc);
       // the context block must parse back to the same facts (the format is the contract)
       const pc = C.parseContext(instruction);
       if (pc.pois.length !== sc.pois.length || pc.time !== `${sc.day} ${sc.time}` || pc.place !== sc.place) bad.push('context does not parse back');
+      // the referenced form must fill back, from the block alone, to the very output
+      const counts = {};
+      if (C.fillRefs(refs, instruction, counts) !== output || counts.unresolved) bad.push('references do not fill back: ' + refs);
       if (bad.length) { violations.push(`${split} #${rows.length}: ${bad.join('; ')} :: ${output}`); }
       rows.push({ instruction, input: '', output });
+      refRows.push({ instruction, input: '', output: refs });
       toks.push(n);
       byType[sc.type] = (byType[sc.type] || 0) + 1;
       cityIds.add(city.id);
@@ -79,6 +87,7 @@ function main() {
     }
     usedCities[split] = cityIds;
     C.writeJsonl(path.join(out, `${split}.jsonl`), rows);
+    C.writeJsonl(path.join(out, `${split}_refs.jsonl`), refRows);
     if (split === 'test') {
       C.writeJsonl(path.join(out, 'test_facts.jsonl'), facts);
       C.writeJsonl(path.join(out, 'test_baseline.jsonl'), baseline);

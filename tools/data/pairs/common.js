@@ -36,6 +36,8 @@ function rng(seed) {
       for (const it of items) { x -= w(it); if (x < 0) return it; }
       return items[items.length - 1];
     },
+    // a generator that continues from here exactly as this one will (same draws)
+    clone: () => rng(a),
     shuffle: (arr) => {
       const a = arr.slice();
       for (let i = a.length - 1; i > 0; i--) { const j = Math.floor(next() * (i + 1)); [a[i], a[j]] = [a[j], a[i]]; }
@@ -417,7 +419,7 @@ function joinList(items, r) {
   return items.slice(0, -1).join(', ') + and + items[items.length - 1];
 }
 function poiPhrase(p, style) {
-  const d = fmtDist(p.dist);
+  const d = p.distText || fmtDist(p.dist);
   switch (style) {
     case 0: return `${p.name} (${d})`;
     case 1: return `${p.name} at ${d}`;
@@ -466,7 +468,7 @@ function prefSentence(sc, r, third) {
 }
 function langSentence(sc, r, third) {
   if (!sc.language) return '';
-  const L = LANGS[sc.language];
+  const L = sc.languageName || LANGS[sc.language];
   return third
     ? r.pick([`Answer in ${L}.`, `Reply in ${L}.`, `Their language is ${L}, so answer in ${L}.`])
     : r.pick([`Please answer in ${L}.`, `Reply in ${L}, please.`, `Please respond in ${L}.`, `Answer in ${L}.`]);
@@ -528,6 +530,34 @@ function comprehensive(sc, r) {
   return parts.filter(Boolean).join(' ');
 }
 
+// ---------------------------------------------------------------- references
+// The completion models are trained to write references to the context instead of copying its
+// values: {place} {day} {time} {language} {poiK} {distK} (K = the K-th point of interest of the
+// context block, 1-based, in block order). The edge fills them from the block it wrote
+// (fill_refs in src/edge/complete.c; fillRefs here is the same rule). A scenario whose values are
+// the references: comprehensive() on it with a clone of the generator writes the referenced
+// form of the very prompt comprehensive() writes on the scenario itself.
+function refsScenario(sc) {
+  return {
+    ...sc, place: '{place}', day: '{day}', time: '{time}', languageName: sc.language ? '{language}' : '',
+    pois: sc.pois.map((p, i) => ({ ...p, name: `{poi${i + 1}}`, distText: `{dist${i + 1}}` })),
+  };
+}
+// text with its references replaced by the values of the context block; a reference the block
+// has no value for stays as written (and is counted in unresolved)
+function fillRefs(text, block, counts) {
+  const c = parseContext(block);
+  const sp = c.time.indexOf(' ');
+  const v = new Map([['place', c.place], ['day', c.time.slice(0, sp)], ['time', c.time.slice(sp + 1)],
+    ['language', c.language ? LANGS[c.language] || c.language : '']]);
+  c.pois.forEach((p, i) => { v.set(`poi${i + 1}`, p.name); v.set(`dist${i + 1}`, p.distance); });
+  return text.replace(/\{([a-z]+[0-9]*)\}/g, (m, k) => {
+    if (v.get(k)) return v.get(k);
+    if (counts) counts.unresolved = (counts.unresolved || 0) + 1;
+    return m;
+  });
+}
+
 // ---------------------------------------------------------------- checks
 const ALL_LANG_NAMES = Object.values(LANGS);
 // Problems of a text that should state exactly the facts of sc (used on every record).
@@ -586,7 +616,7 @@ function arg(name, dflt) {
 }
 
 module.exports = {
-  ROOT, hash32, rng, loadPlaces, countryName, makeScenario, contextBlock, parseContext, templateFill, factsOf, privateOf,
+  ROOT, hash32, rng, loadPlaces, countryName, makeScenario, contextBlock, parseContext, templateFill, refsScenario, fillRefs, factsOf, privateOf,
   comprehensive, checkStatement, splitOf, nTokens, alpacaText, lengthStats, writeJsonl, arg, fmtDist, hourPart, meal,
   REQUESTS, PREFS, LANGS, CAT_WORDS, DAYS, cap, joinList,
 };
