@@ -892,17 +892,26 @@ INLQ void blk_q4_0(__m256 *acc, const uint8_t *blk, const xq8 *xq, int kb, int K
 /* q4_k: 8 sub-blocks of 32 with 6-bit scale and min; chunk c of qs holds sub-block 2c in its
  * low nibbles and 2c+1 in its high ones. The minimum's term is sum_j dmin*m_j * d_x*sum(x_j),
  * added as one vector (only the lane sum of acc matters). */
-INLQ void blk_q4_k(__m256 *acc, const uint8_t *blk, const xq8 *xq, int kb, int K, const int NB, const int vnni) {
-    float d = half_at(blk), dmin = half_at(blk + 2);
+/* A q4_k block's 6-bit scales and mins as bytes: the 8 scales, then the 8 mins. */
+INLQ __m128i q4_k_scale_bytes(const uint8_t *blk) {
     uint32_t a, b4, c4;
     memcpy(&a, blk + 4, 4), memcpy(&b4, blk + 8, 4), memcpy(&c4, blk + 12, 4);
     uint32_t sc_lo = a & 0x3f3f3f3f, mn_lo = b4 & 0x3f3f3f3f;
     uint32_t sc_hi = (c4 & 0x0f0f0f0f) | ((a >> 6) & 0x03030303) << 4;
     uint32_t mn_hi = ((c4 >> 4) & 0x0f0f0f0f) | ((b4 >> 6) & 0x03030303) << 4;
-    __m256 scf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, (int)sc_hi, (int)sc_lo))),
-                               _mm256_set1_ps(d));
-    __m256 mnf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, (int)mn_hi, (int)mn_lo))),
-                               _mm256_set1_ps(dmin));
+    return _mm_set_epi32((int)mn_hi, (int)mn_lo, (int)sc_hi, (int)sc_lo);
+}
+
+/* A q4_k block's 8 sub-block scales times d (scf) and mins times dmin (mnf). */
+INLQ void q4_k_scales(const uint8_t *blk, __m256 *scf, __m256 *mnf) {
+    __m128i v = q4_k_scale_bytes(blk);
+    *scf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)), _mm256_set1_ps(half_at(blk)));
+    *mnf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v, 8))), _mm256_set1_ps(half_at(blk + 2)));
+}
+
+INLQ void blk_q4_k(__m256 *acc, const uint8_t *blk, const xq8 *xq, int kb, int K, const int NB, const int vnni) {
+    __m256 scf, mnf;
+    q4_k_scales(blk, &scf, &mnf);
     int nb32 = K / 32;
     _Alignas(32) float sx[GEMV_MAX_B][8];
 #pragma GCC unroll 8
@@ -1343,6 +1352,180 @@ TV static void qgemv512(float *y, const uint8_t *xs, size_t xb, const void *w, s
         q512_type(y, xs, xb, w, rs, NG_Q8_0, bias, B, N, K, n0, n1);
 }
 
+/* -- q4_k and q6_k with AVX-512 VNNI, GEMV --
+ * One super-block (256 values) per row step, its codes decoded into 64-byte vectors in x's own
+ * order, so that x needs no arranging and one vpdpbusd takes 64 products:
+ *  - q4_k: each 32-byte chunk c of the codes is broadcast to both halves of a vector and shifted
+ *    right by 0 bits in the low half, 4 in the high half: sub-blocks 2c and 2c+1;
+ *  - q6_k: each half h of the block reads its 64 bytes of low nibbles (ql) as one vector and its
+ *    32 bytes of high bits (qh) broadcast to both halves, shifted per half so that one mask
+ *    puts each value's two high bits in place: values 128h..128h+63 with the low nibbles,
+ *    128h+64..128h+127 with the high ones.
+ * The sums stay in their 16 int32 lanes until the row is done: each lane holds 4 values of one
+ * scale group (q4_k: lanes 0-7 and 8-15 are two sub-blocks of 32; q6_k: 4 lanes per group of
+ * 16), and one vpermps per vector spreads the groups' scales over their lanes (for q6_k a
+ * second one spreads d_x, which changes every 32 values). The offsets (q4_k's minimum, q6_k's
+ * -32) are blk_q4_k's and blk_q6_k's terms, one vector per block. Half or fewer of the
+ * 256-bit kernel's instructions per super-block: on one Zen 5 machine, a 11008 x 4096 q4_k
+ * matrix from memory reads at 33 GB/s on one thread instead of 21 (q6_k: 39 instead of 19). */
+static const int32_t SPREAD8[4][16] = {{0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1},
+                                       {2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3},
+                                       {4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5},
+                                       {6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 7, 7}};
+static const int32_t SPREAD4[4][16] = {{0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3},
+                                       {4, 4, 4, 4, 5, 5, 5, 5, 6, 6, 6, 6, 7, 7, 7, 7},
+                                       {8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11},
+                                       {12, 12, 12, 12, 13, 13, 13, 13, 14, 14, 14, 14, 15, 15, 15, 15}};
+
+static inline __m512 spread(const int32_t *idx, __m512 v) __attribute__((always_inline, target("avx512f")));
+static inline __m512 spread(const int32_t *idx, __m512 v) { return _mm512_permutexvar_ps(_mm512_loadu_si512(idx), v); }
+
+INLV void blk512_q4_k(__m512 *acc, const uint8_t *blk, const xq8 *xq, int kb, int K, const int NB) {
+    /* scales and mins converted as one vector, times d and dmin (8% faster than q4_k_scales here) */
+    uint32_t dd;
+    memcpy(&dd, blk, 4);
+    __m512 sm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q4_k_scale_bytes(blk)));
+    sm = _mm512_mul_ps(sm, spread(SPREAD8[0], _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)dd)))));
+    __m256 scf = _mm512_castps512_ps256(sm), mnf = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(sm), 1));
+    const __m512i m4 = _mm512_set1_epi8(15);
+    const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+    __m512i v[4];
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++)
+        v[c] = _mm512_and_si512(_mm512_srlv_epi16(_mm512_broadcast_i64x4(ld256(blk + 16 + 32 * c)), shift), m4);
+    int nb32 = K / 32;
+#pragma GCC unroll 8
+    for (int b = 0; b < NB; b++) {
+        size_t o = (size_t)b * nb32 + (size_t)kb * 8;
+        __m512 sx = _mm512_castps256_ps512(_mm256_mul_ps(scf, _mm256_loadu_ps(xq->d + o)));
+        __m512 a = _mm512_sub_ps(acc[b], _mm512_zextps256_ps512(_mm256_mul_ps(mnf, _mm256_loadu_ps(xq->ds + o))));
+        const int8_t *xb = xq->q + (size_t)b * K + (size_t)kb * 256;
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            __m512i i = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[c], _mm512_loadu_si512(xb + 64 * c));
+            a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), spread(SPREAD8[c], sx), a);
+        }
+        acc[b] = a;
+    }
+}
+
+INLV void blk512_q6_k(__m512 *acc, const uint8_t *blk, const xq8 *xq, int kb, int K, const int NB) {
+    __m512 sc = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 192)))),
+                              _mm512_set1_ps(half_at(blk + 208)));
+    const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
+    const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+    const __m512i shr = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    __m512i v[4];
+    __m512 s[4];
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) {
+        __m512i ql = _mm512_loadu_si512(blk + 64 * h), qh = _mm512_broadcast_i64x4(ld256(blk + 128 + 32 * h));
+        v[2 * h] = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(_mm512_sllv_epi16(qh, shl), m30));
+        v[2 * h + 1] = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                       _mm512_and_si512(_mm512_srlv_epi16(qh, shr), m30));
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < 4; c++) s[c] = spread(SPREAD4[c], sc);
+    __m512 c32 = _mm512_mul_ps(sc, _mm512_set1_ps(32));
+    int nb32 = K / 32;
+#pragma GCC unroll 8
+    for (int b = 0; b < NB; b++) {
+        __m512 dx = _mm512_castps256_ps512(_mm256_loadu_ps(xq->d + (size_t)b * nb32 + (size_t)kb * 8));
+        __m512 a = _mm512_fnmadd_ps(c32, _mm512_loadu_ps(xq->ds16 + (size_t)b * (K / 16) + (size_t)kb * 16), acc[b]);
+        const int8_t *xb = xq->q + (size_t)b * K + (size_t)kb * 256;
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            __m512i i = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[c], _mm512_loadu_si512(xb + 64 * c));
+            a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(i), _mm512_mul_ps(s[c], spread(SPREAD8[c], dx)), a);
+        }
+        acc[b] = a;
+    }
+}
+
+/* R weight rows against NB activation rows, super-block by super-block (as qgemv_rows). */
+INLV void k512_rows(float *y, const xq8 *xq, const void *w, size_t rs, ng_type wt, const float *bias, const int NB,
+                    const int R, const int *row, int N, int K) {
+    const int bs = wt == NG_Q4_K ? 144 : 210;
+    const uint8_t *wr[4];
+    __m512 acc[4][GEMV_MAX_B];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+        wr[r] = (const uint8_t *)w + (size_t)row[r] * rs;
+#pragma GCC unroll 8
+        for (int b = 0; b < NB; b++) acc[r][b] = _mm512_setzero_ps();
+    }
+    for (int kb = 0; kb < K / 256; kb++) {
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const uint8_t *blk = wr[r] + (size_t)kb * bs;
+#pragma GCC unroll 4
+            for (int o = 0; o < bs; o += 64) _mm_prefetch((const char *)blk + GEMV_PREFETCH + o, _MM_HINT_T0);
+            if (wt == NG_Q4_K)
+                blk512_q4_k(acc[r], blk, xq, kb, K, NB);
+            else
+                blk512_q6_k(acc[r], blk, xq, kb, K, NB);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+#pragma GCC unroll 8
+        for (int b = 0; b < NB; b++) {
+            float v = _mm512_reduce_add_ps(acc[r][b]);
+            y[(size_t)b * N + row[r]] = bias ? v + bias[row[r]] : v;
+        }
+    }
+}
+
+INLV void k512_body(float *y, const xq8 *xq, const void *w, size_t rs, ng_type wt, const float *bias, const int NB,
+                    int N, int K, int n0, int n1) {
+    const int R = NB == 1 ? 4 : NB == 2 ? 2 : 1;
+    int len = (n1 - n0) / R, row[4];
+    for (int i = 0; i < len; i++) {
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) row[r] = n0 + r * len + i;
+        k512_rows(y, xq, w, rs, wt, bias, NB, R, row, N, K);
+    }
+    for (int n = n0 + R * len; n < n1; n++) k512_rows(y, xq, w, rs, wt, bias, NB, 1, &n, N, K);
+}
+
+INLV void k512_type(float *y, const xq8 *xq, const void *w, size_t rs, ng_type wt, const float *bias, int B, int N,
+                    int K, int n0, int n1) {
+    switch (B) {
+    case 1:
+        k512_body(y, xq, w, rs, wt, bias, 1, N, K, n0, n1);
+        break;
+    case 2:
+        k512_body(y, xq, w, rs, wt, bias, 2, N, K, n0, n1);
+        break;
+    case 3:
+        k512_body(y, xq, w, rs, wt, bias, 3, N, K, n0, n1);
+        break;
+    case 4:
+        k512_body(y, xq, w, rs, wt, bias, 4, N, K, n0, n1);
+        break;
+    case 5:
+        k512_body(y, xq, w, rs, wt, bias, 5, N, K, n0, n1);
+        break;
+    case 6:
+        k512_body(y, xq, w, rs, wt, bias, 6, N, K, n0, n1);
+        break;
+    case 7:
+        k512_body(y, xq, w, rs, wt, bias, 7, N, K, n0, n1);
+        break;
+    default:
+        k512_body(y, xq, w, rs, wt, bias, 8, N, K, n0, n1);
+        break;
+    }
+}
+
+TV static void qgemv512_k(float *y, const xq8 *xq, const void *w, size_t rs, ng_type wt, const float *bias, int B,
+                          int N, int K, int n0, int n1) {
+    if (wt == NG_Q4_K)
+        k512_type(y, xq, w, rs, NG_Q4_K, bias, B, N, K, n0, n1);
+    else
+        k512_type(y, xq, w, rs, NG_Q6_K, bias, B, N, K, n0, n1);
+}
+
 #endif /* __x86_64__ */
 
 static const simd_isa *isa_for(int path) {
@@ -1454,7 +1637,9 @@ static void matmul_qgemv(int path, float *y, const float *x, const void *w, ng_t
                          int N, int K, int nt) {
 #if defined(__x86_64__)
     void (*kern)(float *, const xq8 *, const void *, size_t, ng_type, const float *, int, int, int, int, int) =
-        path == PATH_AVX512 && ng_cpu_features()->avx512vnni ? qgemv_vnni : qgemv_avx2;
+        path != PATH_AVX512 || !ng_cpu_features()->avx512vnni ? qgemv_avx2
+        : wt == NG_Q4_K || wt == NG_Q6_K                      ? qgemv512_k
+                                                              : qgemv_vnni;
     size_t rs = ng_row_size(wt, K);
     xq8 xq = xq8_alloc(B, K);
     int wide = qgemv_wide(path, wt);
