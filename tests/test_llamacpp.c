@@ -5,8 +5,9 @@
  * accepts the file, its token ids equal netgpt's, every logit agrees within the bound of the
  * file's weight type, and the top token agrees at every position.
  *
- * Files: the shipped default models (q8_0, GPT-2 and LLaMA architectures, trained weights and
- * real vocabularies), each rewritten by `netgpt quantize` as q4_0, f16 and bf16; a GGUF LoRA
+ * Files: the shipped default models (GPT-2 in q4_0 and LLaMA in q8_0, trained weights and real
+ * vocabularies), each rewritten by `netgpt quantize` as the other types of q8_0, q4_0, f16 and
+ * bf16; a GGUF LoRA
  * adapter that `netgpt train` writes for each (every target matrix, GPT-2's fused qkv
  * included), applied by both engines; and llama2.c's stories260K (a LLaMA with grouped-query
  * attention) imported by `netgpt convert --from llama2c` when ../shared/models has it. */
@@ -189,11 +190,17 @@ static void check_model(const char *src, const char *name) {
     const char *why = why_no_llamacpp();
     if (why) SKIP("%s", why);
     if (!t_exists(src)) SKIP("%s is absent", src);
+    ng_error err;
+    ng_model *m = ng_model_load(src, &err);
+    REQUIRE(m, "%s", err.msg);
+    const char *shipped = ng_type_name(ng_model_wtype(m));
+    ng_model_free(m);
     char what[96];
-    snprintf(what, sizeof what, "%s q8_0", name);
+    snprintf(what, sizeof what, "%s %s", name, shipped);
     check_file(src, NULL, what);
-    const char *types[] = {"q4_0", "f16", "bf16"};
-    for (int i = 0; i < 3; i++) {
+    const char *types[] = {"q8_0", "q4_0", "f16", "bf16"};
+    for (int i = 0; i < 4; i++) {
+        if (!strcmp(types[i], shipped)) continue;
         char out[256], cmd[640];
         snprintf(out, sizeof out, DIR "/%s-%s.gguf", name, types[i]);
         snprintf(cmd, sizeof cmd, BIN " quantize -q %s %s %s", src, out, types[i]);
@@ -218,7 +225,7 @@ static void check_model(const char *src, const char *name) {
     fclose(f);
     int rc = sh(cmd);
     REQUIRE(rc == 0, "%s -> %d (" DIR "/train.log)", cmd, rc);
-    snprintf(what, sizeof what, "%s q8_0 + LoRA", name);
+    snprintf(what, sizeof what, "%s %s + LoRA", name, shipped);
     strcat(ad, "/adapter.gguf");
     check_file(src, ad, what);
 }

@@ -367,7 +367,7 @@ static int qcheck(ng_type t, int B, int N, int K, int *runs) {
 }
 
 static void check_type(ng_type t) {
-    static const int Bs[] = {1, 2, 3, 4, 5, 8, 9, 17, 33};
+    static const int Bs[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 33};
     static const int Ns[] = {1, 7, 33};
     int qk = ng_type_block(t), bad = 0, runs = 0;
     int Ks[] = {qk, 256, 4096 + 256};

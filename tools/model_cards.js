@@ -151,7 +151,7 @@ ${shapeTable(edge)}
 
 ${common} Shape: \`netgpt init ${env('EDGE_SHAPE')}\`; training: \`netgpt train --format text ${env('EDGE_TRAIN')}\`
 on the English text of tools/data/text (${words('train')}; paragraphs as rows with end-of-text
-between them), validation on the first 100 kB of the held-out text; then \`netgpt quantize … q8_0\`.
+between them), validation on the first 100 kB of the held-out text; then \`netgpt quantize … ${env('EDGE_QUANT')}\`.
 
 ${TRAIN_HEAD}
 ${trainRow('pretraining', eb)}
@@ -173,7 +173,7 @@ context block it wrote (src/edge/complete.h); the model chooses which facts to s
 the edge makes the names and numbers exact. Two models:
 
 - a LoRA adapter on this model: \`netgpt train -m models/edge-gpt2.gguf ${env('COMP_TRAIN')}\`;
-- this model fully fine-tuned: \`netgpt train ${env('FULL_TRAIN')}\`, then q8_0.
+- this model fully fine-tuned: \`netgpt train ${env('FULL_TRAIN')}\`, then ${env('EDGE_QUANT')}.
 
 ${TRAIN_HEAD}
 ${compTrain}
@@ -202,7 +202,7 @@ ${shapeTable(full)}
 ${common} \`netgpt train -m build/models/edge-base/model.gguf ${env('FULL_TRAIN')}\` (the f32 edge base)
 on the 20,000 training pairs of tools/data/pairs in referenced form (see edge-gpt2.md),
 validation on 300 validation pairs; cities of
-the validation and test splits never appear in training. Then \`netgpt quantize … q8_0\`.
+the validation and test splits never appear in training. Then \`netgpt quantize … ${env('EDGE_QUANT')}\`.
 
 ${TRAIN_HEAD}
 ${trainRow('full fine-tuning', ef)}
