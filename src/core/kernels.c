@@ -836,7 +836,7 @@ static const simd_isa ISA256 = {NR256, BW256, KCH256, gemv256, pack_w256, micro2
  * The same code serves two instruction sets: with AVX-512 VNNI one vpdpbusd per 32 values,
  * otherwise AVX2's vpmaddubsw + vpmaddwd (no saturation: |u| <= 128 and |x| <= 127, so a pair
  * sums to at most 32512). At about 3 cycles per block this holds q4_0 to half the read bandwidth,
- * so with AVX-512 VNNI every type takes a 512-bit kernel after this one (q8_0 and q4_0 one, q4_k
+ * so with AVX-512 VNNI each of these four types takes a 512-bit kernel after this one (q8_0 and q4_0 one, q4_k
  * and q6_k another); this one serves the AVX2 path. */
 #define TQ __attribute__((target("avx2,fma,f16c")))
 #define INLQ static inline __attribute__((always_inline, target("avx2,fma,f16c")))
