@@ -345,9 +345,9 @@ static int qcheck(ng_type t, int B, int N, int K, int *runs) {
     for (int p = 0; p < 3; p++) {
         if (ng_kernel_set_path(PATHS[p]) != 0) continue;
         /* the integer GEMV runs on the SIMD paths for B <= 64 (8 rows at a time), and for any B
-         * with q8_0 and q4_0 on AVX-512 VNNI; other batches and the portable path are f32 */
+         * on AVX-512 VNNI; other batches and the portable path are f32 */
         int qtype = t == NG_Q8_0 || t == NG_Q4_0 || t == NG_Q4_K || t == NG_Q6_K;
-        int wide = p == 0 && ng_cpu_features()->avx512vnni && (t == NG_Q8_0 || t == NG_Q4_0);
+        int wide = p == 0 && ng_cpu_features()->avx512vnni;
         int integer = p < 2 && qtype && (B <= 64 || wide);
         ng_set_threads(1);
         ng_matmul(c.y1, c.x, c.w, t, NULL, B, N, K);

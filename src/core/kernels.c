@@ -359,9 +359,10 @@ static void quantize_x(xq8 *xq, const float *x, size_t nb) {
 
 #define GEMV_MAX_B 8
 /* Quantized weights: batches up to this many rows take the integer GEMV (in groups of
- * GEMV_MAX_B; see matmul_qgemv), larger ones the f32 GEMM, except q8_0 and q4_0 with AVX-512
- * VNNI, whose integer kernel beats the GEMM at any batch (2.5x at 128 rows of q8_0 on one
- * Zen 5 machine). */
+ * GEMV_MAX_B; see matmul_qgemv), larger ones the f32 GEMM, except with AVX-512 VNNI, whose
+ * integer kernels beat the GEMM at any batch (on one Zen 5 machine: 2.5x at 128 rows of q8_0;
+ * q4_k and q6_k 1.2-1.35x at 512 rows of TinyLlama's matrices, but about even on its down
+ * projection). */
 #define QGEMV_MAX_B 64
 /* Bytes ahead in each weight stream that the GEMV prefetches: the hardware prefetcher alone
  * leaves a few % of the read bandwidth unused at one thread on Zen 5. */
@@ -1695,7 +1696,8 @@ void ng_matmul(float *y, const float *x, const void *w, ng_type wt, const float 
     const simd_isa *isa = isa_for(path);
     if (!isa || (B <= GEMV_MAX_B && !simd_type(wt) && !qgemv_type_ok(wt)))
         matmul_portable(y, x, w, wt, bias, B, N, K, nt);
-    else if (qgemv_type_ok(wt) && (B <= QGEMV_MAX_B || qgemv_wide(path, wt)))
+    else if (qgemv_type_ok(wt) && (B <= QGEMV_MAX_B || (path == PATH_AVX512 && ng_cpu_features()->avx512vnni)))
+        /* any batch: the 512-bit integer kernels beat the f32 GEMM (see QGEMV_MAX_B) */
         matmul_qgemv(path, y, x, w, wt, bias, B, N, K, nt);
     else if (B <= GEMV_MAX_B)
         matmul_gemv(isa, y, x, w, wt, bias, B, N, K, nt);
