@@ -4,6 +4,7 @@
 #include "test.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
 
 #include "edge/complete.h"
 #include "model/model.h"
@@ -89,6 +90,56 @@ static void test_fill_refs(void) {
     free(t), free(b);
 }
 
+/* A GPT-2 whose greedy continuation of an Alpaca prompt is chain[1..n-1], whatever the prompt:
+ * its one layer adds nothing (zero weights), and the token embedding (tied to the output head)
+ * puts chain[k] at r^k (cos k45, sin k45) in the first two dimensions and every other token at 0,
+ * so that after the final layer norm chain[k]'s logits peak at chain[k+1]. chain[0] is the
+ * prompt's last token. */
+static ng_model *chain_model(const int *chain, int n) {
+    ng_hparams hp = {.arch = NG_ARCH_GPT2, .n_vocab = 50257, .n_ctx = 512, .n_embd = 64, .n_head = 4, .n_head_kv = 4,
+                     .n_layer = 1, .n_ff = 128, .norm_eps = 1e-5f};
+    ng_model *m = ng_model_random(&hp, NG_F32, 1);
+    ng_error err;
+    m->tok = tok_load("tests/testdata/gpt2", &err);
+    if (!m->tok) return m;
+    const ng_layer *L = &m->layers[0];
+    const ng_tensor *zero[] = {L->qkv_w, L->qkv_b, L->out_w, L->out_b, L->up_w, L->up_b, L->down_w, L->down_b,
+                               L->attn_norm_b, L->ffn_norm_b, m->out_norm_b, m->pos_embd, m->tok_embd};
+    for (size_t i = 0; i < sizeof zero / sizeof *zero; i++) memset(zero[i]->data, 0, zero[i]->nbytes);
+    const ng_tensor *ones[] = {L->attn_norm_w, L->ffn_norm_w, m->out_norm_w};
+    for (size_t i = 0; i < sizeof ones / sizeof *ones; i++)
+        for (int64_t j = 0; j < ng_tensor_nelem(ones[i]); j++) ((float *)ones[i]->data)[j] = 1;
+    for (int k = 0; k < n; k++) {
+        float *e = (float *)m->tok_embd->data + (size_t)chain[k] * 64, r = powf(2, (float)k);
+        e[0] = r * cosf((float)k * 0.785398f), e[1] = r * sinf((float)k * 0.785398f);
+    }
+    return m;
+}
+
+/* The generation path fills what the model writes: "{poi1}" becomes the first point of
+ * interest of the block; "{poi9}" with three stays, counted, and edge_complete refuses it. */
+static void test_model_refs(void) {
+    edge_context c = sample();
+    ng_error err;
+    /* "\n" (the Alpaca prompt's last token), "{", "po", "i", "1" / "9", "}", end of text */
+    ng_model *ok = chain_model((int[]){198, 90, 7501, 72, 16, 92, 50256}, 7),
+             *bad = chain_model((int[]){198, 90, 7501, 72, 24, 92, 50256}, 7);
+    REQUIRE(ok->tok && bad->tok, "tests/testdata/gpt2");
+    char *t = edge_complete(ok, NULL, &c, "coffee?", 16, &err);
+    CHECK(t && !strcmp(t, "Starbucks"), "[%s] %s", t ? t : "(null)", t ? "" : err.msg);
+    free(t);
+    char *block = edge_context_block(&c, "coffee?");
+    int u = -1;
+    t = edge_complete_block(bad, NULL, block, 16, &u, &err);
+    CHECK(t && !strcmp(t, "{poi9}") && u == 1, "[%s] %d", t ? t : "(null)", u);
+    free(t), free(block);
+    t = edge_complete(bad, NULL, &c, "coffee?", 16, &err);
+    CHECK(!t && strstr(err.msg, "1 reference the context has no value for ({poi9})"), "%s", t ? t : err.msg);
+    free(t);
+    ng_model_free(ok);
+    ng_model_free(bad);
+}
+
 /* A model with the real GPT-2 vocabulary runs the completion path end to end, deterministically. */
 static void test_model_completion(void) {
     ng_hparams hp = {.arch = NG_ARCH_GPT2, .n_vocab = 50257, .n_ctx = 512, .n_embd = 64, .n_head = 4, .n_head_kv = 4,
@@ -114,6 +165,7 @@ int main(void) {
     RUN(test_context_block);
     RUN(test_template);
     RUN(test_fill_refs);
+    RUN(test_model_refs);
     RUN(test_model_completion);
     TEST_EXIT();
 }

@@ -219,10 +219,17 @@ char *edge_complete(const ng_model *m, const ng_lora *adapter, const edge_contex
     char *out = edge_complete_block(m, adapter, block, max_tokens, &unresolved, err);
     free(block);
     if (out && unresolved) {
-        const char *ref = strchr(out, '{');
-        while (ref && !strchr(ref, '}')) ref = strchr(ref + 1, '{');
-        ng_error_set(err, "the completion model wrote %d reference%s the context has no value for (%.40s)", unresolved,
-                     unresolved > 1 ? "s" : "", ref ? ref : "");
+        /* name the first: "{" letters digits "}" left in the text (ASCII by its form) */
+        const char *ref = out;
+        size_t n = 0;
+        while ((ref = strchr(ref, '{'))) {
+            size_t letters = strspn(ref + 1, "abcdefghijklmnopqrstuvwxyz");
+            n = 1 + letters + strspn(ref + 1 + letters, "0123456789");
+            if (letters && ref[n] == '}') break;
+            ref++;
+        }
+        ng_error_set(err, "the completion model wrote %d reference%s the context has no value for (%.*s)", unresolved,
+                     unresolved > 1 ? "s" : "", ref ? (int)n + 1 : 0, ref ? ref : "");
         free(out);
         return NULL;
     }
