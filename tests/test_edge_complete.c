@@ -8,6 +8,7 @@
 
 #include "edge/complete.h"
 #include "model/model.h"
+#include "tokenizer/chat.h"
 
 static edge_context sample(void) {
     edge_context c = {.place = "Lyon, France", .cell = "L-12", .local_time = "Tuesday 18:40", .language = "en",
@@ -116,28 +117,54 @@ static ng_model *chain_model(const int *chain, int n) {
     return m;
 }
 
-/* The generation path fills what the model writes: "{poi1}" becomes the first point of
- * interest of the block; "{poi9}" with three stays, counted, and edge_complete refuses it. */
+/* The generation path fills what the model writes, and writes no reference the block cannot
+ * fill: "{poi1}" becomes the block's first point of interest; a model that would write "{poi9}"
+ * (three points of interest here) gets its best token that keeps the reference fillable ("1": the
+ * other tokens' logits tie at 0 and the lowest id wins); one that would stop inside a reference
+ * ends before it. */
 static void test_model_refs(void) {
     edge_context c = sample();
     ng_error err;
     /* "\n" (the Alpaca prompt's last token), "{", "po", "i", "1" / "9", "}", end of text */
     ng_model *ok = chain_model((int[]){198, 90, 7501, 72, 16, 92, 50256}, 7),
-             *bad = chain_model((int[]){198, 90, 7501, 72, 24, 92, 50256}, 7);
-    REQUIRE(ok->tok && bad->tok, "tests/testdata/gpt2");
+             *nine = chain_model((int[]){198, 90, 7501, 72, 24, 92, 50256}, 7),
+             *cut = chain_model((int[]){198, 464, 90, 7501, 50256}, 5); /* "The", "{", "po", end */
+    REQUIRE(ok->tok && nine->tok && cut->tok, "tests/testdata/gpt2");
     char *t = edge_complete(ok, NULL, &c, "coffee?", 16, &err);
     CHECK(t && !strcmp(t, "Starbucks"), "[%s] %s", t ? t : "(null)", t ? "" : err.msg);
     free(t);
-    char *block = edge_context_block(&c, "coffee?");
-    int u = -1;
-    t = edge_complete_block(bad, NULL, block, 16, &u, &err);
-    CHECK(t && !strcmp(t, "{poi9}") && u == 1, "[%s] %d", t ? t : "(null)", u);
-    free(t), free(block);
-    t = edge_complete(bad, NULL, &c, "coffee?", 16, &err);
-    CHECK(!t && strstr(err.msg, "1 reference the context has no value for ({poi9})"), "%s", t ? t : err.msg);
+    t = edge_complete(nine, NULL, &c, "coffee?", 16, &err);
+    CHECK(t && !strcmp(t, "Starbucks"), "[%s] %s", t ? t : "(null)", t ? "" : err.msg);
+    free(t);
+    t = edge_complete(cut, NULL, &c, "coffee?", 3, &err); /* "The{po" at the limit: the open reference goes */
+    CHECK(t && !strcmp(t, "The"), "[%s] %s", t ? t : "(null)", t ? "" : err.msg);
     free(t);
     ng_model_free(ok);
-    ng_model_free(bad);
+    ng_model_free(nine);
+    ng_model_free(cut);
+}
+
+/* No run of 3 tokens is written twice: a model whose position embeddings (10x its token
+ * embeddings, one axis per token) ask for " on Sunday" over and over after the prompt writes it
+ * twice, then its second choice where another " on" would repeat " on Sunday on". */
+static void test_model_no_repeat(void) {
+    edge_context c = sample();
+    ng_error err;
+    ng_model *m = chain_model((int[]){198}, 1); /* zero layers' worth of weights, as above */
+    REQUIRE(m->tok, "tests/testdata/gpt2");
+    char *block = edge_context_block(&c, "plans?"), *prompt = chat_alpaca_prompt(block, "");
+    int n;
+    free(tok_encode(m->tok, prompt, strlen(prompt), &n));
+    const int on = 319, sunday = 3502;
+    float *E = m->tok_embd->data, *P = m->pos_embd->data;
+    memset(E + 198 * 64, 0, 64 * sizeof(float));
+    E[on * 64 + 0] = 1, E[sunday * 64 + 1] = 1;
+    for (int p = n - 1; p < n + 8; p++) P[p * 64 + ((p - n + 1) & 1)] = 10; /* " on" after the prompt */
+    /* the 5th token would be " on" (" on Sunday on" again): " Sunday" (its input's axis) instead */
+    char *t = edge_complete_block(m, NULL, block, 6, &err);
+    CHECK(t && !strcmp(t, " on Sunday on Sunday Sunday Sunday"), "[%s] %s", t ? t : "(null)", t ? "" : err.msg);
+    free(t), free(prompt), free(block);
+    ng_model_free(m);
 }
 
 /* A model with the real GPT-2 vocabulary runs the completion path end to end, deterministically. */
@@ -166,6 +193,7 @@ int main(void) {
     RUN(test_template);
     RUN(test_fill_refs);
     RUN(test_model_refs);
+    RUN(test_model_no_repeat);
     RUN(test_model_completion);
     TEST_EXIT();
 }

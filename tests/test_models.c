@@ -162,10 +162,9 @@ static void test_edge_completion(void) {
         cJSON *js = cJSON_Parse(lp);
         const cJSON *ins = cJSON_GetObjectItemCaseSensitive(js, "instruction");
         REQUIRE(cJSON_IsString(ins), "fixture line");
-        int unresolved = 0;
-        char *text = edge_complete_block(m, a, ins->valuestring, 128, &unresolved, &err);
+        char *text = edge_complete_block(m, a, ins->valuestring, 128, &err);
         CHECK(text, "completion: %s", err.msg);
-        CHECK(edge_score_add_refs(sc, lf, text ? text : "", unresolved, &s, &err) == NG_OK, "score: %s", err.msg);
+        CHECK(edge_score_add(sc, lf, text ? text : "", &s, &err) == NG_OK, "score: %s", err.msg);
         if (ng_verbose > 1) fprintf(stderr, "%s\n", text ? text : "");
         free(text);
         cJSON_Delete(js);

@@ -116,22 +116,22 @@ function main() {
   const heldout = (p) => `Held-out perplexity (\`netgpt eval -f\` on the held-out text, ${words('heldout')}, windows of ${p.ctx} tokens, ${p.predicted} predicted tokens): **${p.ppl.toFixed(1)}**.`;
   const fullShipped = fs.existsSync(path.join(M, 'edge-gpt2-completion.gguf'));
   const ef = readJson('edge-comp-full.train.json'), eft = readJson('edge-comp-full.time.json');
-  const row = (who, e) => `| ${who} | ${pct(e.facts_stated)} | ${pct(e.invented_share)} | ${pct(e.records_with_invented)} | ${pct(e.private_leaks)} | ${e.unresolved_refs || 0} |`;
+  const row = (who, e) => `| ${who} | ${pct(e.facts_stated)} | ${pct(e.invented_share)} | ${pct(e.records_with_invented)} | ${pct(e.private_leaks)} |`;
   const evalTable = [
-    '| who writes the comprehensive prompt | facts stated | invented mentions | records with an invented mention | records leaking private data | unfilled references |',
-    '|---|---|---|---|---|---|',
+    '| who writes the comprehensive prompt | facts stated | invented mentions | records with an invented mention | records leaking private data |',
+    '|---|---|---|---|---|',
     row(`edge base + LoRA adapter (rank 16)${shipped ? '' : ', not shipped'}`, ev.model),
     row(`edge base fully fine-tuned${fullShipped ? ' (edge-gpt2-completion.gguf)' : ', not shipped'}`, ev.full),
     row('template baseline (no model)', ev.template),
   ].join('\n');
   const evalText = `Evaluated on the first ${ev.model.records} records of the pairs test split, whose cities never
 appear in training (${ev.model.facts} facts): \`netgpt eval --pairs\` writes the prompts with the edge's
-own completion code (Alpaca prompt, greedy, at most 128 tokens, references filled from the
-record's context block) and \`--facts\` checks them (the counts of tools/data/pairs/eval_pairs.js):
-a fact is stated when the prompt contains it (a point of interest with its distance); a mention
-is invented when a distance, clock time, weekday, language, brand or city name in the prompt is
-not in the record's context, and so is a reference the context has no value for ({poi3} with
-two points of interest: unfilled references). The bar for
+own completion code (Alpaca prompt, greedy among the tokens that keep references fillable and
+repeat no phrase, at most 128 tokens, references filled from the record's context block) and
+\`--facts\` checks them (the counts of tools/data/pairs/eval_pairs.js): a fact is stated when
+the prompt contains it (a point of interest with its distance); a mention is invented when a
+distance, clock time, weekday, language, brand or city name in the prompt is not in the
+record's context. The bar for
 installing a completion model: ≥ 90% stated, ≤ 2% invented.
 
 ${evalTable}`;

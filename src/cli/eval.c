@@ -31,15 +31,15 @@ static const char HELP[] =
     "\n"
     "With --pairs, the edge completion: for each record {\"instruction\": CONTEXT_BLOCK, ...} of\n"
     "RECORDS.jsonl (tools/data/pairs' format) the model writes the comprehensive prompt exactly as\n"
-    "`netgpt edge` does (Alpaca prompt, greedy, ends at end-of-text or a blank line, references\n"
-    "such as {place} or {poi1} filled from the record's context block), one line\n"
+    "`netgpt edge` does (Alpaca prompt, greedy among the tokens that keep references fillable and\n"
+    "repeat no phrase, ends at end-of-text or a blank line, references such as {place} or {poi1}\n"
+    "filled from the record's context block), one line\n"
     "{\"output\": TEXT} per record into PRED.jsonl (\"\" where the record does not fit the\n"
     "context). With --facts, each prompt is checked against its record's facts (the same line of\n"
     "FACTS.jsonl, tools/data/pairs' test_facts.jsonl): facts stated (a point of interest with its\n"
     "distance; other facts by value), mentions invented (distances, clock times, weekdays,\n"
     "languages, brand and city names of VOCAB.json that are not in the context), records leaking\n"
-    "a private value; the same counts as tools/data/pairs/eval_pairs.js; a reference the context\n"
-    "has no value for stays in the prompt and counts as an invented mention. --score checks prompts\n"
+    "a private value; the same counts as tools/data/pairs/eval_pairs.js. --score checks prompts\n"
     "written before (e.g. the template baseline, test_baseline.jsonl) the same way, without a model.\n"
     "\n"
     "  --pairs FILE         the records\n"
@@ -66,13 +66,12 @@ static void print_score(const edge_score *sc, int json) {
     if (json)
         printf("{\"records\":%ld,\"facts\":%ld,\"facts_stated\":%.4f,\"invented_share\":%.4f,"
                "\"records_with_invented\":%.4f,\"private_leaks\":%.4f,\"stated\":%ld,\"mentions\":%ld,"
-               "\"invented\":%ld,\"unresolved_refs\":%ld}\n",
-               sc->records, sc->facts, stated, inv, rinv, leak, sc->stated, sc->mentions, sc->invented, sc->unresolved);
+               "\"invented\":%ld}\n",
+               sc->records, sc->facts, stated, inv, rinv, leak, sc->stated, sc->mentions, sc->invented);
     else
         printf("facts stated %.2f%% (%ld of %ld), invented mentions %.2f%% (%ld of %ld), records with an invented "
-               "mention %.2f%%, records leaking private data %.2f%%, unfilled references %ld\n",
-               100 * stated, sc->stated, sc->facts, 100 * inv, sc->invented, sc->mentions, 100 * rinv, 100 * leak,
-               sc->unresolved);
+               "mention %.2f%%, records leaking private data %.2f%%\n",
+               100 * stated, sc->stated, sc->facts, 100 * inv, sc->invented, sc->mentions, 100 * rinv, 100 * leak);
 }
 
 /* The fact check of --pairs and --score: the facts file read in step with the prompts. */
@@ -100,10 +99,10 @@ static void check_open(fact_check *c, const char *facts, const char *vocab) {
 }
 
 /* Scores text, the prompt of record n (from 1) of what, against the next line of facts. */
-static void check_add(fact_check *c, const char *text, int unresolved, const char *what, long n) {
+static void check_add(fact_check *c, const char *text, const char *what, long n) {
     ng_error err;
     if (!next_line(c->f, &c->line, &c->cap)) ng_die("eval: %s has fewer records than %s", c->facts, what);
-    if (edge_score_add_refs(c->scorer, c->line, text, unresolved, &c->acc, &err))
+    if (edge_score_add(c->scorer, c->line, text, &c->acc, &err))
         ng_die("eval: %s, record %ld: %s", c->facts, n, err.msg);
 }
 
@@ -128,7 +127,7 @@ static int eval_score(const char *pred, const char *facts, const char *vocab, lo
         if (!js) ng_die("eval: %s, record %ld: invalid JSON", pred, n + 1);
         const cJSON *o = cJSON_GetObjectItemCaseSensitive(js, "output");
         /* a record without a string "output" wrote nothing (as eval_pairs.js counts it) */
-        check_add(&fc, cJSON_IsString(o) ? o->valuestring : "", 0, pred, n + 1);
+        check_add(&fc, cJSON_IsString(o) ? o->valuestring : "", pred, n + 1);
         cJSON_Delete(js);
     }
     free(line);
@@ -164,12 +163,11 @@ static int eval_pairs(const cli_opts *o, const char *pairs, const char *out, lon
         cJSON *js = cJSON_Parse(line);
         const cJSON *ins = cJSON_GetObjectItemCaseSensitive(js, "instruction");
         if (!cJSON_IsString(ins)) ng_die("eval: %s:%ld: a record needs a string \"instruction\"", pairs, lineno);
-        int unresolved = 0;
-        char *text = edge_complete_block(m, lora, ins->valuestring, max_tokens, &unresolved, &err);
+        char *text = edge_complete_block(m, lora, ins->valuestring, max_tokens, &err);
         if (!text) {
             if (failed++ < 5) ng_log("eval: %s:%ld: %s\n", pairs, lineno, err.msg);
         }
-        if (facts) check_add(&fc, text ? text : "", unresolved, pairs, n + 1);
+        if (facts) check_add(&fc, text ? text : "", pairs, n + 1);
         cJSON *rec = cJSON_CreateObject();
         cJSON_AddStringToObject(rec, "output", text ? text : "");
         char *s = cJSON_PrintUnformatted(rec);

@@ -1,6 +1,7 @@
 /* complete — context block, template baseline, and model-written comprehensive prompts. */
 #include "edge/complete.h"
 
+#include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,33 +213,74 @@ char *edge_fill_refs(const char *block, const char *text, int *unresolved) {
     return b.s;
 }
 
+/* ---- decoding: only references the block can fill, no phrase written twice */
+
+#define REF_MAX (4 + 2 * REF_MAX_POI)
+#define NO_REPEAT 3   /* a run of this many prose tokens is not generated twice */
+#define MAX_REJECT 256 /* candidates tried per token before the prompt ends there */
+
+/* The references the block has values for, written out ("{poi2}"). */
+typedef struct {
+    char ref[REF_MAX][24];
+    int n;
+} ref_list;
+
+static void ref_list_of(const ref_values *v, ref_list *L) {
+    static const char *const fixed[] = {"place", "day", "time", "language"};
+    L->n = 0;
+    for (int i = 0; i < 4; i++)
+        if (ref_lookup(v, fixed[i], strlen(fixed[i])).n) snprintf(L->ref[L->n++], sizeof L->ref[0], "{%s}", fixed[i]);
+    for (int k = 1; k <= v->n_poi; k++) {
+        snprintf(L->ref[L->n++], sizeof L->ref[0], "{poi%d}", k);
+        snprintf(L->ref[L->n++], sizeof L->ref[0], "{dist%d}", k);
+    }
+}
+
+/* 1 when s[0..n) (from a "{") is a whole reference of L (close = 1) or begins one (close = 0) */
+static int ref_known(const ref_list *L, const char *s, size_t n, int close) {
+    for (int i = 0; i < L->n; i++) {
+        size_t len = strlen(L->ref[i]);
+        if ((close ? len == n : len > n) && !memcmp(L->ref[i], s, n)) return 1;
+    }
+    return 0;
+}
+
+/* 1 when every "{" of s (the open reference the text ends in, then a candidate's piece) starts a
+ * reference of L, or the beginning of one at the end of s. */
+static int refs_fill(const ref_list *L, const char *s) {
+    for (const char *p = strchr(s, '{'); p; p = strchr(p + 1, '{')) {
+        const char *close = strchr(p, '}');
+        if (!close) return ref_known(L, p, strlen(p), 0);
+        if (!ref_known(L, p, (size_t)(close - p + 1), 1)) return 0;
+        p = close;
+    }
+    return 1;
+}
+
+/* 1 when token t after toks[0..n) (flags in_ref: written inside a reference) would repeat a run
+ * of NO_REPEAT prose tokens already generated. */
+static int repeats(const int *toks, const unsigned char *in_ref, int n, int t) {
+    if (n < NO_REPEAT - 1) return 0;
+    for (int j = n - NO_REPEAT + 1; j < n; j++)
+        if (in_ref[j]) return 0;
+    for (int i = 0; i + NO_REPEAT - 1 < n; i++) {
+        int same = toks[i + NO_REPEAT - 1] == t;
+        for (int j = 0; same && j < NO_REPEAT - 1; j++) same = toks[i + j] == toks[n - NO_REPEAT + 1 + j] && !in_ref[i + j];
+        if (same && !in_ref[i + NO_REPEAT - 1]) return 1;
+    }
+    return 0;
+}
+
 char *edge_complete(const ng_model *m, const ng_lora *adapter, const edge_context *c, const char *concise,
                     int max_tokens, ng_error *err) {
     char *block = edge_context_block(c, concise);
-    int unresolved = 0;
-    char *out = edge_complete_block(m, adapter, block, max_tokens, &unresolved, err);
+    char *out = edge_complete_block(m, adapter, block, max_tokens, err);
     free(block);
-    if (out && unresolved) {
-        /* name the first: "{" letters digits "}" left in the text (ASCII by its form) */
-        const char *ref = out;
-        size_t n = 0;
-        while ((ref = strchr(ref, '{'))) {
-            size_t letters = strspn(ref + 1, "abcdefghijklmnopqrstuvwxyz");
-            n = 1 + letters + strspn(ref + 1 + letters, "0123456789");
-            if (letters && ref[n] == '}') break;
-            ref++;
-        }
-        ng_error_set(err, "the completion model wrote %d reference%s the context has no value for (%.*s)", unresolved,
-                     unresolved > 1 ? "s" : "", ref ? (int)n + 1 : 0, ref ? ref : "");
-        free(out);
-        return NULL;
-    }
     return out;
 }
 
 char *edge_complete_block(const ng_model *m, const ng_lora *adapter, const char *block, int max_tokens,
-                          int *unresolved, ng_error *err) {
-    if (unresolved) *unresolved = 0;
+                          ng_error *err) {
     if (!m->tok) {
         ng_error_set(err, "the edge model has no tokenizer");
         return NULL;
@@ -263,22 +305,49 @@ char *edge_complete_block(const ng_model *m, const ng_lora *adapter, const char 
     float *logits = xmalloc((size_t)m->hp.n_vocab * sizeof *logits);
     ng_buf b;
     ng_buf_init(&b);
+    ref_values v;
+    ref_parse(block, &v);
+    ref_list refs;
+    ref_list_of(&v, &refs);
+    int *gen = xmalloc((size_t)max_tokens * sizeof *gen);
+    unsigned char *in_ref = xmalloc((size_t)max_tokens);
     if (ng_forward(m, s, ids, n, logits, 0, err) == NG_OK) {
         int eos = tok_eos(m->tok);
         for (int i = 0; i < max_tokens; i++) {
-            int next = ng_argmax(logits, m->hp.n_vocab);
-            if (next == eos) break;
-            size_t len;
-            const char *piece = tok_piece(m->tok, next, &len);
+            /* greedy among the tokens that keep every reference fillable and repeat no phrase */
+            const char *open = b.n ? strrchr(b.s, '{') : NULL;
+            if (open && strchr(open, '}')) open = NULL;
+            int next = -1, ref = 0;
+            size_t len = 0;
+            const char *piece = NULL;
+            for (int tries = 0; tries < MAX_REJECT && next < 0; tries++) {
+                int t = ng_argmax(logits, m->hp.n_vocab);
+                if (t == eos) {
+                    if (!open) next = t;
+                } else {
+                    piece = tok_piece(m->tok, t, &len);
+                    char cand[256]; /* a reference's beginning and one piece */
+                    snprintf(cand, sizeof cand, "%s%.*s", open ? open : "", len < 200 ? (int)len : 200, piece);
+                    ref = open || memchr(piece, '{', len) || memchr(piece, '}', len);
+                    if (refs_fill(&refs, cand) && (ref || !repeats(gen, in_ref, i, t))) next = t;
+                }
+                if (next < 0) logits[t] = -INFINITY;
+            }
+            if (next < 0 || next == eos) break;
+            gen[i] = next, in_ref[i] = (unsigned char)ref;
             ng_buf_printf(&b, "%.*s", (int)len, piece);
             if (b.n >= 2 && !strcmp(b.s + b.n - 2, "\n\n")) break; /* a blank line ends the answer */
             if (i + 1 < max_tokens && ng_forward(m, s, &next, 1, logits, 0, err) != NG_OK) break;
         }
+        free(gen), free(in_ref);
+        char *open = b.n ? strrchr(b.s, '{') : NULL; /* a reference cut off by the end is dropped */
+        if (open && !strchr(open, '}')) *open = 0, b.n = (size_t)(open - b.s);
         while (b.n && (b.s[b.n - 1] == '\n' || b.s[b.n - 1] == ' ')) b.s[--b.n] = 0;
-        out = edge_fill_refs(block, b.s, unresolved);
+        out = edge_fill_refs(block, b.s, NULL);
         free(b.s);
     } else {
         free(b.s);
+        free(gen), free(in_ref);
     }
     free(logits);
     ng_state_free(s);

@@ -55,17 +55,17 @@ char *edge_template_fill(const edge_context *c, const char *concise);
  * rule as fillRefs in tools/data/pairs/common.js, which writes the training data this way.
  * Returns the filled text (malloc'd). */
 char *edge_fill_refs(const char *block, const char *text, int *unresolved);
-/* The comprehensive prompt written by the edge model (greedy, at most max_tokens or what the
- * context leaves after the prompt, ending at the end-of-text token or a blank line), its
- * references filled. adapter may be NULL. NULL + err on failure: less than
- * EDGE_MIN_COMPLETION tokens of room, or a reference the context has no value for (the edge
- * then writes the prompt by the template). */
+/* The comprehensive prompt written by the edge model, its references filled. Greedy decoding
+ * among the tokens that keep every "{" the beginning of a reference the block can fill (so no
+ * reference is left without a value; one cut off by the end is dropped) and that repeat no run
+ * of 3 tokens outside references (a small model's loops); at most max_tokens or what the
+ * context leaves after the prompt, ending at the end-of-text token or a blank line. adapter may
+ * be NULL. NULL + err on failure (less than EDGE_MIN_COMPLETION tokens of room). */
 char *edge_complete(const struct ng_model *m, const struct ng_lora *adapter, const edge_context *c,
                     const char *concise, int max_tokens, ng_error *err);
 /* The same from a ready instruction (a context block as edge_context_block writes it, e.g. a
- * record of the adapter's evaluation data); here references without a value stay in the text,
- * counted in *unresolved (may be NULL). */
+ * record of the adapter's evaluation data). */
 char *edge_complete_block(const struct ng_model *m, const struct ng_lora *adapter, const char *block,
-                          int max_tokens, int *unresolved, ng_error *err);
+                          int max_tokens, ng_error *err);
 
 #endif

@@ -600,15 +600,3 @@ int edge_score_add(const edge_scorer *s, const char *facts_line, const char *out
     cJSON_Delete(rec);
     return NG_OK;
 }
-
-int edge_score_add_refs(const edge_scorer *s, const char *facts_line, const char *output, int n, edge_score *acc,
-                        ng_error *err) {
-    long invented = acc->invented;
-    if (edge_score_add(s, facts_line, output, acc, err)) return NG_ERR;
-    if (n <= 0) return NG_OK;
-    acc->records_with_invented += acc->invented == invented;
-    acc->mentions += n;
-    acc->invented += n;
-    acc->unresolved += n;
-    return NG_OK;
-}

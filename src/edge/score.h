@@ -22,7 +22,6 @@
 
 typedef struct {
     long records, facts, stated, mentions, invented, records_with_invented, leaks;
-    long unresolved; /* references the edge could not fill (counted in mentions and invented too) */
 } edge_score;
 
 typedef struct edge_scorer edge_scorer;
@@ -37,11 +36,5 @@ void edge_scorer_free(edge_scorer *s);
  * when the facts line is malformed. */
 int edge_score_add(const edge_scorer *s, const char *facts_line, const char *output, edge_score *acc,
                    ng_error *err);
-
-/* edge_score_add for a prompt in which the edge left n references unfilled ({poi3} with two
- * points of interest, see edge_fill_refs): each also counts as an invented mention, and the
- * record as one with an invented mention. */
-int edge_score_add_refs(const edge_scorer *s, const char *facts_line, const char *output, int n, edge_score *acc,
-                        ng_error *err);
 
 #endif
