@@ -130,10 +130,11 @@ static void test_model_refs(void) {
              *nine = chain_model((int[]){198, 90, 7501, 72, 24, 92, 50256}, 7),
              *cut = chain_model((int[]){198, 464, 90, 7501, 50256}, 5); /* "The", "{", "po", end */
     REQUIRE(ok->tok && nine->tok && cut->tok, "tests/testdata/gpt2");
-    char *t = edge_complete(ok, NULL, &c, "coffee?", 16, &err);
+    /* 5 tokens: the chain's end of text would come before the other references (see below) */
+    char *t = edge_complete(ok, NULL, &c, "coffee?", 5, &err);
     CHECK(t && !strcmp(t, "Starbucks"), "[%s] %s", t ? t : "(null)", t ? "" : err.msg);
     free(t);
-    t = edge_complete(nine, NULL, &c, "coffee?", 16, &err);
+    t = edge_complete(nine, NULL, &c, "coffee?", 5, &err);
     CHECK(t && !strcmp(t, "Starbucks"), "[%s] %s", t ? t : "(null)", t ? "" : err.msg);
     free(t);
     t = edge_complete(cut, NULL, &c, "coffee?", 3, &err); /* "The{po" at the limit: the open reference goes */
@@ -167,6 +168,46 @@ static void test_model_no_repeat(void) {
     ng_model_free(m);
 }
 
+/* A GPT-2 that writes script[0..n) after the prompt of block, token by token by position: its
+ * position embeddings point 10x along the next token's own axis, the tokens' embeddings 1x
+ * along theirs (so where the script ends, a token asks for itself). */
+static ng_model *script_model(const char *block, const int *script, int n) {
+    ng_model *m = chain_model((int[]){198}, 1);
+    if (!m->tok) return m;
+    char *prompt = chat_alpaca_prompt(block, "");
+    int np;
+    free(tok_encode(m->tok, prompt, strlen(prompt), &np));
+    free(prompt);
+    float *E = m->tok_embd->data, *P = m->pos_embd->data;
+    memset(E + 198 * 64, 0, 64 * sizeof(float));
+    int axis_tok[64], n_axis = 0;
+    for (int k = 0; k < n; k++) {
+        int a = 0;
+        while (a < n_axis && axis_tok[a] != script[k]) a++;
+        if (a == n_axis) axis_tok[n_axis++] = script[k], E[(size_t)script[k] * 64 + a] = 1;
+        P[(size_t)(np - 1 + k) * 64 + a] = 10;
+    }
+    return m;
+}
+
+/* The end of text (or a line break) waits until every reference the block can fill is written. */
+static void test_model_coverage(void) {
+    const char *block = "[context]\nnearby cafe: Starbucks 350 m\n[request]\ncoffee?";
+    ng_error err;
+    /* "{poi1} {dist1}", end of text; then "{poi1}", end of text */
+    ng_model *both = script_model(block, (int[]){90, 7501, 72, 16, 92, 1391, 17080, 16, 92, 50256}, 10),
+             *one = script_model(block, (int[]){90, 7501, 72, 16, 92, 50256}, 6);
+    REQUIRE(both->tok && one->tok, "tests/testdata/gpt2");
+    char *t = edge_complete_block(both, NULL, block, 16, &err);
+    CHECK(t && !strcmp(t, "Starbucks 350 m"), "[%s] %s", t ? t : "(null)", t ? "" : err.msg);
+    free(t);
+    t = edge_complete_block(one, NULL, block, 12, &err);
+    CHECK(t && !strncmp(t, "Starbucks", 9) && strlen(t) > 9, "[%s] %s", t ? t : "(null)", t ? "" : err.msg);
+    free(t);
+    ng_model_free(both);
+    ng_model_free(one);
+}
+
 /* A model with the real GPT-2 vocabulary runs the completion path end to end, deterministically. */
 static void test_model_completion(void) {
     ng_hparams hp = {.arch = NG_ARCH_GPT2, .n_vocab = 50257, .n_ctx = 512, .n_embd = 64, .n_head = 4, .n_head_kv = 4,
@@ -194,6 +235,7 @@ int main(void) {
     RUN(test_fill_refs);
     RUN(test_model_refs);
     RUN(test_model_no_repeat);
+    RUN(test_model_coverage);
     RUN(test_model_completion);
     TEST_EXIT();
 }

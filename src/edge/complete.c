@@ -236,24 +236,34 @@ static void ref_list_of(const ref_values *v, ref_list *L) {
     }
 }
 
-/* 1 when s[0..n) (from a "{") is a whole reference of L (close = 1) or begins one (close = 0) */
-static int ref_known(const ref_list *L, const char *s, size_t n, int close) {
+/* 1 when s[0..n) (from a "{") is (close = 1) or begins (close = 0) a reference of L that is not
+ * in done[0..nd) */
+static int ref_known(const ref_list *L, const char *s, size_t n, int close, const char *done, size_t nd) {
     for (int i = 0; i < L->n; i++) {
         size_t len = strlen(L->ref[i]);
-        if ((close ? len == n : len > n) && !memcmp(L->ref[i], s, n)) return 1;
+        if ((close ? len == n : len > n) && !memcmp(L->ref[i], s, n) && !(nd && memmem(done, nd, L->ref[i], len)))
+            return 1;
     }
     return 0;
 }
 
 /* 1 when every "{" of s (the open reference the text ends in, then a candidate's piece) starts a
- * reference of L, or the beginning of one at the end of s. */
-static int refs_fill(const ref_list *L, const char *s) {
+ * reference of L, or the beginning of one at the end of s, and no whole one is already in
+ * done[0..nd) (the text written before s): each value is stated once, as in the training data. */
+static int refs_fill(const ref_list *L, const char *s, const char *done, size_t nd) {
     for (const char *p = strchr(s, '{'); p; p = strchr(p + 1, '{')) {
         const char *close = strchr(p, '}');
-        if (!close) return ref_known(L, p, strlen(p), 0);
-        if (!ref_known(L, p, (size_t)(close - p + 1), 1)) return 0;
+        if (!close) return ref_known(L, p, strlen(p), 0, done, nd);
+        if (!ref_known(L, p, (size_t)(close - p + 1), 1, done, nd)) return 0;
         p = close;
     }
+    return 1;
+}
+
+/* 1 when every reference of L is in text[0..n) */
+static int all_stated(const ref_list *L, const char *text, size_t n) {
+    for (int i = 0; i < L->n; i++)
+        if (!n || !memmem(text, n, L->ref[i], strlen(L->ref[i]))) return 0;
     return 1;
 }
 
@@ -323,13 +333,16 @@ char *edge_complete_block(const ng_model *m, const ng_lora *adapter, const char 
             for (int tries = 0; tries < MAX_REJECT && next < 0; tries++) {
                 int t = ng_argmax(logits, m->hp.n_vocab);
                 if (t == eos) {
-                    if (!open) next = t;
+                    if (!open && all_stated(&refs, b.s, b.n)) next = t;
                 } else {
                     piece = tok_piece(m->tok, t, &len);
                     char cand[256]; /* a reference's beginning and one piece */
                     snprintf(cand, sizeof cand, "%s%.*s", open ? open : "", len < 200 ? (int)len : 200, piece);
-                    ref = open || memchr(piece, '{', len) || memchr(piece, '}', len);
-                    if (refs_fill(&refs, cand) && (ref || !repeats(gen, in_ref, i, t))) next = t;
+                    ref = open || memchr(piece, '{', len); /* a "}" with no reference open is text */
+                    size_t nd = open ? (size_t)(open - b.s) : b.n;
+                    if (refs_fill(&refs, cand, b.s, nd) && (ref || !repeats(gen, in_ref, i, t)) &&
+                        (!memchr(piece, '\n', len) || all_stated(&refs, b.s, b.n)))
+                        next = t;
                 }
                 if (next < 0) logits[t] = -INFINITY;
             }

@@ -56,11 +56,13 @@ char *edge_template_fill(const edge_context *c, const char *concise);
  * Returns the filled text (malloc'd). */
 char *edge_fill_refs(const char *block, const char *text, int *unresolved);
 /* The comprehensive prompt written by the edge model, its references filled. Greedy decoding
- * among the tokens that keep every "{" the beginning of a reference the block can fill (so no
- * reference is left without a value; one cut off by the end is dropped) and that repeat no run
- * of 3 tokens outside references (a small model's loops); at most max_tokens or what the
- * context leaves after the prompt, ending at the end-of-text token or a blank line. adapter may
- * be NULL. NULL + err on failure (less than EDGE_MIN_COMPLETION tokens of room). */
+ * among the tokens that keep every "{" the beginning of a reference the block can fill and has
+ * not been written yet (so no reference is left without a value, none is stated twice, and one
+ * cut off by the end is dropped), that repeat no run of 3 tokens outside references (a small
+ * model's loops), and that are not the end of text or a line break while a reference the block
+ * can fill is still unwritten (every value the edge knows is stated); at most max_tokens or
+ * what the context leaves after the prompt, ending at the end-of-text token or a blank line.
+ * adapter may be NULL. NULL + err on failure (less than EDGE_MIN_COMPLETION tokens of room). */
 char *edge_complete(const struct ng_model *m, const struct ng_lora *adapter, const edge_context *c,
                     const char *concise, int max_tokens, ng_error *err);
 /* The same from a ready instruction (a context block as edge_context_block writes it, e.g. a
