@@ -190,7 +190,9 @@ static ng_model *script_model(const char *block, const int *script, int n) {
     return m;
 }
 
-/* The end of text (or a line break) waits until every reference the block can fill is written. */
+/* Once the text holds a reference, the end of text (or a line break) waits until every
+ * reference the block can fill is written; a text without references ends when the model
+ * says. */
 static void test_model_coverage(void) {
     const char *block = "[context]\nnearby cafe: Starbucks 350 m\n[request]\ncoffee?";
     ng_error err;
@@ -204,6 +206,11 @@ static void test_model_coverage(void) {
     t = edge_complete_block(one, NULL, block, 12, &err);
     CHECK(t && !strncmp(t, "Starbucks", 9) && strlen(t) > 9, "[%s] %s", t ? t : "(null)", t ? "" : err.msg);
     free(t);
+    ng_model *literal = script_model(block, (int[]){464, 50256}, 2); /* "The", end of text */
+    t = edge_complete_block(literal, NULL, block, 12, &err);
+    CHECK(t && !strcmp(t, "The"), "[%s] %s", t ? t : "(null)", t ? "" : err.msg);
+    free(t);
+    ng_model_free(literal);
     ng_model_free(both);
     ng_model_free(one);
 }

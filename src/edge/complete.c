@@ -260,8 +260,10 @@ static int refs_fill(const ref_list *L, const char *s, const char *done, size_t 
     return 1;
 }
 
-/* 1 when every reference of L is in text[0..n) */
+/* 1 when every reference of L is in text[0..n), or text has none at all (a model that writes
+ * literal prompts is not held to them) */
 static int all_stated(const ref_list *L, const char *text, size_t n) {
+    if (!n || !memchr(text, '{', n)) return 1;
     for (int i = 0; i < L->n; i++)
         if (!n || !memmem(text, n, L->ref[i], strlen(L->ref[i]))) return 0;
     return 1;

@@ -59,8 +59,9 @@ char *edge_fill_refs(const char *block, const char *text, int *unresolved);
  * among the tokens that keep every "{" the beginning of a reference the block can fill and has
  * not been written yet (so no reference is left without a value, none is stated twice, and one
  * cut off by the end is dropped), that repeat no run of 3 tokens outside references (a small
- * model's loops), and that are not the end of text or a line break while a reference the block
- * can fill is still unwritten (every value the edge knows is stated); at most max_tokens or
+ * model's loops), and, once the text holds a reference, that are not the end of text or a line
+ * break while a reference the block can fill is still unwritten (every value the edge knows is
+ * stated; a model that writes literal prompts is not held to it); at most max_tokens or
  * what the context leaves after the prompt, ending at the end-of-text token or a blank line.
  * adapter may be NULL. NULL + err on failure (less than EDGE_MIN_COMPLETION tokens of room). */
 char *edge_complete(const struct ng_model *m, const struct ng_lora *adapter, const edge_context *c,
