@@ -534,7 +534,7 @@ function comprehensive(sc, r) {
 // The completion models are trained to write references to the context instead of copying its
 // values: {place} {day} {time} {language} {poiK} {distK} (K = the K-th point of interest of the
 // context block, 1-based, in block order). The edge fills them from the block it wrote
-// (fill_refs in src/edge/complete.c; fillRefs here is the same rule). A scenario whose values are
+// (edge_fill_refs in src/edge/complete.c; fillRefs here is the same rule). A scenario whose values are
 // the references: comprehensive() on it with a clone of the generator writes the referenced
 // form of the very prompt comprehensive() writes on the scenario itself.
 function refsScenario(sc) {
