@@ -837,8 +837,8 @@ static const simd_isa ISA256 = {NR256, BW256, KCH256, gemv256, pack_w256, micro2
  * The same code serves two instruction sets: with AVX-512 VNNI one vpdpbusd per 32 values,
  * otherwise AVX2's vpmaddubsw + vpmaddwd (no saturation: |u| <= 128 and |x| <= 127, so a pair
  * sums to at most 32512). At about 3 cycles per block this holds q4_0 to half the read bandwidth,
- * so with AVX-512 VNNI each of these four types takes a 512-bit kernel after this one (q8_0 and q4_0 one, q4_k
- * and q6_k another); this one serves the AVX2 path. */
+ * so with AVX-512 VNNI each of these four types takes a 512-bit kernel after this one (q8_0 and
+ * q4_0 one, q4_k and q6_k another); this one serves the AVX2 path. */
 #define TQ __attribute__((target("avx2,fma,f16c")))
 #define INLQ static inline __attribute__((always_inline, target("avx2,fma,f16c")))
 #define TQ_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
@@ -890,9 +890,6 @@ INLQ void blk_q4_0(__m256 *acc, const uint8_t *blk, const xq8 *xq, int kb, int K
     }
 }
 
-/* q4_k: 8 sub-blocks of 32 with 6-bit scale and min; chunk c of qs holds sub-block 2c in its
- * low nibbles and 2c+1 in its high ones. The minimum's term is sum_j dmin*m_j * d_x*sum(x_j),
- * added as one vector (only the lane sum of acc matters). */
 /* A q4_k block's 6-bit scales and mins as bytes: the 8 scales, then the 8 mins. */
 INLQ __m128i q4_k_scale_bytes(const uint8_t *blk) {
     uint32_t a, b4, c4;
@@ -910,6 +907,9 @@ INLQ void q4_k_scales(const uint8_t *blk, __m256 *scf, __m256 *mnf) {
     *mnf = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(v, 8))), _mm256_set1_ps(half_at(blk + 2)));
 }
 
+/* q4_k: 8 sub-blocks of 32 with 6-bit scale and min; chunk c of qs holds sub-block 2c in its
+ * low nibbles and 2c+1 in its high ones. The minimum's term is sum_j dmin*m_j * d_x*sum(x_j),
+ * added as one vector (only the lane sum of acc matters). */
 INLQ void blk_q4_k(__m256 *acc, const uint8_t *blk, const xq8 *xq, int kb, int K, const int NB, const int vnni) {
     __m256 scf, mnf;
     q4_k_scales(blk, &scf, &mnf);

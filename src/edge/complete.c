@@ -162,18 +162,22 @@ static void ref_parse(const char *block, ref_values *v) {
     }
 }
 
-/* The value of reference name[0..n) ("poi2"), or one of length 0. */
-static ref_val ref_lookup(const ref_values *v, const char *name, size_t n) {
-    static const struct {
-        const char *name;
-        size_t off;
-    } fixed[] = {{"place", offsetof(ref_values, place)},
+/* The references with one value each, and where ref_values holds it. */
+static const struct {
+    const char *name;
+    size_t off;
+} REF_FIXED[] = {{"place", offsetof(ref_values, place)},
                  {"day", offsetof(ref_values, day)},
                  {"time", offsetof(ref_values, time)},
                  {"language", offsetof(ref_values, language)}};
-    for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
-        if (strlen(fixed[i].name) == n && !memcmp(fixed[i].name, name, n))
-            return *(const ref_val *)((const char *)v + fixed[i].off);
+#define REF_N_FIXED (int)(sizeof REF_FIXED / sizeof *REF_FIXED)
+
+static ref_val ref_fixed(const ref_values *v, int i) { return *(const ref_val *)((const char *)v + REF_FIXED[i].off); }
+
+/* The value of reference name[0..n) ("poi2"), or one of length 0. */
+static ref_val ref_lookup(const ref_values *v, const char *name, size_t n) {
+    for (int i = 0; i < REF_N_FIXED; i++)
+        if (strlen(REF_FIXED[i].name) == n && !memcmp(REF_FIXED[i].name, name, n)) return ref_fixed(v, i);
     int k = 0;
     size_t letters = n;
     while (letters && name[letters - 1] >= '0' && name[letters - 1] <= '9') letters--;
@@ -185,9 +189,8 @@ static ref_val ref_lookup(const ref_values *v, const char *name, size_t n) {
     return (ref_val){0};
 }
 
-char *edge_fill_refs(const char *block, const char *text, int *unresolved) {
-    ref_values v;
-    ref_parse(block, &v);
+/* edge_fill_refs with the block already parsed */
+static char *fill_refs(const ref_values *v, const char *text, int *unresolved) {
     ng_buf b;
     ng_buf_init(&b);
     int missing = 0;
@@ -199,7 +202,7 @@ char *edge_fill_refs(const char *block, const char *text, int *unresolved) {
             const char *letters_end = q;
             while (*q >= '0' && *q <= '9') q++;
             if (letters_end > p + 1 && *q == '}') {
-                ref_val val = ref_lookup(&v, p + 1, (size_t)(q - p - 1));
+                ref_val val = ref_lookup(v, p + 1, (size_t)(q - p - 1));
                 if (val.n) ng_buf_add(&b, val.s, val.n);
                 else ng_buf_add(&b, p, (size_t)(q + 1 - p)), missing++;
                 p = q + 1;
@@ -213,9 +216,15 @@ char *edge_fill_refs(const char *block, const char *text, int *unresolved) {
     return b.s;
 }
 
+char *edge_fill_refs(const char *block, const char *text, int *unresolved) {
+    ref_values v;
+    ref_parse(block, &v);
+    return fill_refs(&v, text, unresolved);
+}
+
 /* ---- decoding: only references the block can fill, no phrase written twice */
 
-#define REF_MAX (4 + 2 * REF_MAX_POI)
+#define REF_MAX (REF_N_FIXED + 2 * REF_MAX_POI)
 #define NO_REPEAT 3   /* a run of this many prose tokens is not generated twice */
 #define MAX_REJECT 256 /* candidates tried per token before the prompt ends there */
 
@@ -226,10 +235,9 @@ typedef struct {
 } ref_list;
 
 static void ref_list_of(const ref_values *v, ref_list *L) {
-    static const char *const fixed[] = {"place", "day", "time", "language"};
     L->n = 0;
-    for (int i = 0; i < 4; i++)
-        if (ref_lookup(v, fixed[i], strlen(fixed[i])).n) snprintf(L->ref[L->n++], sizeof L->ref[0], "{%s}", fixed[i]);
+    for (int i = 0; i < REF_N_FIXED; i++)
+        if (ref_fixed(v, i).n) snprintf(L->ref[L->n++], sizeof L->ref[0], "{%s}", REF_FIXED[i].name);
     for (int k = 1; k <= v->n_poi; k++) {
         snprintf(L->ref[L->n++], sizeof L->ref[0], "{poi%d}", k);
         snprintf(L->ref[L->n++], sizeof L->ref[0], "{dist%d}", k);
@@ -265,7 +273,7 @@ static int refs_fill(const ref_list *L, const char *s, const char *done, size_t 
 static int all_stated(const ref_list *L, const char *text, size_t n) {
     if (!n || !memchr(text, '{', n)) return 1;
     for (int i = 0; i < L->n; i++)
-        if (!n || !memmem(text, n, L->ref[i], strlen(L->ref[i]))) return 0;
+        if (!memmem(text, n, L->ref[i], strlen(L->ref[i]))) return 0;
     return 1;
 }
 
@@ -354,16 +362,13 @@ char *edge_complete_block(const ng_model *m, const ng_lora *adapter, const char 
             if (b.n >= 2 && !strcmp(b.s + b.n - 2, "\n\n")) break; /* a blank line ends the answer */
             if (i + 1 < max_tokens && ng_forward(m, s, &next, 1, logits, 0, err) != NG_OK) break;
         }
-        free(gen), free(in_ref);
         char *open = b.n ? strrchr(b.s, '{') : NULL; /* a reference cut off by the end is dropped */
         if (open && !strchr(open, '}')) *open = 0, b.n = (size_t)(open - b.s);
         while (b.n && (b.s[b.n - 1] == '\n' || b.s[b.n - 1] == ' ')) b.s[--b.n] = 0;
-        out = edge_fill_refs(block, b.s, NULL);
-        free(b.s);
-    } else {
-        free(b.s);
-        free(gen), free(in_ref);
+        out = fill_refs(&v, b.s, NULL);
     }
+    free(b.s);
+    free(gen), free(in_ref);
     free(logits);
     ng_state_free(s);
     free(ids);
