@@ -78,16 +78,22 @@ static void test_fill_refs(void) {
     }
     free(line);
     fclose(f);
-    CHECK(n == 170 && with_unresolved == 12, "%d cases, %d with unresolved references", n, with_unresolved);
+    CHECK(n == 175 && with_unresolved == 15, "%d cases, %d with unresolved references", n, with_unresolved);
     CHECK(!bad, "%d of %d cases differ", bad, n);
     /* the edge's own block: its km distances, its cell, a language outside the data's twelve */
     edge_context c = sample();
     snprintf(c.language, sizeof c.language, "ko");
     char *b = edge_context_block(&c, "coffee?");
     int u = -1;
-    char *t = edge_fill_refs(b, "{place}, {day} {time}: {poi2} ({dist2}), {poi3} {dist3}; in {language}.", &u);
-    CHECK(!strcmp(t, "Lyon, France, Tuesday 18:40: Columbus Café (1.2 km), Paul 420 m; in Korean.") && u == 0, "[%s] %d",
-          t, u);
+    char *t = edge_fill_refs(b, "{place}, {day} {time}: {poi2} ({dist2}), {poi3} {dist3}; in {language}. {prefs}.", &u);
+    CHECK(!strcmp(t, "Lyon, France, Tuesday 18:40: Columbus Café (1.2 km), Paul 420 m; in Korean. prefers vegetarian "
+                     "food.") && u == 0, "[%s] %d", t, u);
+    free(t), free(b);
+    /* no preferences: the user line's language and recent visits are not {prefs} */
+    c.prefs[0] = 0;
+    b = edge_context_block(&c, "coffee?");
+    t = edge_fill_refs(b, "{prefs} {language}", &u);
+    CHECK(!strcmp(t, "{prefs} Korean") && u == 1, "[%s] %d", t, u);
     free(t), free(b);
 }
 
@@ -213,6 +219,15 @@ static void test_model_coverage(void) {
     ng_model_free(literal);
     ng_model_free(both);
     ng_model_free(one);
+    /* the user line's preferences: "Note: {prefs}.", end of text */
+    const char *user = "[context]\nuser: vegan, travels on foot; language en\n[request]\nlunch?";
+    ng_model *prefs = script_model(user, (int[]){6425, 25, 1391, 3866, 9501, 27422, 50256}, 7);
+    t = edge_complete_block(prefs, NULL, user, 12, &err);
+    /* {language} is not written yet: the end of text waits, and the text goes on past "." */
+    CHECK(t && !strncmp(t, "Note: vegan, travels on foot.", 29) && strlen(t) > 29, "[%s] %s", t ? t : "(null)",
+          t ? "" : err.msg);
+    free(t);
+    ng_model_free(prefs);
 }
 
 /* A model with the real GPT-2 vocabulary runs the completion path end to end, deterministically. */

@@ -169,9 +169,10 @@ ${heldout(pe)}
 (Alpaca format: the context block and request as the instruction, the comprehensive prompt in
 referenced form as the output; the loss counts the output only; validation on 300 validation
 pairs). Referenced form: where the prompt repeats the context it says \`{place}\`, \`{day}\`,
-\`{time}\`, \`{language}\`, \`{poi1}\`, \`{dist1}\`, …, and the edge fills in the values from the
-context block it wrote (src/edge/complete.h); the model chooses which facts to state and how,
-the edge makes the names and numbers exact. Two models:
+\`{time}\`, \`{language}\`, \`{prefs}\` (the user's preferences as the context words them),
+\`{poi1}\`, \`{dist1}\`, …, and the edge fills in the values from the context block it wrote
+(src/edge/complete.h); the model chooses which facts to state and how, the edge makes the names
+and numbers exact. Two models:
 
 - a LoRA adapter on this model: \`netgpt train -m models/edge-gpt2.gguf ${env('COMP_TRAIN')}\`;
 - this model fully fine-tuned: \`netgpt train ${env('FULL_TRAIN')}\`, then ${env('EDGE_QUANT')}.

@@ -94,7 +94,7 @@ typedef struct {
 } ref_val;
 
 typedef struct {
-    ref_val place, day, time, language;
+    ref_val place, day, time, language, prefs;
     ref_val poi[REF_MAX_POI], dist[REF_MAX_POI];
     int n_poi;
 } ref_values;
@@ -154,6 +154,8 @@ static void ref_parse(const char *block, ref_values *v) {
                     for (size_t i = 0; i < sizeof LANGUAGES / sizeof *LANGUAGES; i++)
                         if (strlen(LANGUAGES[i][0]) == code.n && !memcmp(LANGUAGES[i][0], code.s, code.n))
                             v->language = (ref_val){LANGUAGES[i][1], strlen(LANGUAGES[i][1])};
+                } else if (!starts(p, q, "recent: ")) {
+                    v->prefs = (ref_val){p, (size_t)(q - p)};
                 }
                 p = q + 2;
             }
@@ -169,7 +171,8 @@ static const struct {
 } REF_FIXED[] = {{"place", offsetof(ref_values, place)},
                  {"day", offsetof(ref_values, day)},
                  {"time", offsetof(ref_values, time)},
-                 {"language", offsetof(ref_values, language)}};
+                 {"language", offsetof(ref_values, language)},
+                 {"prefs", offsetof(ref_values, prefs)}};
 #define REF_N_FIXED (int)(sizeof REF_FIXED / sizeof *REF_FIXED)
 
 static ref_val ref_fixed(const ref_values *v, int i) { return *(const ref_val *)((const char *)v + REF_FIXED[i].off); }

@@ -46,6 +46,7 @@ char *edge_template_fill(const edge_context *c, const char *concise);
  * references and the edge fills in the values of the block it wrote:
  *
  *   {place} "Lyon, France"   {day} "Tuesday"   {time} "18:40"   {language} "French" (from "fr")
+ *   {prefs} "vegan, travels on foot" (the preferences of the user line, as written there)
  *   {poiK} {distK}           name and distance of the K-th point of interest of the block
  *                            (1-based, in block order: "Lidl", "854 m")
  *

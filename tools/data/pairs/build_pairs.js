@@ -54,6 +54,7 @@ function main() {
       // bigger cities come up more often (as requests would), but every city can
       const city = cities[Math.floor(Math.pow(r.next(), 1.0) * cities.length)];
       const sc = C.makeScenario(places, city, r);
+      sc.prefsListed = true; // the preferences as the user line words them: {prefs} in referenced form
       const instruction = C.contextBlock(sc);
       const r2 = r.clone();
       const output = C.comprehensive(sc, r);

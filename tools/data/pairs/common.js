@@ -458,6 +458,12 @@ function poiSentences(sc, r, third) {
 }
 function prefSentence(sc, r, third) {
   if (!sc.prefs.length) return '';
+  if (sc.prefsListed) {
+    // the user line's own words ({prefs} in referenced form): the pairs state them so
+    const ps = sc.prefsText || prefsString(sc);
+    return third ? r.pick([`The user's preferences: ${ps}.`, `User profile: ${ps}.`])
+      : r.pick([`My preferences: ${ps}.`, `About me: ${ps}.`, `Please keep in mind my preferences: ${ps}.`]);
+  }
   const parts = sc.prefs.map((p) => r.pick(third ? PREFS[p].third : PREFS[p].first));
   if (third) return cap(joinList(parts, null)) + '.';
   return r.pick([
@@ -532,14 +538,16 @@ function comprehensive(sc, r) {
 
 // ---------------------------------------------------------------- references
 // The completion models are trained to write references to the context instead of copying its
-// values: {place} {day} {time} {language} {poiK} {distK} (K = the K-th point of interest of the
-// context block, 1-based, in block order). The edge fills them from the block it wrote
+// values: {place} {day} {time} {language} {prefs} {poiK} {distK} (K = the K-th point of interest
+// of the context block, 1-based, in block order; {prefs} the preferences of the user line as
+// written there). The edge fills them from the block it wrote
 // (edge_fill_refs in src/edge/complete.c; fillRefs here is the same rule). A scenario whose values are
 // the references: comprehensive() on it with a clone of the generator writes the referenced
 // form of the very prompt comprehensive() writes on the scenario itself.
 function refsScenario(sc) {
   return {
     ...sc, place: '{place}', day: '{day}', time: '{time}', languageName: sc.language ? '{language}' : '',
+    prefsText: sc.prefs.length ? '{prefs}' : '',
     pois: sc.pois.map((p, i) => ({ ...p, name: `{poi${i + 1}}`, distText: `{dist${i + 1}}` })),
   };
 }
@@ -549,7 +557,7 @@ function fillRefs(text, block, counts) {
   const c = parseContext(block);
   const sp = c.time.indexOf(' ');
   const v = new Map([['place', c.place], ['day', c.time.slice(0, sp)], ['time', c.time.slice(sp + 1)],
-    ['language', c.language ? LANGS[c.language] || c.language : '']]);
+    ['language', c.language ? LANGS[c.language] || c.language : ''], ['prefs', c.prefs]]);
   c.pois.forEach((p, i) => { v.set(`poi${i + 1}`, p.name); v.set(`dist${i + 1}`, p.distance); });
   return text.replace(/\{([a-z]+[0-9]*)\}/g, (m, k) => {
     if (v.get(k)) return v.get(k);
