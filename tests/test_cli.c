@@ -160,10 +160,10 @@ static void test_lora_merge(void) {
 }
 
 /* eval --pairs writes, per record, what the edge's completion gives (edge_complete_block, whose
- * decoding rules tests/test_edge_complete.c checks), and that begins as plain greedy decoding of
- * the record's Alpaca prompt does: its first 3 tokens, before the rule against repeated 3-token
- * runs can act (this model has no references), against `generate --prompt-ids` on the same
- * prompt, tokenized here. */
+ * decoding rules tests/test_edge_complete.c checks); with --beams 1 what its greedy decoding
+ * gives, which begins as plain greedy decoding of the record's Alpaca prompt does: its first 3
+ * tokens, before the rule against repeated 3-token runs can act (this model has no references),
+ * against `generate --prompt-ids` on the same prompt, tokenized here. */
 static void test_eval_pairs(void) {
     char *err, *out;
     int rc = run(BIN " init --arch gpt2 --tokenizer tests/testdata/gpt2 --n-embd 32 --n-layer 1 --n-head 2 --ctx 256 "
@@ -182,13 +182,18 @@ static void test_eval_pairs(void) {
              &out, &err);
     REQUIRE(rc == 0 && strstr(out, "2 records"), "eval --pairs: rc %d %s %s", rc, out, err);
     free(out), free(err);
+    rc = run(BIN " eval -m build/tmp/pairs-m.gguf --pairs build/tmp/pairs.jsonl --limit 2 -n 10 --beams 1 "
+                 "-o build/tmp/pred1.jsonl",
+             &out, &err);
+    REQUIRE(rc == 0 && strstr(out, "2 records"), "eval --pairs --beams 1: rc %d %s %s", rc, out, err);
+    free(out), free(err);
     size_t n;
     ng_error e;
-    char *pred = ng_read_file("build/tmp/pred.jsonl", &n, &e);
-    REQUIRE(pred, "%s", e.msg);
+    char *pred = ng_read_file("build/tmp/pred.jsonl", &n, &e), *pred1 = ng_read_file("build/tmp/pred1.jsonl", &n, &e);
+    REQUIRE(pred && pred1, "%s", e.msg);
     ng_model *m = ng_model_load("build/tmp/pairs-m.gguf", &e);
     REQUIRE(m && m->tok, "load: %s", e.msg);
-    char *line = pred;
+    char *line = pred, *line1 = pred1;
     for (int r = 0; r < 2; r++) {
         char *prompt = chat_alpaca_prompt(ins[r], "");
         int np;
@@ -213,23 +218,25 @@ static void test_eval_pairs(void) {
             ng_buf_add(&want, piece, len);
             if (want.n >= 2 && !strcmp(want.s + want.n - 2, "\n\n")) break;
         }
-        char *edge = edge_complete_block(m, NULL, ins[r], 10, &e);
-        REQUIRE(edge, "edge_complete_block: %s", e.msg);
-        char *nl = strchr(line, '\n');
-        REQUIRE(nl, "record %d: no line", r);
-        *nl = 0;
-        cJSON *js = cJSON_Parse(line);
-        const cJSON *o = cJSON_GetObjectItemCaseSensitive(js, "output");
-        CHECK(cJSON_IsString(o) && !strcmp(o->valuestring, edge), "record %d: '%s', the edge's completion gives '%s'", r,
-              cJSON_IsString(o) ? o->valuestring : "?", edge);
-        CHECK(want.n >= 3 && !strncmp(edge, want.s, want.n), "record %d: '%s' does not begin as greedy decoding '%s'", r,
-              edge, want.s ? want.s : "");
-        cJSON_Delete(js);
-        line = nl + 1;
-        free(edge), free(want.s), free(out), free(ids), free(prompt);
+        char *edge[2] = {edge_complete_block(m, NULL, ins[r], 10, &e), edge_complete_search(m, NULL, ins[r], 10, 1, &e)};
+        REQUIRE(edge[0] && edge[1], "edge_complete_search: %s", e.msg);
+        for (int g = 0; g < 2; g++) {
+            char **l = g ? &line1 : &line, *nl = strchr(*l, '\n');
+            REQUIRE(nl, "record %d: no line", r);
+            *nl = 0;
+            cJSON *js = cJSON_Parse(*l);
+            const cJSON *o = cJSON_GetObjectItemCaseSensitive(js, "output");
+            CHECK(cJSON_IsString(o) && !strcmp(o->valuestring, edge[g]), "record %d%s: '%s', the edge's completion gives '%s'",
+                  r, g ? " (greedy)" : "", cJSON_IsString(o) ? o->valuestring : "?", edge[g]);
+            cJSON_Delete(js);
+            *l = nl + 1;
+        }
+        CHECK(want.n >= 3 && !strncmp(edge[1], want.s, want.n), "record %d: '%s' does not begin as greedy decoding '%s'",
+              r, edge[1], want.s ? want.s : "");
+        free(edge[0]), free(edge[1]), free(want.s), free(out), free(ids), free(prompt);
     }
-    CHECK(*line == 0, "more than --limit records: %s", line);
-    free(pred);
+    CHECK(*line == 0 && *line1 == 0, "more than --limit records: %s", line);
+    free(pred), free(pred1);
     ng_model_free(m);
 
     /* errors: no -o; a record without an instruction names its line */

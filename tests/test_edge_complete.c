@@ -127,9 +127,10 @@ static ng_model *chain_model(const int *chain, int n) {
  * fill: "{poi1}" becomes the block's first point of interest; a model that would write "{poi9}"
  * (three points of interest here) gets its best token that keeps the reference fillable ("1": the
  * other tokens' logits tie at 0 and the lowest id wins); one that would stop inside a reference
- * ends before it. */
+ * ends before it. (Greedy, as the rules are the same for every beam.) */
 static void test_model_refs(void) {
     edge_context c = sample();
+    char *block = edge_context_block(&c, "coffee?");
     ng_error err;
     /* "\n" (the Alpaca prompt's last token), "{", "po", "i", "1" / "9", "}", end of text */
     ng_model *ok = chain_model((int[]){198, 90, 7501, 72, 16, 92, 50256}, 7),
@@ -137,15 +138,15 @@ static void test_model_refs(void) {
              *cut = chain_model((int[]){198, 464, 90, 7501, 50256}, 5); /* "The", "{", "po", end */
     REQUIRE(ok->tok && nine->tok && cut->tok, "tests/testdata/gpt2");
     /* 5 tokens: the chain's end of text would come before the other references (see below) */
-    char *t = edge_complete(ok, NULL, &c, "coffee?", 5, &err);
+    char *t = edge_complete_search(ok, NULL, block, 5, 1, &err);
     CHECK(t && !strcmp(t, "Starbucks"), "[%s] %s", t ? t : "(null)", t ? "" : err.msg);
     free(t);
-    t = edge_complete(nine, NULL, &c, "coffee?", 5, &err);
+    t = edge_complete_search(nine, NULL, block, 5, 1, &err);
     CHECK(t && !strcmp(t, "Starbucks"), "[%s] %s", t ? t : "(null)", t ? "" : err.msg);
     free(t);
-    t = edge_complete(cut, NULL, &c, "coffee?", 3, &err); /* "The{po" at the limit: the open reference goes */
+    t = edge_complete_search(cut, NULL, block, 3, 1, &err); /* "The{po" at the limit: the open reference goes */
     CHECK(t && !strcmp(t, "The"), "[%s] %s", t ? t : "(null)", t ? "" : err.msg);
-    free(t);
+    free(t), free(block);
     ng_model_free(ok);
     ng_model_free(nine);
     ng_model_free(cut);
@@ -168,7 +169,7 @@ static void test_model_no_repeat(void) {
     E[on * 64 + 0] = 1, E[sunday * 64 + 1] = 1;
     for (int p = n - 1; p < n + 8; p++) P[p * 64 + ((p - n + 1) & 1)] = 10; /* " on" after the prompt */
     /* the 5th token would be " on" (" on Sunday on" again): " Sunday" (its input's axis) instead */
-    char *t = edge_complete_block(m, NULL, block, 6, &err);
+    char *t = edge_complete_search(m, NULL, block, 6, 1, &err);
     CHECK(t && !strcmp(t, " on Sunday on Sunday Sunday Sunday"), "[%s] %s", t ? t : "(null)", t ? "" : err.msg);
     free(t), free(prompt), free(block);
     ng_model_free(m);
@@ -198,7 +199,7 @@ static ng_model *script_model(const char *block, const int *script, int n) {
 
 /* Once the text holds a reference, the end of text (or a line break) waits until every
  * reference the block can fill is written; a text without references ends when the model
- * says. */
+ * says. (Greedy.) */
 static void test_model_coverage(void) {
     const char *block = "[context]\nnearby cafe: Starbucks 350 m\n[request]\ncoffee?";
     ng_error err;
@@ -206,14 +207,14 @@ static void test_model_coverage(void) {
     ng_model *both = script_model(block, (int[]){90, 7501, 72, 16, 92, 1391, 17080, 16, 92, 50256}, 10),
              *one = script_model(block, (int[]){90, 7501, 72, 16, 92, 50256}, 6);
     REQUIRE(both->tok && one->tok, "tests/testdata/gpt2");
-    char *t = edge_complete_block(both, NULL, block, 16, &err);
+    char *t = edge_complete_search(both, NULL, block, 16, 1, &err);
     CHECK(t && !strcmp(t, "Starbucks 350 m"), "[%s] %s", t ? t : "(null)", t ? "" : err.msg);
     free(t);
-    t = edge_complete_block(one, NULL, block, 12, &err);
+    t = edge_complete_search(one, NULL, block, 12, 1, &err);
     CHECK(t && !strncmp(t, "Starbucks", 9) && strlen(t) > 9, "[%s] %s", t ? t : "(null)", t ? "" : err.msg);
     free(t);
     ng_model *literal = script_model(block, (int[]){464, 50256}, 2); /* "The", end of text */
-    t = edge_complete_block(literal, NULL, block, 12, &err);
+    t = edge_complete_search(literal, NULL, block, 12, 1, &err);
     CHECK(t && !strcmp(t, "The"), "[%s] %s", t ? t : "(null)", t ? "" : err.msg);
     free(t);
     ng_model_free(literal);
@@ -222,12 +223,41 @@ static void test_model_coverage(void) {
     /* the user line's preferences: "Note: {prefs}.", end of text */
     const char *user = "[context]\nuser: vegan, travels on foot; language en\n[request]\nlunch?";
     ng_model *prefs = script_model(user, (int[]){6425, 25, 1391, 3866, 9501, 27422, 50256}, 7);
-    t = edge_complete_block(prefs, NULL, user, 12, &err);
+    t = edge_complete_search(prefs, NULL, user, 12, 1, &err);
     /* {language} is not written yet: the end of text waits, and the text goes on past "." */
     CHECK(t && !strncmp(t, "Note: vegan, travels on foot.", 29) && strlen(t) > 29, "[%s] %s", t ? t : "(null)",
           t ? "" : err.msg);
     free(t);
     ng_model_free(prefs);
+}
+
+/* Beam search keeps a likelier whole over a greedy first step. The model (zero layers, as
+ * above) writes after the prompt " on" (its logit 2.4) before " Sunday" (0.3): position
+ * embedding 10 along " on"'s axis, 0.4 along " Sunday"'s, token embeddings " on" 0.3 along its
+ * axis, " Sunday" 1 along its axis and 1 along that of "\n\n" (which has 4): after " on" every
+ * token is unlikely (" on" again at 2.4 among 50,000 at 0), after " Sunday" the blank line that
+ * ends the prompt is near certain. Greedy writes " on" and goes on at about -10.8 a token;
+ * the beams end with " Sunday" (mean log-probability about -5.3). */
+static void test_model_beams(void) {
+    const char *block = "[context]\n[request]\nplans?";
+    ng_error err;
+    ng_model *m = chain_model((int[]){198}, 1);
+    REQUIRE(m->tok, "tests/testdata/gpt2");
+    char *prompt = chat_alpaca_prompt(block, "");
+    int n;
+    free(tok_encode(m->tok, prompt, strlen(prompt), &n));
+    free(prompt);
+    const int on = 319, sunday = 3502, blank = 628;
+    float *E = m->tok_embd->data, *P = m->pos_embd->data;
+    memset(E + 198 * 64, 0, 64 * sizeof(float));
+    E[on * 64 + 0] = 0.3f, E[sunday * 64 + 1] = 1, E[sunday * 64 + 2] = 1, E[blank * 64 + 2] = 4;
+    P[(n - 1) * 64 + 0] = 10, P[(n - 1) * 64 + 1] = 0.4f;
+    char *g = edge_complete_search(m, NULL, block, 8, 1, &err), *b = edge_complete_block(m, NULL, block, 8, &err);
+    CHECK(g && !strncmp(g, " on", 3), "greedy: [%s]", g ? g : err.msg);
+    CHECK(b && !strcmp(b, " Sunday"), "beams: [%s]", b ? b : err.msg);
+    free(g), free(b);
+    CHECK(!edge_complete_search(m, NULL, block, 8, EDGE_MAX_BEAMS + 1, &err) && strstr(err.msg, "beam"), "%s", err.msg);
+    ng_model_free(m);
 }
 
 /* A model with the real GPT-2 vocabulary runs the completion path end to end, deterministically. */
@@ -239,13 +269,14 @@ static void test_model_completion(void) {
     m->tok = tok_load("tests/testdata/gpt2", &err);
     REQUIRE(m->tok, "%s", err.msg);
     edge_context c = sample();
-    char *a = edge_complete(m, NULL, &c, "find me a coffee", 12, &err), *b = edge_complete(m, NULL, &c, "find me a coffee", 12, &err);
+    char *a = edge_complete(m, NULL, &c, "find me a coffee", 12, EDGE_BEAMS, &err),
+         *b = edge_complete(m, NULL, &c, "find me a coffee", 12, EDGE_BEAMS, &err);
     CHECK(a && b && !strcmp(a, b), "not deterministic");
     free(a), free(b);
     hp.n_ctx = 64;
     ng_model *small = ng_model_random(&hp, NG_F32, 3);
     small->tok = tok_load("tests/testdata/gpt2", &err);
-    char *c2 = edge_complete(small, NULL, &c, "find me a coffee", 32, &err);
+    char *c2 = edge_complete(small, NULL, &c, "find me a coffee", 32, 1, &err);
     CHECK(!c2 && strstr(err.msg, "context"), "an overflowing prompt must be an error: %s", err.msg);
     ng_model_free(small);
     ng_model_free(m);
@@ -258,6 +289,7 @@ int main(void) {
     RUN(test_model_refs);
     RUN(test_model_no_repeat);
     RUN(test_model_coverage);
+    RUN(test_model_beams);
     RUN(test_model_completion);
     TEST_EXIT();
 }

@@ -5,6 +5,7 @@
 
 #include "cli/cli.h"
 #include "edge/cloud.h"
+#include "edge/complete.h"
 #include "edge/edge.h"
 
 static const char HELP[] =
@@ -32,6 +33,8 @@ static const char HELP[] =
     "                             model when --lora is given, else template)\n"
     "      --completion-tokens N  most tokens of a model-written prompt (default 128;\n"
     "                             fewer when the context block leaves less room)\n"
+    "      --completion-beams N   beam width of the model's prompt writing, 1 (greedy) to 8\n"
+    "                             (default 4)\n"
     "      --db FILE              the context store (netgpt edge-db)\n"
     "      --cell ID              this node's cell, for requests that name none\n"
     "      --host ADDR            address to listen on (default 127.0.0.1)\n"
@@ -59,6 +62,8 @@ int cmd_edge(int argc, char **argv) {
         else if (!strcmp(a, "--completion")) cfg.completion = cli_value(argc, argv, &i);
         else if (!strcmp(a, "--completion-tokens"))
             cfg.completion_tokens = (int)cli_long(a, cli_value(argc, argv, &i), 1, 4096);
+        else if (!strcmp(a, "--completion-beams"))
+            cfg.completion_beams = (int)cli_long(a, cli_value(argc, argv, &i), 1, EDGE_MAX_BEAMS);
         else if (!strcmp(a, "--db")) cfg.db_path = cli_value(argc, argv, &i);
         else if (!strcmp(a, "--cell")) cfg.cell = cli_value(argc, argv, &i);
         else if (!strcmp(a, "--host")) cfg.host = cli_value(argc, argv, &i);

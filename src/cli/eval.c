@@ -31,9 +31,9 @@ static const char HELP[] =
     "\n"
     "With --pairs, the edge completion: for each record {\"instruction\": CONTEXT_BLOCK, ...} of\n"
     "RECORDS.jsonl (tools/data/pairs' format) the model writes the comprehensive prompt exactly as\n"
-    "`netgpt edge` does (Alpaca prompt, greedy among the tokens that keep references fillable,\n"
-    "each once, repeat no phrase and end only when every reference is written; references such\n"
-    "as {place} or {poi1} filled from the record's context block), one line\n"
+    "`netgpt edge` does (Alpaca prompt, beam search among the tokens that keep references\n"
+    "fillable, each once, repeat no phrase and end only when every reference is written;\n"
+    "references such as {place} or {poi1} filled from the record's context block), one line\n"
     "{\"output\": TEXT} per record into PRED.jsonl (\"\" where the record does not fit the\n"
     "context). With --facts, each prompt is checked against its record's facts (the same line of\n"
     "FACTS.jsonl, tools/data/pairs' test_facts.jsonl): facts stated (a point of interest with its\n"
@@ -49,7 +49,8 @@ static const char HELP[] =
     "  --vocab FILE         brand and city names for the invented-fact check (default: vocab.json\n"
     "                       beside FACTS)\n"
     "  --limit N            the first N records only\n"
-    "  -n, --n-predict N    most tokens per prompt (default 128, as netgpt edge)\n";
+    "  -n, --n-predict N    most tokens per prompt (default 128, as netgpt edge)\n"
+    "  --beams N            beam width, 1 (greedy) to 8 (default 4, as netgpt edge)\n";
 
 /* The next non-blank line of f into *line (getline's buffer), 0 at the end of the file. */
 static int next_line(FILE *f, char **line, size_t *cap) {
@@ -138,8 +139,8 @@ static int eval_score(const char *pred, const char *facts, const char *vocab, lo
 
 /* --pairs: the comprehensive prompts for the records of pairs, one JSON line each into out,
  * scored against facts when given. */
-static int eval_pairs(const cli_opts *o, const char *pairs, const char *out, long limit, const char *facts,
-                      const char *vocab) {
+static int eval_pairs(const cli_opts *o, const char *pairs, const char *out, long limit, int beams,
+                      const char *facts, const char *vocab) {
     if (!out) ng_die("eval: --pairs needs -o PRED.jsonl");
     if (vocab && !facts) ng_die("eval: --vocab goes with --facts");
     fact_check fc;
@@ -163,7 +164,7 @@ static int eval_pairs(const cli_opts *o, const char *pairs, const char *out, lon
         cJSON *js = cJSON_Parse(line);
         const cJSON *ins = cJSON_GetObjectItemCaseSensitive(js, "instruction");
         if (!cJSON_IsString(ins)) ng_die("eval: %s:%ld: a record needs a string \"instruction\"", pairs, lineno);
-        char *text = edge_complete_block(m, lora, ins->valuestring, max_tokens, &err);
+        char *text = edge_complete_search(m, lora, ins->valuestring, max_tokens, beams, &err);
         if (!text) {
             if (failed++ < 5) ng_log("eval: %s:%ld: %s\n", pairs, lineno, err.msg);
         }
@@ -210,7 +211,7 @@ int cmd_eval(int argc, char **argv) {
     cli_opts o;
     cli_opts_init(&o);
     const char *file = NULL, *ref_path = NULL, *pairs = NULL, *out = NULL, *facts = NULL, *vocab = NULL, *score = NULL;
-    long limit = 0;
+    long limit = 0, beams = EDGE_BEAMS;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return fputs(HELP, stdout), 0;
@@ -223,10 +224,11 @@ int cmd_eval(int argc, char **argv) {
         else if (!strcmp(a, "--facts")) facts = cli_value(argc, argv, &i);
         else if (!strcmp(a, "--vocab")) vocab = cli_value(argc, argv, &i);
         else if (!strcmp(a, "--limit")) limit = cli_long("--limit", cli_value(argc, argv, &i), 1, 1L << 30);
+        else if (!strcmp(a, "--beams")) beams = cli_long("--beams", cli_value(argc, argv, &i), 1, EDGE_MAX_BEAMS);
         else cli_positional(&o, a, "eval");
     }
     if (score && !o.model && !pairs && !file && o.n_pos == 0) return eval_score(score, facts, vocab, limit, o.json);
-    if (o.model && pairs && !file && o.n_pos == 0) return eval_pairs(&o, pairs, out, limit, facts, vocab);
+    if (o.model && pairs && !file && o.n_pos == 0) return eval_pairs(&o, pairs, out, limit, (int)beams, facts, vocab);
     if (!o.model || !file || o.n_pos > 0) {
         fputs(HELP, stderr);
         return 2;

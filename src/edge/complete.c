@@ -295,24 +295,153 @@ static int repeats(const int *toks, const unsigned char *in_ref, int n, int t) {
 }
 
 char *edge_complete(const ng_model *m, const ng_lora *adapter, const edge_context *c, const char *concise,
-                    int max_tokens, ng_error *err) {
+                    int max_tokens, int beams, ng_error *err) {
     char *block = edge_context_block(c, concise);
-    char *out = edge_complete_block(m, adapter, block, max_tokens, err);
+    char *out = edge_complete_search(m, adapter, block, max_tokens, beams, err);
     free(block);
     return out;
 }
 
+/* ---- beam search over the constrained decoding */
+
+/* One hypothesis: its sequence (KV cache), text, tokens (in_ref: written inside a reference) and
+ * the sum of its tokens' log-probabilities. */
+typedef struct {
+    ng_state *seq;
+    ng_buf text;
+    int *gen;
+    unsigned char *in_ref;
+    int n;
+    double score;
+} hyp;
+
+/* A continuation of hypothesis `from` by token t (log-probability lp). */
+typedef struct {
+    int from, t, ref;
+    double score;
+} cand;
+
+static int cand_order(const void *a, const void *b) {
+    const cand *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    return x->from != y->from ? x->from - y->from : x->t - y->t; /* ties: a fixed order */
+}
+
+/* The log of the sum of exp(x[0..n)). */
+static double log_sum_exp(const float *x, int n) {
+    float mx = x[0];
+    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += exp((double)(x[i] - mx));
+    return mx + log(sum);
+}
+
+#define TOP_K 32 /* the ranking searched first, in one pass over the logits */
+
+/* The k highest of x[0..n) (k <= n), best first (ties: the lower index), into idx. */
+static void top_k(const float *x, int n, int k, int *idx) {
+    int got = 0;
+    for (int i = 0; i < n; i++) {
+        if (got == k && !(x[i] > x[idx[k - 1]])) continue;
+        int j = got < k ? got++ : k - 1;
+        while (j > 0 && x[i] > x[idx[j - 1]]) idx[j] = idx[j - 1], j--;
+        idx[j] = i;
+    }
+}
+
+/* 1 when token t may follow h (see edge_complete_search): it keeps every reference fillable
+ * and repeats no phrase; the end of text when no reference is open and every one is written.
+ * *ref: t is written inside a reference. */
+static int may_follow(const ng_model *m, const ref_list *refs, const hyp *h, int t, int *ref) {
+    const char *open = h->text.n ? strrchr(h->text.s, '{') : NULL;
+    if (open && strchr(open, '}')) open = NULL;
+    *ref = 0;
+    if (t == tok_eos(m->tok)) return !open && all_stated(refs, h->text.s, h->text.n);
+    size_t len;
+    const char *piece = tok_piece(m->tok, t, &len);
+    char c[256]; /* a reference's beginning and one piece */
+    snprintf(c, sizeof c, "%s%.*s", open ? open : "", len < 200 ? (int)len : 200, piece);
+    *ref = open || memchr(piece, '{', len); /* a "}" with no reference open is text */
+    size_t nd = open ? (size_t)(open - h->text.s) : h->text.n;
+    return refs_fill(refs, c, h->text.s, nd) && (*ref || !repeats(h->gen, h->in_ref, h->n, t)) &&
+           (!memchr(piece, '\n', len) || all_stated(refs, h->text.s, h->text.n));
+}
+
+/* Up to want continuations of h, best first: those of the TOP_K best tokens that may follow h;
+ * when none does, the best that does among the next MAX_REJECT (logits are destroyed). Returns
+ * how many. */
+static int continuations(const ng_model *m, const ref_list *refs, const hyp *h, int from, float *logits, int want,
+                         cand *out) {
+    int V = m->hp.n_vocab, got = 0, ref, idx[TOP_K], k = V < TOP_K ? V : TOP_K;
+    double lse = log_sum_exp(logits, V);
+    top_k(logits, V, k, idx);
+    for (int i = 0; i < k && got < want; i++)
+        if (may_follow(m, refs, h, idx[i], &ref)) out[got++] = (cand){from, idx[i], ref, h->score + logits[idx[i]] - lse};
+    if (got) return got;
+    for (int i = 0; i < k; i++) logits[idx[i]] = -INFINITY;
+    for (int tries = k; tries < MAX_REJECT; tries++) {
+        int t = ng_argmax(logits, V);
+        if (!(logits[t] > -INFINITY)) break;
+        if (may_follow(m, refs, h, t, &ref)) {
+            out[0] = (cand){from, t, ref, h->score + logits[t] - lse};
+            return 1;
+        }
+        logits[t] = -INFINITY;
+    }
+    return 0;
+}
+
+/* h's text followed by token t: 1 when that ends the prompt (the end of text, a blank line) */
+static int hyp_extend(const ng_model *m, hyp *h, int t, int ref, double score) {
+    h->score = score;
+    if (t == tok_eos(m->tok)) return 1;
+    size_t len;
+    const char *piece = tok_piece(m->tok, t, &len);
+    h->gen[h->n] = t, h->in_ref[h->n] = (unsigned char)ref, h->n++;
+    ng_buf_printf(&h->text, "%.*s", (int)len, piece);
+    return h->text.n >= 2 && !strcmp(h->text.s + h->text.n - 2, "\n\n");
+}
+
+static void hyp_copy_text(hyp *dst, const hyp *src) {
+    dst->text.n = 0;
+    if (dst->text.s) dst->text.s[0] = 0;
+    if (src->text.n) ng_buf_add(&dst->text, src->text.s, src->text.n);
+    memcpy(dst->gen, src->gen, (size_t)src->n * sizeof *src->gen);
+    memcpy(dst->in_ref, src->in_ref, (size_t)src->n);
+    dst->n = src->n, dst->score = src->score;
+}
+
+/* The score a finished prompt is ranked by: the mean log-probability of its tokens (the end
+ * of text included), so that longer prompts, which state more, are not ranked below short
+ * ones for their length alone. */
+static double normalized(const hyp *h, int ended) { return h->score / (double)(h->n + ended > 0 ? h->n + ended : 1); }
+
+/* h is a finished prompt (ended: by the end-of-text token): it becomes *best if it ranks above */
+static void finish(const hyp *h, int ended, hyp *best, double *best_norm, int *n_finished) {
+    double sc = normalized(h, ended);
+    if (!*n_finished || sc > *best_norm) hyp_copy_text(best, h), *best_norm = sc;
+    ++*n_finished;
+}
+
 char *edge_complete_block(const ng_model *m, const ng_lora *adapter, const char *block, int max_tokens,
                           ng_error *err) {
+    return edge_complete_search(m, adapter, block, max_tokens, EDGE_BEAMS, err);
+}
+
+char *edge_complete_search(const ng_model *m, const ng_lora *adapter, const char *block, int max_tokens, int beams,
+                           ng_error *err) {
     if (!m->tok) {
         ng_error_set(err, "the edge model has no tokenizer");
+        return NULL;
+    }
+    if (beams < 1 || beams > EDGE_MAX_BEAMS) {
+        ng_error_set(err, "beam width %d is not within 1..%d", beams, EDGE_MAX_BEAMS);
         return NULL;
     }
     char *prompt = chat_alpaca_prompt(block, "");
     int n;
     int *ids = tok_encode(m->tok, prompt, strlen(prompt), &n);
     free(prompt);
-    char *out = NULL;
     /* the prompt gets what room the context leaves, but not less than a short sentence (unless
      * fewer tokens were asked for) */
     int room = m->hp.n_ctx - n;
@@ -323,57 +452,101 @@ char *edge_complete_block(const ng_model *m, const ng_lora *adapter, const char 
         return NULL;
     }
     if (max_tokens > room) max_tokens = room;
-    ng_state *s = ng_state_new(m, n + max_tokens, n < 256 ? n : 256);
-    s->lora = adapter;
-    float *logits = xmalloc((size_t)m->hp.n_vocab * sizeof *logits);
-    ng_buf b;
-    ng_buf_init(&b);
+    if (max_tokens < 0) max_tokens = 0;
+    int V = m->hp.n_vocab, W = beams;
+    ng_state *work = ng_state_new(m, n + max_tokens, n < 256 ? (n > W ? n : W) : 256);
+    work->lora = adapter;
+    float *logits = xmalloc((size_t)W * V * sizeof *logits);
     ref_values v;
     ref_parse(block, &v);
     ref_list refs;
     ref_list_of(&v, &refs);
-    int *gen = xmalloc((size_t)max_tokens * sizeof *gen);
-    unsigned char *in_ref = xmalloc((size_t)max_tokens);
-    if (ng_forward(m, s, ids, n, logits, 0, err) == NG_OK) {
-        int eos = tok_eos(m->tok);
-        for (int i = 0; i < max_tokens; i++) {
-            /* greedy among the tokens that keep every reference fillable and repeat no phrase */
-            const char *open = b.n ? strrchr(b.s, '{') : NULL;
-            if (open && strchr(open, '}')) open = NULL;
-            int next = -1, ref = 0;
-            size_t len = 0;
-            const char *piece = NULL;
-            for (int tries = 0; tries < MAX_REJECT && next < 0; tries++) {
-                int t = ng_argmax(logits, m->hp.n_vocab);
-                if (t == eos) {
-                    if (!open && all_stated(&refs, b.s, b.n)) next = t;
-                } else {
-                    piece = tok_piece(m->tok, t, &len);
-                    char cand[256]; /* a reference's beginning and one piece */
-                    snprintf(cand, sizeof cand, "%s%.*s", open ? open : "", len < 200 ? (int)len : 200, piece);
-                    ref = open || memchr(piece, '{', len); /* a "}" with no reference open is text */
-                    size_t nd = open ? (size_t)(open - b.s) : b.n;
-                    if (refs_fill(&refs, cand, b.s, nd) && (ref || !repeats(gen, in_ref, i, t)) &&
-                        (!memchr(piece, '\n', len) || all_stated(&refs, b.s, b.n)))
-                        next = t;
-                }
-                if (next < 0) logits[t] = -INFINITY;
-            }
-            if (next < 0 || next == eos) break;
-            gen[i] = next, in_ref[i] = (unsigned char)ref;
-            ng_buf_printf(&b, "%.*s", (int)len, piece);
-            if (b.n >= 2 && !strcmp(b.s + b.n - 2, "\n\n")) break; /* a blank line ends the answer */
-            if (i + 1 < max_tokens && ng_forward(m, s, &next, 1, logits, 0, err) != NG_OK) break;
+    /* live hypotheses (cur), the next step's (nxt), and the best finished one */
+    hyp pool[2][EDGE_MAX_BEAMS], best = {0};
+    for (int k = 0; k < 2; k++)
+        for (int b = 0; b < W; b++) {
+            hyp *h = &pool[k][b];
+            *h = (hyp){0};
+            ng_buf_init(&h->text);
+            h->gen = xmalloc(((size_t)max_tokens + 1) * sizeof *h->gen);
+            h->in_ref = xmalloc((size_t)max_tokens + 1);
+            if (!k) h->seq = ng_state_new(m, n + max_tokens, 0);
         }
-        char *open = b.n ? strrchr(b.s, '{') : NULL; /* a reference cut off by the end is dropped */
-        if (open && !strchr(open, '}')) *open = 0, b.n = (size_t)(open - b.s);
-        while (b.n && (b.s[b.n - 1] == '\n' || b.s[b.n - 1] == ' ')) b.s[--b.n] = 0;
-        out = fill_refs(&v, b.s, NULL);
+    ng_buf_init(&best.text);
+    best.gen = xmalloc(((size_t)max_tokens + 1) * sizeof *best.gen);
+    best.in_ref = xmalloc((size_t)max_tokens + 1);
+    double best_norm = -INFINITY;
+    int n_finished = 0, ok = 1;
+    hyp *cur = pool[0], *nxt = pool[1];
+    cand *cands = xmalloc((size_t)W * W * sizeof *cands);
+    int live = 1;
+    if (ng_forward(m, work, ids, n, logits, 0, err) != NG_OK || ng_state_copy(m, cur[0].seq, work) != NG_OK) ok = 0;
+    for (int step = 0; ok && live > 0 && step < max_tokens; step++) {
+        int nc = 0;
+        for (int b = 0; b < live; b++) {
+            int got = continuations(m, &refs, &cur[b], b, logits + (size_t)b * V, W, cands + nc);
+            if (!got) finish(&cur[b], 0, &best, &best_norm, &n_finished); /* nothing may follow */
+            nc += got;
+        }
+        qsort(cands, (size_t)nc, sizeof *cands, cand_order);
+        /* the best W continuations: those that end the prompt are finished (if among the best
+         * W), the others the next step's hypotheses */
+        int next_live = 0, src[EDGE_MAX_BEAMS];
+        unsigned char claimed[EDGE_MAX_BEAMS] = {0};
+        for (int i = 0; i < nc && next_live < W; i++) {
+            const cand *c = &cands[i];
+            hyp *h = &nxt[next_live];
+            hyp_copy_text(h, &cur[c->from]);
+            if (hyp_extend(m, h, c->t, c->ref, c->score)) {
+                if (i < W) finish(h, c->t == tok_eos(m->tok), &best, &best_norm, &n_finished);
+                continue;
+            }
+            /* the first continuation of a hypothesis takes its sequence, others a copy */
+            h->seq = claimed[c->from] ? NULL : cur[c->from].seq;
+            claimed[c->from] = 1;
+            src[next_live++] = c->from;
+        }
+        ng_state *spare[EDGE_MAX_BEAMS];
+        int n_spare = 0;
+        for (int b = 0; b < W; b++)
+            if (cur[b].seq && !(b < live && claimed[b])) spare[n_spare++] = cur[b].seq;
+        for (int j = 0; j < next_live; j++)
+            if (!nxt[j].seq) {
+                nxt[j].seq = spare[--n_spare];
+                ng_state_copy(m, nxt[j].seq, cur[src[j]].seq);
+            }
+        for (int j = next_live; j < W; j++) nxt[j].seq = spare[--n_spare]; /* W states in all */
+        for (int b = 0; b < W; b++) cur[b].seq = NULL;
+        hyp *t = cur;
+        cur = nxt, nxt = t;
+        live = next_live;
+        if (!live || n_finished >= W || step + 1 >= max_tokens) break;
+        int toks[EDGE_MAX_BEAMS], ones[EDGE_MAX_BEAMS];
+        ng_state *seqs[EDGE_MAX_BEAMS];
+        for (int b = 0; b < live; b++) toks[b] = cur[b].gen[cur[b].n - 1], ones[b] = 1, seqs[b] = cur[b].seq;
+        if (ng_forward_multi(m, work, seqs, ones, live, toks, logits, err) != NG_OK) ok = 0;
     }
-    free(b.s);
-    free(gen), free(in_ref);
+    /* at the length limit, the live hypotheses compete too */
+    if (n_finished < W)
+        for (int b = 0; b < live; b++) finish(&cur[b], 0, &best, &best_norm, &n_finished);
+    char *out = NULL;
+    if (ok) {
+        ng_buf *b = &best.text;
+        char *open = b->n ? strrchr(b->s, '{') : NULL; /* a reference cut off by the end is dropped */
+        if (open && !strchr(open, '}')) *open = 0, b->n = (size_t)(open - b->s);
+        while (b->n && (b->s[b->n - 1] == '\n' || b->s[b->n - 1] == ' ')) b->s[--b->n] = 0;
+        out = fill_refs(&v, b->s ? b->s : "", NULL);
+    }
+    for (int k = 0; k < 2; k++)
+        for (int b = 0; b < W; b++) {
+            hyp *h = &pool[k][b];
+            ng_state_free(h->seq);
+            free(h->text.s), free(h->gen), free(h->in_ref);
+        }
+    free(best.text.s), free(best.gen), free(best.in_ref);
+    free(cands);
     free(logits);
-    ng_state_free(s);
+    ng_state_free(work);
     free(ids);
     return out;
 }

@@ -56,20 +56,30 @@ char *edge_template_fill(const edge_context *c, const char *concise);
  * rule as fillRefs in tools/data/pairs/common.js, which writes the training data this way.
  * Returns the filled text (malloc'd). */
 char *edge_fill_refs(const char *block, const char *text, int *unresolved);
-/* The comprehensive prompt written by the edge model, its references filled. Greedy decoding
- * among the tokens that keep every "{" the beginning of a reference the block can fill and has
- * not been written yet (so no reference is left without a value, none is stated twice, and one
- * cut off by the end is dropped), that repeat no run of 3 tokens outside references (a small
- * model's loops), and, once the text holds a reference, that are not the end of text or a line
- * break while a reference the block can fill is still unwritten (every value the edge knows is
- * stated; a model that writes literal prompts is not held to it); at most max_tokens or
- * what the context leaves after the prompt, ending at the end-of-text token or a blank line.
- * adapter may be NULL. NULL + err on failure (less than EDGE_MIN_COMPLETION tokens of room). */
+#define EDGE_BEAMS 4      /* the completion's beam width */
+#define EDGE_MAX_BEAMS 8  /* (the batched forward's rows per weight pass) */
+
+/* The comprehensive prompt written by the edge model, its references filled. Beam search
+ * (EDGE_BEAMS hypotheses, advanced in one batched forward) among the tokens that keep every
+ * "{" the beginning of a reference the block can fill and has not been written yet (so no
+ * reference is left without a value, none is stated twice, and one cut off by the end is
+ * dropped), that repeat no run of 3 tokens outside references (a small model's loops), and,
+ * once the text holds a reference, that are not the end of text or a line break while a
+ * reference the block can fill is still unwritten (every value the edge knows is stated; a
+ * model that writes literal prompts is not held to it); at most max_tokens or what the context
+ * leaves after the prompt, a prompt ending at the end-of-text token or a blank line. Of the
+ * finished prompts the one with the highest mean log-probability per token wins: a greedy
+ * choice that leads nowhere (a reference that cannot be filled where the model wanted one, a
+ * sentence it cannot end) loses to a better whole. adapter may be NULL. NULL + err on failure
+ * (less than EDGE_MIN_COMPLETION tokens of room; beams not within 1..EDGE_MAX_BEAMS). */
 char *edge_complete(const struct ng_model *m, const struct ng_lora *adapter, const edge_context *c,
-                    const char *concise, int max_tokens, ng_error *err);
+                    const char *concise, int max_tokens, int beams, ng_error *err);
 /* The same from a ready instruction (a context block as edge_context_block writes it, e.g. a
  * record of the adapter's evaluation data). */
 char *edge_complete_block(const struct ng_model *m, const struct ng_lora *adapter, const char *block,
                           int max_tokens, ng_error *err);
+/* The same with beams hypotheses (1..EDGE_MAX_BEAMS; 1 is greedy decoding). */
+char *edge_complete_search(const struct ng_model *m, const struct ng_lora *adapter, const char *block,
+                           int max_tokens, int beams, ng_error *err);
 
 #endif

@@ -55,6 +55,7 @@ void edge_config_defaults(edge_config *c) {
     c->host = "127.0.0.1";
     c->port = 8081;
     c->completion_tokens = 128;
+    c->completion_beams = EDGE_BEAMS;
     c->max_tokens = 128;
     c->connect_timeout_s = 2;
     c->idle_timeout_s = 10;
@@ -923,7 +924,8 @@ static enum MHD_Result handle_completion(edge_server *s, struct MHD_Connection *
         ng_error err;
         if (s->model_completion) {
             pthread_mutex_lock(&s->model_mu);
-            j->question = edge_complete(s->m, s->lora, &j->ctx, j->concise, s->cfg.completion_tokens, &err);
+            j->question = edge_complete(s->m, s->lora, &j->ctx, j->concise, s->cfg.completion_tokens,
+                                        s->cfg.completion_beams, &err);
             if (j->question) {
                 int n;
                 free(tok_encode(s->m->tok, j->question, strlen(j->question), &n));

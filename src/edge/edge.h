@@ -56,6 +56,7 @@ typedef struct {
     int port;                /* 0: any free port (edge_port tells which) */
     int threads;
     int completion_tokens;   /* most tokens of a model-written comprehensive prompt */
+    int completion_beams;    /* its beam width (edge_complete) */
     int max_tokens;          /* answer tokens when a request gives no max_tokens */
     double connect_timeout_s, idle_timeout_s, total_timeout_s; /* to the cloud */
     int breaker_threshold;   /* consecutive cloud failures that open the breaker */

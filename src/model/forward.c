@@ -90,6 +90,18 @@ void ng_state_free(ng_state *s) {
 
 void ng_state_reset(ng_state *s) { s->pos = 0; }
 
+int ng_state_copy(const ng_model *m, ng_state *dst, const ng_state *src) {
+    if (dst->n_ctx < src->pos) return NG_ERR;
+    size_t KV = (size_t)ng_kv_dim(&m->hp), n = (size_t)src->pos * KV * sizeof(float);
+    for (int l = 0; l < m->hp.n_layer; l++) {
+        memcpy(dst->k + (size_t)l * dst->n_ctx * KV, src->k + (size_t)l * src->n_ctx * KV, n);
+        memcpy(dst->v + (size_t)l * dst->n_ctx * KV, src->v + (size_t)l * src->n_ctx * KV, n);
+    }
+    dst->pos = src->pos;
+    dst->lora = src->lora;
+    return NG_OK;
+}
+
 /* ---- ops ------------------------------------------------------------------------------------ */
 
 static void layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps) {

@@ -112,6 +112,10 @@ typedef struct ng_state {
 ng_state *ng_state_new(const ng_model *m, int n_ctx, int max_batch);
 void ng_state_free(ng_state *s);
 void ng_state_reset(ng_state *s);
+/* dst takes src's sequence: its KV cache up to src->pos, the position and the adapter (states of
+ * one model; dst's n_ctx >= src->pos, else NG_ERR and dst unchanged). Beam search forks
+ * sequences so. */
+int ng_state_copy(const ng_model *m, ng_state *dst, const ng_state *src);
 
 /* Runs n tokens at positions s->pos .. s->pos+n-1 (n may exceed max_batch: it is chunked),
  * appends their keys/values to the cache and advances s->pos. Writes logits to `logits`
