@@ -126,8 +126,9 @@ function main() {
   ].join('\n');
   const evalText = `Evaluated on the first ${ev.model.records} records of the pairs test split, whose cities never
 appear in training (${ev.model.facts} facts): \`netgpt eval --pairs\` writes the prompts with the edge's
-own completion code (Alpaca prompt, greedy among the tokens that keep references fillable, each
-once, repeat no phrase and end only when every reference the context can fill is written; at
+own completion code (Alpaca prompt, beam search with 4 hypotheses among the tokens that keep
+references fillable, each once, repeat no phrase and end only when every reference the context
+can fill is written, the finished prompt with the highest mean log-probability per token; at
 most 128 tokens; references filled from the record's context block) and
 \`--facts\` checks them (the counts of tools/data/pairs/eval_pairs.js): a fact is stated when
 the prompt contains it (a point of interest with its distance); a mention is invented when a

@@ -528,7 +528,12 @@ function comprehensive(sc, r) {
   const lang = langSentence(sc, r, third);
   let parts;
   const order = r.int(0, 3);
-  if (order === 0) parts = [head, ask, ...pois, pref, lang];
+  if (sc.askFirst) {
+    // the request in the first two sentences: a small model that may end the prompt once the
+    // context is stated then does not leave it out
+    const lead = order & 1 ? [ask, head] : [head, ask];
+    parts = order & 2 ? [...lead, pref, ...pois, lang] : [...lead, ...pois, pref, lang];
+  } else if (order === 0) parts = [head, ask, ...pois, pref, lang];
   else if (order === 1) parts = [head, ...pois, pref, ask, lang];
   else if (order === 2) parts = [ask, head, ...pois, pref, lang];
   else parts = [head, pref, ...pois, ask, lang];
