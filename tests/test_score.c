@@ -34,14 +34,16 @@ static int read_lines(const char *path, char **buf, char ***lines) {
     return n;
 }
 
-/* The counts in expected.json's order: [facts, stated, mentions, invented, leaks] per record; the
-   totals add records and records_with_invented. */
-static const char *const count_keys[7] = {
-    "records", "facts", "stated", "mentions", "invented", "leaks", "records_with_invented"};
+/* The counts in expected.json's order: [facts, stated, mentions, invented, leaks, requests,
+   requests_stated] per record; the totals add records and records_with_invented. */
+#define N_COUNTS 9
+#define N_PER 7
+static const char *const count_keys[N_COUNTS] = {"records", "facts", "stated", "mentions", "invented",
+                                                 "leaks", "requests", "requests_stated", "records_with_invented"};
 
-static void counts_of(const edge_score *s, long c[7]) {
+static void counts_of(const edge_score *s, long c[N_COUNTS]) {
     c[0] = s->records, c[1] = s->facts, c[2] = s->stated, c[3] = s->mentions, c[4] = s->invented;
-    c[5] = s->leaks, c[6] = s->records_with_invented;
+    c[5] = s->leaks, c[6] = s->requests, c[7] = s->requests_stated, c[8] = s->records_with_invented;
 }
 
 static long num(const cJSON *it) { return cJSON_IsNumber(it) ? (long)it->valuedouble : -1; }
@@ -58,7 +60,7 @@ static void test_fixtures(void) {
     CHECK(n_rec == 40 && cJSON_IsObject(expected), "facts.jsonl: %d lines; expected.json: %s", n_rec,
           err.msg);
     int n_files = 0;
-    long invented = 0, leaks = 0, unstated = 0;
+    long invented = 0, leaks = 0, unstated = 0, requests = 0, requests_stated = 0;
     for (const cJSON *want = cJSON_IsObject(expected) ? expected->child : NULL; want; want = want->next) {
         char path[256], *pbuf, **preds;
         snprintf(path, sizeof path, FIXTURES "%s", want->string);
@@ -74,30 +76,35 @@ static void test_fixtures(void) {
             edge_score one = {0};
             int rc = edge_score_add(sc, facts[i], cJSON_IsString(out) ? out->valuestring : NULL, &one, &err);
             CHECK(rc == NG_OK, "%s:%d: %s", path, i + 1, err.msg);
-            long got[7], js[5];
+            long got[N_COUNTS], js[N_PER];
             counts_of(&one, got);
-            for (int k = 0; k < 5; k++) js[k] = num(cJSON_GetArrayItem(cJSON_GetArrayItem(per, i), k));
+            for (int k = 0; k < N_PER; k++) js[k] = num(cJSON_GetArrayItem(cJSON_GetArrayItem(per, i), k));
             CHECK(!memcmp(got + 1, js, sizeof js),
-                  "%s:%d: C %ld %ld %ld %ld %ld, JS %ld %ld %ld %ld %ld\n  %s", path, i + 1, got[1], got[2],
-                  got[3], got[4], got[5], js[0], js[1], js[2], js[3], js[4], preds[i]);
+                  "%s:%d: C %ld %ld %ld %ld %ld %ld %ld, JS %ld %ld %ld %ld %ld %ld %ld\n  %s", path, i + 1, got[1],
+                  got[2], got[3], got[4], got[5], got[6], got[7], js[0], js[1], js[2], js[3], js[4], js[5], js[6],
+                  preds[i]);
             tot.records += one.records, tot.facts += one.facts, tot.stated += one.stated;
             tot.mentions += one.mentions, tot.invented += one.invented, tot.leaks += one.leaks;
+            tot.requests += one.requests, tot.requests_stated += one.requests_stated;
             tot.records_with_invented += one.records_with_invented;
             cJSON_Delete(p);
         }
-        long got[7];
+        long got[N_COUNTS];
         counts_of(&tot, got);
-        for (int k = 0; k < 7; k++) {
+        for (int k = 0; k < N_COUNTS; k++) {
             long js = num(cJSON_GetObjectItemCaseSensitive(want, count_keys[k]));
             CHECK(got[k] == js, "%s: %s: C %ld, JS %ld", path, count_keys[k], got[k], js);
         }
         invented += tot.invented, leaks += tot.leaks, unstated += tot.facts - tot.stated;
+        requests += tot.requests, requests_stated += tot.requests_stated;
         n_files++;
         free(preds), free(pbuf);
     }
     /* the fixtures must exercise every count, or agreeing on them proves little */
-    CHECK(n_files >= 8 && invented > 100 && leaks > 20 && unstated > 100,
-          "%d files, %ld invented, %ld leaks, %ld unstated", n_files, invented, leaks, unstated);
+    CHECK(n_files >= 8 && invented > 100 && leaks > 20 && unstated > 100 && requests_stated > 50 &&
+              requests - requests_stated > 50,
+          "%d files, %ld invented, %ld leaks, %ld unstated, %ld of %ld requests stated", n_files, invented, leaks,
+          unstated, requests_stated, requests);
     cJSON_Delete(expected);
     free(ebuf), free(facts), free(fbuf);
     edge_scorer_free(sc);
@@ -197,12 +204,31 @@ static void test_malformed(void) {
         "{\"facts\": [{\"type\": \"poi\", \"name\": \"Aldi\"}], \"private\": []}",
         "{\"facts\": [{\"type\": \"day\", \"value\": 3}], \"private\": []}",
         "{\"facts\": [], \"private\": [{\"type\": \"cell\"}]}",
+        "{\"facts\": [], \"private\": [], \"request\": \"coffee?\"}",
+        "{\"facts\": [], \"private\": [], \"request\": {\"asks\": []}}",
+        "{\"facts\": [], \"private\": [], \"request\": {\"concise\": \"coffee?\", \"asks\": [\"a\", 2]}}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         ng_error err = {{0}};
         edge_score acc = {0};
         CHECK(edge_score_add(sc, bad[i], "Monday", &acc, &err) == NG_ERR && err.msg[0], "%s", bad[i]);
         CHECK(acc.records == 0 && acc.mentions == 0, "%s: acc touched", bad[i]);
+    }
+    /* a request is stated by one of its sentences or the concise prompt, ignoring case; none and
+     * an empty concise prompt state nothing */
+    const char *req = "{\"facts\": [], \"private\": [], \"request\": {\"concise\": \"%s\", \"asks\": "
+                      "[\"Please recommend a cafe\", \"\"]}}";
+    const char *texts[][3] = {{"coffee?", "I want COFFEE? now", "1"}, {"coffee?", "please RECOMMEND a cafe.", "1"},
+                              {"coffee?", "Please recommend a caf", "0"}, {"", "anything", "0"},
+                              {"coffee?", "", "0"}};
+    for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
+        char line[512];
+        snprintf(line, sizeof line, req, texts[i][0]);
+        ng_error e;
+        edge_score acc = {0};
+        CHECK(edge_score_add(sc, line, texts[i][1], &acc, &e) == NG_OK && acc.requests == 1 &&
+                  acc.requests_stated == texts[i][2][0] - '0',
+              "[%s] in [%s]: %ld of %ld", texts[i][0], texts[i][1], acc.requests_stated, acc.requests);
     }
     ng_error err;
     CHECK(!edge_scorer_load(FIXTURES "no-such-vocab.json", &err) && strstr(err.msg, "no-such-vocab"), "%s",

@@ -116,10 +116,10 @@ function main() {
   const heldout = (p) => `Held-out perplexity (\`netgpt eval -f\` on the held-out text, ${words('heldout')}, windows of ${p.ctx} tokens, ${p.predicted} predicted tokens): **${p.ppl.toFixed(1)}**.`;
   const fullShipped = fs.existsSync(path.join(M, 'edge-gpt2-completion.gguf'));
   const ef = readJson('edge-comp-full.train.json'), eft = readJson('edge-comp-full.time.json');
-  const row = (who, e) => `| ${who} | ${pct(e.facts_stated)} | ${pct(e.invented_share)} | ${pct(e.records_with_invented)} | ${pct(e.private_leaks)} |`;
+  const row = (who, e) => `| ${who} | ${pct(e.facts_stated)} | ${pct(e.invented_share)} | ${pct(e.records_with_invented)} | ${pct(e.private_leaks)} | ${pct(e.requests_stated)} |`;
   const evalTable = [
-    '| who writes the comprehensive prompt | facts stated | invented mentions | records with an invented mention | records leaking private data |',
-    '|---|---|---|---|---|',
+    '| who writes the comprehensive prompt | facts stated | invented mentions | records with an invented mention | records leaking private data | requests stated |',
+    '|---|---|---|---|---|---|',
     row(`edge base + LoRA adapter (rank 16)${shipped ? '' : ', not shipped'}`, ev.model),
     row(`edge base fully fine-tuned${fullShipped ? ' (edge-gpt2-completion.gguf)' : ', not shipped'}`, ev.full),
     row('template baseline (no model)', ev.template),
@@ -133,8 +133,10 @@ most 128 tokens; references filled from the record's context block) and
 \`--facts\` checks them (the counts of tools/data/pairs/eval_pairs.js): a fact is stated when
 the prompt contains it (a point of interest with its distance); a mention is invented when a
 distance, clock time, weekday, language, brand or city name in the prompt is not in the
-record's context. The bar for
-installing a completion model: ≥ 90% stated, ≤ 2% invented.
+record's context; the request is stated when the prompt contains one of the sentences the
+data states it with (any of them, ignoring case) or the concise prompt as typed (the template
+copies it). The bar for installing a completion model: ≥ 90% of the facts stated, ≤ 2%
+invented.
 
 ${evalTable}`;
   const compTrain = `${trainRow('LoRA adapter', ec)}\n${trainRow('full fine-tuning', ef)}`;

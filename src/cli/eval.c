@@ -39,7 +39,8 @@ static const char HELP[] =
     "FACTS.jsonl, tools/data/pairs' test_facts.jsonl): facts stated (a point of interest with its\n"
     "distance; other facts by value), mentions invented (distances, clock times, weekdays,\n"
     "languages, brand and city names of VOCAB.json that are not in the context), records leaking\n"
-    "a private value; the same counts as tools/data/pairs/eval_pairs.js. --score checks prompts\n"
+    "a private value, requests stated (one of the record's request sentences or its concise\n"
+    "prompt); the same counts as tools/data/pairs/eval_pairs.js. --score checks prompts\n"
     "written before (e.g. the template baseline, test_baseline.jsonl) the same way, without a model.\n"
     "\n"
     "  --pairs FILE         the records\n"
@@ -63,16 +64,19 @@ static void print_score(const edge_score *sc, int json) {
     double stated = sc->facts ? (double)sc->stated / (double)sc->facts : 0,
            inv = sc->mentions ? (double)sc->invented / (double)sc->mentions : 0,
            rinv = sc->records ? (double)sc->records_with_invented / (double)sc->records : 0,
-           leak = sc->records ? (double)sc->leaks / (double)sc->records : 0;
+           leak = sc->records ? (double)sc->leaks / (double)sc->records : 0,
+           req = sc->requests ? (double)sc->requests_stated / (double)sc->requests : 0;
     if (json)
         printf("{\"records\":%ld,\"facts\":%ld,\"facts_stated\":%.4f,\"invented_share\":%.4f,"
-               "\"records_with_invented\":%.4f,\"private_leaks\":%.4f,\"stated\":%ld,\"mentions\":%ld,"
-               "\"invented\":%ld}\n",
-               sc->records, sc->facts, stated, inv, rinv, leak, sc->stated, sc->mentions, sc->invented);
+               "\"records_with_invented\":%.4f,\"private_leaks\":%.4f,\"requests_stated\":%.4f,\"stated\":%ld,"
+               "\"mentions\":%ld,\"invented\":%ld,\"requests\":%ld}\n",
+               sc->records, sc->facts, stated, inv, rinv, leak, req, sc->stated, sc->mentions, sc->invented,
+               sc->requests);
     else
         printf("facts stated %.2f%% (%ld of %ld), invented mentions %.2f%% (%ld of %ld), records with an invented "
-               "mention %.2f%%, records leaking private data %.2f%%\n",
-               100 * stated, sc->stated, sc->facts, 100 * inv, sc->invented, sc->mentions, 100 * rinv, 100 * leak);
+               "mention %.2f%%, records leaking private data %.2f%%, requests stated %.2f%% (%ld of %ld)\n",
+               100 * stated, sc->stated, sc->facts, 100 * inv, sc->invented, sc->mentions, 100 * rinv, 100 * leak,
+               100 * req, sc->requests_stated, sc->requests);
 }
 
 /* The fact check of --pairs and --score: the facts file read in step with the prompts. */

@@ -445,7 +445,34 @@ static int record_check(const cJSON *rec, ng_error *err) {
             return ng_error_set(err, "facts line: private entry %d has no string \"value\"", i);
         i++;
     }
+    const cJSON *req = cJSON_GetObjectItemCaseSensitive(rec, "request"), *asks = cJSON_GetObjectItemCaseSensitive(req, "asks");
+    if (req && !cJSON_IsNull(req)) {
+        int ok = cJSON_IsObject(req) && str_item(req, "concise") && cJSON_IsArray(asks);
+        cJSON_ArrayForEach(f, asks) ok &= cJSON_IsString(f);
+        if (!ok) return ng_error_set(err, "facts line: \"request\" needs a string \"concise\" and an array of strings \"asks\"");
+    }
     return NG_OK;
+}
+
+/* rec.request: [concise, ...asks].filter(Boolean).some((a) => lower.includes(a.toLowerCase())) */
+static int request_stated(const cJSON *req, const char *text) {
+    char *lower = js_lower(text);
+    const char *concise = str_item(req, "concise");
+    int said = 0;
+    if (concise[0]) {
+        char *l = js_lower(concise);
+        said = strstr(lower, l) != NULL;
+        free(l);
+    }
+    const cJSON *a;
+    cJSON_ArrayForEach(a, cJSON_GetObjectItemCaseSensitive(req, "asks")) {
+        if (said || !a->valuestring[0]) continue;
+        char *l = js_lower(a->valuestring);
+        said = strstr(lower, l) != NULL;
+        free(l);
+    }
+    free(lower);
+    return said;
 }
 
 /* new Set(): insertion order, no repeats */
@@ -596,6 +623,8 @@ int edge_score_add(const edge_scorer *s, const char *facts_line, const char *out
     acc->invented += inv;
     acc->records_with_invented += inv > 0;
     acc->leaks += leaks(facts, priv, text);
+    const cJSON *req = cJSON_GetObjectItemCaseSensitive(rec, "request");
+    if (req && !cJSON_IsNull(req)) acc->requests++, acc->requests_stated += request_stated(req, text);
     free(slots);
     cJSON_Delete(rec);
     return NG_OK;

@@ -8,11 +8,13 @@
  *   invented  mentions that are not in the record's context
  *   records_with_invented, leaks: records with an invented mention; records that repeat a private
  *             value of the prompt's context (the cell id, a recent visit, personal data)
+ *   requests, requests_stated: records with a "request" ({"concise", "asks"}); those whose prompt
+ *             states it: contains one of its request sentences or the concise prompt, ignoring case
  *
  * The counts equal the JS scorer's (tests/test_score.c checks them on its fixtures). The ratios
  * eval_pairs.js reports are the caller's: facts_stated = stated / facts, invented_share =
  * invented / mentions (0 without mentions), records_with_invented / records, private_leaks =
- * leaks / records.
+ * leaks / records, requests_stated = requests_stated / requests (0 without requests).
  *
  * The scorer holds the brand and city names of vocab.json and is read-only once loaded. */
 #ifndef NG_EDGE_SCORE_H
@@ -21,7 +23,7 @@
 #include "core/util.h"
 
 typedef struct {
-    long records, facts, stated, mentions, invented, records_with_invented, leaks;
+    long records, facts, stated, mentions, invented, records_with_invented, leaks, requests, requests_stated;
 } edge_score;
 
 typedef struct edge_scorer edge_scorer;

@@ -83,7 +83,7 @@ function main() {
         const bb = all.filter((x) => !/^(private pii|coordinate-like|e-mail-like)/.test(x));
         if (bb.length !== all.length) baselinePii++;
         if (bb.length) violations.push(`baseline #${rows.length - 1}: ${bb.join('; ')}`);
-        facts.push({ id: `test-${String(rows.length).padStart(5, '0')}`, type: sc.type, city: sc.city.name, country: sc.city.country, facts: C.factsOf(sc), private: C.privateOf(sc), baseline: base });
+        facts.push({ id: `test-${String(rows.length).padStart(5, '0')}`, type: sc.type, city: sc.city.name, country: sc.city.country, facts: C.factsOf(sc), request: C.requestOf(sc), private: C.privateOf(sc), baseline: base });
         baseline.push({ output: base });
       }
     }

@@ -403,6 +403,17 @@ function factsOf(sc) {
   if (sc.weather) f.push({ type: 'weather', value: sc.weather });
   return f;
 }
+// The sentences that state the request (any of them, ignoring case, or the concise prompt as
+// typed): the asks of its type in either person, the meal asks of a food request.
+function requestOf(sc) {
+  const req = REQUESTS[sc.type];
+  const asks = [...req.ask, ...req.ask3];
+  if (sc.type === 'food') {
+    const m = meal(sc.hour);
+    asks.push(`I am looking for a place for ${m}`, `Please recommend a place for ${m}`, `They want a place for ${m}`);
+  }
+  return { concise: sc.concise, asks };
+}
 function privateOf(sc) {
   const p = [];
   if (sc.cell) p.push({ type: 'cell', value: sc.cell });
@@ -629,7 +640,7 @@ function arg(name, dflt) {
 }
 
 module.exports = {
-  ROOT, hash32, rng, loadPlaces, countryName, makeScenario, contextBlock, parseContext, templateFill, refsScenario, fillRefs, factsOf, privateOf,
+  ROOT, hash32, rng, loadPlaces, countryName, makeScenario, contextBlock, parseContext, templateFill, refsScenario, fillRefs, factsOf, requestOf, privateOf,
   comprehensive, checkStatement, splitOf, nTokens, alpacaText, lengthStats, writeJsonl, arg, fmtDist, hourPart, meal,
   REQUESTS, PREFS, LANGS, CAT_WORDS, DAYS, cap, joinList,
 };

@@ -10,7 +10,9 @@
 // POI with its distance, preferences, language, weather), invented_share (mentions of
 // distances, clock times, weekdays, language names, brand names or city names that are not in
 // the record's context, over all such mentions), records_with_invented, private_leaks (records
-// that repeat the cell id, a recent visit or personal data from the prompt).
+// that repeat the cell id, a recent visit or personal data from the prompt), requests_stated
+// (share of the records with a request whose prompt states it: one of the record's request
+// sentences or its concise prompt, ignoring case).
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -21,7 +23,7 @@ const reWord = (w) => new RegExp(`(^|[^\\p{L}\\p{N}])${esc(w)}(?=$|[^\\p{L}\\p{N
 
 // The integer counts behind the scores (src/edge/score.c computes the same, for netgpt eval).
 function counts(preds, facts, vocab) {
-  let nFacts = 0, stated = 0, mentions = 0, invented = 0, recInv = 0, leaks = 0;
+  let nFacts = 0, stated = 0, mentions = 0, invented = 0, recInv = 0, leaks = 0, requests = 0, reqStated = 0;
   const brandRe = vocab.brands.filter((b) => b.length >= 3).map((b) => [b, reWord(b)]);
   const cityRe = vocab.cities.filter((c) => c.length >= 4).map((c) => [c, reWord(c)]);
   facts.forEach((rec, i) => {
@@ -56,8 +58,13 @@ function counts(preds, facts, vocab) {
     mentions += men; invented += inv; if (inv) recInv++;
     const noPlace = rec.facts.filter((f) => f.type === 'place' || f.type === 'country').reduce((t, f) => t.split(f.value).join(' '), text);
     if (rec.private.some((p) => noPlace.includes(p.value))) leaks++;
+    if (rec.request) {
+      requests++;
+      const says = [rec.request.concise, ...rec.request.asks].filter(Boolean);
+      if (says.some((a) => lower.includes(a.toLowerCase()))) reqStated++;
+    }
   });
-  return { records: facts.length, facts: nFacts, stated, mentions, invented, records_with_invented: recInv, leaks };
+  return { records: facts.length, facts: nFacts, stated, mentions, invented, records_with_invented: recInv, leaks, requests, requests_stated: reqStated };
 }
 
 function score(preds, facts, vocab) {
@@ -67,6 +74,7 @@ function score(preds, facts, vocab) {
     records: n, facts: c.facts, facts_stated: +(c.stated / c.facts).toFixed(4),
     invented_share: c.mentions ? +(c.invented / c.mentions).toFixed(4) : 0,
     records_with_invented: +(c.records_with_invented / n).toFixed(4), private_leaks: +(c.leaks / n).toFixed(4),
+    requests_stated: c.requests ? +(c.requests_stated / c.requests).toFixed(4) : 0,
   };
 }
 

@@ -12,7 +12,7 @@
 // days, languages, brands and cities; dropped facts; leaked private data; changed case; names
 // beside non-ASCII characters and invalid UTF-8; random mixes of all of these) and expected.json:
 // per prediction file, eval_pairs.js's counts in total and per record ([facts, stated, mentions,
-// invented, leaks]). The prediction files are read back as eval_pairs.js reads them, so invalid
+// invented, leaks, requests, requests_stated]). The prediction files are read back as eval_pairs.js reads them, so invalid
 // UTF-8 is scored as the U+FFFD it decodes to.
 //
 // --c-tables prints the two Unicode tables of src/edge/score.c (the code points of \p{L} and
@@ -138,6 +138,12 @@ function perturb(kind, r, out, rec, vocab, all) {
         const v = f.type === 'poi' ? (r.chance(0.5) ? f.name : f.distance) : f.value;
         out = out.split(v).join(r.chance(0.5) ? '' : v.toUpperCase());
       }
+      // the request: its sentence gone, cut short, or in other case
+      for (const a of rec.request.asks) {
+        if (!out.includes(a)) continue;
+        const k = r.int(0, 2);
+        out = out.split(a).join(k === 0 ? '' : k === 1 ? a.slice(0, -2) : a.toUpperCase());
+      }
       return r.chance(0.2) ? out.slice(0, r.int(0, out.length)) : out;
     case 'leaked':
       for (let k = r.int(1, 3); k > 0; k--) add(r.chance(0.5) ? m.priv() : near(r, ASCII_NEIGHBOURS, m.priv()) + m.name());
@@ -234,7 +240,7 @@ function main() {
     const tot = counts(preds, recs, vocab);
     const per = recs.map((rec, k) => {
       const c = counts([preds[k]], [rec], vocab);
-      return `[${[c.facts, c.stated, c.mentions, c.invented, c.leaks].join(',')}]`;
+      return `[${[c.facts, c.stated, c.mentions, c.invented, c.leaks, c.requests, c.requests_stated].join(',')}]`;
     });
     const head = Object.entries(tot).map(([k, v]) => `"${k}": ${v}`).join(', ');
     expected.push(`  "${name}": {${head},\n    "per_record": [${per.join(',')}]}`);
