@@ -78,7 +78,7 @@ static void test_fill_refs(void) {
     }
     free(line);
     fclose(f);
-    CHECK(n == 175 && with_unresolved == 15, "%d cases, %d with unresolved references", n, with_unresolved);
+    CHECK(n == 175 && with_unresolved == 14, "%d cases, %d with unresolved references", n, with_unresolved);
     CHECK(!bad, "%d of %d cases differ", bad, n);
     /* the edge's own block: its km distances, its cell, a language outside the data's twelve */
     edge_context c = sample();
@@ -89,6 +89,13 @@ static void test_fill_refs(void) {
     CHECK(!strcmp(t, "Lyon, France, Tuesday 18:40: Columbus Café (1.2 km), Paul 420 m; in Korean. prefers vegetarian "
                      "food.") && u == 0, "[%s] %d", t, u);
     free(t), free(b);
+    /* the request: the concise prompt, up to a second "[request]" line */
+    t = edge_fill_refs("[context]\nplace: Lyon, France\n[request]\ncoffee?\nnow\n[request]\nmore", "{request}", &u);
+    CHECK(!strcmp(t, "coffee?\nnow") && u == 0, "[%s] %d", t, u);
+    free(t);
+    t = edge_fill_refs("[request]\ncoffee?", "{request}", &u); /* the block's first line is no request line */
+    CHECK(!strcmp(t, "{request}") && u == 1, "[%s] %d", t, u);
+    free(t);
     /* no preferences: the user line's language and recent visits are not {prefs} */
     c.prefs[0] = 0;
     b = edge_context_block(&c, "coffee?");
@@ -203,12 +210,12 @@ static ng_model *script_model(const char *block, const int *script, int n) {
 static void test_model_coverage(void) {
     const char *block = "[context]\nnearby cafe: Starbucks 350 m\n[request]\ncoffee?";
     ng_error err;
-    /* "{poi1} {dist1}", end of text; then "{poi1}", end of text */
-    ng_model *both = script_model(block, (int[]){90, 7501, 72, 16, 92, 1391, 17080, 16, 92, 50256}, 10),
+    /* "{poi1} {dist1} {request}", end of text; then "{poi1}", end of text */
+    ng_model *both = script_model(block, (int[]){90, 7501, 72, 16, 92, 1391, 17080, 16, 92, 1391, 25927, 92, 50256}, 13),
              *one = script_model(block, (int[]){90, 7501, 72, 16, 92, 50256}, 6);
     REQUIRE(both->tok && one->tok, "tests/testdata/gpt2");
     char *t = edge_complete_search(both, NULL, block, 16, 1, &err);
-    CHECK(t && !strcmp(t, "Starbucks 350 m"), "[%s] %s", t ? t : "(null)", t ? "" : err.msg);
+    CHECK(t && !strcmp(t, "Starbucks 350 m coffee?"), "[%s] %s", t ? t : "(null)", t ? "" : err.msg);
     free(t);
     t = edge_complete_search(one, NULL, block, 12, 1, &err);
     CHECK(t && !strncmp(t, "Starbucks", 9) && strlen(t) > 9, "[%s] %s", t ? t : "(null)", t ? "" : err.msg);

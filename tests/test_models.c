@@ -24,6 +24,7 @@
 #define MAX_CLOUD_PPL 45 /* measured 34.5 (untrained: ~32,000) */
 #define MIN_STATED 0.85 /* share of the facts stated */
 #define MAX_INVENTED 2   /* invented mentions in the 12 records */
+#define MIN_REQUESTS 6   /* records of the 12 whose prompt states the request */
 
 static void expect_ids(const ng_model *m, const char *text, const int *want, int n_want) {
     int n;
@@ -171,11 +172,14 @@ static void test_edge_completion(void) {
     }
     double stated = (double)s.stated / (double)(s.facts ? s.facts : 1);
     printf("%s: edge completion on %ld held-out records: %ld of %ld facts stated (%.1f%%), %ld of %ld mentions "
-           "invented\n",
-           lora ? ADAPTER : EDGE_FULL, s.records, s.stated, s.facts, 100 * stated, s.invented, s.mentions);
+           "invented, %ld of %ld requests stated\n",
+           lora ? ADAPTER : EDGE_FULL, s.records, s.stated, s.facts, 100 * stated, s.invented, s.mentions,
+           s.requests_stated, s.requests);
     CHECK(s.records == 12, "%ld records scored", s.records);
     CHECK(stated >= MIN_STATED, "facts stated %.3f, below %.2f", stated, MIN_STATED);
     CHECK(s.invented <= MAX_INVENTED, "%ld invented mentions (at most %d)", s.invented, MAX_INVENTED);
+    CHECK(s.requests == 12 && s.requests_stated >= MIN_REQUESTS, "%ld of %ld requests stated (at least %d)",
+          s.requests_stated, s.requests, MIN_REQUESTS);
     free(lp), free(lf);
     fclose(fp), fclose(ff);
     edge_scorer_free(sc);

@@ -173,7 +173,7 @@ ${heldout(pe)}
 referenced form as the output; the loss counts the output only; validation on 300 validation
 pairs). Referenced form: where the prompt repeats the context it says \`{place}\`, \`{day}\`,
 \`{time}\`, \`{language}\`, \`{prefs}\` (the user's preferences as the context words them),
-\`{poi1}\`, \`{dist1}\`, …, and the edge fills in the values from the context block it wrote
+\`{request}\` (the concise prompt), \`{poi1}\`, \`{dist1}\`, …, and the edge fills in the values from the context block it wrote
 (src/edge/complete.h); the model chooses which facts to state and how, the edge makes the names
 and numbers exact. Two models:
 

@@ -94,7 +94,7 @@ typedef struct {
 } ref_val;
 
 typedef struct {
-    ref_val place, day, time, language, prefs;
+    ref_val place, day, time, language, prefs, request;
     ref_val poi[REF_MAX_POI], dist[REF_MAX_POI];
     int n_poi;
 } ref_values;
@@ -121,9 +121,16 @@ static int split_poi(const char *s, const char *end, ref_val *name, ref_val *dis
     return 1;
 }
 
-/* The lines of the block up to "[request]", as edge_context_block writes them. */
+/* The lines of the block up to "[request]", as edge_context_block writes them, and the request:
+ * what follows the first "\n[request]\n", up to another or the end. */
 static void ref_parse(const char *block, ref_values *v) {
     memset(v, 0, sizeof *v);
+    const char *req = strstr(block, "\n[request]\n");
+    if (req) {
+        req += 11;
+        const char *end = strstr(req, "\n[request]\n");
+        v->request = (ref_val){req, end ? (size_t)(end - req) : strlen(req)};
+    }
     for (const char *l = block; *l;) {
         const char *end = strchr(l, '\n');
         if (!end) end = l + strlen(l);
@@ -172,7 +179,8 @@ static const struct {
                  {"day", offsetof(ref_values, day)},
                  {"time", offsetof(ref_values, time)},
                  {"language", offsetof(ref_values, language)},
-                 {"prefs", offsetof(ref_values, prefs)}};
+                 {"prefs", offsetof(ref_values, prefs)},
+                 {"request", offsetof(ref_values, request)}};
 #define REF_N_FIXED (int)(sizeof REF_FIXED / sizeof *REF_FIXED)
 
 static ref_val ref_fixed(const ref_values *v, int i) { return *(const ref_val *)((const char *)v + REF_FIXED[i].off); }

@@ -47,6 +47,7 @@ char *edge_template_fill(const edge_context *c, const char *concise);
  *
  *   {place} "Lyon, France"   {day} "Tuesday"   {time} "18:40"   {language} "French" (from "fr")
  *   {prefs} "vegan, travels on foot" (the preferences of the user line, as written there)
+ *   {request} "coffee nearby?" (the concise prompt: what follows "[request]")
  *   {poiK} {distK}           name and distance of the K-th point of interest of the block
  *                            (1-based, in block order: "Lidl", "854 m")
  *

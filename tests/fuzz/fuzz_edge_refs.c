@@ -16,7 +16,7 @@
 #include <string.h>
 
 static const char *const every =
-    "{place} {day} {time} {language} {prefs} {poi1} {dist1} {poi2} {dist2} {poi3} {dist3} "
+    "{place} {day} {time} {language} {prefs} {request} {poi1} {dist1} {poi2} {dist2} {poi3} {dist3} "
     "{poi12} {dist12} {poi99} {x} {poi0";
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {

@@ -540,9 +540,14 @@ function comprehensive(sc, r) {
   let parts;
   const order = r.int(0, 3);
   if (sc.askFirst) {
-    // the request in the first two sentences: a small model that may end the prompt once the
-    // context is stated then does not leave it out
-    const lead = order & 1 ? [ask, head] : [head, ask];
+    // the request in the user's own words ({request} in referenced form; the cloud reads the
+    // intent from them, a small model cannot be relied on to paraphrase it), or paraphrased
+    // when they hold personal data, in the first two sentences
+    const own = sc.requestText || sc.concise;
+    const said = sc.pii.length ? ask : r.pick(third
+      ? [`The user's request: "${own}".`, `They ask: "${own}".`]
+      : [`My request: "${own}".`, `Request: "${own}".`, `In my words: "${own}".`]);
+    const lead = order & 1 ? [said, head] : [head, said];
     parts = order & 2 ? [...lead, pref, ...pois, lang] : [...lead, ...pois, pref, lang];
   } else if (order === 0) parts = [head, ask, ...pois, pref, lang];
   else if (order === 1) parts = [head, ...pois, pref, ask, lang];
@@ -554,16 +559,16 @@ function comprehensive(sc, r) {
 
 // ---------------------------------------------------------------- references
 // The completion models are trained to write references to the context instead of copying its
-// values: {place} {day} {time} {language} {prefs} {poiK} {distK} (K = the K-th point of interest
-// of the context block, 1-based, in block order; {prefs} the preferences of the user line as
-// written there). The edge fills them from the block it wrote
+// values: {place} {day} {time} {language} {prefs} {request} {poiK} {distK} (K = the K-th point
+// of interest of the context block, 1-based, in block order; {prefs} the preferences of the user
+// line as written there; {request} the concise prompt). The edge fills them from the block it wrote
 // (edge_fill_refs in src/edge/complete.c; fillRefs here is the same rule). A scenario whose values are
 // the references: comprehensive() on it with a clone of the generator writes the referenced
 // form of the very prompt comprehensive() writes on the scenario itself.
 function refsScenario(sc) {
   return {
     ...sc, place: '{place}', day: '{day}', time: '{time}', languageName: sc.language ? '{language}' : '',
-    prefsText: sc.prefs.length ? '{prefs}' : '',
+    prefsText: sc.prefs.length ? '{prefs}' : '', requestText: '{request}',
     pois: sc.pois.map((p, i) => ({ ...p, name: `{poi${i + 1}}`, distText: `{dist${i + 1}}` })),
   };
 }
@@ -573,7 +578,7 @@ function fillRefs(text, block, counts) {
   const c = parseContext(block);
   const sp = c.time.indexOf(' ');
   const v = new Map([['place', c.place], ['day', c.time.slice(0, sp)], ['time', c.time.slice(sp + 1)],
-    ['language', c.language ? LANGS[c.language] || c.language : ''], ['prefs', c.prefs]]);
+    ['language', c.language ? LANGS[c.language] || c.language : ''], ['prefs', c.prefs], ['request', c.concise]]);
   c.pois.forEach((p, i) => { v.set(`poi${i + 1}`, p.name); v.set(`dist${i + 1}`, p.distance); });
   return text.replace(/\{([a-z]+[0-9]*)\}/g, (m, k) => {
     if (v.get(k)) return v.get(k);

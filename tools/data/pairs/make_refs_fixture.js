@@ -41,7 +41,7 @@ const blocks = [
   pick((b) => /\nuser: language [^\n]*recent: /.test(b)), // a user line without preferences
 ];
 const probes = [
-  'All: {place} / {day} / {time} / {language} / {prefs} / {poi1} {dist1} / {poi2} {dist2} / {poi3} {dist3} / {poi4} {dist4}.',
+  'All: {place} / {day} / {time} / {language} / {prefs} / {request} / {poi1} {dist1} / {poi2} {dist2} / {poi3} {dist3} / {poi4} {dist4}.',
   'Beyond: {poi9} at {dist9}, {poi12}, {dist0}, {poi0}, {poi01}.',
   'Not references: {Place} { place} {place } {} {{place}} {poi} {1} {poi1a} {x1} {place1} {timezone}.',
   'Cut: {poi1 and {place',
