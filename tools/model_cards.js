@@ -135,8 +135,10 @@ the prompt contains it (a point of interest with its distance); a mention is inv
 distance, clock time, weekday, language, brand or city name in the prompt is not in the
 record's context; the request is stated when the prompt contains one of the sentences the
 data states it with (any of them, ignoring case) or the concise prompt as typed (the template
-copies it). The bar for installing a completion model: ≥ 90% of the facts stated, ≤ 2%
-invented.
+copies it); a record leaks private data when its prompt repeats the cell id, a recent visit or
+personal data written into the request (the template and \`{request}\` copy the request as typed;
+\`netgpt edge\` scrubs every prompt before it goes up). The bar for installing a completion
+model: ≥ 90% of the facts and of the requests stated, ≤ 2% invented.
 
 ${evalTable}`;
   const compTrain = `${trainRow('LoRA adapter', ec)}\n${trainRow('full fine-tuning', ef)}`;
@@ -173,8 +175,8 @@ ${heldout(pe)}
 referenced form as the output; the loss counts the output only; validation on 300 validation
 pairs). Referenced form: where the prompt repeats the context it says \`{place}\`, \`{day}\`,
 \`{time}\`, \`{language}\`, \`{prefs}\` (the user's preferences as the context words them),
-\`{request}\` (the concise prompt), \`{poi1}\`, \`{dist1}\`, …, and the edge fills in the values from the context block it wrote
-(src/edge/complete.h); the model chooses which facts to state and how, the edge makes the names
+\`{request}\` (the concise prompt), \`{poi1}\`, \`{dist1}\`, …, and the edge fills in the values
+from the context block it wrote (src/edge/complete.h); the model chooses which facts to state and how, the edge makes the names
 and numbers exact. Two models:
 
 - a LoRA adapter on this model: \`netgpt train -m models/edge-gpt2.gguf ${env('COMP_TRAIN')}\`;

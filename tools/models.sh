@@ -1,13 +1,14 @@
 #!/bin/sh
 # make models — rebuilds netgpt's default models from the npm data packages with netgpt's own
-# trainer, fixed seeds, on the CPU (about 80 minutes on 2 cores):
+# trainer, fixed seeds, on the CPU (about 110 minutes on 2 cores):
 #
 #   models/edge-gpt2.gguf        GPT-2 architecture, real GPT-2 vocabulary, pretrained from
 #                                scratch on English text (build/data/text), Q4_0 (EDGE_QUANT)
 #   models/edge-completion.gguf  LoRA on it: (edge context, concise prompt) -> comprehensive
 #                                prompt with references to the context the edge fills
 #                                (build/data/pairs/*_refs.jsonl) — installed only when its evaluation
-#                                meets the bar (>= 90% of facts stated, <= 2% invented); below
+#                                meets the bar (>= 90% of facts and requests stated, <= 2%
+#                                invented); below
 #                                it the edge keeps writing prompts by the template, and the
 #                                adapter stays in build/models/edge-completion/
 #   models/edge-gpt2-completion.gguf
@@ -154,15 +155,17 @@ step_cloud() {
 }
 
 # install_if_meets_bar KEY SRC DST WHAT: SRC becomes DST when the evaluation KEY of
-# $B/eval-pairs.json states >= 90% of the facts and invents <= 2% of its mentions; else DST goes.
+# $B/eval-pairs.json states >= 90% of the facts and of the requests and invents <= 2% of its
+# mentions; else DST goes.
 install_if_meets_bar() {
     if node -e 'const e = JSON.parse(require("fs").readFileSync(process.argv[1]))[process.argv[2]];
-process.exit(e.facts_stated >= 0.9 && e.invented_share <= 0.02 ? 0 : 1);' $B/eval-pairs.json "$1"; then
+process.exit(e.facts_stated >= 0.9 && e.requests_stated >= 0.9 && e.invented_share <= 0.02 ? 0 : 1);' \
+        $B/eval-pairs.json "$1"; then
         cp "$2" "$3"
         echo "$4 meets the bar: installed as $3"
     else
         rm -f "$3"
-        echo "$4 below the bar (>= 90% facts stated, <= 2% invented): not installed ($2 keeps it)"
+        echo "$4 below the bar (>= 90% of facts and requests stated, <= 2% invented): not installed ($2 keeps it)"
     fi
 }
 
