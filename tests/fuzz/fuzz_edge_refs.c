@@ -15,24 +15,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_split.h"
+
 static const char *const every =
     "{place} {day} {time} {language} {prefs} {request} {poi1} {dist1} {poi2} {dist2} {poi3} {dist3} "
     "{poi12} {dist12} {poi99} {x} {poi0";
 
 int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
-    const unsigned char *cut = memchr(data, 0xff, size);
-    size_t nb = cut ? (size_t)(cut - data) : size;
-    char *block = malloc(nb + 1), *text;
-    memcpy(block, data, nb);
-    block[nb] = 0;
-    if (cut) {
-        size_t nt = size - nb - 1;
-        text = malloc(nt + 1);
-        memcpy(text, cut + 1, nt);
-        text[nt] = 0;
-    } else {
-        text = strdup(every);
-    }
+    char *block, *text;
+    fuzz_split(data, size, every, &block, &text);
     int unresolved = -1;
     char *out = edge_fill_refs(block, text, &unresolved);
     int braces = 0;

@@ -16,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_split.h"
+
 static const char *const prompt = "I am in Lyon, France on Tuesday at 18:40. Aldi (350 m away) and Lidl at 1.2 km. "
                                   "Please recommend a cafe. Reply in German.";
 
@@ -23,19 +25,8 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size) {
     static edge_scorer *sc;
     ng_error err;
     if (!sc && !(sc = edge_scorer_load("tests/testdata/pairs_score/vocab.json", &err))) abort();
-    const unsigned char *cut = memchr(data, 0xff, size);
-    size_t nf = cut ? (size_t)(cut - data) : size;
-    char *facts = malloc(nf + 1), *text;
-    memcpy(facts, data, nf);
-    facts[nf] = 0;
-    if (cut) {
-        size_t nt = size - nf - 1;
-        text = malloc(nt + 1);
-        memcpy(text, cut + 1, nt);
-        text[nt] = 0;
-    } else {
-        text = strdup(prompt);
-    }
+    char *facts, *text;
+    fuzz_split(data, size, prompt, &facts, &text);
     edge_score acc = {0};
     if (edge_score_add(sc, facts, text, &acc, &err) != NG_OK) {
         if (acc.records || acc.facts || acc.mentions || acc.requests || !err.msg[0]) abort();
