@@ -10,6 +10,7 @@
 #include "edge/complete.h"
 #include "edge/score.h"
 #include "model/lora.h"
+#include "sample/sampler.h"
 
 static const char HELP[] =
     "usage: netgpt eval -m MODEL -f TEXT_FILE [--ctx N] [--ref OTHER_MODEL] [--json]\n"
@@ -204,10 +205,7 @@ typedef struct {
 
 /* log-softmax of row (n floats) into lp, in double. */
 static void log_softmax(const float *row, int n, double *lp) {
-    double mx = -INFINITY, s = 0;
-    for (int i = 0; i < n; i++) mx = row[i] > mx ? row[i] : mx;
-    for (int i = 0; i < n; i++) s += exp(row[i] - mx);
-    double lse = mx + log(s);
+    double lse = ng_log_sum_exp(row, n);
     for (int i = 0; i < n; i++) lp[i] = row[i] - lse;
 }
 

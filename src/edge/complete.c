@@ -335,34 +335,12 @@ static int cand_order(const void *a, const void *b) {
     return x->from != y->from ? x->from - y->from : x->t - y->t; /* ties: a fixed order */
 }
 
-/* The log of the sum of exp(x[0..n)). */
-static double log_sum_exp(const float *x, int n) {
-    float mx = x[0];
-    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-    double sum = 0;
-    for (int i = 0; i < n; i++) sum += exp((double)(x[i] - mx));
-    return mx + log(sum);
-}
-
 #define TOP_K 32 /* the ranking searched first, in one pass over the logits */
-
-/* The k highest of x[0..n) (k <= n), best first (ties: the lower index), into idx. */
-static void top_k(const float *x, int n, int k, int *idx) {
-    int got = 0;
-    for (int i = 0; i < n; i++) {
-        if (got == k && !(x[i] > x[idx[k - 1]])) continue;
-        int j = got < k ? got++ : k - 1;
-        while (j > 0 && x[i] > x[idx[j - 1]]) idx[j] = idx[j - 1], j--;
-        idx[j] = i;
-    }
-}
 
 /* 1 when token t may follow h (see edge_complete_search): it keeps every reference fillable
  * and repeats no phrase; the end of text when no reference is open and every one is written.
- * *ref: t is written inside a reference. */
-static int may_follow(const ng_model *m, const ref_list *refs, const hyp *h, int t, int *ref) {
-    const char *open = h->text.n ? strrchr(h->text.s, '{') : NULL;
-    if (open && strchr(open, '}')) open = NULL;
+ * open: the reference h's text ends in, or NULL. *ref: t is written inside a reference. */
+static int may_follow(const ng_model *m, const ref_list *refs, const hyp *h, const char *open, int t, int *ref) {
     *ref = 0;
     if (t == tok_eos(m->tok)) return !open && all_stated(refs, h->text.s, h->text.n);
     size_t len;
@@ -381,16 +359,18 @@ static int may_follow(const ng_model *m, const ref_list *refs, const hyp *h, int
 static int continuations(const ng_model *m, const ref_list *refs, const hyp *h, int from, float *logits, int want,
                          cand *out) {
     int V = m->hp.n_vocab, got = 0, ref, idx[TOP_K], k = V < TOP_K ? V : TOP_K;
-    double lse = log_sum_exp(logits, V);
-    top_k(logits, V, k, idx);
+    const char *open = h->text.n ? strrchr(h->text.s, '{') : NULL;
+    if (open && strchr(open, '}')) open = NULL;
+    double lse = ng_log_sum_exp(logits, V);
+    ng_top_k(logits, V, k, idx);
     for (int i = 0; i < k && got < want; i++)
-        if (may_follow(m, refs, h, idx[i], &ref)) out[got++] = (cand){from, idx[i], ref, h->score + logits[idx[i]] - lse};
+        if (may_follow(m, refs, h, open, idx[i], &ref)) out[got++] = (cand){from, idx[i], ref, h->score + logits[idx[i]] - lse};
     if (got) return got;
     for (int i = 0; i < k; i++) logits[idx[i]] = -INFINITY;
     for (int tries = k; tries < MAX_REJECT; tries++) {
         int t = ng_argmax(logits, V);
         if (!(logits[t] > -INFINITY)) break;
-        if (may_follow(m, refs, h, t, &ref)) {
+        if (may_follow(m, refs, h, open, t, &ref)) {
             out[0] = (cand){from, t, ref, h->score + logits[t] - lse};
             return 1;
         }

@@ -14,7 +14,8 @@ struct ng_sampler {
     ng_sampler_params p;
     int n_vocab;
     uint64_t rng;
-    cand *c; /* (n_vocab) */
+    cand *c;  /* (n_vocab) */
+    int *idx; /* (n_vocab) */
 };
 
 ng_sampler_params ng_sampler_defaults(void) {
@@ -28,12 +29,14 @@ ng_sampler *ng_sampler_new(const ng_sampler_params *p, int n_vocab) {
     s->n_vocab = n_vocab;
     s->rng = p->seed ^ 0x5851f42d4c957f2dull;
     s->c = xmalloc((size_t)n_vocab * sizeof *s->c);
+    s->idx = xmalloc((size_t)n_vocab * sizeof *s->idx);
     return s;
 }
 
 void ng_sampler_free(ng_sampler *s) {
     if (!s) return;
     free(s->c);
+    free(s->idx);
     free(s);
 }
 
@@ -53,6 +56,23 @@ int ng_argmax(const float *x, int n) {
     return best;
 }
 
+void ng_top_k(const float *x, int n, int k, int *idx) {
+    int got = 0;
+    for (int i = 0; i < n; i++) {
+        if (got == k && !(x[i] > x[idx[k - 1]])) continue;
+        int j = got < k ? got++ : k - 1;
+        while (j > 0 && x[i] > x[idx[j - 1]]) idx[j] = idx[j - 1], j--;
+        idx[j] = i;
+    }
+}
+
+double ng_log_sum_exp(const float *x, int n) {
+    double mx = -INFINITY, s = 0;
+    for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    for (int i = 0; i < n; i++) s += exp(x[i] - mx);
+    return mx + log(s);
+}
+
 static int cand_desc(const void *a, const void *b) {
     const cand *x = a, *y = b;
     if (x->logit != y->logit) return x->logit < y->logit ? 1 : -1;
@@ -66,18 +86,8 @@ static void select_top(ng_sampler *s, const float *logits, int n, int m) {
         qsort(s->c, (size_t)n, sizeof *s->c, cand_desc);
         return;
     }
-    /* kept sorted by insertion: O(n m) worst case, O(n) for typical logits */
-    for (int i = 0; i < m; i++) s->c[i] = (cand){logits[i], i};
-    qsort(s->c, (size_t)m, sizeof *s->c, cand_desc);
-    for (int i = m; i < n; i++) {
-        if (logits[i] <= s->c[m - 1].logit) continue;
-        int j = m - 1;
-        while (j > 0 && s->c[j - 1].logit < logits[i]) {
-            s->c[j] = s->c[j - 1];
-            j--;
-        }
-        s->c[j] = (cand){logits[i], i};
-    }
+    ng_top_k(logits, n, m, s->idx);
+    for (int i = 0; i < m; i++) s->c[i] = (cand){logits[s->idx[i]], s->idx[i]};
 }
 
 /* A draw from softmax(logits / temp) over the whole vocabulary: O(n), no sorting. */

@@ -25,5 +25,10 @@ void ng_sampler_free(ng_sampler *s);
 int ng_sampler_sample(ng_sampler *s, float *logits, const int *history, int n_history);
 /* Index of the largest value (first on ties). */
 int ng_argmax(const float *x, int n);
+/* The indices of the k largest of x[0..n) (0 < k <= n), largest first, ties by index, into idx:
+ * one pass, the k kept sorted by insertion (O(n k) worst case, O(n) for typical logits). */
+void ng_top_k(const float *x, int n, int k, int *idx);
+/* log(sum(exp(x[0..n)))), in double, without overflow. */
+double ng_log_sum_exp(const float *x, int n);
 
 #endif
