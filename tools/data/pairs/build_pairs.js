@@ -55,7 +55,7 @@ function main() {
       const city = cities[Math.floor(Math.pow(r.next(), 1.0) * cities.length)];
       const sc = C.makeScenario(places, city, r);
       sc.prefsListed = true; // the preferences as the user line words them: {prefs} in referenced form
-      sc.askFirst = true; // the request in the user's words ({request}), among the first two sentences
+      sc.ownRequest = true; // the request in the user's words ({request}), among the first two sentences
       const instruction = C.contextBlock(sc);
       const r2 = r.clone();
       const output = C.comprehensive(sc, r);

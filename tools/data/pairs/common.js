@@ -539,7 +539,7 @@ function comprehensive(sc, r) {
   const lang = langSentence(sc, r, third);
   let parts;
   const order = r.int(0, 3);
-  if (sc.askFirst) {
+  if (sc.ownRequest) {
     // the request in the user's own words ({request} in referenced form; the cloud reads the
     // intent from them, a small model cannot be relied on to paraphrase it), or paraphrased
     // when they hold personal data, in the first two sentences

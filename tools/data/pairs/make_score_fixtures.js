@@ -12,8 +12,8 @@
 // days, languages, brands and cities; dropped facts; leaked private data; changed case; names
 // beside non-ASCII characters and invalid UTF-8; random mixes of all of these) and expected.json:
 // per prediction file, eval_pairs.js's counts in total and per record ([facts, stated, mentions,
-// invented, leaks, requests, requests_stated]). The prediction files are read back as eval_pairs.js reads them, so invalid
-// UTF-8 is scored as the U+FFFD it decodes to.
+// invented, leaks, requests, requests_stated]). The prediction files are read back as
+// eval_pairs.js reads them, so invalid UTF-8 is scored as the U+FFFD it decodes to.
 //
 // --c-tables prints the two Unicode tables of src/edge/score.c (the code points of \p{L} and
 // \p{N}, and toLowerCase) from this node's Unicode data.
