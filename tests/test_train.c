@@ -204,6 +204,52 @@ static void check_lora(const char *name) {
     fixture_free(&fx);
 }
 
+/* Trainable tokens: with every adapter at its zero start the LoRA model is the base model, so
+ * the gradient of a token's row delta is the base's gradient of that row, which the fixture
+ * has from float64 autograd: for GPT-2 the tied matrix's (embedding and head uses summed),
+ * for LLaMA the embedding's (token_embd.delta) and the head's (output.delta), each checked
+ * with the rows the fixture stores as the trainable tokens. */
+static void check_tokens(const char *name, const char *pname, const char *delta) {
+    fixture fx;
+    char mdir[128];
+    REQUIRE(fixture_load(&fx, name) == 0, "%s: fixture missing", name);
+    snprintf(mdir, sizeof mdir, TESTDATA("%s"), name);
+    ng_error err = {{0}};
+    ng_model *m = ng_model_load(mdir, &err);
+    REQUIRE(m, "%s", err.msg);
+    const cJSON *e, *ent = NULL;
+    cJSON_ArrayForEach(e, cJSON_GetObjectItem(fx.ref, "grads.f32"))
+        if (!strcmp(cJSON_GetObjectItem(e, "name")->valuestring, pname)) ent = e;
+    REQUIRE(ent, "%s: no %s in the fixture", name, pname);
+    const cJSON *rows = cJSON_GetObjectItem(ent, "rows");
+    int n = cJSON_GetArraySize(rows), *ids = xmalloc((size_t)n * sizeof *ids);
+    for (int i = 0; i < n; i++) ids[i] = cJSON_GetArrayItem(rows, i)->valueint;
+    train_config cfg = cfg_full(fx.batch.B, fx.batch.T);
+    cfg.lora = 1, cfg.lora_rank = 2, cfg.lora_alpha = 4, cfg.lora_targets = LORA_Q | LORA_V;
+    cfg.tok_ids = ids, cfg.n_tok_ids = n;
+    train_model *tm = train_new(m, &cfg, &err);
+    REQUIRE(tm, "%s", err.msg);
+    float loss = train_forward(tm, &fx.batch, &err);
+    double want = cJSON_GetObjectItem(fx.ref, "loss")->valuedouble;
+    CHECK(fabs(loss - want) <= 1e-5, "%s: loss %.7f with zero deltas, reference %.7f", name, loss, want);
+    train_backward(tm, 1.0f);
+    train_param *p = train_find(tm, delta);
+    REQUIRE(p && p->ne1 == n, "%s: no %s of %d rows", name, delta, n);
+    double r = rel_err(p->grad, fx.grads + cJSON_GetObjectItem(ent, "offset")->valueint, n, (int)p->ne0, NULL);
+    CHECK(r <= 1e-3, "%s: gradient of %s off by %.3g", name, delta, r);
+    fprintf(stderr, "%s %s: %d rows, worst relative error %.2e\n", name, delta, n, r);
+    train_free(tm);
+    free(ids);
+    ng_model_free(m);
+    fixture_free(&fx);
+}
+
+static void test_token_grads(void) {
+    check_tokens("gpt2-tiny-a", "token_embd.weight", "token_embd.delta");
+    check_tokens("llama-tiny-a", "token_embd.weight", "token_embd.delta");
+    check_tokens("llama-tiny-a", "output.weight", "output.delta");
+}
+
 static void test_lora_grads_gpt2(void) { check_lora("gpt2-tiny-a"); }
 static void test_lora_grads_llama(void) { check_lora("llama-tiny-a"); }
 
@@ -665,6 +711,7 @@ int main(void) {
     RUN(test_grads_padded);
     RUN(test_lora_grads_gpt2);
     RUN(test_lora_grads_llama);
+    RUN(test_token_grads);
     ng_set_threads(1);
     RUN(test_op_finite_differences);
     RUN(test_adamw);

@@ -117,6 +117,36 @@ static void test_lora_learns(void) {
     ng_model_free(ma), ng_model_free(mb);
 }
 
+/* The same LoRA run with --lora-tokens response: the answer digits' own embedding and head
+ * rows are trained too (carried in the adapter), which is what task b needs: the held-out
+ * loss must fall below 0.2, as full fine-tuning's does, and PEFT, GGUF LoRA and the merged
+ * model must each answer >= 18 of the 20 held-out prompts. Bad uses of the flag are refused. */
+static void test_lora_tokens_learns(void) {
+    char *out = NULL, *err = NULL;
+    int rc = run(BIN " train -m " BASE " --data " TRAIN_B " --val " VAL_B COMMON
+                     " --lora-rank 8 --lora-alpha 64 --lora-targets all --lora-tokens response --lr 1e-2 --steps 150"
+                     " --save-format all --json -o build/tmp/tr-tok",
+                 &out, &err);
+    REQUIRE(rc == 0, "train exit %d: %s", rc, err ? err : "");
+    double ev = json_num(out, "eval_loss");
+    CHECK(ev < 0.2, "held-out eval loss %g (threshold 0.2): %s", ev, out);
+    CHECK(err && strstr(err, "trainable tokens: "), "no trainable-token count in the log: %s", err ? err : "");
+    free(out), free(err);
+    const char *models[3] = {BASE, BASE, "build/tmp/tr-tok/model.gguf"};
+    const char *loras[3] = {"build/tmp/tr-tok", "build/tmp/tr-tok/adapter.gguf", NULL};
+    for (int i = 0; i < 3; i++) {
+        int n, right = held_out_correct(models[i], loras[i], &n, NULL);
+        CHECK(n == 20 && right >= 18, "%s: %d of %d held-out prompts answered right", loras[i] ? loras[i] : models[i],
+              right, n);
+    }
+    rc = run(BIN " train -m " BASE " --data " TRAIN_B " --lora-tokens some -o build/tmp/tr-tok2", NULL, &err);
+    CHECK(rc != 0 && err && strstr(err, "--lora-tokens 'some'"), "unknown --lora-tokens: exit %d: %s", rc, err ? err : "");
+    free(err);
+    rc = run(BIN " train -m " BASE " --data " TRAIN_B " --full --lora-tokens all -o build/tmp/tr-tok2", NULL, &err);
+    CHECK(rc != 0 && err && strstr(err, "LoRA option"), "--full with --lora-tokens: exit %d: %s", rc, err ? err : "");
+    free(err);
+}
+
 /* Full fine-tuning of every weight: a low held-out loss and >= 90% of the held-out prompts
  * answered right by `netgpt generate --temp 0` on the written model (the base answers none). */
 static void test_full_learns(void) {
@@ -283,6 +313,7 @@ int main(int argc, char **argv) {
     RUN(test_bad_lines);
     RUN(test_other_formats);
     RUN(test_lora_learns);
+    RUN(test_lora_tokens_learns);
     RUN(test_full_learns);
     RUN(test_resume_exact);
     RUN(test_sigint);

@@ -13,7 +13,7 @@
 #include "sample/sampler.h"
 
 static const char HELP[] =
-    "usage: netgpt eval -m MODEL -f TEXT_FILE [--ctx N] [--ref OTHER_MODEL] [--json]\n"
+    "usage: netgpt eval -m MODEL [--lora ADAPTER] -f TEXT_FILE [--ctx N] [--ref OTHER_MODEL] [--json]\n"
     "       netgpt eval -m EDGE_MODEL [--lora ADAPTER] --pairs RECORDS.jsonl -o PRED.jsonl\n"
     "                  [--facts FACTS.jsonl [--vocab VOCAB.json]] [--limit N] [--json]\n"
     "       netgpt eval --score PRED.jsonl --facts FACTS.jsonl [--vocab VOCAB.json] [--limit N] [--json]\n"
@@ -24,6 +24,7 @@ static const char HELP[] =
     "\n"
     "  -f, --file PATH  the text\n"
     "  --ctx N          window length in tokens (default min(512, the model's context))\n"
+    "  --lora PATH[:SCALE]  MODEL with this adapter (repeatable; --ref runs without it)\n"
     "  --ref MODEL      also run MODEL (same vocabulary) on the same tokens and report the mean\n"
     "                   and max |logit difference| and the KL divergence KL(ref || model),\n"
     "                   averaged over the predicted positions, and the reference's perplexity\n"
@@ -263,6 +264,8 @@ int cmd_eval(int argc, char **argv) {
     int V = m->hp.n_vocab, nwin = (n + ctx - 1) / ctx;
     if (n - (nwin - 1) * ctx < 2) nwin--; /* a last window of one token predicts nothing */
     ng_state *s = ng_state_new(m, ctx, ctx), *rs = r ? ng_state_new(r, ctx, ctx) : NULL;
+    ng_lora *lora = cli_load_lora(&o, m); /* the model's perplexity with its adapters */
+    s->lora = lora;
     float *lg = xmalloc((size_t)ctx * V * sizeof *lg), *rlg = r ? xmalloc((size_t)ctx * V * sizeof *rlg) : NULL;
     double *lp = xmalloc((size_t)V * sizeof *lp), *rlp = xmalloc((size_t)V * sizeof *rlp);
     eval_acc acc = {0};
@@ -314,6 +317,7 @@ int cmd_eval(int argc, char **argv) {
     }
     free(lg), free(rlg), free(lp), free(rlp), free(toks);
     ng_state_free(s);
+    ng_lora_free(lora);
     if (rs) ng_state_free(rs);
     if (r) ng_model_free(r);
     ng_model_free(m);

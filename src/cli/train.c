@@ -35,6 +35,9 @@ static const char HELP[] =
     "      --lora-alpha A     adapter scale alpha/R (default 2R)\n"
     "      --lora-dropout D   dropout on adapter inputs (default 0)\n"
     "      --lora-targets L   q,k,v,o,gate,up,down or all (default q,v)\n"
+    "      --lora-tokens W    also train the embedding (and tied head) rows of these tokens, carried in\n"
+    "                         the adapter as PEFT's trainable tokens: none | response (the tokens\n"
+    "                         the loss counts in --data) | all (every token of --data) (default none)\n"
     "      --full             full fine-tuning of every weight instead of LoRA\n"
     "schedule:\n"
     "      --steps N          optimizer steps (default: --epochs worth)\n"
@@ -71,7 +74,7 @@ static volatile sig_atomic_t interrupted;
 static void on_sigint(int sig) { interrupted = sig; }
 
 typedef struct {
-    const char *data, *val, *format, *out, *save_format, *json_log, *resume, *chat_template, *targets;
+    const char *data, *val, *format, *out, *save_format, *json_log, *resume, *chat_template, *targets, *lora_tokens;
     double val_split, epochs, lr, min_lr, wd, clip, lora_alpha, lora_dropout;
     int full, lora_rank, steps, batch, accum, warmup, recompute, eval_every, save_every, stop_after, strict,
         whole_file, log_every;
@@ -170,6 +173,7 @@ int cmd_train(int argc, char **argv) {
         else if (IS("--lora-alpha")) a.lora_alpha = cli_double(s, VAL(), 1e-6, 1e6);
         else if (IS("--lora-dropout")) a.lora_dropout = cli_double(s, VAL(), 0, 0.99);
         else if (IS("--lora-targets")) a.targets = VAL();
+        else if (IS("--lora-tokens")) a.lora_tokens = VAL();
         else if (IS("--full")) a.full = 1;
         else if (IS("--steps")) a.steps = (int)cli_long(s, VAL(), 1, 1L << 30);
         else if (IS("--epochs")) a.epochs = cli_double(s, VAL(), 1e-6, 1e6);
@@ -211,6 +215,10 @@ int cmd_train(int argc, char **argv) {
     if (a.steps && a.epochs > 0) ng_die("give --steps or --epochs, not both");
     int targets = lora_parse_targets(a.targets ? a.targets : "q,v");
     if (targets <= 0) ng_die("--lora-targets '%s': use q,k,v,o,gate,up,down or all", a.targets);
+    const char *tw = a.lora_tokens ? a.lora_tokens : "none";
+    int tok_which = !strcmp(tw, "none") ? 0 : !strcmp(tw, "response") ? 1 : !strcmp(tw, "all") ? 2 : -1;
+    if (tok_which < 0) ng_die("--lora-tokens '%s': use none, response or all", tw);
+    if (tok_which > 0 && a.full) ng_die("--lora-tokens is a LoRA option (--full trains every row already)");
     ng_chat_template tmpl = CHAT_NONE;
     if (a.chat_template && (tmpl = chat_template_by_name(a.chat_template)) == CHAT_NONE)
         ng_die("--chat-template '%s' is not one of llama2, chatml, zephyr", a.chat_template);
@@ -247,10 +255,16 @@ int cmd_train(int argc, char **argv) {
     if (val)
         ng_log("validation: %d examples, %lld counted tokens\n", val->n_ex, (long long)val->n_target_tokens);
 
+    int n_tok_ids = 0, *tok_ids = NULL;
+    if (!a.full && tok_which > 0) {
+        tok_ids = data_token_set(train, m->hp.n_vocab, tok_which == 1, &n_tok_ids);
+        ng_log("trainable tokens: %d (%s)\n", n_tok_ids, a.lora_tokens);
+    }
     train_config cfg = {.lora = !a.full, .lora_rank = a.lora_rank,
                         .lora_alpha = (float)(a.lora_alpha > 0 ? a.lora_alpha : 2.0 * a.lora_rank),
                         .lora_dropout = (float)a.lora_dropout, .lora_targets = (unsigned)targets,
-                        .recompute = a.recompute, .max_B = a.batch, .max_T = T, .seed = seed};
+                        .recompute = a.recompute, .max_B = a.batch, .max_T = T, .seed = seed,
+                        .tok_ids = tok_ids, .n_tok_ids = n_tok_ids};
     train_model *tm = train_new(m, &cfg, &err);
     if (!tm) ng_die("%s", err.msg);
     adamw_config oc = adamw_defaults(total);
@@ -364,6 +378,7 @@ int cmd_train(int argc, char **argv) {
     data_free(val);
     adamw_free(opt);
     train_free(tm);
+    free(tok_ids);
     ng_model_free(m);
     return stopped ? (interrupted ? 130 : 0) : 0;
 }

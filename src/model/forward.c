@@ -260,6 +260,7 @@ static void forward_rows(const ng_model *m, ng_state *w, const int *tokens, int 
     }
     for (int b = 0; b < B; b++) {
         embed_row(w->x + (size_t)b * E, m->tok_embd, tokens[b]);
+        if (w->row_lora[b]) ng_lora_embed(w->row_lora[b], w->x + (size_t)b * E, tokens[b]);
         if (m->pos_embd) {
             embed_row(w->xn, m->pos_embd, w->row_pos[b]);
             add(w->x + (size_t)b * E, w->xn, (size_t)E);
@@ -279,6 +280,10 @@ static void forward_rows(const ng_model *m, ng_state *w, const int *tokens, int 
     for (int i = 0; i < n_out; i++) memmove(w->x + (size_t)i * E, w->x + (size_t)out_rows[i] * E, (size_t)E * sizeof(float));
     norm_rows(hp, w->xn, w->x, m->out_norm_w, m->out_norm_b, n_out, E);
     matmul(logits, w->xn, m->output, NULL, n_out);
+    if (w->any_lora) /* adapters' trainable tokens: their head rows' deltas */
+        for (int i = 0; i < n_out; i++)
+            if (w->row_lora[out_rows[i]])
+                ng_lora_head(w->row_lora[out_rows[i]], logits + (size_t)i * hp->n_vocab, w->xn + (size_t)i * E);
 }
 
 static int check_tokens(const ng_model *m, const int *tokens, int n, ng_error *err) {

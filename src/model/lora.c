@@ -88,6 +88,111 @@ static int parse_gguf_name(const char *name, ng_arch arch, int *layer, ng_lora_t
     return -1;
 }
 
+
+/* ---- trainable tokens ------------------------------------------------------------------------ */
+
+/* One side's rows as a file gives them: ids[i] owns row i of delta (n rows of n_embd). */
+typedef struct {
+    const int *ids;
+    int n;
+    const ng_tensor *delta;
+} tok_side;
+
+static int cmp_int(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* Index of token in l's ascending ids, or -1. */
+static int tok_index(const ng_lora *l, int token) {
+    int lo = 0, hi = l->n_tok - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        if (l->tok_ids[mid] == token) return mid;
+        if (l->tok_ids[mid] < token) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return -1;
+}
+
+/* Checks one side against m; NG_OK for an absent side (no delta). */
+static int check_side(const ng_model *m, const tok_side *s, const char *path, const char *what, ng_error *err) {
+    if (!s->delta) return NG_OK;
+    const ng_tensor *t = s->delta;
+    if (!s->ids) return ng_error_set(err, "%s: %s token deltas without the list of their token ids", path, what);
+    if (t->ne[0] != m->hp.n_embd || t->ne[1] != s->n || t->ne[2] != 1 || s->n <= 0)
+        return ng_error_set(err, "%s: %s token deltas [%lld, %lld] do not fit %d tokens of the model's %d-wide rows",
+                            path, what, (long long)t->ne[0], (long long)t->ne[1], s->n, m->hp.n_embd);
+    if (t->type != NG_F32 && t->type != NG_F16 && t->type != NG_BF16)
+        return ng_error_set(err, "%s: %s token deltas must be f32, f16 or bf16", path, what);
+    for (int i = 0; i < s->n; i++) {
+        if (s->ids[i] < 0 || s->ids[i] >= m->hp.n_vocab)
+            return ng_error_set(err, "%s: %s token id %d is outside the vocabulary of %d", path, what, s->ids[i],
+                                m->hp.n_vocab);
+        for (int j = 0; j < i; j++)
+            if (s->ids[j] == s->ids[i]) return ng_error_set(err, "%s: %s token id %d is listed twice", path, what, s->ids[i]);
+    }
+    return NG_OK;
+}
+
+/* Adds side s's rows (times scale) into rows (lo's ascending ids). */
+static void fill_side(const ng_lora *lo, float *rows, const tok_side *s, float scale) {
+    int E = lo->n_embd;
+    float *buf = xmalloc((size_t)E * sizeof *buf);
+    for (int i = 0; i < s->n; i++) {
+        ng_to_f32(buf, (const char *)s->delta->data + ng_row_size(s->delta->type, E) * (size_t)i, s->delta->type, E);
+        float *r = rows + (size_t)tok_index(lo, s->ids[i]) * E;
+        for (int k = 0; k < E; k++) r[k] += scale * buf[k];
+    }
+    free(buf);
+}
+
+/* Gives lo the token deltas of a file: emb (the input embedding's rows) and out (the head's).
+ * A tied head takes the embedding's deltas (or the head's when only those were written). */
+static int attach_tokens(ng_lora *lo, const ng_model *m, tok_side emb, tok_side out, float scale, const char *path,
+                         ng_error *err) {
+    if (!emb.delta && !out.delta) {
+        if (emb.ids || out.ids) return ng_error_set(err, "%s: trainable token ids without their deltas", path);
+        return NG_OK;
+    }
+    if (check_side(m, &emb, path, "embedding", err) || check_side(m, &out, path, "output head", err)) return NG_ERR;
+    int tied = m->output == m->tok_embd;
+    if (tied && !emb.delta) emb = out;
+    if (tied) out = (tok_side){0};
+    int n = 0, *ids = xmalloc((size_t)((emb.delta ? emb.n : 0) + (out.delta ? out.n : 0)) * sizeof *ids);
+    for (int i = 0; emb.delta && i < emb.n; i++) ids[n++] = emb.ids[i];
+    for (int i = 0; out.delta && i < out.n; i++) ids[n++] = out.ids[i];
+    qsort(ids, (size_t)n, sizeof *ids, cmp_int);
+    int u = 0;
+    for (int i = 0; i < n; i++)
+        if (!u || ids[u - 1] != ids[i]) ids[u++] = ids[i];
+    lo->n_tok = u, lo->n_embd = m->hp.n_embd, lo->tok_ids = ids;
+    size_t sz = (size_t)u * (size_t)lo->n_embd;
+    if (emb.delta) fill_side(lo, lo->tok_embd = xcalloc(sz, sizeof(float)), &emb, scale);
+    if (tied) lo->tok_out = lo->tok_embd;
+    else if (out.delta) fill_side(lo, lo->tok_out = xcalloc(sz, sizeof(float)), &out, scale);
+    return NG_OK;
+}
+
+void ng_lora_embed(const ng_lora *l, float *x, int token) {
+    if (!l || !l->tok_embd) return;
+    int i = tok_index(l, token);
+    if (i < 0) return;
+    const float *d = l->tok_embd + (size_t)i * l->n_embd;
+    for (int k = 0; k < l->n_embd; k++) x[k] += d[k];
+}
+
+void ng_lora_head(const ng_lora *l, float *logits, const float *h) {
+    if (!l || !l->tok_out) return;
+    for (int i = 0; i < l->n_tok; i++) {
+        const float *d = l->tok_out + (size_t)i * l->n_embd;
+        float s = 0;
+#pragma omp simd reduction(+ : s)
+        for (int k = 0; k < l->n_embd; k++) s += d[k] * h[k];
+        logits[l->tok_ids[i]] += s;
+    }
+}
+
 /* ---- loading ---------------------------------------------------------------------------------- */
 
 typedef struct {
@@ -171,6 +276,37 @@ static ng_lora *build(const ng_model *m, const char *path, pair *pairs, float sc
     return lo;
 }
 
+/* A JSON array of token ids as a malloc'd int array (*n entries). */
+static int json_ids(const cJSON *arr, int **ids, int *n, const char *path, ng_error *err) {
+    if (!cJSON_IsArray(arr)) return ng_error_set(err, "%s: trainable_token_indices: a list of token ids expected", path);
+    int k = cJSON_GetArraySize(arr), i = 0;
+    *ids = xmalloc((size_t)(k ? k : 1) * sizeof **ids);
+    *n = k;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, arr) {
+        if (!cJSON_IsNumber(e) || e->valuedouble != (double)(int)e->valuedouble)
+            return ng_error_set(err, "%s: trainable_token_indices: entry %d is not a token id", path, i);
+        (*ids)[i++] = (int)e->valuedouble;
+    }
+    return NG_OK;
+}
+
+/* trainable_token_indices of a PEFT config: a list (the input embedding's tokens) or an object
+ * {module: list} where "lm_head" is the output head and any other module the embedding. */
+static int peft_token_ids(const cJSON *cfg, tok_side *emb, tok_side *out, const char *path, ng_error *err) {
+    const cJSON *ti = cJSON_GetObjectItemCaseSensitive(cfg, "trainable_token_indices");
+    if (!ti || cJSON_IsNull(ti)) return NG_OK;
+    if (cJSON_IsArray(ti)) return json_ids(ti, (int **)&emb->ids, &emb->n, path, err);
+    if (!cJSON_IsObject(ti)) return ng_error_set(err, "%s: trainable_token_indices: a list or an object expected", path);
+    const cJSON *e;
+    cJSON_ArrayForEach(e, ti) {
+        tok_side *s = !strcmp(e->string, "lm_head") ? out : emb;
+        if (s->ids) return ng_error_set(err, "%s: trainable_token_indices: two lists for one matrix", path);
+        if (json_ids(e, (int **)&s->ids, &s->n, path, err)) return NG_ERR;
+    }
+    return NG_OK;
+}
+
 static ng_lora *load_peft(const ng_model *m, const char *dir, float scale, ng_error *err) {
     char p[4096];
     snprintf(p, sizeof p, "%s/adapter_config.json", dir);
@@ -181,6 +317,7 @@ static ng_lora *load_peft(const ng_model *m, const char *dir, float scale, ng_er
     ng_lora *lo = NULL;
     st_file *st = NULL;
     pair *pairs = NULL;
+    tok_side emb = {0}, out = {0};
     if (!cJSON_IsObject(cfg)) {
         ng_error_set(err, "%s: not a JSON object", p);
         goto done;
@@ -195,11 +332,18 @@ static ng_lora *load_peft(const ng_model *m, const char *dir, float scale, ng_er
     double a = cJSON_IsNumber(alpha) ? alpha->valuedouble : r->valuedouble;
     snprintf(p, sizeof p, "%s/adapter_model.safetensors", dir);
     if (!(st = st_open(p, err))) goto done;
+    if (peft_token_ids(cfg, &emb, &out, p, err)) goto done;
     pairs = xcalloc((size_t)m->hp.n_layer * LORA_T_N_TARGETS, sizeof *pairs);
     for (int i = 0; i < st_n_tensors(st); i++) {
         const ng_tensor *t = st_tensor(st, i);
         int layer, is_b;
         ng_lora_target tg;
+        static const char TT[] = ".token_adapter.trainable_tokens_delta";
+        const char *tt = strstr(t->name, TT);
+        if (tt && !tt[sizeof TT - 1]) {
+            (strstr(t->name, "lm_head") ? &out : &emb)->delta = t;
+            continue;
+        }
         if (parse_peft(t->name, m->hp.arch, &layer, &tg, &is_b) != 0) {
             ng_error_set(err, "%s: tensor '%s' is not a LoRA matrix of a %s model this build can apply", p, t->name,
                          ng_arch_name(m->hp.arch));
@@ -215,7 +359,13 @@ static ng_lora *load_peft(const ng_model *m, const char *dir, float scale, ng_er
     }
     /* per-matrix rank comes from the tensors; the file's alpha / r scales each (r may differ) */
     lo = build(m, p, pairs, (float)(a * scale), cJSON_IsTrue(rs), 1, err);
+    if (lo && attach_tokens(lo, m, emb, out, scale, p, err)) {
+        ng_lora_free(lo);
+        lo = NULL;
+    }
 done:
+    free((int *)emb.ids);
+    free((int *)out.ids);
     free(pairs);
     if (st) st_close(st);
     cJSON_Delete(cfg);
@@ -227,6 +377,7 @@ static ng_lora *load_gguf_lora(const ng_model *m, const char *path, float scale,
     if (!g) return NULL;
     ng_lora *lo = NULL;
     pair *pairs = NULL;
+    tok_side emb = {0}, out = {0};
     const char *type = gguf_get_str(g, "general.type"), *atype = gguf_get_str(g, "adapter.type");
     const char *arch = gguf_get_str(g, "general.architecture");
     float alpha = 0;
@@ -239,11 +390,29 @@ static ng_lora *load_gguf_lora(const ng_model *m, const char *path, float scale,
         goto done;
     }
     if (gguf_get_f32(g, "adapter.lora.alpha", &alpha, err) != NG_OK) goto done;
+    gguf_vtype it;
+    uint64_t n_ids = 0;
+    const void *ids = gguf_get_arr_data(g, "adapter.trainable_token_indices", &it, &n_ids);
+    if (ids) {
+        if ((it != GGUF_I32 && it != GGUF_U32) || n_ids > (uint64_t)m->hp.n_vocab) {
+            ng_error_set(err, "%s: adapter.trainable_token_indices must be at most %d 32-bit token ids", path,
+                         m->hp.n_vocab);
+            goto done;
+        }
+        int *cp = xmalloc((size_t)(n_ids ? n_ids : 1) * sizeof *cp); /* the file's array may be unaligned */
+        memcpy(cp, ids, (size_t)n_ids * sizeof *cp);
+        emb.ids = out.ids = cp;
+        emb.n = out.n = (int)n_ids;
+    }
     pairs = xcalloc((size_t)m->hp.n_layer * LORA_T_N_TARGETS, sizeof *pairs);
     for (int i = 0; i < gguf_n_tensors(g); i++) {
         const ng_tensor *t = gguf_tensor(g, i);
         int layer, is_b;
         ng_lora_target tg;
+        if (!strcmp(t->name, "token_embd.delta") || !strcmp(t->name, "output.delta")) {
+            (t->name[0] == 't' ? &emb : &out)->delta = t;
+            continue;
+        }
         if (parse_gguf_name(t->name, m->hp.arch, &layer, &tg, &is_b) != 0 || layer >= m->hp.n_layer) {
             ng_error_set(err, "%s: tensor '%s' is not a LoRA matrix of this %s model", path, t->name,
                          ng_arch_name(m->hp.arch));
@@ -254,7 +423,12 @@ static ng_lora *load_gguf_lora(const ng_model *m, const char *path, float scale,
         else pp->a = t;
     }
     lo = build(m, path, pairs, alpha * scale, 0, 0, err);
+    if (lo && attach_tokens(lo, m, emb, out, scale, path, err)) {
+        ng_lora_free(lo);
+        lo = NULL;
+    }
 done:
+    free((int *)emb.ids);
     free(pairs);
     gguf_close(g);
     return lo;
@@ -278,6 +452,9 @@ void ng_lora_free(ng_lora *l) {
     if (!l) return;
     free(l->mats);
     free(l->data);
+    if (l->tok_out != l->tok_embd) free(l->tok_out);
+    free(l->tok_embd);
+    free(l->tok_ids);
     free(l->name);
     free(l->path);
     free(l);
@@ -300,6 +477,38 @@ int ng_lora_parse_arg(const char *arg, char **path, float *scale, ng_error *err)
         }
     }
     return NG_OK;
+}
+
+/* c's token deltas: the union of the list's token ids, each row the sum of the adapters' rows. */
+static void combine_tokens(ng_lora *c, ng_lora *const *list, int n) {
+    int total = 0, tied = 0, any_emb = 0, any_out = 0;
+    for (int i = 0; i < n; i++) {
+        const ng_lora *l = list[i];
+        if (!l->n_tok) continue;
+        total += l->n_tok, c->n_embd = l->n_embd;
+        tied |= l->tok_out == l->tok_embd, any_emb |= l->tok_embd != NULL, any_out |= l->tok_out != NULL;
+    }
+    if (!total) return;
+    int *ids = xmalloc((size_t)total * sizeof *ids), k = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < list[i]->n_tok; j++) ids[k++] = list[i]->tok_ids[j];
+    qsort(ids, (size_t)k, sizeof *ids, cmp_int);
+    int u = 0;
+    for (int i = 0; i < k; i++)
+        if (!u || ids[u - 1] != ids[i]) ids[u++] = ids[i];
+    c->tok_ids = ids, c->n_tok = u;
+    size_t sz = (size_t)u * (size_t)c->n_embd, E = (size_t)c->n_embd;
+    if (any_emb) c->tok_embd = xcalloc(sz, sizeof(float));
+    if (!tied && any_out) c->tok_out = xcalloc(sz, sizeof(float));
+    for (int i = 0; i < n; i++) {
+        const ng_lora *l = list[i];
+        for (int j = 0; j < l->n_tok; j++) {
+            size_t at = (size_t)tok_index(c, l->tok_ids[j]) * E;
+            for (size_t e = 0; l->tok_embd && e < E; e++) c->tok_embd[at + e] += l->tok_embd[(size_t)j * E + e];
+            for (size_t e = 0; !tied && l->tok_out && e < E; e++) c->tok_out[at + e] += l->tok_out[(size_t)j * E + e];
+        }
+    }
+    if (tied) c->tok_out = c->tok_embd;
 }
 
 ng_lora *ng_lora_combine(ng_lora *const *list, int n) {
@@ -343,6 +552,7 @@ ng_lora *ng_lora_combine(ng_lora *const *list, int n) {
             }
             m->a = a, m->b = b;
         }
+    combine_tokens(c, list, n);
     return c;
 }
 
@@ -377,8 +587,43 @@ void ng_lora_apply(float *y, const float *x, int B, int N, int K, int layer, ng_
 
 /* ---- merging -------------------------------------------------------------------------------- */
 
+/* A copy of t (owned by m, same type) with the adapter's row deltas added. */
+static const ng_tensor *merge_rows(ng_model *m, const ng_tensor *t, const ng_lora *l, const float *delta,
+                                   ng_error *err) {
+    if (t->type != NG_F32 && t->type != NG_F16 && t->type != NG_BF16) {
+        ng_error_set(err, "cannot merge token deltas into '%s' of type %s (f32, f16, bf16)", t->name, ng_type_name(t->type));
+        return NULL;
+    }
+    ng_tensor *out = ng_model_own_tensor(m, t->name, t->type, t->ne[0], t->ne[1]);
+    memcpy(out->data, t->data, ng_row_size(t->type, t->ne[0]) * (size_t)t->ne[1]);
+    size_t rb = ng_row_size(t->type, t->ne[0]);
+    float *row = xmalloc((size_t)t->ne[0] * sizeof *row);
+    for (int i = 0; i < l->n_tok; i++) {
+        char *dst = (char *)out->data + rb * (size_t)l->tok_ids[i];
+        ng_to_f32(row, dst, t->type, t->ne[0]);
+        for (int64_t k = 0; k < t->ne[0]; k++) row[k] += delta[(size_t)i * (size_t)l->n_embd + (size_t)k];
+        ng_from_f32(dst, row, t->type, t->ne[0]);
+    }
+    free(row);
+    return out;
+}
+
 int ng_lora_merge(ng_model *m, const ng_lora *l, ng_error *err) {
     if (l->n_layer != m->hp.n_layer) return ng_error_set(err, "adapter has %d layers, the model %d", l->n_layer, m->hp.n_layer);
+    if (l->n_tok && l->n_embd != m->hp.n_embd)
+        return ng_error_set(err, "adapter's token rows are %d wide, the model's %d", l->n_embd, m->hp.n_embd);
+    int tied = m->output == m->tok_embd;
+    if (l->tok_embd) {
+        const ng_tensor *e = merge_rows(m, m->tok_embd, l, l->tok_embd, err);
+        if (!e) return NG_ERR;
+        m->tok_embd = e;
+        if (tied) m->output = e;
+    }
+    if (l->tok_out && !tied) {
+        const ng_tensor *o = merge_rows(m, m->output, l, l->tok_out, err);
+        if (!o) return NG_ERR;
+        m->output = o;
+    }
     for (int layer = 0; layer < m->hp.n_layer; layer++)
         for (int t = 0; t < LORA_T_N_TARGETS; t++) {
             const ng_lora_mat *a = ng_lora_mat_of(l, layer, (ng_lora_target)t);

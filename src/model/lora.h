@@ -8,7 +8,13 @@
  * f32 in one buffer owned by the adapter, with s folded into B. Every shape is checked against
  * the model the adapter is loaded for. Several adapters may be loaded for one model and used by
  * different sequences of one batch (ng_state.lora); several can also be combined into one
- * (their ranks stacked) for a sequence that wants them all. */
+ * (their ranks stacked) for a sequence that wants them all.
+ *
+ * Trainable tokens (PEFT's trainable_token_indices, see train/adapter.h for the names): an
+ * adapter may also carry row deltas for some tokens' embeddings, and for the output head's
+ * rows (a tied head is the embedding, so its rows move with it). The embedding of such a token
+ * is base row + delta; its logit is h . (base row + delta). The user's scale multiplies the
+ * deltas as it does B A. */
 #ifndef NG_LORA_H
 #define NG_LORA_H
 
@@ -33,6 +39,12 @@ typedef struct ng_lora {
     int n_layer, rank_max;
     ng_lora_mat *mats; /* (n_layer * LORA_T_N_TARGETS) */
     float *data;       /* every A and B */
+    /* trainable tokens (n_tok 0: none) */
+    int n_tok, n_embd;
+    int *tok_ids;      /* (n_tok) ascending, distinct */
+    float *tok_embd;   /* (n_tok, n_embd) embedding row deltas, scale folded in */
+    float *tok_out;    /* (n_tok, n_embd) output head row deltas: == tok_embd for a tied head, NULL
+                        * when an untied head is not adapted; owned only when != tok_embd */
 } ng_lora;
 
 /* Loads path (a PEFT folder or a GGUF LoRA) for model m with a user scale (1 = as trained).
@@ -53,8 +65,14 @@ const ng_lora_mat *ng_lora_mat_of(const ng_lora *l, int layer, ng_lora_target t)
 void ng_lora_apply(float *y, const float *x, int B, int N, int K, int layer, ng_lora_target t,
                    const ng_lora *const *adapters);
 
+/* x (n_embd) += the embedding delta of token, if l has one; logits (n_vocab) += h . delta of
+ * each adapted head row. */
+void ng_lora_embed(const ng_lora *l, float *x, int token);
+void ng_lora_head(const ng_lora *l, float *logits, const float *h);
+
 /* Adds B A of every adapted matrix to m's weights (f32/f16/bf16 matrices are rewritten in their
- * own type into memory the model owns), so m computes as base + adapter with no run-time cost. */
+ * own type into memory the model owns), and the token deltas to their rows of the embedding
+ * and head, so m computes as base + adapter with no run-time cost. */
 int ng_lora_merge(struct ng_model *m, const ng_lora *l, ng_error *err);
 
 #endif

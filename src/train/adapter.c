@@ -105,6 +105,12 @@ static cJSON *config_json(const train_model *tm, const xmat *xs, int n, const ch
             cJSON_AddNumberToObject(rp, name, xs[i].rank);
     }
     cJSON_AddObjectToObject(c, "alpha_pattern");
+    if (tm->tok_delta) { /* trainable tokens: the input embedding's module name, and an untied head's */
+        cJSON *ti = cJSON_AddObjectToObject(c, "trainable_token_indices");
+        cJSON_AddItemToObject(ti, gpt2 ? "wte" : "embed_tokens", cJSON_CreateIntArray(tm->cfg.tok_ids, tm->cfg.n_tok_ids));
+        if (tm->out_delta != tm->tok_delta)
+            cJSON_AddItemToObject(ti, "lm_head", cJSON_CreateIntArray(tm->cfg.tok_ids, tm->cfg.n_tok_ids));
+    }
     return c;
 }
 
@@ -113,7 +119,8 @@ int adapter_save_peft(const train_model *tm, const char *dir, const char *base_n
     int n;
     xmat *xs = collect_all(tm, &n);
     int hd = ng_head_dim(&tm->hp), rc = NG_ERR, gpt2 = tm->hp.arch == NG_ARCH_GPT2;
-    ng_tensor *ts = xcalloc((size_t)2 * n, sizeof *ts);
+    ng_tensor *ts = xcalloc((size_t)2 * n + 2, sizeof *ts);
+    int nt = 2 * n;
     char path[4096];
     for (int i = 0; i < n; i++) {
         xmat *x = &xs[i];
@@ -137,9 +144,24 @@ int adapter_save_peft(const train_model *tm, const char *dir, const char *base_n
             t->nbytes = (size_t)(t->ne[0] * t->ne[1]) * sizeof(float);
         }
     }
+    /* trainable tokens: PEFT's (n_tokens, n_embd) deltas */
+    const train_param *deltas[2] = {tm->tok_delta, tm->out_delta != tm->tok_delta ? tm->out_delta : NULL};
+    const char *dnames[2] = {gpt2 ? "base_model.model.transformer.wte.token_adapter.trainable_tokens_delta"
+                                  : "base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta",
+                             "base_model.model.lm_head.token_adapter.trainable_tokens_delta"};
+    for (int i = 0; i < 2; i++) {
+        if (!deltas[i]) continue;
+        ng_tensor *t = &ts[nt++];
+        t->name = xstrdup(dnames[i]);
+        t->type = NG_F32;
+        t->n_dims = 2;
+        t->ne[0] = deltas[i]->ne0, t->ne[1] = deltas[i]->ne1, t->ne[2] = t->ne[3] = 1;
+        t->data = deltas[i]->data;
+        t->nbytes = (size_t)(t->ne[0] * t->ne[1]) * sizeof(float);
+    }
     static const char *const meta[] = {"format", "pt"};
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
-    if (st_write(path, ts, 2 * n, meta, 1, err) != NG_OK) goto done;
+    if (st_write(path, ts, nt, meta, 1, err) != NG_OK) goto done;
     cJSON *c = config_json(tm, xs, n, base_name);
     char *text = cJSON_Print(c);
     cJSON_Delete(c);
@@ -154,7 +176,7 @@ int adapter_save_peft(const train_model *tm, const char *dir, const char *base_n
     }
     rc = NG_OK;
 done:
-    for (int i = 0; i < 2 * n; i++) free((char *)ts[i].name);
+    for (int i = 0; i < nt; i++) free((char *)ts[i].name);
     free(ts);
     free_all(xs, n);
     return rc;
@@ -180,6 +202,12 @@ int adapter_save_gguf(const train_model *tm, const char *path, const char *base_
         snprintf(names[2 * i + 1], sizeof names[0], "blk.%d.%s.weight.lora_b", x->layer, x->gguf);
         gguf_add_tensor(w, names[2 * i], NG_F32, 2, ne_a, x->a);
         gguf_add_tensor(w, names[2 * i + 1], NG_F32, 2, ne_b, x->b);
+    }
+    if (tm->tok_delta) { /* trainable tokens: the ids as a key, each matrix's row deltas */
+        int64_t ne[2] = {tm->tok_delta->ne0, tm->tok_delta->ne1};
+        gguf_set_arr_data(w, "adapter.trainable_token_indices", GGUF_I32, tm->cfg.tok_ids, (uint64_t)tm->cfg.n_tok_ids);
+        gguf_add_tensor(w, "token_embd.delta", NG_F32, 2, ne, tm->tok_delta->data);
+        if (tm->out_delta != tm->tok_delta) gguf_add_tensor(w, "output.delta", NG_F32, 2, ne, tm->out_delta->data);
     }
     int rc = gguf_write(w, path, err);
     gguf_writer_free(w);

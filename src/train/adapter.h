@@ -20,6 +20,15 @@
  *         .lora_b (ne {r, out}) in netgpt / llama.cpp row order (no q/k permutation); GPT-2's
  *         attn_qkv is the same stacked adapter as in PEFT.
  *
+ * Trainable tokens (train_config.tok_ids), when trained, go with the adapter:
+ *   PEFT  base_model.model.transformer.wte.token_adapter.trainable_tokens_delta (GPT-2) or
+ *         base_model.model.model.embed_tokens.token_adapter.trainable_tokens_delta (LLaMA),
+ *         (n_tokens, n_embd) row deltas, plus base_model.model.lm_head.token_adapter
+ *         .trainable_tokens_delta for an untied head; adapter_config.json lists the ids in
+ *         trainable_token_indices {"wte" | "embed_tokens": [...], "lm_head": [...]}.
+ *   GGUF  key adapter.trainable_token_indices (i32 array), tensors token_embd.delta and, for an
+ *         untied head, output.delta (ne {n_embd, n_tokens}).
+ *
  * Both return NG_OK or NG_ERR + err; they only read the train_model. */
 #ifndef NG_ADAPTER_H
 #define NG_ADAPTER_H

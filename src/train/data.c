@@ -477,3 +477,19 @@ void data_loader_seek(data_loader *l, int64_t n_batches) {
     }
     l->row += skip;
 }
+
+int *data_token_set(const data_set *d, int n_vocab, int counted_only, int *n) {
+    uint8_t *seen = xcalloc((size_t)n_vocab, 1);
+    int k = 0;
+    for (int64_t i = 0; i < d->n_tokens; i++) {
+        int t = d->ids[i];
+        if (t < 0 || t >= n_vocab || (counted_only && !d->counts[i]) || seen[t]) continue;
+        seen[t] = 1, k++;
+    }
+    int *ids = k ? xmalloc((size_t)k * sizeof *ids) : NULL;
+    for (int t = 0, j = 0; t < n_vocab && j < k; t++)
+        if (seen[t]) ids[j++] = t;
+    free(seen);
+    *n = k;
+    return ids;
+}

@@ -77,6 +77,10 @@ typedef struct {
  * first bad line; bad lines are printed to stderr and counted otherwise. */
 data_set *data_load(const char *path, const ng_tokenizer *tok, const data_options *o, ng_error *err);
 void data_free(data_set *d);
+/* The distinct token ids of d, ascending (malloc'd, *n of them; NULL when none): every token
+ * (counted_only 0) or only the loss targets (1), which for instruction data are the tokens
+ * of the responses. Ids outside [0, n_vocab) are skipped. */
+int *data_token_set(const data_set *d, int n_vocab, int counted_only, int *n);
 /* Moves a fraction (0 < frac < 1) of d's examples, chosen by seed, into a new set (at least
  * one, leaving at least one); NULL when d has fewer than two examples. */
 data_set *data_split(data_set *d, double frac, uint64_t seed);

@@ -62,6 +62,16 @@ static void export_linear(const train_model *tm, ng_model *m, const ng_tensor **
     *b = copy_vec(m, nm, L->bias, L->w->ne[1]);
 }
 
+/* The trainable tokens' rows of t (an f32 copy) += their deltas. */
+static void add_token_rows(const train_model *tm, ng_tensor *t, const train_param *delta) {
+    if (!delta) return;
+    int64_t E = t->ne[0];
+    for (int i = 0; i < tm->cfg.n_tok_ids; i++) {
+        float *row = (float *)t->data + (size_t)tm->cfg.tok_ids[i] * (size_t)E;
+        for (int64_t k = 0; k < E; k++) row[k] += delta->data[(size_t)i * (size_t)E + k];
+    }
+}
+
 ng_model *train_export_model(const train_model *tm) {
     const ng_hparams *hp = &tm->hp;
     int E = hp->n_embd;
@@ -97,6 +107,8 @@ ng_model *train_export_model(const train_model *tm) {
     m->out_norm_w = copy_vec(m, "output_norm.weight", tm->normf_w, E);
     m->out_norm_b = copy_vec(m, "output_norm.bias", tm->normf_b, E);
     m->output = tm->output == tm->tok_embd ? m->tok_embd : copy_tensor(m, "output.weight", tm->output);
+    add_token_rows(tm, (ng_tensor *)m->tok_embd, tm->tok_delta);
+    if (m->output != m->tok_embd) add_token_rows(tm, (ng_tensor *)m->output, tm->out_delta);
     return m;
 }
 

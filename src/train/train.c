@@ -161,6 +161,10 @@ static void bind_all(train_model *tm) {
         bind_linear(tm, &ly->down, l, "ffn_down", B->down_w, B->down_b);
         bind_lora(tm, &ly->down, ly, l, "down", LORA_DOWN, 0, E, &rng);
     }
+    if (!full && tm->cfg.n_tok_ids > 0) { /* trainable tokens: deltas start at zero (calloc'd) */
+        tm->tok_delta = param(tm, "token_embd.delta", E, tm->cfg.n_tok_ids, 0);
+        tm->out_delta = m->output == m->tok_embd ? tm->tok_delta : param(tm, "output.delta", E, tm->cfg.n_tok_ids, 0);
+    }
     bind_vec(tm, &tm->normf_w, &tm->g_normf_w, "output_norm.weight", m->out_norm_w);
     bind_vec(tm, &tm->normf_b, &tm->g_normf_b, "output_norm.bias", m->out_norm_b);
     if (m->output == m->tok_embd) { /* tied: the head is the embedding, its gradient too */
@@ -220,6 +224,7 @@ static void layout(train_model *tm, carver *c) {
     tm->s_dqkv = carve(c, N * QKV), tm->s_dao = carve(c, N * E);
     tm->s_df1 = carve(c, N * F), tm->s_df2 = carve(c, N * F), tm->s_dfa = carve(c, N * F);
     tm->s_dlh = carve(c, N * (R ? R : 1)), tm->s_datt = carve(c, (size_t)tm->att_threads * T);
+    tm->s_tok = carve(c, N * (size_t)(tm->tok_slot ? tm->cfg.n_tok_ids : 0));
 }
 
 train_model *train_new(const ng_model *base, const train_config *cfg, ng_error *err) {
@@ -232,6 +237,15 @@ train_model *train_new(const ng_model *base, const train_config *cfg, ng_error *
         ng_error_set(err, "train: LoRA needs rank > 0, dropout in [0, 1) and at least one target");
         return NULL;
     }
+    if (cfg->n_tok_ids > 0 && !cfg->lora) {
+        ng_error_set(err, "train: trainable tokens are a LoRA option (full fine-tuning trains every row)");
+        return NULL;
+    }
+    for (int i = 0; i < cfg->n_tok_ids; i++)
+        if (cfg->tok_ids[i] < 0 || cfg->tok_ids[i] >= hp->n_vocab || (i && cfg->tok_ids[i] <= cfg->tok_ids[i - 1])) {
+            ng_error_set(err, "train: trainable token %d (entry %d) is out of range or out of order", cfg->tok_ids[i], i);
+            return NULL;
+        }
     const ng_tensor *vecs[] = {base->out_norm_w, base->out_norm_b};
     for (int i = 0; i < 2; i++)
         if (vecs[i] && vecs[i]->type != NG_F32) {
@@ -262,6 +276,11 @@ train_model *train_new(const ng_model *base, const train_config *cfg, ng_error *
     tm->tab = xcalloc((size_t)tm->n_tab + 1, sizeof *tm->tab);
     tm->n_params = 0, tm->n_tab = 0;
     bind_all(tm); /* place */
+    if (tm->tok_delta) {
+        tm->tok_slot = xmalloc((size_t)hp->n_vocab * sizeof(int));
+        for (int v = 0; v < hp->n_vocab; v++) tm->tok_slot[v] = -1;
+        for (int i = 0; i < cfg->n_tok_ids; i++) tm->tok_slot[cfg->tok_ids[i]] = i;
+    }
 
     size_t N = (size_t)cfg->max_B * cfg->max_T;
     tm->tokens = xmalloc(N * sizeof(int));
@@ -288,6 +307,7 @@ void train_free(train_model *tm) {
     free(tm->grads);
     free(tm->tab);
     free(tm->layers);
+    free(tm->tok_slot);
     free(tm->tokens);
     free(tm->targets);
     free(tm->mask);
@@ -490,6 +510,9 @@ float train_forward(train_model *tm, const train_batch *b, ng_error *err) {
     float *x = tm->res[0];
     for (int n = 0; n < N; n++) {
         embed_row(x + (size_t)n * E, tm->tok_embd, tm->tokens[n]);
+        int slot = tm->tok_slot ? tm->tok_slot[tm->tokens[n]] : -1;
+        if (slot >= 0)
+            for (int i = 0; i < E; i++) x[(size_t)n * E + i] += tm->tok_delta->data[(size_t)slot * E + i];
         if (tm->pos_embd) {
             embed_row(tm->s_a, tm->pos_embd, n % T);
             for (int i = 0; i < E; i++) x[(size_t)n * E + i] += tm->s_a[i];
@@ -501,6 +524,12 @@ float train_forward(train_model *tm, const train_batch *b, ng_error *err) {
     for (int i = 0; i < R; i++)
         memcpy(tm->lnf_rows + (size_t)i * E, tm->lnf + (size_t)tm->rows[i] * E, (size_t)E * sizeof(float));
     if (R) ng_matmul(tm->logits, tm->lnf_rows, tm->output->data, tm->output->type, NULL, R, V, E);
+    if (R && tm->out_delta) { /* the trained tokens' head rows: logit += h . delta */
+        int K = tm->cfg.n_tok_ids;
+        ng_matmul(tm->s_tok, tm->lnf_rows, tm->out_delta->data, NG_F32, NULL, R, K, E);
+        for (int i = 0; i < R; i++)
+            for (int j = 0; j < K; j++) tm->logits[(size_t)i * V + tm->cfg.tok_ids[j]] += tm->s_tok[(size_t)i * K + j];
+    }
 
     double loss = 0, count = 0;
     for (int i = 0; i < R; i++) {
@@ -580,6 +609,14 @@ void train_backward(train_model *tm, float scale) {
     if (R) {
         if (tm->g_output) train_matmul_dw(tm->g_output, tm->logits, V, tm->lnf_rows, R, V, E, 1.0f);
         train_matmul_dx(tm->s_dmid, tm->logits, tm->output->data, tm->output->type, R, V, E, tm->s_wt);
+        if (tm->out_delta) { /* the trained head rows: their dlogits columns */
+            int K = tm->cfg.n_tok_ids;
+            for (int i = 0; i < R; i++)
+                for (int j = 0; j < K; j++) tm->s_tok[(size_t)i * K + j] = tm->logits[(size_t)i * V + tm->cfg.tok_ids[j]];
+            train_matmul_dw(tm->out_delta->grad, tm->s_tok, K, tm->lnf_rows, R, K, E, 1.0f);
+            train_matmul_dx(tm->s_dq, tm->s_tok, tm->out_delta->data, NG_F32, R, K, E, tm->s_wt);
+            for (size_t i = 0; i < (size_t)R * E; i++) tm->s_dmid[i] += tm->s_dq[i];
+        }
         for (int i = 0; i < R; i++)
             memcpy(tm->s_dln + (size_t)tm->rows[i] * E, tm->s_dmid + (size_t)i * E, (size_t)E * sizeof(float));
     }
@@ -593,6 +630,11 @@ void train_backward(train_model *tm, float scale) {
         const float *d = tm->dres[0] + (size_t)n * E;
         if (tm->g_tok) {
             float *g = tm->g_tok + (size_t)tm->tokens[n] * E;
+            for (int i = 0; i < E; i++) g[i] += d[i];
+        }
+        int slot = tm->tok_slot ? tm->tok_slot[tm->tokens[n]] : -1;
+        if (slot >= 0) {
+            float *g = tm->tok_delta->grad + (size_t)slot * E;
             for (int i = 0; i < E; i++) g[i] += d[i];
         }
         if (tm->g_pos) {
