@@ -1,6 +1,7 @@
 /* The shipped default models (models/, made by `make models`): they load, carry the real
  * vocabularies (known token ids), stay within the size budget, and the edge's completion model
- * (the base with its LoRA adapter, or the fully fine-tuned model) does its job on held-out cities — the facts of the context stated, none invented — so a change
+ * (the base with its LoRA adapter, and the fully fine-tuned model, each that is shipped) does
+ * its job on held-out cities — the facts of the context stated, none invented — so a change
  * that breaks the forward pass, LoRA, the tokenizers or the prompt format fails here. Skipped
  * when models/ is absent (a checkout without the model files). */
 #include "test.h"
@@ -18,7 +19,7 @@
 #define EDGE "models/edge-gpt2.gguf"
 #define ADAPTER "models/edge-completion.gguf"
 #define CLOUD "models/cloud-llama.gguf"
-#define EDGE_FULL "models/edge-gpt2-completion.gguf" /* fully fine-tuned, when the adapter is below the bar */
+#define EDGE_FULL "models/edge-gpt2-completion.gguf" /* the base fully fine-tuned */
 #define MAX_BYTES 20000000L /* 20 MB per file */
 #define MAX_EDGE_PPL 1100 /* measured 832.5 (an untrained model: ~50,000) */
 #define MAX_CLOUD_PPL 45 /* measured 34.5 (untrained: ~32,000) */
@@ -142,15 +143,15 @@ static void test_perplexity(void) {
     ng_model_free(c);
 }
 
-/* The completion model on held-out test records (tests/testdata/models: 12 records of the pairs
- * test split, cities never seen in training), scored by src/edge/score.c. */
-static void test_edge_completion(void) {
-    int lora = t_exists(EDGE) && t_exists(ADAPTER);
-    if (!lora && !t_exists(EDGE_FULL)) SKIP("models/ has no edge completion model");
+/* A completion model (model_path, with adapter_path or NULL) on held-out test records
+ * (tests/testdata/models: 12 records of the pairs test split, cities never seen in training),
+ * scored by src/edge/score.c. */
+static void check_completion(const char *model_path, const char *adapter_path) {
+    int lora = adapter_path != NULL;
     ng_error err;
-    ng_model *m = ng_model_load(lora ? EDGE : EDGE_FULL, &err);
+    ng_model *m = ng_model_load(model_path, &err);
     REQUIRE(m, "%s", err.msg);
-    ng_lora *a = lora ? ng_lora_load(m, ADAPTER, 1.0f, &err) : NULL;
+    ng_lora *a = lora ? ng_lora_load(m, adapter_path, 1.0f, &err) : NULL;
     REQUIRE(!lora || a, "%s", err.msg);
     edge_scorer *sc = edge_scorer_load("tests/testdata/pairs_score/vocab.json", &err);
     REQUIRE(sc, "%s", err.msg);
@@ -173,7 +174,7 @@ static void test_edge_completion(void) {
     double stated = (double)s.stated / (double)(s.facts ? s.facts : 1);
     printf("%s: edge completion on %ld held-out records: %ld of %ld facts stated (%.1f%%), %ld of %ld mentions "
            "invented, %ld of %ld requests stated\n",
-           lora ? ADAPTER : EDGE_FULL, s.records, s.stated, s.facts, 100 * stated, s.invented, s.mentions,
+           lora ? adapter_path : model_path, s.records, s.stated, s.facts, 100 * stated, s.invented, s.mentions,
            s.requests_stated, s.requests);
     CHECK(s.records == 12, "%ld records scored", s.records);
     CHECK(stated >= MIN_STATED, "facts stated %.3f, below %.2f", stated, MIN_STATED);
@@ -185,6 +186,14 @@ static void test_edge_completion(void) {
     edge_scorer_free(sc);
     ng_lora_free(a);
     ng_model_free(m);
+}
+
+/* Each completion model models/ ships: the base with its LoRA adapter, the fully fine-tuned one. */
+static void test_edge_completion(void) {
+    int lora = t_exists(EDGE) && t_exists(ADAPTER), full = t_exists(EDGE_FULL);
+    if (!lora && !full) SKIP("models/ has no edge completion model");
+    if (lora) check_completion(EDGE, ADAPTER);
+    if (full) check_completion(EDGE_FULL, NULL);
 }
 
 int main(void) {

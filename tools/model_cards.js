@@ -59,6 +59,11 @@ function readGguf(file) {
 
 const mb = (b) => `${(b / 1048576).toFixed(2)} MiB (${(b / 1e6).toFixed(1)} MB)`;
 const millions = (n) => `${(n / 1e6).toFixed(2)} M`;
+// an adapter's trainable tokens (--lora-tokens): how many embedding / head rows it carries
+const tokenRows = (g) => {
+  const d = g.tensors.find((t) => t.name === 'token_embd.delta');
+  return d ? ` (of them, the embedding and tied head rows of ${d.ne[1]} tokens: --lora-tokens response)` : '';
+};
 const pct = (x) => `${(100 * x).toFixed(1)}%`;
 const minutes = (s) => `${(s / 60).toFixed(1)} min`;
 const f3 = (x) => (x === undefined || x === null ? 'n/a' : Number(x).toFixed(3));
@@ -235,7 +240,7 @@ user's concise request into the comprehensive prompt sent to the cloud — NetGP
 | | |
 |---|---|
 | base | edge-gpt2.gguf |
-| LoRA | ${comp.kv['adapter.lora.alpha'] !== undefined ? `alpha ${comp.kv['adapter.lora.alpha']}, ` : ''}${comp.tensors.length / 2} adapted matrices, ${millions(comp.tensors.reduce((s, t) => s + t.n, 0))} parameters |
+| LoRA | ${comp.kv['adapter.lora.alpha'] !== undefined ? `alpha ${comp.kv['adapter.lora.alpha']}, ` : ''}${comp.tensors.filter((t) => t.name.endsWith('.lora_a')).length} adapted matrices, ${millions(comp.tensors.reduce((s, t) => s + t.n, 0))} parameters${tokenRows(comp)} |
 | file | ${mb(comp.bytes)}, SHA-256 \`${comp.sha.slice(0, 16)}…\` |
 
 ## Training

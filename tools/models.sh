@@ -48,7 +48,7 @@ now() { date +%s; }
 # ---- recipe: shapes and schedules (fixed seeds)
 EDGE_SHAPE=${EDGE_SHAPE:-"--arch gpt2 --n-embd 256 --n-layer 6 --n-head 4 --ctx 256 --seed 1"}
 EDGE_TRAIN=${EDGE_TRAIN:-"--full --batch 8 --ctx 256 --steps 700 --lr 2e-3 --min-lr 2e-4 --warmup 50 --seed 1"}
-COMP_TRAIN=${COMP_TRAIN:-"--lora-rank 16 --lora-targets all --batch 8 --ctx 256 --steps 900 --lr 2e-3 \
+COMP_TRAIN=${COMP_TRAIN:-"--lora-rank 16 --lora-targets all --lora-tokens response --batch 8 --ctx 256 --steps 900 --lr 2e-3 \
  --min-lr 2e-4 --warmup 50 --seed 1 --save-format gguf"}
 FULL_TRAIN=${FULL_TRAIN:-"--full --batch 8 --ctx 256 --steps 800 --lr 1e-3 --min-lr 1e-4 --warmup 20 --seed 1"}
 CLOUD_SHAPE=${CLOUD_SHAPE:-"--arch llama --n-embd 256 --n-layer 4 --n-head 4 --ctx 512 --seed 2"}
