@@ -82,19 +82,32 @@ static double rel_err(const float *got, const float *ref, int n_rows, int w, con
     return mx > 0 ? md / mx : md;
 }
 
+/* The fixture of model `name` and the model itself (tests/testdata/NAME); NULL (with a failed
+ * check) when either is missing. */
+static ng_model *fixture_model(fixture *fx, const char *name) {
+    char mdir[128];
+    if (fixture_load(fx, name) != 0) {
+        CHECK(0, "%s: fixture missing (make -C tools/reference grads)", name);
+        return NULL;
+    }
+    snprintf(mdir, sizeof mdir, TESTDATA("%s"), name);
+    ng_error err = {{0}};
+    ng_model *m = ng_model_load(mdir, &err);
+    CHECK(m, "%s", err.msg);
+    if (!m) fixture_free(fx);
+    return m;
+}
+
 static train_config cfg_full(int B, int T) { return (train_config){.max_B = B, .max_T = T, .seed = 1}; }
 
 /* Every parameter and residual-stream gradient of full fine-tuning against the reference.
  * With pad > 0 the batch's rows get pad more positions that the loss does not count (tokens
  * and targets of their own); the trainer drops them, and every result stays the reference's. */
 static void check_full(const char *name, int pad) {
-    fixture fx;
-    char mdir[128];
-    REQUIRE(fixture_load(&fx, name) == 0, "%s: fixture missing (make -C tools/reference grads)", name);
-    snprintf(mdir, sizeof mdir, TESTDATA("%s"), name);
+    fixture fx = {0};
+    ng_model *m = fixture_model(&fx, name);
+    if (!m) return;
     ng_error err = {{0}};
-    ng_model *m = ng_model_load(mdir, &err);
-    REQUIRE(m, "%s", err.msg);
     int B = fx.batch.B, T = fx.batch.T, TP = T + pad;
     int *tok = xmalloc((size_t)B * TP * sizeof *tok), *tgt = xmalloc((size_t)B * TP * sizeof *tgt);
     float *msk = xmalloc((size_t)B * TP * sizeof *msk);
@@ -156,13 +169,10 @@ static void test_grads_padded(void) {
 
 /* LoRA gradients with the fixture's adapters on every target, base frozen. */
 static void check_lora(const char *name) {
-    fixture fx;
-    char mdir[128];
-    REQUIRE(fixture_load(&fx, name) == 0, "%s: fixture missing", name);
-    snprintf(mdir, sizeof mdir, TESTDATA("%s"), name);
+    fixture fx = {0};
+    ng_model *m = fixture_model(&fx, name);
+    if (!m) return;
     ng_error err = {{0}};
-    ng_model *m = ng_model_load(mdir, &err);
-    REQUIRE(m, "%s", err.msg);
     const cJSON *lj = cJSON_GetObjectItem(fx.ref, "lora");
     train_config cfg = cfg_full(fx.batch.B, fx.batch.T);
     cfg.lora = 1, cfg.lora_rank = cJSON_GetObjectItem(lj, "rank")->valueint;
@@ -210,13 +220,10 @@ static void check_lora(const char *name) {
  * for LLaMA the embedding's (token_embd.delta) and the head's (output.delta), each checked
  * with the rows the fixture stores as the trainable tokens. */
 static void check_tokens(const char *name, const char *pname, const char *delta) {
-    fixture fx;
-    char mdir[128];
-    REQUIRE(fixture_load(&fx, name) == 0, "%s: fixture missing", name);
-    snprintf(mdir, sizeof mdir, TESTDATA("%s"), name);
+    fixture fx = {0};
+    ng_model *m = fixture_model(&fx, name);
+    if (!m) return;
     ng_error err = {{0}};
-    ng_model *m = ng_model_load(mdir, &err);
-    REQUIRE(m, "%s", err.msg);
     const cJSON *e, *ent = NULL;
     cJSON_ArrayForEach(e, cJSON_GetObjectItem(fx.ref, "grads.f32"))
         if (!strcmp(cJSON_GetObjectItem(e, "name")->valuestring, pname)) ent = e;
