@@ -2,6 +2,7 @@
 #include "model/lora.h"
 
 #include <cjson/cJSON.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,7 +89,6 @@ static int parse_gguf_name(const char *name, ng_arch arch, int *layer, ng_lora_t
     return -1;
 }
 
-
 /* ---- trainable tokens ------------------------------------------------------------------------ */
 
 /* One side's rows as a file gives them: ids[i] owns row i of delta (n rows of n_embd). */
@@ -125,13 +125,17 @@ static int check_side(const ng_model *m, const tok_side *s, const char *path, co
                             path, what, (long long)t->ne[0], (long long)t->ne[1], s->n, m->hp.n_embd);
     if (t->type != NG_F32 && t->type != NG_F16 && t->type != NG_BF16)
         return ng_error_set(err, "%s: %s token deltas must be f32, f16 or bf16", path, what);
-    for (int i = 0; i < s->n; i++) {
+    for (int i = 0; i < s->n; i++)
         if (s->ids[i] < 0 || s->ids[i] >= m->hp.n_vocab)
             return ng_error_set(err, "%s: %s token id %d is outside the vocabulary of %d", path, what, s->ids[i],
                                 m->hp.n_vocab);
-        for (int j = 0; j < i; j++)
-            if (s->ids[j] == s->ids[i]) return ng_error_set(err, "%s: %s token id %d is listed twice", path, what, s->ids[i]);
-    }
+    int *sorted = xmalloc((size_t)s->n * sizeof *sorted), dup = -1;
+    memcpy(sorted, s->ids, (size_t)s->n * sizeof *sorted);
+    qsort(sorted, (size_t)s->n, sizeof *sorted, cmp_int);
+    for (int i = 1; i < s->n && dup < 0; i++)
+        if (sorted[i] == sorted[i - 1]) dup = sorted[i];
+    free(sorted);
+    if (dup >= 0) return ng_error_set(err, "%s: %s token id %d is listed twice", path, what, dup);
     return NG_OK;
 }
 
@@ -284,7 +288,8 @@ static int json_ids(const cJSON *arr, int **ids, int *n, const char *path, ng_er
     *n = k;
     const cJSON *e;
     cJSON_ArrayForEach(e, arr) {
-        if (!cJSON_IsNumber(e) || e->valuedouble != (double)(int)e->valuedouble)
+        if (!cJSON_IsNumber(e) || !(e->valuedouble >= INT_MIN && e->valuedouble <= INT_MAX) ||
+            e->valuedouble != (double)(int)e->valuedouble)
             return ng_error_set(err, "%s: trainable_token_indices: entry %d is not a token id", path, i);
         (*ids)[i++] = (int)e->valuedouble;
     }
