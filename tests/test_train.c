@@ -519,6 +519,8 @@ static void check_resume(int lora) {
     ng_model *m = ng_model_random(&hp, NG_F16, 7);
     train_config cfg = {.lora = lora, .lora_rank = 4, .lora_alpha = 8, .lora_dropout = 0.1f,
                         .lora_targets = LORA_ALL, .max_B = 4, .max_T = TASK_T - 1, .seed = 99};
+    static const int tok_ids[4] = {2, 3, 5, 7}; /* LoRA: with trainable tokens, saved and resumed too */
+    if (lora) cfg.tok_ids = tok_ids, cfg.n_tok_ids = 4;
     adamw_config oc = adamw_defaults(6);
     oc.lr = 1e-2f, oc.warmup_steps = 2;
     ng_error err = {{0}};
@@ -552,6 +554,14 @@ static void check_resume(int lora) {
     adamw *o2 = adamw_new(&oc, t2->n_params);
     CHECK(train_load(t2, o2, path, &err) == NG_ERR, "a mismatched checkpoint loaded");
     train_free(t2), adamw_free(o2);
+    if (lora) { /* nor one of another token set */
+        other = cfg;
+        other.n_tok_ids = 3;
+        t2 = train_new(m, &other, &err);
+        o2 = adamw_new(&oc, t2->n_params);
+        CHECK(train_load(t2, o2, path, &err) == NG_ERR, "a checkpoint with 4 trainable tokens loaded for 3");
+        train_free(t2), adamw_free(o2);
+    }
     remove(path);
     train_free(tm), adamw_free(o);
     ng_model_free(m);
