@@ -199,13 +199,22 @@ ${ATTRIB}
 
   if (fullShipped) {
     const full = readGguf(path.join(M, 'edge-gpt2-completion.gguf'));
-    fs.writeFileSync(path.join(M, 'edge-gpt2-completion.md'), `# edge-gpt2-completion.gguf — the edge's completion model
+    const role = shipped
+      ? `the fully fine-tuned twin of the edge completion adapter
+
+edge-gpt2.gguf fully fine-tuned on the edge completion pairs: from the edge's context block and
+the user's concise request it writes the comprehensive prompt sent to the cloud — NetGPT's edge
+task. \`netgpt edge -m models/edge-gpt2-completion.gguf --completion model\` uses it. The edge's
+completion model is the LoRA adapter (edge-completion.gguf, which make demo uses); this one is
+kept for comparison (see edge-gpt2.md).`
+      : `the edge's completion model
 
 edge-gpt2.gguf fully fine-tuned on the edge completion pairs: from the edge's context block and
 the user's concise request it writes the comprehensive prompt sent to the cloud — NetGPT's edge
 task. \`netgpt edge -m models/edge-gpt2-completion.gguf --completion model\` uses it (make demo
-does). It stands in for the LoRA adapter the design calls for, which on this small base is
-still below the bar (see edge-gpt2.md).
+does). It stands in for the LoRA adapter the design calls for, which is below the bar (see
+edge-gpt2.md).`;
+    fs.writeFileSync(path.join(M, 'edge-gpt2-completion.md'), `# edge-gpt2-completion.gguf — ${role}
 
 ${shapeTable(full)}
 

@@ -4,17 +4,17 @@
 #
 #   models/edge-gpt2.gguf        GPT-2 architecture, real GPT-2 vocabulary, pretrained from
 #                                scratch on English text (build/data/text), Q4_0 (EDGE_QUANT)
-#   models/edge-completion.gguf  LoRA on it: (edge context, concise prompt) -> comprehensive
-#                                prompt with references to the context the edge fills
-#                                (build/data/pairs/*_refs.jsonl) — installed only when its evaluation
-#                                meets the bar (>= 90% of facts and requests stated, <= 2%
-#                                invented); below
-#                                it the edge keeps writing prompts by the template, and the
-#                                adapter stays in build/models/edge-completion/
+#   models/edge-completion.gguf  LoRA on it, with the embedding / head rows of the tokens the
+#                                responses use (--lora-tokens response): (edge context, concise
+#                                prompt) -> comprehensive prompt with references to the context
+#                                the edge fills (build/data/pairs/*_refs.jsonl); the edge's
+#                                completion model — installed only when its evaluation meets the
+#                                bar (>= 90% of facts and requests stated, <= 2% invented); below
+#                                it the adapter stays in build/models/edge-completion/
 #   models/edge-gpt2-completion.gguf
-#                                the edge base fully fine-tuned on the same pairs: the edge's
-#                                completion model while the LoRA adapter is below the bar;
-#                                installed under the same bar
+#                                the edge base fully fine-tuned on the same pairs, for comparison
+#                                (and the edge's completion model should the adapter fall below
+#                                the bar); installed under the same bar
 #   models/cloud-llama.gguf      LLaMA architecture, real LLaMA-2 vocabulary, trained on the
 #                                English text, then on answers built from the same places
 #                                (build/data/answers), Q8_0
