@@ -139,6 +139,17 @@ static void test_lora_tokens_learns(void) {
         CHECK(n == 20 && right >= 18, "%s: %d of %d held-out prompts answered right", loras[i] ? loras[i] : models[i],
               right, n);
     }
+    /* the adapter as q8_0 (B matrices of rank 8 in f16): smaller, and it still answers */
+    rc = run(BIN " quantize build/tmp/tr-tok/adapter.gguf build/tmp/tr-tok-q8.gguf q8_0", &out, &err);
+    CHECK(rc == 0 && out && strstr(out, "q8_0 adapter"), "quantize the adapter: exit %d: %s%s", rc, out ? out : "",
+          err ? err : "");
+    free(out), free(err);
+    struct stat sf, sq;
+    CHECK(stat("build/tmp/tr-tok/adapter.gguf", &sf) == 0 && stat("build/tmp/tr-tok-q8.gguf", &sq) == 0 &&
+              sq.st_size * 2 < sf.st_size,
+          "q8_0 adapter is not under half the f32 one's size");
+    int nq, right_q = held_out_correct(BASE, "build/tmp/tr-tok-q8.gguf", &nq, NULL);
+    CHECK(nq == 20 && right_q >= 18, "q8_0 adapter: %d of %d held-out prompts answered right", right_q, nq);
     rc = run(BIN " train -m " BASE " --data " TRAIN_B " --lora-tokens some -o build/tmp/tr-tok2", NULL, &err);
     CHECK(rc != 0 && err && strstr(err, "--lora-tokens 'some'"), "unknown --lora-tokens: exit %d: %s", rc, err ? err : "");
     free(err);

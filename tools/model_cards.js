@@ -106,7 +106,8 @@ const ATTRIB = `## Data licences and attribution
 function main() {
   const edge = readGguf(path.join(M, 'edge-gpt2.gguf'));
   const shipped = fs.existsSync(path.join(M, 'edge-completion.gguf'));
-  const comp = readGguf(path.join(B, 'edge-completion', 'adapter.gguf'));
+  // the adapter as shipped (quantized) when it is, else as trained
+  const comp = readGguf(shipped ? path.join(M, 'edge-completion.gguf') : path.join(B, 'edge-completion', 'adapter.gguf'));
   const cloud = readGguf(path.join(M, 'cloud-llama.gguf'));
   const eb = readJson('edge-base.train.json'), ebt = readJson('edge-base.time.json');
   const ec = readJson('edge-completion.train.json'), ect = readJson('edge-completion.time.json');
@@ -184,7 +185,7 @@ pairs). Referenced form: where the prompt repeats the context it says \`{place}\
 from the context block it wrote (src/edge/complete.h); the model chooses which facts to state and how, the edge makes the names
 and numbers exact. Two models:
 
-- a LoRA adapter on this model: \`netgpt train -m models/edge-gpt2.gguf ${env('COMP_TRAIN')}\`;
+- a LoRA adapter on this model: \`netgpt train -m models/edge-gpt2.gguf ${env('COMP_TRAIN')}\`, then \`netgpt quantize … ${env('ADAPTER_QUANT')}\`;
 - this model fully fine-tuned: \`netgpt train ${env('FULL_TRAIN')}\`, then ${env('EDGE_QUANT')}.
 
 ${TRAIN_HEAD}
@@ -259,7 +260,10 @@ pairs of tools/data/pairs (Alpaca format: the context block and request as the i
 comprehensive prompt in referenced form as the output — \`{place}\`, \`{poi1}\`, \`{dist1}\`, …,
 which the edge fills from its context block, see edge-gpt2.md; the loss counts the output
 only), validation on 300 of the
-validation pairs. Cities of the validation and test splits never appear in training.
+validation pairs. Cities of the validation and test splits never appear in training. Then
+\`netgpt quantize adapter.gguf edge-completion.gguf ${env('ADAPTER_QUANT')}\` (the A matrices and token rows in
+${env('ADAPTER_QUANT')}, the B matrices, whose rows of 16 are not whole blocks, in f16); the evaluation below is of
+that file.
 
 ${TRAIN_HEAD}
 ${trainRow('adapter', ec)}

@@ -60,6 +60,9 @@ EVAL_PAIRS=${EVAL_PAIRS:-300}
 # 50,257 x 256 token embedding, which is also the output head); held-out perplexity moves by
 # about 0.1% (first 60 kB of the held-out text: f32 1408.4, q8_0 1408.3, q4_0 1410.0).
 EDGE_QUANT=${EDGE_QUANT:-q4_0}
+# The completion adapter's type as shipped (netgpt quantize: A matrices and token rows q8_0, the
+# rank-16 B matrices f16): 1.0 MiB instead of 2.5 MiB of f32, evaluated as shipped.
+ADAPTER_QUANT=${ADAPTER_QUANT:-q8_0}
 
 step_data() {
     if have build/data/text/train.txt && have build/data/pairs/train.jsonl && have build/data/answers/train.jsonl; then
@@ -177,7 +180,8 @@ step_eval() {
     $N eval -m $M/cloud-llama.gguf -f $B/text-heldout.txt --ctx 256 --json $T >$B/eval-cloud-ppl.json
     say "evaluation: edge completion on held-out cities ($EVAL_PAIRS records)"
     P=build/data/pairs
-    $N eval -m $M/edge-gpt2.gguf --lora $B/edge-completion/adapter.gguf --pairs $P/test.jsonl --facts $P/test_facts.jsonl \
+    $N quantize $B/edge-completion/adapter.gguf $B/edge-completion-q.gguf $ADAPTER_QUANT
+    $N eval -m $M/edge-gpt2.gguf --lora $B/edge-completion-q.gguf --pairs $P/test.jsonl --facts $P/test_facts.jsonl \
         --limit "$EVAL_PAIRS" -o $B/pairs-pred.jsonl --json $T >$B/eval-pairs-model.json
     $N eval --score $P/test_baseline.jsonl --facts $P/test_facts.jsonl --limit "$EVAL_PAIRS" --json \
         >$B/eval-pairs-template.json
@@ -187,14 +191,14 @@ step_eval() {
         "$(cat $B/eval-pairs-full.json)" "$(cat $B/eval-pairs-template.json)" >$B/eval-pairs.json
     cat $B/eval-pairs.json
     # the bar: a completion model that writes worse prompts than the template does not ship
-    install_if_meets_bar model $B/edge-completion/adapter.gguf $M/edge-completion.gguf "edge completion adapter"
+    install_if_meets_bar model $B/edge-completion-q.gguf $M/edge-completion.gguf "edge completion adapter"
     install_if_meets_bar full $B/edge-comp-full-q.gguf $M/edge-gpt2-completion.gguf \
         "fully fine-tuned completion model"
 }
 
 step_cards() {
     say "model cards"
-    EDGE_QUANT=$EDGE_QUANT EDGE_SHAPE=$EDGE_SHAPE EDGE_TRAIN=$EDGE_TRAIN COMP_TRAIN=$COMP_TRAIN CLOUD_SHAPE=$CLOUD_SHAPE \
+    EDGE_QUANT=$EDGE_QUANT ADAPTER_QUANT=$ADAPTER_QUANT EDGE_SHAPE=$EDGE_SHAPE EDGE_TRAIN=$EDGE_TRAIN COMP_TRAIN=$COMP_TRAIN CLOUD_SHAPE=$CLOUD_SHAPE \
         FULL_TRAIN=$FULL_TRAIN CLOUD_TEXT=$CLOUD_TEXT CLOUD_ANS=$CLOUD_ANS MODELS_DIR=$M MODELS_BUILD=$B node tools/model_cards.js
 }
 

@@ -1,9 +1,11 @@
 /* netgpt quantize — rewrite a GGUF model with its weight matrices in another type. */
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "core/quant.h"
+#include "formats/gguf.h"
 
 static const char HELP[] =
     "usage: netgpt quantize IN.gguf OUT.gguf TYPE\n"
@@ -13,6 +15,10 @@ static const char HELP[] =
     "rows are not a whole number of 32-value blocks is written as f16 (as llama.cpp does).\n"
     "Input matrices of any type netgpt reads (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1,\n"
     "q4_k, q5_k, q6_k) are dequantized to f32 first, then converted.\n"
+    "\n"
+    "A GGUF LoRA adapter (general.type \"adapter\") is written the same way: each tensor whose\n"
+    "rows are whole blocks in TYPE (A matrices, trainable-token rows), the others (B matrices of\n"
+    "a rank below 32) in f16; --lora loads either.\n"
     "\n"
     "TYPE: q8_0  8-bit, 34 bytes per 32 weights (8.5 bits each), nearly lossless\n"
     "      q4_0  4-bit, 18 bytes per 32 weights (4.5 bits each)\n"
@@ -24,6 +30,42 @@ static const char HELP[] =
 static long long file_size(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 && S_ISREG(st.st_mode) ? (long long)st.st_size : -1;
+}
+
+/* IN, a GGUF LoRA adapter, with its tensors in type t where their rows are whole blocks of it. */
+static int quantize_adapter(gguf_ctx *g, const char *in, const char *out, ng_type t) {
+    gguf_writer *w = gguf_writer_new();
+    gguf_copy_kv(w, g, NULL);
+    int n = gguf_n_tensors(g);
+    void **bufs = xcalloc((size_t)(n ? n : 1), sizeof *bufs);
+    size_t before = 0, after = 0;
+    for (int i = 0; i < n; i++) {
+        const ng_tensor *x = gguf_tensor(g, i);
+        int64_t rows = x->ne[1] * x->ne[2] * x->ne[3], cols = x->ne[0];
+        /* rows that are not whole blocks of t: f16 when t is a block type and x is wider */
+        ng_type to = cols % ng_type_block(t) == 0 ? t : ng_type_block(t) > 1 && x->type == NG_F32 ? NG_F16 : x->type;
+        before += ng_row_size(x->type, cols) * (size_t)rows;
+        if (to != x->type) {
+            bufs[i] = xmalloc(ng_row_size(to, cols) * (size_t)rows);
+            float *row = xmalloc((size_t)cols * sizeof *row);
+            for (int64_t r = 0; r < rows; r++) {
+                ng_to_f32(row, (const char *)x->data + ng_row_size(x->type, cols) * (size_t)r, x->type, cols);
+                ng_quantize_row(to, row, (char *)bufs[i] + ng_row_size(to, cols) * (size_t)r, cols);
+            }
+            free(row);
+        }
+        after += ng_row_size(to, cols) * (size_t)rows;
+        gguf_add_tensor(w, x->name, to, x->n_dims, x->ne, bufs[i] ? bufs[i] : x->data);
+    }
+    ng_error err;
+    int rc = gguf_write(w, out, &err);
+    gguf_writer_free(w);
+    for (int i = 0; i < n; i++) free(bufs[i]);
+    free(bufs);
+    if (rc) ng_die("%s", err.msg);
+    printf("%s -> %s (%s adapter): tensors %.2f MiB -> %.2f MiB\n", in, out, ng_type_name(t), before / 1048576.0,
+           after / 1048576.0);
+    return 0;
 }
 
 int cmd_quantize(int argc, char **argv) {
@@ -44,6 +86,14 @@ int cmd_quantize(int argc, char **argv) {
     if (t < 0 || !ng_type_can_quant((ng_type)t)) {
         fprintf(stderr, "netgpt quantize: type '%s' is not one of q8_0, q4_0, f16, bf16, f32\n", type);
         return 2;
+    }
+    ng_error gerr;
+    gguf_ctx *g = gguf_open(in, &gerr); /* an adapter is not a model: it has a path of its own */
+    if (g) {
+        const char *gt = gguf_get_str(g, "general.type");
+        int rc = gt && !strcmp(gt, "adapter") ? quantize_adapter(g, in, out, (ng_type)t) : -1;
+        gguf_close(g);
+        if (rc >= 0) return rc;
     }
     o.model = in;
     double t0 = ng_time();

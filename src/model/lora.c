@@ -89,6 +89,13 @@ static int parse_gguf_name(const char *name, ng_arch arch, int *layer, ng_lora_t
     return -1;
 }
 
+/* An adapter tensor's type: a float type, or q8_0 / q4_0 (netgpt quantize writes them) with
+ * rows of whole blocks. */
+static int adapter_type_ok(const ng_tensor *t) {
+    if (t->type == NG_F32 || t->type == NG_F16 || t->type == NG_BF16) return 1;
+    return (t->type == NG_Q8_0 || t->type == NG_Q4_0) && t->ne[0] % ng_type_block(t->type) == 0;
+}
+
 /* ---- trainable tokens ------------------------------------------------------------------------ */
 
 /* One side's rows as a file gives them: ids[i] owns row i of delta (n rows of n_embd). */
@@ -123,8 +130,8 @@ static int check_side(const ng_model *m, const tok_side *s, const char *path, co
     if (t->ne[0] != m->hp.n_embd || t->ne[1] != s->n || t->ne[2] != 1 || s->n <= 0)
         return ng_error_set(err, "%s: %s token deltas [%lld, %lld] do not fit %d tokens of the model's %d-wide rows",
                             path, what, (long long)t->ne[0], (long long)t->ne[1], s->n, m->hp.n_embd);
-    if (t->type != NG_F32 && t->type != NG_F16 && t->type != NG_BF16)
-        return ng_error_set(err, "%s: %s token deltas must be f32, f16 or bf16", path, what);
+    if (!adapter_type_ok(t))
+        return ng_error_set(err, "%s: %s token deltas must be f32, f16, bf16, q8_0 or q4_0", path, what);
     for (int i = 0; i < s->n; i++)
         if (s->ids[i] < 0 || s->ids[i] >= m->hp.n_vocab)
             return ng_error_set(err, "%s: %s token id %d is outside the vocabulary of %d", path, what, s->ids[i],
@@ -230,9 +237,8 @@ static ng_lora *build(const ng_model *m, const char *path, pair *pairs, float sc
                              (long long)p->b->ne[1], w ? (long long)w->ne[0] : 0, w ? (long long)w->ne[1] : 0);
                 return NULL;
             }
-            if ((p->a->type != NG_F32 && p->a->type != NG_F16 && p->a->type != NG_BF16) ||
-                (p->b->type != NG_F32 && p->b->type != NG_F16 && p->b->type != NG_BF16)) {
-                ng_error_set(err, "%s: layer %d: adapter tensors must be f32, f16 or bf16", path, l);
+            if (!adapter_type_ok(p->a) || !adapter_type_ok(p->b)) {
+                ng_error_set(err, "%s: layer %d: adapter tensors must be f32, f16, bf16, q8_0 or q4_0", path, l);
                 return NULL;
             }
             total += (size_t)r * (size_t)(w->ne[0] + w->ne[1]);
