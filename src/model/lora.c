@@ -100,7 +100,7 @@ static int adapter_type_ok(const ng_tensor *t) {
 
 /* One side's rows as a file gives them: ids[i] owns row i of delta (n rows of n_embd). */
 typedef struct {
-    const int *ids;
+    int *ids; /* malloc'd */
     int n;
     const ng_tensor *delta;
 } tok_side;
@@ -108,6 +108,15 @@ typedef struct {
 static int cmp_int(const void *a, const void *b) {
     int x = *(const int *)a, y = *(const int *)b;
     return (x > y) - (x < y);
+}
+
+/* Sorts ids[0..n) ascending and drops repeats; returns how many remain. */
+static int sort_unique(int *ids, int n) {
+    qsort(ids, (size_t)n, sizeof *ids, cmp_int);
+    int u = 0;
+    for (int i = 0; i < n; i++)
+        if (!u || ids[u - 1] != ids[i]) ids[u++] = ids[i];
+    return u;
 }
 
 /* Index of token in l's ascending ids, or -1. */
@@ -173,10 +182,7 @@ static int attach_tokens(ng_lora *lo, const ng_model *m, tok_side emb, tok_side 
     int n = 0, *ids = xmalloc((size_t)((emb.delta ? emb.n : 0) + (out.delta ? out.n : 0)) * sizeof *ids);
     for (int i = 0; emb.delta && i < emb.n; i++) ids[n++] = emb.ids[i];
     for (int i = 0; out.delta && i < out.n; i++) ids[n++] = out.ids[i];
-    qsort(ids, (size_t)n, sizeof *ids, cmp_int);
-    int u = 0;
-    for (int i = 0; i < n; i++)
-        if (!u || ids[u - 1] != ids[i]) ids[u++] = ids[i];
+    int u = sort_unique(ids, n);
     lo->n_tok = u, lo->n_embd = m->hp.n_embd, lo->tok_ids = ids;
     size_t sz = (size_t)u * (size_t)lo->n_embd;
     if (emb.delta) fill_side(lo, lo->tok_embd = xcalloc(sz, sizeof(float)), &emb, scale);
@@ -307,13 +313,13 @@ static int json_ids(const cJSON *arr, int **ids, int *n, const char *path, ng_er
 static int peft_token_ids(const cJSON *cfg, tok_side *emb, tok_side *out, const char *path, ng_error *err) {
     const cJSON *ti = cJSON_GetObjectItemCaseSensitive(cfg, "trainable_token_indices");
     if (!ti || cJSON_IsNull(ti)) return NG_OK;
-    if (cJSON_IsArray(ti)) return json_ids(ti, (int **)&emb->ids, &emb->n, path, err);
+    if (cJSON_IsArray(ti)) return json_ids(ti, &emb->ids, &emb->n, path, err);
     if (!cJSON_IsObject(ti)) return ng_error_set(err, "%s: trainable_token_indices: a list or an object expected", path);
     const cJSON *e;
     cJSON_ArrayForEach(e, ti) {
         tok_side *s = !strcmp(e->string, "lm_head") ? out : emb;
         if (s->ids) return ng_error_set(err, "%s: trainable_token_indices: two lists for one matrix", path);
-        if (json_ids(e, (int **)&s->ids, &s->n, path, err)) return NG_ERR;
+        if (json_ids(e, &s->ids, &s->n, path, err)) return NG_ERR;
     }
     return NG_OK;
 }
@@ -375,8 +381,8 @@ static ng_lora *load_peft(const ng_model *m, const char *dir, float scale, ng_er
         lo = NULL;
     }
 done:
-    free((int *)emb.ids);
-    free((int *)out.ids);
+    free(emb.ids);
+    free(out.ids);
     free(pairs);
     if (st) st_close(st);
     cJSON_Delete(cfg);
@@ -439,7 +445,7 @@ static ng_lora *load_gguf_lora(const ng_model *m, const char *path, float scale,
         lo = NULL;
     }
 done:
-    free((int *)emb.ids);
+    free(emb.ids); /* out.ids is the same array */
     free(pairs);
     gguf_close(g);
     return lo;
@@ -503,10 +509,7 @@ static void combine_tokens(ng_lora *c, ng_lora *const *list, int n) {
     int *ids = xmalloc((size_t)total * sizeof *ids), k = 0;
     for (int i = 0; i < n; i++)
         for (int j = 0; j < list[i]->n_tok; j++) ids[k++] = list[i]->tok_ids[j];
-    qsort(ids, (size_t)k, sizeof *ids, cmp_int);
-    int u = 0;
-    for (int i = 0; i < k; i++)
-        if (!u || ids[u - 1] != ids[i]) ids[u++] = ids[i];
+    int u = sort_unique(ids, k);
     c->tok_ids = ids, c->n_tok = u;
     size_t sz = (size_t)u * (size_t)c->n_embd, E = (size_t)c->n_embd;
     if (any_emb) c->tok_embd = xcalloc(sz, sizeof(float));
