@@ -73,21 +73,33 @@ static int held_out_correct(const char *model, const char *lora, int *n_total, c
     return right;
 }
 
+/* Trains the base on task b with the shared flags and `flags`, and checks that the held-out
+ * loss falls below max_eval. Returns 0 when the run failed (a failed check); *log gets the
+ * run's stderr when log is not NULL. */
+static int learn_task_b(const char *flags, double max_eval, char **log) {
+    char cmd[1024], *out = NULL, *err = NULL;
+    snprintf(cmd, sizeof cmd, BIN " train -m " BASE " --data " TRAIN_B " --val " VAL_B COMMON " --json %s", flags);
+    int rc = run(cmd, &out, &err);
+    CHECK(rc == 0, "train exit %d: %s", rc, err ? err : "");
+    double ev = json_num(out, "eval_loss");
+    if (rc == 0) CHECK(ev < max_eval, "held-out eval loss %g (threshold %g): %s", ev, max_eval, out);
+    free(out);
+    if (log) *log = err;
+    else free(err);
+    return rc == 0;
+}
+
 /* LoRA on the frozen base (q,k,v,o,up,down adapters). Task b re-maps every digit the base
  * answers confidently, which low-rank adapters learn far more slowly than full fine-tuning:
  * the loss must fall from ~7 to below 1.6 on held-out prompts, and the three ways to apply
  * the result (PEFT on the base, GGUF LoRA on the base, the merged model) must give the same
  * greedy answers; `netgpt merge` must equal the merged export. */
 static void test_lora_learns(void) {
-    char *out = NULL, *err = NULL;
-    int rc = run(BIN " train -m " BASE " --data " TRAIN_B " --val " VAL_B COMMON
-                     " --lora-rank 8 --lora-alpha 64 --lora-targets all --lr 1e-2 --steps 150 --save-format all --json"
-                     " -o build/tmp/tr-lora --json-log build/tmp/tr-lora.jsonl",
-                 &out, &err);
-    REQUIRE(rc == 0, "train exit %d: %s", rc, err ? err : "");
-    double ev = json_num(out, "eval_loss");
-    CHECK(ev < 1.6, "held-out eval loss %g (threshold 1.6): %s", ev, out);
-    free(out), free(err);
+    if (!learn_task_b("--lora-rank 8 --lora-alpha 64 --lora-targets all --lr 1e-2 --steps 150 --save-format all"
+                      " -o build/tmp/tr-lora --json-log build/tmp/tr-lora.jsonl",
+                      1.6, NULL))
+        return;
+    char *err = NULL;
     char a[20][16], b[20][16], c[20][16];
     int n1, n2, n3;
     held_out_correct(BASE, "build/tmp/tr-lora", &n1, a);
@@ -98,7 +110,7 @@ static void test_lora_learns(void) {
         CHECK(!strcmp(a[i], b[i]) && !strcmp(a[i], c[i]), "prompt %d: PEFT '%s', GGUF LoRA '%s', merged '%s'", i, a[i],
               b[i], c[i]);
 
-    rc = run(BIN " merge -m " BASE " --lora build/tmp/tr-lora -o build/tmp/tr-merge.gguf --type f32", NULL, &err);
+    int rc = run(BIN " merge -m " BASE " --lora build/tmp/tr-lora -o build/tmp/tr-merge.gguf --type f32", NULL, &err);
     CHECK(rc == 0, "merge exit %d: %s", rc, err ? err : "");
     free(err);
     ng_error e = {{0}};
@@ -123,15 +135,12 @@ static void test_lora_learns(void) {
  * model must each answer >= 18 of the 20 held-out prompts. Bad uses of the flag are refused. */
 static void test_lora_tokens_learns(void) {
     char *out = NULL, *err = NULL;
-    int rc = run(BIN " train -m " BASE " --data " TRAIN_B " --val " VAL_B COMMON
-                     " --lora-rank 8 --lora-alpha 64 --lora-targets all --lora-tokens response --lr 1e-2 --steps 150"
-                     " --save-format all --json -o build/tmp/tr-tok",
-                 &out, &err);
-    REQUIRE(rc == 0, "train exit %d: %s", rc, err ? err : "");
-    double ev = json_num(out, "eval_loss");
-    CHECK(ev < 0.2, "held-out eval loss %g (threshold 0.2): %s", ev, out);
+    if (!learn_task_b("--lora-rank 8 --lora-alpha 64 --lora-targets all --lora-tokens response --lr 1e-2 --steps 150"
+                      " --save-format all -o build/tmp/tr-tok",
+                      0.2, &err))
+        return;
     CHECK(err && strstr(err, "trainable tokens: "), "no trainable-token count in the log: %s", err ? err : "");
-    free(out), free(err);
+    free(err);
     const char *models[3] = {BASE, BASE, "build/tmp/tr-tok/model.gguf"};
     const char *loras[3] = {"build/tmp/tr-tok", "build/tmp/tr-tok/adapter.gguf", NULL};
     for (int i = 0; i < 3; i++) {
@@ -140,7 +149,7 @@ static void test_lora_tokens_learns(void) {
               right, n);
     }
     /* the adapter as q8_0 (B matrices of rank 8 in f16): smaller, and it still answers */
-    rc = run(BIN " quantize build/tmp/tr-tok/adapter.gguf build/tmp/tr-tok-q8.gguf q8_0", &out, &err);
+    int rc = run(BIN " quantize build/tmp/tr-tok/adapter.gguf build/tmp/tr-tok-q8.gguf q8_0", &out, &err);
     CHECK(rc == 0 && out && strstr(out, "q8_0 adapter"), "quantize the adapter: exit %d: %s%s", rc, out ? out : "",
           err ? err : "");
     free(out), free(err);
@@ -161,14 +170,7 @@ static void test_lora_tokens_learns(void) {
 /* Full fine-tuning of every weight: a low held-out loss and >= 90% of the held-out prompts
  * answered right by `netgpt generate --temp 0` on the written model (the base answers none). */
 static void test_full_learns(void) {
-    char *out = NULL, *err = NULL;
-    int rc = run(BIN " train -m " BASE " --data " TRAIN_B " --val " VAL_B COMMON
-                     " --full --lr 1e-2 --steps 100 --json -o build/tmp/tr-full",
-                 &out, &err);
-    REQUIRE(rc == 0, "train exit %d: %s", rc, err ? err : "");
-    double ev = json_num(out, "eval_loss");
-    CHECK(ev < 0.2, "held-out eval loss %g (threshold 0.2): %s", ev, out);
-    free(out), free(err);
+    if (!learn_task_b("--full --lr 1e-2 --steps 100 -o build/tmp/tr-full", 0.2, NULL)) return;
     int n, right = held_out_correct("build/tmp/tr-full/model.gguf", NULL, &n, NULL);
     CHECK(n == 20 && right >= 18, "%d of %d held-out prompts answered right", right, n);
     right = held_out_correct(BASE, NULL, &n, NULL);
