@@ -23,6 +23,7 @@
 #include "core/kernels.h"
 
 #include "core/quant.h"
+#include "core/team.h"
 #include "core/util.h"
 
 #include "core/vmath.h"
@@ -267,28 +268,58 @@ static float dot8(const float *a, const float *b, int K) {
     return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
 }
 
-static void matmul_portable(float *y, const float *x, const void *w, ng_type wt, const float *bias, int B,
-                            int N, int K, int nt) {
-    const type_ops *ops = ops_for(wt);
-    size_t rs = ng_row_size(wt, K);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        int t = omp_get_thread_num(), T = omp_get_num_threads();
-        int n0 = (int)((int64_t)N * t / T), n1 = (int)((int64_t)N * (t + 1) / T);
-        float *row = wt == NG_F32 ? NULL : grow(&tl_scratch, &tl_scratch_cap, (size_t)K + 1);
-        for (int n = n0; n < n1; n++) {
-            const void *wr = (const char *)w + (size_t)n * rs;
-            const float *r = wr;
-            if (row) {
-                ops->to_f32(wt, row, wr, K);
-                r = row;
-            }
-            for (int b = 0; b < B; b++) {
-                float s = dot8(r, x + (size_t)b * K, K);
-                y[(size_t)b * N + n] = bias ? s + bias[n] : s;
-            }
+/* One matmul call as a team job (core/team.h): the operands, and what each regime prepares
+ * before its threads start. */
+typedef struct {
+    float *y;
+    const float *x, *bias;
+    const void *w;
+    ng_type wt;
+    int B, N, K, path;
+    size_t rs;
+    const struct simd_isa *isa;
+    float *XT;                       /* gemm: the transposed activations */
+    int Kp, KC, nchunks, bblk;       /* gemm */
+    int64_t items;                   /* gemm */
+    int groups;                      /* gemv, qgemv: 16-row groups of outputs */
+    struct xq8 *xq;                  /* qgemv */
+    uint8_t *xs;                     /* qgemv, 512-bit: the arranged activations */
+    size_t xb;                       /* qgemv */
+    int wide, shared, pass;          /* qgemv */
+} mm_job;
+
+/* Rows [n0, n1) of t's share of N rows cut into whole groups of 16 (threads never write the
+ * same cache line of y). */
+static void group_share(int groups, int N, int t, int T, int *n0, int *n1) {
+    *n0 = (int)((int64_t)groups * t / T) * 16;
+    *n1 = (int)((int64_t)groups * (t + 1) / T) * 16;
+    if (*n1 > N) *n1 = N;
+}
+
+static void portable_job(void *ctx, int t, int T) {
+    const mm_job *j = ctx;
+    const type_ops *ops = ops_for(j->wt);
+    int N = j->N, K = j->K;
+    int n0 = (int)((int64_t)N * t / T), n1 = (int)((int64_t)N * (t + 1) / T);
+    float *row = j->wt == NG_F32 ? NULL : grow(&tl_scratch, &tl_scratch_cap, (size_t)K + 1);
+    for (int n = n0; n < n1; n++) {
+        const void *wr = (const char *)j->w + (size_t)n * j->rs;
+        const float *r = wr;
+        if (row) {
+            ops->to_f32(j->wt, row, wr, K);
+            r = row;
+        }
+        for (int b = 0; b < j->B; b++) {
+            float s = dot8(r, j->x + (size_t)b * K, K);
+            j->y[(size_t)b * N + n] = j->bias ? s + j->bias[n] : s;
         }
     }
+}
+
+static void matmul_portable(float *y, const float *x, const void *w, ng_type wt, const float *bias, int B,
+                            int N, int K, int nt) {
+    mm_job j = {.y = y, .x = x, .bias = bias, .w = w, .wt = wt, .B = B, .N = N, .K = K, .rs = ng_row_size(wt, K)};
+    ng_team_run(nt, portable_job, &j);
 }
 
 /* ---- activations quantized to 8 bits (for the quantized-weight kernels) ---- */
@@ -297,7 +328,7 @@ static void matmul_portable(float *y, const float *x, const void *w, ng_type wt,
  * q8_0 with an f32 scale). The block sums let a kernel apply a weight format's offset (q4_0's
  * -8, q6_k's -32, q4_k's minimum) once per block instead of once per value. Row b's entries
  * start at b * K (q), b * K/32 (d, s, ds) and b * K/16 (ds16). */
-typedef struct {
+typedef struct xq8 {
     int8_t *q;   /* [B][K] */
     float *d;    /* [B][K/32] scale */
     int32_t *s;  /* [B][K/32] sum of q over the block */
@@ -382,7 +413,7 @@ static void pack_x(float *dst, const float *x, int b0, int bn, int K, int Kp, in
     }
 }
 
-typedef struct {
+typedef struct simd_isa {
     int nr, bw, kch; /* weight rows, activation rows and k's per micro-kernel block */
     void (*gemv)(float *y, const float *x, const void *w, size_t rs, ng_type wt, const float *bias, int B,
                  int N, int K, int n0, int n1);
@@ -1538,19 +1569,18 @@ static const simd_isa *isa_for(int path) {
     return NULL;
 }
 
+static void gemv_job(void *ctx, int t, int T) {
+    const mm_job *j = ctx;
+    int n0, n1;
+    group_share(j->groups, j->N, t, T, &n0, &n1);
+    if (n0 < n1) j->isa->gemv(j->y, j->x, j->w, j->rs, j->wt, j->bias, j->B, j->N, j->K, n0, n1);
+}
+
 static void matmul_gemv(const simd_isa *isa, float *y, const float *x, const void *w, ng_type wt,
                         const float *bias, int B, int N, int K, int nt) {
-    size_t rs = ng_row_size(wt, K);
-    /* Chunks of whole 16-row groups so that threads never write the same cache line of y. */
-    int groups = (N + 15) / 16;
-    if (nt > groups) nt = groups;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        int t = omp_get_thread_num(), T = omp_get_num_threads();
-        int n0 = (int)((int64_t)groups * t / T) * 16, n1 = (int)((int64_t)groups * (t + 1) / T) * 16;
-        if (n1 > N) n1 = N;
-        if (n0 < n1) isa->gemv(y, x, w, rs, wt, bias, B, N, K, n0, n1);
-    }
+    mm_job j = {.y = y, .x = x, .bias = bias, .w = w, .wt = wt, .B = B, .N = N, .K = K, .rs = ng_row_size(wt, K),
+                .isa = isa, .groups = (N + 15) / 16};
+    ng_team_run(nt < j.groups ? nt : j.groups, gemv_job, &j);
 }
 
 /* K is cut into chunks of GEMM_KC so that the XT blocks of one chunk (bblk * 128 KiB at most
@@ -1558,44 +1588,49 @@ static void matmul_gemv(const simd_isa *isa, float *y, const float *x, const voi
  * accumulators carry over between chunks through y, so the sum order is that of one pass. */
 #define GEMM_KC 1024
 
-static void matmul_gemm(const simd_isa *isa, float *y, const float *x, const void *w, ng_type wt,
-                        const float *bias, int B, int N, int K, int nt) {
-    size_t rs = ng_row_size(wt, K);
-    int NR = isa->nr, BW = isa->bw;
-    int Kp = (K + isa->kch - 1) / isa->kch * isa->kch, KC = Kp < GEMM_KC ? Kp : GEMM_KC;
-    int nblk = (N + NR - 1) / NR, bblk = (B + BW - 1) / BW, nchunks = K > 0 ? (K + KC - 1) / KC : 1;
-    int64_t items = (int64_t)nblk * bblk;
-    float *XT = grow(&tl_xt, &tl_xt_cap, (size_t)bblk * BW * Kp + 1);
-    if (nt > items) nt = (int)items;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        int t = omp_get_thread_num(), T = omp_get_num_threads();
-        for (int bb = t; bb < bblk; bb += T)
-            pack_x(XT + (size_t)bb * BW * Kp, x, bb * BW, B - bb * BW < BW ? B - bb * BW : BW, K, Kp, BW);
-        float *P = grow(&tl_scratch, &tl_scratch_cap, (size_t)NR * KC + 1);
-#pragma omp barrier
-        /* Work items run n-block-major, so a thread converts each weight block once per chunk
-         * and then sweeps the activation blocks; splitting items (not n-blocks) keeps both
-         * threads busy when N is small. Every chunk gives a thread the same items. */
-        int64_t i0 = items * t / T, i1 = items * (t + 1) / T;
-        for (int c = 0; c < nchunks; c++) {
-            int k0 = c * KC, kl = K - k0 < KC ? K - k0 : KC;
-            int klp = (kl + isa->kch - 1) / isa->kch * isa->kch;
-            const float *cbias = c == nchunks - 1 ? bias : NULL;
-            int packed = -1;
-            for (int64_t i = i0; i < i1; i++) {
-                int nb = (int)(i / bblk), bb = (int)(i % bblk);
-                int n0 = nb * NR, nr = N - n0 < NR ? N - n0 : NR;
-                int b0 = bb * BW, bn = B - b0 < BW ? B - b0 : BW;
-                if (nb != packed) {
-                    isa->pack_w(P, (const char *)w + (size_t)n0 * rs + ng_row_size(wt, k0), rs, wt, nr, kl);
-                    packed = nb;
-                }
-                isa->micro(y, P, XT + (size_t)bb * BW * Kp + (size_t)k0 * BW, cbias, klp, n0, nr, b0, bn, N,
-                           c == 0);
+static void gemm_job(void *ctx, int t, int T) {
+    const mm_job *j = ctx;
+    const simd_isa *isa = j->isa;
+    int B = j->B, N = j->N, K = j->K, NR = isa->nr, BW = isa->bw, Kp = j->Kp, KC = j->KC, bblk = j->bblk;
+    for (int bb = t; bb < bblk; bb += T)
+        pack_x(j->XT + (size_t)bb * BW * Kp, j->x, bb * BW, B - bb * BW < BW ? B - bb * BW : BW, K, Kp, BW);
+    float *P = grow(&tl_scratch, &tl_scratch_cap, (size_t)NR * KC + 1);
+    ng_team_barrier();
+    /* Work items run n-block-major, so a thread converts each weight block once per chunk
+     * and then sweeps the activation blocks; splitting items (not n-blocks) keeps both
+     * threads busy when N is small. Every chunk gives a thread the same items. */
+    int64_t i0 = j->items * t / T, i1 = j->items * (t + 1) / T;
+    for (int c = 0; c < j->nchunks; c++) {
+        int k0 = c * KC, kl = K - k0 < KC ? K - k0 : KC;
+        int klp = (kl + isa->kch - 1) / isa->kch * isa->kch;
+        const float *cbias = c == j->nchunks - 1 ? j->bias : NULL;
+        int packed = -1;
+        for (int64_t i = i0; i < i1; i++) {
+            int nb = (int)(i / bblk), bb = (int)(i % bblk);
+            int n0 = nb * NR, nr = N - n0 < NR ? N - n0 : NR;
+            int b0 = bb * BW, bn = B - b0 < BW ? B - b0 : BW;
+            if (nb != packed) {
+                isa->pack_w(P, (const char *)j->w + (size_t)n0 * j->rs + ng_row_size(j->wt, k0), j->rs, j->wt, nr, kl);
+                packed = nb;
             }
+            isa->micro(j->y, P, j->XT + (size_t)bb * BW * Kp + (size_t)k0 * BW, cbias, klp, n0, nr, b0, bn, N,
+                       c == 0);
         }
     }
+}
+
+static void matmul_gemm(const simd_isa *isa, float *y, const float *x, const void *w, ng_type wt,
+                        const float *bias, int B, int N, int K, int nt) {
+    mm_job j = {.y = y, .x = x, .bias = bias, .w = w, .wt = wt, .B = B, .N = N, .K = K, .rs = ng_row_size(wt, K),
+                .isa = isa};
+    int NR = isa->nr, BW = isa->bw;
+    j.Kp = (K + isa->kch - 1) / isa->kch * isa->kch;
+    j.KC = j.Kp < GEMM_KC ? j.Kp : GEMM_KC;
+    j.bblk = (B + BW - 1) / BW;
+    j.nchunks = K > 0 ? (K + j.KC - 1) / j.KC : 1;
+    j.items = (int64_t)((N + NR - 1) / NR) * j.bblk;
+    j.XT = grow(&tl_xt, &tl_xt_cap, (size_t)j.bblk * BW * j.Kp + 1);
+    ng_team_run(nt > j.items ? (int)j.items : nt, gemm_job, &j);
 }
 
 static int qgemv_wide(int path, ng_type wt) {
@@ -1627,6 +1662,39 @@ static void prepare_rows(int path, const float *x, xq8 *xq, uint8_t *xs, ng_type
 #define QX_CACHE (384 << 10)
 #define QROWS 16
 
+#if defined(__x86_64__)
+static void qgemv_job(void *ctx, int t, int T) {
+    const mm_job *j = ctx;
+    int B = j->B, N = j->N, K = j->K, pass = j->pass;
+    void (*kern)(float *, const xq8 *, const void *, size_t, ng_type, const float *, int, int, int, int, int) =
+        j->path != PATH_AVX512 || !ng_cpu_features()->avx512vnni ? qgemv_avx2
+        : j->wt == NG_Q4_K || j->wt == NG_Q6_K                   ? qgemv512_k
+                                                                 : qgemv_vnni;
+    if (j->shared) {
+        prepare_rows(j->path, j->x, j->xq, j->xs, j->wt, K, B * t / T, B * (t + 1) / T);
+        ng_team_barrier();
+    }
+    int n0, n1;
+    group_share(j->groups, N, t, T, &n0, &n1);
+    for (int p0 = 0; p0 < B && n0 < n1; p0 += pass) {
+        int p1 = B - p0 < pass ? B : p0 + pass, run = p1 - p0 > GEMV_MAX_B ? QROWS : n1 - n0;
+        for (int r0 = n0; r0 < n1; r0 += run) {
+            int r1 = n1 - r0 < run ? n1 : r0 + run;
+            for (int g = p0; g < p1; g += GEMV_MAX_B) {
+                int gn = p1 - g < GEMV_MAX_B ? p1 - g : GEMV_MAX_B;
+                if (j->wide) {
+                    qgemv512(j->y + (size_t)g * N, j->xs + (size_t)g * j->xb, j->xb, j->w, j->rs, j->wt, j->bias, gn,
+                             N, K, r0, r1);
+                } else {
+                    xq8 v = xq8_from(j->xq, g, K);
+                    kern(j->y + (size_t)g * N, &v, j->w, j->rs, j->wt, j->bias, gn, N, K, r0, r1);
+                }
+            }
+        }
+    }
+}
+#endif
+
 /* Integer GEMV for quantized weights: x is quantized once (one row by the calling thread; a
  * batch by the threads, a share of rows each), then each thread runs its rows' integer dot
  * products. A batch over GEMV_MAX_B rows (several decoding streams, a prompt) runs GEMV_MAX_B
@@ -1637,52 +1705,24 @@ static void prepare_rows(int path, const float *x, xq8 *xq, uint8_t *xs, ng_type
 static void matmul_qgemv(int path, float *y, const float *x, const void *w, ng_type wt, const float *bias, int B,
                          int N, int K, int nt) {
 #if defined(__x86_64__)
-    void (*kern)(float *, const xq8 *, const void *, size_t, ng_type, const float *, int, int, int, int, int) =
-        path != PATH_AVX512 || !ng_cpu_features()->avx512vnni ? qgemv_avx2
-        : wt == NG_Q4_K || wt == NG_Q6_K                      ? qgemv512_k
-                                                              : qgemv_vnni;
-    size_t rs = ng_row_size(wt, K);
     xq8 xq = xq8_alloc(B, K);
-    int wide = qgemv_wide(path, wt);
-    uint8_t *xs = wide ? arrange_alloc(B, K) : NULL;
-    size_t xb = wide ? xs_row(K) : 0;
+    mm_job j = {.y = y, .x = x, .bias = bias, .w = w, .wt = wt, .B = B, .N = N, .K = K, .rs = ng_row_size(wt, K),
+                .path = path, .xq = &xq, .groups = (N + 15) / 16};
+    j.wide = qgemv_wide(path, wt);
+    j.xs = j.wide ? arrange_alloc(B, K) : NULL;
+    j.xb = j.wide ? xs_row(K) : 0;
+    if (nt > j.groups) nt = j.groups;
     /* a batch's rows are quantized (and arranged) by the threads, a share each, before they
      * meet at a barrier; one row is too little work for a barrier: the caller does it */
-    int shared = B > 1 && nt > 1;
-    if (!shared) prepare_rows(path, x, &xq, xs, wt, K, 0, B);
-    size_t xrow = wide ? xb : (size_t)K * 9 / 8; /* bytes of one row's quantized activations */
-    int pass = B;
+    j.shared = B > 1 && nt > 1;
+    if (!j.shared) prepare_rows(path, x, &xq, j.xs, wt, K, 0, B);
+    size_t xrow = j.wide ? j.xb : (size_t)K * 9 / 8; /* bytes of one row's quantized activations */
+    j.pass = B;
     if (B > GEMV_MAX_B) {
-        pass = (int)(QX_CACHE / xrow) / GEMV_MAX_B * GEMV_MAX_B;
-        pass = pass < GEMV_MAX_B ? GEMV_MAX_B : pass > B ? B : pass;
+        int pass = (int)(QX_CACHE / xrow) / GEMV_MAX_B * GEMV_MAX_B;
+        j.pass = pass < GEMV_MAX_B ? GEMV_MAX_B : pass > B ? B : pass;
     }
-    int groups = (N + 15) / 16;
-    if (nt > groups) nt = groups;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        int t = omp_get_thread_num(), T = omp_get_num_threads();
-        if (shared) {
-            prepare_rows(path, x, &xq, xs, wt, K, B * t / T, B * (t + 1) / T);
-#pragma omp barrier
-        }
-        int n0 = (int)((int64_t)groups * t / T) * 16, n1 = (int)((int64_t)groups * (t + 1) / T) * 16;
-        if (n1 > N) n1 = N;
-        for (int p0 = 0; p0 < B && n0 < n1; p0 += pass) {
-            int p1 = B - p0 < pass ? B : p0 + pass, run = p1 - p0 > GEMV_MAX_B ? QROWS : n1 - n0;
-            for (int r0 = n0; r0 < n1; r0 += run) {
-                int r1 = n1 - r0 < run ? n1 : r0 + run;
-                for (int g = p0; g < p1; g += GEMV_MAX_B) {
-                    int gn = p1 - g < GEMV_MAX_B ? p1 - g : GEMV_MAX_B;
-                    if (wide) {
-                        qgemv512(y + (size_t)g * N, xs + (size_t)g * xb, xb, w, rs, wt, bias, gn, N, K, r0, r1);
-                    } else {
-                        xq8 v = xq8_from(&xq, g, K);
-                        kern(y + (size_t)g * N, &v, w, rs, wt, bias, gn, N, K, r0, r1);
-                    }
-                }
-            }
-        }
-    }
+    ng_team_run(nt, qgemv_job, &j);
 #else
     (void)path;
     matmul_portable(y, x, w, wt, bias, B, N, K, nt);
@@ -1710,6 +1750,9 @@ void ng_matmul(float *y, const float *x, const void *w, ng_type wt, const float 
 /* Positions per block: a block's keys (and then values) stay in L1 while each of the G heads
  * passes over them, so a KV head's cache is read from memory once for all its query heads. */
 #define ATT_TB 64
+/* Positions ahead that the AVX-512 attention prefetches keys and values: a head's cache is a
+ * short stream (a few hundred rows) that the hardware prefetcher has little time to learn. */
+#define ATT_PF 16
 
 /* The softmax of each of G rows of n scores, in place (compiled for the caller's path). */
 static inline __attribute__((always_inline)) void softmax_rows(float *scratch, int G, int n) {
@@ -1785,6 +1828,12 @@ INL512 void attend512_hc(float *out, size_t o_stride, const float *q, size_t q_s
             for (; t + 4 <= t1; t += 4) {
                 const float *kt = k + (size_t)t * kv_stride;
                 __m512 a[4];
+                if (g == 0)
+#pragma GCC unroll 4
+                    for (int j = 0; j < 4; j++)
+#pragma GCC unroll 16
+                        for (int c = 0; c < HC; c++)
+                            _mm_prefetch((const char *)(kt + (j + ATT_PF) * kv_stride + 16 * c), _MM_HINT_T0);
 #pragma GCC unroll 4
                 for (int j = 0; j < 4; j++) a[j] = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kt + j * kv_stride));
 #pragma GCC unroll 16
@@ -1813,6 +1862,9 @@ INL512 void attend512_hc(float *out, size_t o_stride, const float *q, size_t q_s
         for (int t = 0; t < n; t++) {
             __m512 pt = _mm512_set1_ps(p[t]);
             const float *vt = v + (size_t)t * kv_stride;
+            if (g == 0)
+#pragma GCC unroll 16
+                for (int c = 0; c < HC; c++) _mm_prefetch((const char *)(vt + ATT_PF * kv_stride + 16 * c), _MM_HINT_T0);
 #pragma GCC unroll 16
             for (int c = 0; c < HC; c++) o[c] = _mm512_fmadd_ps(pt, _mm512_loadu_ps(vt + 16 * c), o[c]);
         }

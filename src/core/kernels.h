@@ -4,7 +4,8 @@
  * Matrices are row-major with rows of K elements of a weight type (f32, f16, bf16; quantized
  * types come later), i.e. a weight W of ggml shape ne = {K, N} stored as N rows.
  * The fast kernels pick AVX-512 / AVX2+FMA+F16C / portable C at run time from CPUID, and split
- * work over the threads set by ng_set_threads (OpenMP). Nothing here allocates per call. */
+ * work over the threads set by ng_set_threads (core/team.h's workers). Nothing here allocates
+ * per call. */
 #ifndef NG_KERNELS_H
 #define NG_KERNELS_H
 

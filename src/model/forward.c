@@ -13,13 +13,14 @@
  * A call processes a chunk of up to max_batch tokens at once, so the weights are read once per
  * chunk (batched prefill). */
 #include <math.h>
-#include <omp.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
 #include "core/kernels.h"
 #include "core/quant.h"
+#include "core/team.h"
 #include "model/lora.h"
 #include "model/model.h"
 
@@ -90,13 +91,24 @@ void ng_state_free(ng_state *s) {
 
 void ng_state_reset(ng_state *s) { s->pos = 0; }
 
+/* The cache row of (layer l, KV head h, position 0) in a state of n_ctx positions. */
+static size_t kv_head(const ng_hparams *hp, int n_ctx, int l, int h) {
+    return (((size_t)l * hp->n_head_kv + (size_t)h) * (size_t)n_ctx) * (size_t)ng_head_dim(hp);
+}
+
+void ng_state_copy_kv(const ng_model *m, ng_state *dst, const ng_state *src, int n) {
+    const ng_hparams *hp = &m->hp;
+    size_t bytes = (size_t)n * (size_t)ng_head_dim(hp) * sizeof(float);
+    for (int l = 0; l < hp->n_layer; l++)
+        for (int h = 0; h < hp->n_head_kv; h++) {
+            memcpy(dst->k + kv_head(hp, dst->n_ctx, l, h), src->k + kv_head(hp, src->n_ctx, l, h), bytes);
+            memcpy(dst->v + kv_head(hp, dst->n_ctx, l, h), src->v + kv_head(hp, src->n_ctx, l, h), bytes);
+        }
+}
+
 int ng_state_copy(const ng_model *m, ng_state *dst, const ng_state *src) {
     if (dst->n_ctx < src->pos) return NG_ERR;
-    size_t KV = (size_t)ng_kv_dim(&m->hp), n = (size_t)src->pos * KV * sizeof(float);
-    for (int l = 0; l < m->hp.n_layer; l++) {
-        memcpy(dst->k + (size_t)l * dst->n_ctx * KV, src->k + (size_t)l * src->n_ctx * KV, n);
-        memcpy(dst->v + (size_t)l * dst->n_ctx * KV, src->v + (size_t)l * src->n_ctx * KV, n);
-    }
+    ng_state_copy_kv(m, dst, src, src->pos);
     dst->pos = src->pos;
     dst->lora = src->lora;
     return NG_OK;
@@ -161,27 +173,51 @@ static void embed_row(float *out, const ng_tensor *t, int64_t row) {
     ng_dequantize_row(t->type, (const char *)t->data + ng_row_size(t->type, t->ne[0]) * (size_t)row, out, t->ne[0]);
 }
 
+/* One layer's attention as a team job: items (a row's group of G heads) are taken in turn from
+ * a shared counter, so threads that finish early take more. */
+typedef struct {
+    const ng_hparams *hp;
+    ng_state *w;
+    int l, G, GS, heads_per_row, work;
+    const float *q0;
+    size_t q_stride;
+    float scale;
+    _Atomic int next;
+} att_job;
+
+static void attention_job(void *ctx, int t, int T) {
+    att_job *j = ctx;
+    const ng_hparams *hp = j->hp;
+    ng_state *w = j->w;
+    int E = hp->n_embd, hd = ng_head_dim(hp), group = hp->n_head / hp->n_head_kv, G = j->G;
+    float *scratch = w->scores + (size_t)t * j->GS * (size_t)w->n_ctx;
+    (void)T;
+    for (int wi; (wi = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->work;) {
+        int b = wi / j->heads_per_row, h0 = wi % j->heads_per_row * G, kvh = h0 / group;
+        const ng_state *seq = w->row_seq[b];
+        size_t kv0 = kv_head(hp, seq->n_ctx, j->l, kvh);
+        ng_attend(w->att_out + (size_t)b * E + (size_t)h0 * hd, (size_t)hd, j->q0 + (size_t)b * j->q_stride + (size_t)h0 * hd,
+                  (size_t)hd, G, seq->k + kv0, seq->v + kv0, (size_t)hd, w->row_pos[b] + 1, hd, j->scale, scratch);
+    }
+}
+
 /* Causal self-attention of B query rows over layer l of each row's own sequence cache (row b
  * is at position row_pos[b] of sequence row_seq[b], its key/value already appended). Query
  * rows are strided by q_stride; query head h reads KV head h / (n_head / n_head_kv). */
 static void attention(const ng_hparams *hp, ng_state *w, int l, const float *q0, size_t q_stride, int B) {
-    int E = hp->n_embd, H = hp->n_head, hd = ng_head_dim(hp), KV = ng_kv_dim(hp), group = H / hp->n_head_kv;
-    float scale = 1.0f / sqrtf((float)hd);
+    int H = hp->n_head, hd = ng_head_dim(hp);
     int threads = w->n_score_rows < ng_threads() ? w->n_score_rows : ng_threads();
     /* heads per item: a KV head's (att_group), unless that leaves fewer items than two per thread */
-    int G = att_group(hp), GS = G; /* GS: the scratch rows per thread */
-    if (B * H / G < 2 * threads) G = 1;
-    int work = B * H / G, longest = 0;
+    att_job j = {.hp = hp, .w = w, .l = l, .G = att_group(hp), .q0 = q0, .q_stride = q_stride,
+                 .scale = 1.0f / sqrtf((float)hd)};
+    j.GS = j.G; /* the scratch rows per thread */
+    if (B * H / j.G < 2 * threads) j.G = 1;
+    j.heads_per_row = H / j.G;
+    j.work = B * j.heads_per_row;
+    atomic_init(&j.next, 0);
+    int longest = 0;
     for (int b = 0; b < B; b++) longest = w->row_pos[b] + 1 > longest ? w->row_pos[b] + 1 : longest;
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (work > 1 && longest * hd * B * H > 32768)
-    for (int wi = 0; wi < work; wi++) {
-        int b = wi / (H / G), h0 = wi % (H / G) * G, kvh = h0 / group;
-        const ng_state *seq = w->row_seq[b];
-        size_t kv0 = (size_t)l * seq->n_ctx * KV + (size_t)kvh * hd;
-        ng_attend(w->att_out + (size_t)b * E + (size_t)h0 * hd, (size_t)hd, q0 + (size_t)b * q_stride + (size_t)h0 * hd,
-                  (size_t)hd, G, seq->k + kv0, seq->v + kv0, (size_t)KV, w->row_pos[b] + 1, hd, scale,
-                  w->scores + (size_t)omp_get_thread_num() * GS * (size_t)w->n_ctx);
-    }
+    ng_team_run(j.work > 1 && longest * hd * B * H > 32768 ? threads : 1, attention_job, &j);
 }
 
 static void matmul(float *y, const float *x, const ng_tensor *w, const ng_tensor *b, int B) {
@@ -224,9 +260,11 @@ static void qkv_project(const ng_hparams *hp, const ng_layer *L, ng_state *s, in
     for (int b = 0; b < B; b++) {
         const float *row = s->qkv + (size_t)b * stride;
         ng_state *seq = s->row_seq[b];
-        size_t at = ((size_t)l * seq->n_ctx + (size_t)s->row_pos[b]) * KV;
-        memcpy(seq->k + at, row + E, (size_t)KV * sizeof(float));
-        memcpy(seq->v + at, row + E + KV, (size_t)KV * sizeof(float));
+        for (int h = 0; h < hp->n_head_kv; h++) {
+            size_t at = kv_head(hp, seq->n_ctx, l, h) + (size_t)s->row_pos[b] * hd;
+            memcpy(seq->k + at, row + E + (size_t)h * hd, (size_t)hd * sizeof(float));
+            memcpy(seq->v + at, row + E + KV + (size_t)h * hd, (size_t)hd * sizeof(float));
+        }
     }
 }
 

@@ -93,7 +93,8 @@ typedef struct ng_state {
     int n_ctx, max_batch;
     int pos;        /* tokens in the cache */
     const struct ng_lora *lora; /* adapter applied to this sequence's rows (NULL: the base model) */
-    float *kv;      /* one block: k then v, each (n_layer, n_ctx, kv_dim) */
+    float *kv;      /* one block: k then v, each (n_layer, n_head_kv, n_ctx, head_dim): a head's
+                     * positions are contiguous, so attention reads each as one stream */
     float *k, *v;
     float *act;     /* one block for every activation below */
     float *x, *xn, *qkv, *att_out, *ff; /* (B, n_embd) x2, (B, n_embd + 2 kv_dim), (B, n_embd), (B, 2 n_ff) */
@@ -116,6 +117,9 @@ void ng_state_reset(ng_state *s);
  * one model; dst's n_ctx >= src->pos, else NG_ERR and dst unchanged). Beam search forks
  * sequences so. */
 int ng_state_copy(const ng_model *m, ng_state *dst, const ng_state *src);
+/* Copies the keys and values of positions < n from src to dst (states of one model, both
+ * n_ctx >= n); positions, adapters and the rest of dst are left alone. */
+void ng_state_copy_kv(const ng_model *m, ng_state *dst, const ng_state *src, int n);
 
 /* Runs n tokens at positions s->pos .. s->pos+n-1 (n may exceed max_batch: it is chunked),
  * appends their keys/values to the cache and advances s->pos. Writes logits to `logits`

@@ -207,16 +207,6 @@ static int cached_prefix(const slot *sl, const serve_req *r) {
     return k;
 }
 
-/* Copies the KV of positions < n of every layer from src to dst (same n_ctx and layout:
- * k then v, each (n_layer, n_ctx, kv_dim)). */
-static void copy_kv(const ng_model *m, ng_state *dst, const ng_state *src, int n) {
-    size_t kv = (size_t)ng_kv_dim(&m->hp), layer = (size_t)dst->n_ctx * kv;
-    for (int l = 0; l < m->hp.n_layer; l++) {
-        memcpy(dst->k + l * layer, src->k + l * layer, (size_t)n * kv * sizeof(float));
-        memcpy(dst->v + l * layer, src->v + l * layer, (size_t)n * kv * sizeof(float));
-    }
-}
-
 /* Puts r into a free slot, reusing the longest cached prefix. Called with a free slot present. */
 static void admit(sched *s, serve_req *r) {
     int best_free = -1, best_free_k = -1, src = -1, src_k = 0;
@@ -230,7 +220,7 @@ static void admit(sched *s, serve_req *r) {
     slot *sl = &s->slots[best_free];
     int reuse = best_free_k;
     if (src_k > best_free_k) {
-        copy_kv(s->m, sl->st, s->slots[src].st, src_k);
+        ng_state_copy_kv(s->m, sl->st, s->slots[src].st, src_k);
         reuse = src_k;
     }
     sl->st->pos = reuse;
