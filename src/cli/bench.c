@@ -176,34 +176,37 @@ static void run_one(const bench_model *bm, const ng_hparams *hp, ng_type t, int 
         ng_log(" written and mapped (%.0f MB);", r->file_mb);
     }
     r->max_diff = validate(m);
-    ng_log(" validated (max diff %.2g); prefill...", r->max_diff);
+    ng_log(" validated (max diff %.2g);", r->max_diff);
     int n_ctx = n_prompt + n_gen + 1 < hp->n_ctx ? n_prompt + n_gen + 1 : hp->n_ctx;
     ng_state *s = ng_state_new(m, n_ctx, n_prompt);
     int *toks = xmalloc((size_t)(n_prompt + n_gen) * sizeof *toks);
     for (int i = 0; i < n_prompt + n_gen; i++) toks[i] = (i * 7919 + 13) % hp->n_vocab;
     float *logits = xmalloc((size_t)hp->n_vocab * sizeof *logits);
     ng_error err;
-    double best = 1e30, flops = forward_flops(hp, n_prompt, 0);
+    double best = 1e30, dt = 1e30, flops = forward_flops(hp, n_prompt, 0);
     int reps = flops > 2e12 ? 1 : 3;
+    /* The read bandwidth is measured again just before and just after the timed runs, and the
+     * highest of the three measurements sets the floor: on a shared machine the bandwidth moves
+     * from minute to minute, and a floor taken at a slow moment would flatter the decode. Each
+     * repetition prefills the prompt and then decodes n_gen tokens after it; the best of each
+     * counts (other work on the machine only ever slows a run down). */
+    ng_log(" bandwidth...");
+    double bw_before = ng_measure_read_bandwidth(ng_threads());
     for (int rep = 0; rep < reps; rep++) {
+        ng_log(" prefill...");
         ng_state_reset(s);
         double t1 = ng_time();
         if (ng_forward(m, s, toks, n_prompt, logits, 0, &err)) ng_die("bench: %s", err.msg);
         best = fmin(best, ng_time() - t1);
+        ng_log(" decode...");
+        t1 = ng_time();
+        for (int i = 0; i < n_gen; i++)
+            if (ng_forward(m, s, &toks[n_prompt + i], 1, logits, 0, &err)) ng_die("bench: %s", err.msg);
+        dt = fmin(dt, ng_time() - t1);
     }
     r->prefill_tps = n_prompt / best;
     r->prefill_gflops = flops / best / 1e9;
     r->prefill_peak_pct = 100.0 * r->prefill_gflops * 1e9 / peak;
-    /* The read bandwidth is measured again just before and just after the decode run, and the
-     * highest of the three measurements sets the floor: on a shared machine the bandwidth moves
-     * from minute to minute, and a floor taken at a slow moment would flatter the decode. */
-    ng_log(" bandwidth...");
-    double bw_before = ng_measure_read_bandwidth(ng_threads());
-    ng_log(" decode...");
-    double t1 = ng_time();
-    for (int i = 0; i < n_gen; i++)
-        if (ng_forward(m, s, &toks[n_prompt + i], 1, logits, 0, &err)) ng_die("bench: %s", err.msg);
-    double dt = ng_time() - t1;
     r->floor_bw = fmax(bw, fmax(bw_before, ng_measure_read_bandwidth(ng_threads())));
     r->decode_tps = n_gen / dt;
     double kv_bytes = 2.0 * hp->n_layer * ng_kv_dim(hp) * 4.0 * (n_prompt + n_gen / 2.0); /* mean cache read */

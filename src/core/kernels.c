@@ -399,6 +399,17 @@ static void quantize_x(xq8 *xq, const float *x, size_t nb) {
  * leaves a few % of the read bandwidth unused at one thread on Zen 5. */
 #define GEMV_PREFETCH 2048
 
+/* Prefetches the first GEMV_PREFETCH bytes of each of R read streams (stream r starts at row
+ * n0 + r * len): a stream's loads are otherwise demand misses, one latency at a time, until
+ * the prefetches along it (GEMV_PREFETCH ahead) arrive. A job of a few hundred KB per thread
+ * runs several such starts; issued together, they overlap. */
+static inline void prefetch_streams(const void *w, size_t rs, int n0, int len, int R) {
+    for (int r = 0; r < R; r++) {
+        const char *p = (const char *)w + (size_t)(n0 + r * len) * rs;
+        for (int o = 0; o < GEMV_PREFETCH; o += 64) __builtin_prefetch(p + o, 0, 3);
+    }
+}
+
 /* Transposes activation rows b0..b0+bn-1 into one XT block [Kp][bw], zero-padded in both k
  * (up to Kp) and b (up to bw), so the micro-kernel never needs a tail. k-outer order makes the
  * stores contiguous; the bn source rows are read as bn short sequential streams. */
@@ -572,6 +583,7 @@ INL512 void gemv512_body(float *y, const float *x, const void *w, size_t rs, ng_
                          const int NB, int N, int K, int n0, int n1) {
     const int R = NB <= 4 ? 4 : 2;
     int len = (n1 - n0) / R, row[4];
+    if (len > 0) prefetch_streams(w, rs, n0, len, R);
     for (int i = 0; i < len; i++) {
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) row[r] = n0 + r * len + i;
@@ -1333,6 +1345,7 @@ INLV void q512_body(float *y, const uint8_t *xs, size_t xb, const void *w, size_
     for (int a0 = n0; a0 < n1; a0 += run) {
         int a1 = n1 - a0 < run ? n1 : a0 + run, len = (a1 - a0) / R;
         int c0 = 0;
+        if (!chunked && len > 0) prefetch_streams(w, rs, a0, len, R);
         do { /* at least once: a row of no steps still writes its bias */
             int c1 = ns - c0 < chunk ? ns : c0 + chunk;
             for (int i = 0; i < len; i++) {
