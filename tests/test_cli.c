@@ -111,6 +111,17 @@ static void test_convert_generate(void) {
     free(out);
     free(err);
 
+    /* keys and values cached as f16: the same greedy ids; a type that cannot be cached refused */
+    char c16[1200];
+    snprintf(c16, sizeof c16, "%s --kv-type f16", cmd);
+    rc = run(c16, &out, &err);
+    CHECK(rc == 0 && strcmp(out, want_s) == 0, "--kv-type f16 greedy ids: rc %d\n got  %s want %s%s", rc, out, want_s, err);
+    free(out);
+    free(err);
+    rc = run(BIN " generate -m build/tmp/cli-b.gguf --prompt-ids '1 2' -n 2 --kv-type q4_0", NULL, &err);
+    CHECK(rc == 2 && strstr(err, "--kv-type"), "--kv-type q4_0: rc %d %s", rc, err);
+    free(err);
+
     /* the same seed gives the same sample; another seed another one */
     char c2[1200], *a, *b, *c;
     snprintf(c2, sizeof c2, "%s", cmd);

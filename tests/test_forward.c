@@ -12,6 +12,11 @@
 #include "model/model.h"
 #include "sample/sampler.h"
 
+/* Largest |logit difference| allowed with keys and values cached as f16, as a share of the
+ * largest |logit|: rounding each to 11 significant bits moved the configs' logits by 0.03% to
+ * 0.16% of it (a wrong conversion moves them by their own size). */
+#define KV_F16_REL 5e-3
+
 static const char *CONFIGS[] = {"gpt2-tiny-a", "gpt2-tiny-b", "llama-tiny-a", "llama-tiny-b"};
 #define N_CONFIGS (int)(sizeof CONFIGS / sizeof CONFIGS[0])
 
@@ -126,6 +131,51 @@ static void test_hf_greedy(void) {
 
 /* GGUF written by netgpt: f32 gives exactly the safetensors model's logits; f16/bf16 match the
  * reference computed with the same rounded weights. */
+/* Keys and values cached as f16 (ng_set_kv_type): logits within what rounding them to f16
+ * moves (the reference computed at f32), but not identical (the cache is f16 indeed), at
+ * several chunk sizes; greedy ids as the reference's; a state of the other type refuses to
+ * copy. */
+static void test_kv_f16(void) {
+    REQUIRE(ng_set_kv_type(NG_Q8_0) != 0 && ng_kv_type() == NG_F32, "q8_0 caches accepted");
+    for (int c = 0; c < N_CONFIGS; c++) {
+        char p[256];
+        snprintf(p, sizeof p, "tests/testdata/%s", CONFIGS[c]);
+        ng_model *m = load(p);
+        REQUIRE(m, "load");
+        size_t nb, nr;
+        int *toks = read_bin(CONFIGS[c], "tokens.i32", &nb);
+        float *ref = read_bin(CONFIGS[c], "logits_f32.f32", &nr);
+        int n = (int)(nb / 4);
+        ng_set_kv_type(NG_F16);
+        int batches[] = {64, 1, 7};
+        for (int i = 0; i < 3 && toks && ref; i++) {
+            float *got = all_logits(m, toks, n, batches[i]);
+            CHECK(got != NULL, "%s: forward failed", CONFIGS[c]);
+            if (!got) continue;
+            double d = t_max_abs_diff(got, ref, (size_t)n * m->hp.n_vocab), mag = 0;
+            for (size_t j = 0; j < (size_t)n * m->hp.n_vocab; j++) mag = fmax(mag, fabs(ref[j]));
+            CHECK(d <= KV_F16_REL * mag && d > 0, "%s f16 cache (batch %d): max |diff| %.3g (bound %.3g, above 0)",
+                  CONFIGS[c], batches[i], d, KV_F16_REL * mag);
+            free(got);
+        }
+        greedy(CONFIGS[c], m);
+        ng_state *a = ng_state_new(m, 0, 4);
+        ng_set_kv_type(NG_F32);
+        ng_state *b = ng_state_new(m, 0, 4);
+        CHECK(a->kv_type == NG_F16 && b->kv_type == NG_F32, "cache types %d %d", a->kv_type, b->kv_type);
+        int t = 1;
+        ng_error err;
+        CHECK(ng_forward(m, a, &t, 1, NULL, 0, &err) == NG_OK, "forward");
+        CHECK(ng_state_copy(m, b, a) == NG_ERR && b->pos == 0, "a copy across cache types was made");
+        ng_state_free(a);
+        ng_state_free(b);
+        free(toks);
+        free(ref);
+        ng_model_free(m);
+    }
+    ng_set_kv_type(NG_F32);
+}
+
 static void test_gguf_copies(void) {
     mkdir("build", 0755);
     mkdir("build/tmp", 0755);
@@ -357,6 +407,7 @@ int main(void) {
     ng_set_threads(2);
     RUN(test_hf_logits_f32);
     RUN(test_hf_greedy);
+    RUN(test_kv_f16);
     RUN(test_gguf_copies);
     RUN(test_no_mmap);
     RUN(test_llamacpp_layout);

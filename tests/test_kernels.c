@@ -354,22 +354,28 @@ static void test_matmul_ref_exact(void) {
 
 /* ng_attend on every path against softmax attention in double: G heads sharing a KV head, rows
  * with strides wider than d, head sizes that are and are not multiples of the vector width, and
- * position counts around the kernel's 64-position blocks. Scores are scaled so that the softmax
- * is peaked (an error in one score moves the output). */
+ * position counts around the kernel's 64-position blocks; keys and values cached as f32 and as
+ * f16 (the reference then uses the f16 values). Scores are scaled so that the softmax is
+ * peaked (an error in one score moves the output). */
 static void test_attend(void) {
     static const int Gs[] = {1, 3, 8}, ds[] = {8, 64, 80, 128}, ns[] = {1, 63, 64, 65, 200};
     int bad = 0, runs = 0;
-    for (int ig = 0; ig < COUNT(Gs); ig++)
+    for (int ig = 0; ig < 2 * COUNT(Gs); ig++) /* f32, then f16 caches */
         for (int id = 0; id < COUNT(ds); id++)
             for (int in = 0; in < COUNT(ns); in++) {
-                int G = Gs[ig], d = ds[id], n = ns[in];
+                int G = Gs[ig % COUNT(Gs)], d = ds[id], n = ns[in], f16 = ig >= COUNT(Gs);
                 size_t qs = (size_t)d + 5, kvs = (size_t)d + 3, os = (size_t)d + 7;
                 float *q = malloc(sizeof(float) * qs * G), *k = malloc(sizeof(float) * kvs * n);
                 float *v = malloc(sizeof(float) * kvs * n), *o = malloc(sizeof(float) * os * G);
                 float *scratch = malloc(sizeof(float) * (size_t)G * n);
                 double *ref = malloc(sizeof(double) * (size_t)G * d), *p = malloc(sizeof(double) * n);
+                ng_f16 *k16 = malloc(sizeof(ng_f16) * kvs * n), *v16 = malloc(sizeof(ng_f16) * kvs * n);
                 for (size_t i = 0; i < qs * G; i++) q[i] = 2 * frand();
-                for (size_t i = 0; i < kvs * n; i++) k[i] = frand(), v[i] = frand();
+                for (size_t i = 0; i < kvs * n; i++) {
+                    k[i] = frand(), v[i] = frand();
+                    k16[i] = ng_f32_to_f16(k[i]), v16[i] = ng_f32_to_f16(v[i]);
+                    if (f16) k[i] = ng_f16_to_f32(k16[i]), v[i] = ng_f16_to_f32(v16[i]);
+                }
                 float scale = 1.0f / sqrtf((float)d);
                 for (int g = 0; g < G; g++) {
                     double mx = -1e300, sum = 0;
@@ -389,21 +395,22 @@ static void test_attend(void) {
                 for (int pth = 0; pth < 3; pth++) {
                     if (ng_kernel_set_path(PATHS[pth]) != 0) continue;
                     for (size_t i = 0; i < os * G; i++) o[i] = NAN; /* the gaps between rows stay NaN */
-                    ng_attend(o, os, q, qs, G, k, v, kvs, n, d, scale, scratch);
+                    if (f16) ng_attend(o, os, q, qs, G, k16, v16, NG_F16, kvs, n, d, scale, scratch);
+                    else ng_attend(o, os, q, qs, G, k, v, NG_F32, kvs, n, d, scale, scratch);
                     for (int g = 0; g < G; g++)
                         for (size_t i = 0; i < os; i++) {
                             double got = o[g * os + i];
                             int ok = i < (size_t)d ? fabs(got - ref[g * d + i]) <= 2e-5 : isnan(got);
                             if (!ok && bad++ < 3)
-                                fprintf(stderr, "%s G=%d d=%d n=%d [g=%d i=%zu]: %.9g vs %.9g\n", PATHS[pth], G, d, n,
-                                        g, i, got, i < (size_t)d ? ref[g * d + i] : NAN);
+                                fprintf(stderr, "%s %s G=%d d=%d n=%d [g=%d i=%zu]: %.9g vs %.9g\n", PATHS[pth],
+                                        f16 ? "f16" : "f32", G, d, n, g, i, got, i < (size_t)d ? ref[g * d + i] : NAN);
                         }
                     runs++;
                 }
                 ng_kernel_set_path(NULL);
-                free(q), free(k), free(v), free(o), free(scratch), free(ref), free(p);
+                free(q), free(k), free(v), free(o), free(scratch), free(ref), free(p), free(k16), free(v16);
             }
-    CHECK(runs >= 60, "only %d runs", runs);
+    CHECK(runs >= 120, "only %d runs", runs);
     CHECK(bad == 0, "%d mismatches", bad);
 }
 

@@ -64,6 +64,11 @@ int cli_common_flag(int argc, char **argv, int *i, cli_opts *o) {
     else if (IS("--seed")) o->sp.seed = (uint64_t)cli_long(a, cli_value(argc, argv, i), 0, 0x7fffffffffffffffL), o->seed_set = 1;
     else if (IS("--json")) o->json = 1;
     else if (IS("--no-mmap")) ng_model_set_mmap(0);
+    else if (IS("--kv-type")) {
+        const char *v = cli_value(argc, argv, i);
+        int t = ng_type_parse(v);
+        if (t < 0 || ng_set_kv_type((ng_type)t) != 0) usage_error("--kv-type: '%s' is not f32 or f16%s", v, "");
+    }
     else if (IS("--lora")) {
         if (o->n_lora == (int)(sizeof o->lora / sizeof o->lora[0])) usage_error("too many --lora adapters%s%s", "", "");
         o->lora[o->n_lora++] = cli_value(argc, argv, i);

@@ -37,6 +37,8 @@ static const char HELP[] =
     "      --lora PATH[:SCALE] apply a LoRA adapter (PEFT folder or GGUF LoRA); repeatable\n"
     "      --no-mmap          copy the weights into memory of its own (huge pages) instead of\n"
     "                         reading them through the file's mapping (fewer TLB misses)\n"
+    "      --kv-type T        f32 (default) or f16: the type of the cached keys and values (f16:\n"
+    "                         half the memory, and half the bytes attention reads per token)\n"
     "  -t, --threads N        threads (default: all cores)\n"
     "      --json             print one JSON object with text, ids and timings at the end\n"
     "  -q, --quiet            no timings on stderr\n";

@@ -32,6 +32,8 @@ static const char HELP[] =
     "      --mmap             read the weights through the file's memory mapping; by default\n"
     "                         they are copied into memory on huge pages (slower start; a batch\n"
     "                         of 8 rows streams the weights about a quarter faster)\n"
+    "      --kv-type T        f32 (default) or f16: the type of the slots' cached keys and\n"
+    "                         values (f16: half the memory per slot, half the bytes read)\n"
     "  -t, --threads N        threads (default: all cores)\n"
     "      --bench ...        the load generator instead (netgpt serve --bench --help)\n";
 

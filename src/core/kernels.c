@@ -1780,19 +1780,45 @@ static inline __attribute__((always_inline)) void softmax_rows(float *scratch, i
     }
 }
 
+#if defined(__x86_64__)
+/* The first d / 8 * 8 of d f16 values into buf, 8 at a time (F16C); returns how many. */
+__attribute__((target("avx,f16c"))) static int f16_row_f16c(float *buf, const ng_f16 *h, int d) {
+    int i = 0;
+    for (; i + 8 <= d; i += 8) _mm256_storeu_ps(buf + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+    return i;
+}
+#endif
+
+/* Key or value row t of a KV head as f32: the row itself (f32 caches), or its d values
+ * converted into buf (f16 caches; with F16C when the path has it). */
+static inline __attribute__((always_inline)) const float *kv_f32(const void *base, ng_type kvt, size_t off, int d,
+                                                                 float *buf, const int f16c) {
+    if (kvt == NG_F32) return (const float *)base + off;
+    const ng_f16 *h = (const ng_f16 *)base + off;
+    int i = 0;
+#if defined(__x86_64__)
+    if (f16c) i = f16_row_f16c(buf, h, d);
+#else
+    (void)f16c;
+#endif
+    for (; i < d; i++) buf[i] = ng_f16_to_f32(h[i]);
+    return buf;
+}
+
 /* One body for every path: the loops are written for the vectorizer, and each path compiles it
  * for its own vector width (the dot products' sums are ordered by that width). */
 static inline __attribute__((always_inline)) void attend_body(float *out, size_t o_stride, const float *q,
-                                                              size_t q_stride, int G, const float *k,
-                                                              const float *v, size_t kv_stride, int n, int d,
-                                                              float scale, float *scratch) {
+                                                              size_t q_stride, int G, const void *k,
+                                                              const void *v, ng_type kvt, size_t kv_stride, int n,
+                                                              int d, float scale, float *scratch, const int f16c) {
+    float buf[NG_ATT_MAX_F16_HEAD];
     for (int t0 = 0; t0 < n; t0 += ATT_TB) {
         int t1 = n - t0 < ATT_TB ? n : t0 + ATT_TB;
         for (int g = 0; g < G; g++) {
             const float *qg = q + (size_t)g * q_stride;
             float *s = scratch + (size_t)g * n;
             for (int t = t0; t < t1; t++) {
-                const float *kt = k + (size_t)t * kv_stride;
+                const float *kt = kv_f32(k, kvt, (size_t)t * kv_stride, d, buf, f16c);
                 float a = 0;
 #pragma omp simd reduction(+ : a)
                 for (int i = 0; i < d; i++) a += qg[i] * kt[i];
@@ -1808,7 +1834,7 @@ static inline __attribute__((always_inline)) void attend_body(float *out, size_t
             float *o = out + (size_t)g * o_stride;
             const float *p = scratch + (size_t)g * n;
             for (int t = t0; t < t1; t++) {
-                const float *vt = v + (size_t)t * kv_stride;
+                const float *vt = kv_f32(v, kvt, (size_t)t * kv_stride, d, buf, f16c);
                 float pt = p[t];
 #pragma omp simd
                 for (int i = 0; i < d; i++) o[i] += pt * vt[i];
@@ -1817,19 +1843,27 @@ static inline __attribute__((always_inline)) void attend_body(float *out, size_t
     }
 }
 
-static void attend_portable(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const float *k,
-                            const float *v, size_t kv_stride, int n, int d, float scale, float *scratch) {
-    attend_body(out, o_stride, q, q_stride, G, k, v, kv_stride, n, d, scale, scratch);
+static void attend_portable(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const void *k,
+                            const void *v, ng_type kvt, size_t kv_stride, int n, int d, float scale, float *scratch) {
+    attend_body(out, o_stride, q, q_stride, G, k, v, kvt, kv_stride, n, d, scale, scratch, 0);
 }
 
 #if defined(__x86_64__)
+/* 16 keys or values of a row (f32, or f16 converted in registers). */
+INL512 __m512 ldkv(const void *base, const ng_type kvt, size_t off) {
+    if (kvt == NG_F16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const ng_f16 *)base + off)));
+    return _mm512_loadu_ps((const float *)base + off);
+}
+
 /* AVX-512 for head sizes of HC * 16 (HC a constant after inlining): each head's query in HC
  * registers; scores 4 positions at a time (4 FMA chains, then 4 sums across lanes); the output
  * row in HC registers across all positions. (Compiled from attend_body, the dots kept
  * one chain and summed the lanes one by one, and the output row went through memory at every
  * position.) */
-INL512 void attend512_hc(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const float *k,
-                         const float *v, size_t kv_stride, int n, const int HC, float scale, float *scratch) {
+INL512 void attend512_hc(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const void *k,
+                         const void *v, const ng_type kvt, size_t kv_stride, int n, const int HC, float scale,
+                         float *scratch) {
+    const size_t es = kvt == NG_F16 ? 2 : 4;
     for (int t0 = 0; t0 < n; t0 += ATT_TB) {
         int t1 = n - t0 < ATT_TB ? n : t0 + ATT_TB;
         for (int g = 0; g < G; g++) {
@@ -1839,29 +1873,29 @@ INL512 void attend512_hc(float *out, size_t o_stride, const float *q, size_t q_s
             float *s = scratch + (size_t)g * n;
             int t = t0;
             for (; t + 4 <= t1; t += 4) {
-                const float *kt = k + (size_t)t * kv_stride;
+                size_t kt = (size_t)t * kv_stride;
                 __m512 a[4];
                 if (g == 0)
 #pragma GCC unroll 4
                     for (int j = 0; j < 4; j++)
 #pragma GCC unroll 16
-                        for (int c = 0; c < HC; c++)
-                            _mm_prefetch((const char *)(kt + (j + ATT_PF) * kv_stride + 16 * c), _MM_HINT_T0);
+                        for (int c = 0; c < HC; c += 64 / (int)es / 16 > 0 ? 64 / (int)es / 16 : 1)
+                            _mm_prefetch((const char *)k + (kt + (j + ATT_PF) * kv_stride + 16 * c) * es, _MM_HINT_T0);
 #pragma GCC unroll 4
-                for (int j = 0; j < 4; j++) a[j] = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kt + j * kv_stride));
+                for (int j = 0; j < 4; j++) a[j] = _mm512_mul_ps(qv[0], ldkv(k, kvt, kt + j * kv_stride));
 #pragma GCC unroll 16
                 for (int c = 1; c < HC; c++)
 #pragma GCC unroll 4
                     for (int j = 0; j < 4; j++)
-                        a[j] = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kt + j * kv_stride + 16 * c), a[j]);
+                        a[j] = _mm512_fmadd_ps(qv[c], ldkv(k, kvt, kt + j * kv_stride + 16 * c), a[j]);
 #pragma GCC unroll 4
                 for (int j = 0; j < 4; j++) s[t + j] = _mm512_reduce_add_ps(a[j]) * scale;
             }
             for (; t < t1; t++) {
-                const float *kt = k + (size_t)t * kv_stride;
-                __m512 a = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kt));
+                size_t kt = (size_t)t * kv_stride;
+                __m512 a = _mm512_mul_ps(qv[0], ldkv(k, kvt, kt));
 #pragma GCC unroll 16
-                for (int c = 1; c < HC; c++) a = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kt + 16 * c), a);
+                for (int c = 1; c < HC; c++) a = _mm512_fmadd_ps(qv[c], ldkv(k, kvt, kt + 16 * c), a);
                 s[t] = _mm512_reduce_add_ps(a) * scale;
             }
         }
@@ -1874,39 +1908,48 @@ INL512 void attend512_hc(float *out, size_t o_stride, const float *q, size_t q_s
         const float *p = scratch + (size_t)g * n;
         for (int t = 0; t < n; t++) {
             __m512 pt = _mm512_set1_ps(p[t]);
-            const float *vt = v + (size_t)t * kv_stride;
+            size_t vt = (size_t)t * kv_stride;
             if (g == 0)
 #pragma GCC unroll 16
-                for (int c = 0; c < HC; c++) _mm_prefetch((const char *)(vt + ATT_PF * kv_stride + 16 * c), _MM_HINT_T0);
+                for (int c = 0; c < HC; c += 64 / (int)es / 16 > 0 ? 64 / (int)es / 16 : 1)
+                    _mm_prefetch((const char *)v + (vt + ATT_PF * kv_stride + 16 * c) * es, _MM_HINT_T0);
 #pragma GCC unroll 16
-            for (int c = 0; c < HC; c++) o[c] = _mm512_fmadd_ps(pt, _mm512_loadu_ps(vt + 16 * c), o[c]);
+            for (int c = 0; c < HC; c++) o[c] = _mm512_fmadd_ps(pt, ldkv(v, kvt, vt + 16 * c), o[c]);
         }
 #pragma GCC unroll 16
         for (int c = 0; c < HC; c++) _mm512_storeu_ps(out + (size_t)g * o_stride + 16 * c, o[c]);
     }
 }
 
-T512 static void attend512(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const float *k,
-                           const float *v, size_t kv_stride, int n, int d, float scale, float *scratch) {
-    if (d == 64) return attend512_hc(out, o_stride, q, q_stride, G, k, v, kv_stride, n, 4, scale, scratch);
-    if (d == 128) return attend512_hc(out, o_stride, q, q_stride, G, k, v, kv_stride, n, 8, scale, scratch);
-    attend_body(out, o_stride, q, q_stride, G, k, v, kv_stride, n, d, scale, scratch);
+T512 static void attend512(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const void *k,
+                           const void *v, ng_type kvt, size_t kv_stride, int n, int d, float scale, float *scratch) {
+    if (kvt == NG_F16) {
+        if (d == 64) return attend512_hc(out, o_stride, q, q_stride, G, k, v, NG_F16, kv_stride, n, 4, scale, scratch);
+        if (d == 128) return attend512_hc(out, o_stride, q, q_stride, G, k, v, NG_F16, kv_stride, n, 8, scale, scratch);
+    } else {
+        if (d == 64) return attend512_hc(out, o_stride, q, q_stride, G, k, v, NG_F32, kv_stride, n, 4, scale, scratch);
+        if (d == 128) return attend512_hc(out, o_stride, q, q_stride, G, k, v, NG_F32, kv_stride, n, 8, scale, scratch);
+    }
+    attend_body(out, o_stride, q, q_stride, G, k, v, kvt, kv_stride, n, d, scale, scratch, 1);
 }
 
-T256 static void attend256(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const float *k,
-                           const float *v, size_t kv_stride, int n, int d, float scale, float *scratch) {
-    attend_body(out, o_stride, q, q_stride, G, k, v, kv_stride, n, d, scale, scratch);
+T256 static void attend256(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const void *k,
+                           const void *v, ng_type kvt, size_t kv_stride, int n, int d, float scale, float *scratch) {
+    attend_body(out, o_stride, q, q_stride, G, k, v, kvt, kv_stride, n, d, scale, scratch, 1);
 }
 #endif
 
-void ng_attend(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const float *k, const float *v,
-               size_t kv_stride, int n, int d, float scale, float *scratch) {
+void ng_attend(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const void *k, const void *v,
+               ng_type kvt, size_t kv_stride, int n, int d, float scale, float *scratch) {
+    if (kvt != NG_F32 && (kvt != NG_F16 || d > NG_ATT_MAX_F16_HEAD))
+        ng_die("attention: cached keys of type %s with heads of %d", ng_type_name(kvt), d);
 #if defined(__x86_64__)
     int path = current_path();
-    if (path == PATH_AVX512) return attend512(out, o_stride, q, q_stride, G, k, v, kv_stride, n, d, scale, scratch);
-    if (path == PATH_AVX2) return attend256(out, o_stride, q, q_stride, G, k, v, kv_stride, n, d, scale, scratch);
+    if (path == PATH_AVX512)
+        return attend512(out, o_stride, q, q_stride, G, k, v, kvt, kv_stride, n, d, scale, scratch);
+    if (path == PATH_AVX2) return attend256(out, o_stride, q, q_stride, G, k, v, kvt, kv_stride, n, d, scale, scratch);
 #endif
-    attend_portable(out, o_stride, q, q_stride, G, k, v, kv_stride, n, d, scale, scratch);
+    attend_portable(out, o_stride, q, q_stride, G, k, v, kvt, kv_stride, n, d, scale, scratch);
 }
 
 /* ---- activations ---- */

@@ -38,10 +38,12 @@ int ng_matmul_supported(ng_type wt);
 
 /* Causal attention of G query heads that share one KV head, over n cached positions: for each
  * head g (its d values at q + g * q_stride), p = softmax(scale * q k_t) over t < n (key t at
- * k + t * kv_stride, value t at v + t * kv_stride), and out + g * o_stride = sum_t p_t v_t.
- * scratch holds G * n floats. Single-threaded: callers run heads in parallel. */
-void ng_attend(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const float *k, const float *v,
-               size_t kv_stride, int n, int d, float scale, float *scratch);
+ * element t * kv_stride of k, value t of v, both of type kvt: NG_F32, or NG_F16 with d at most
+ * NG_ATT_MAX_F16_HEAD), and out + g * o_stride = sum_t p_t v_t. scratch holds G * n floats.
+ * Single-threaded: callers run heads in parallel. */
+#define NG_ATT_MAX_F16_HEAD 512
+void ng_attend(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const void *k, const void *v,
+               ng_type kvt, size_t kv_stride, int n, int d, float scale, float *scratch);
 
 /* core/vmath.h's ng_gelu and ng_silu_mul at the widest vectors this CPU runs; the same bits. */
 void ng_act_gelu(float *y, const float *x, size_t n);

@@ -37,6 +37,20 @@ static int att_group(const ng_hparams *hp) {
     return G;
 }
 
+_Static_assert(NG_KV_F16_MAX_HEAD <= NG_ATT_MAX_F16_HEAD, "f16 caches the attention kernel cannot read");
+
+static ng_type g_kv_type = NG_F32;
+
+int ng_set_kv_type(ng_type t) {
+    if (t != NG_F32 && t != NG_F16) return -1;
+    g_kv_type = t;
+    return 0;
+}
+
+ng_type ng_kv_type(void) { return g_kv_type; }
+
+static size_t kv_esize(const ng_state *s) { return s->kv_type == NG_F16 ? 2 : 4; }
+
 ng_state *ng_state_new(const ng_model *m, int n_ctx, int max_batch) {
     const ng_hparams *hp = &m->hp;
     if (n_ctx <= 0 || n_ctx > hp->n_ctx) n_ctx = hp->n_ctx;
@@ -46,15 +60,16 @@ ng_state *ng_state_new(const ng_model *m, int n_ctx, int max_batch) {
     s->max_batch = max_batch;
     size_t E = (size_t)hp->n_embd, KV = (size_t)ng_kv_dim(hp), L = (size_t)hp->n_layer, B = (size_t)max_batch;
     size_t kv_n = L * (size_t)n_ctx * KV;
-    s->kv = ng_aligned_alloc(2 * kv_n * sizeof(float));
+    s->kv_type = g_kv_type == NG_F16 && ng_head_dim(hp) <= NG_KV_F16_MAX_HEAD ? NG_F16 : NG_F32;
+    s->kv = ng_aligned_alloc(2 * kv_n * kv_esize(s));
 #ifdef MADV_NOHUGEPAGE
     /* the cache fills a position at a time: on huge pages the first token of a sequence would
      * have the kernel zero 2 MiB per layer (all of a small model's cache) in the middle of
      * serving; 4 KiB pages are zeroed as positions reach them */
-    madvise(s->kv, 2 * kv_n * sizeof(float), MADV_NOHUGEPAGE);
+    madvise(s->kv, 2 * kv_n * kv_esize(s), MADV_NOHUGEPAGE);
 #endif
     s->k = s->kv;
-    s->v = s->kv + kv_n;
+    s->v = (char *)s->kv + kv_n * kv_esize(s);
     if (max_batch == 0) return s; /* a KV cache only, for ng_forward_multi */
     int threads = ng_threads();
     s->n_score_rows = threads;
@@ -91,24 +106,26 @@ void ng_state_free(ng_state *s) {
 
 void ng_state_reset(ng_state *s) { s->pos = 0; }
 
-/* The cache row of (layer l, KV head h, position 0) in a state of n_ctx positions. */
-static size_t kv_head(const ng_hparams *hp, int n_ctx, int l, int h) {
-    return (((size_t)l * hp->n_head_kv + (size_t)h) * (size_t)n_ctx) * (size_t)ng_head_dim(hp);
+/* The cache row of (layer l, KV head h, position pos) of base (s->k or s->v). */
+static void *kv_row(const ng_hparams *hp, const ng_state *s, void *base, int l, int h, int pos) {
+    size_t i = (((size_t)l * hp->n_head_kv + (size_t)h) * (size_t)s->n_ctx + (size_t)pos) * (size_t)ng_head_dim(hp);
+    return (char *)base + i * kv_esize(s);
 }
 
-void ng_state_copy_kv(const ng_model *m, ng_state *dst, const ng_state *src, int n) {
+int ng_state_copy_kv(const ng_model *m, ng_state *dst, const ng_state *src, int n) {
     const ng_hparams *hp = &m->hp;
-    size_t bytes = (size_t)n * (size_t)ng_head_dim(hp) * sizeof(float);
+    if (dst->kv_type != src->kv_type) return NG_ERR;
+    size_t bytes = (size_t)n * (size_t)ng_head_dim(hp) * kv_esize(src);
     for (int l = 0; l < hp->n_layer; l++)
         for (int h = 0; h < hp->n_head_kv; h++) {
-            memcpy(dst->k + kv_head(hp, dst->n_ctx, l, h), src->k + kv_head(hp, src->n_ctx, l, h), bytes);
-            memcpy(dst->v + kv_head(hp, dst->n_ctx, l, h), src->v + kv_head(hp, src->n_ctx, l, h), bytes);
+            memcpy(kv_row(hp, dst, dst->k, l, h, 0), kv_row(hp, src, src->k, l, h, 0), bytes);
+            memcpy(kv_row(hp, dst, dst->v, l, h, 0), kv_row(hp, src, src->v, l, h, 0), bytes);
         }
+    return NG_OK;
 }
 
 int ng_state_copy(const ng_model *m, ng_state *dst, const ng_state *src) {
-    if (dst->n_ctx < src->pos) return NG_ERR;
-    ng_state_copy_kv(m, dst, src, src->pos);
+    if (dst->n_ctx < src->pos || ng_state_copy_kv(m, dst, src, src->pos)) return NG_ERR;
     dst->pos = src->pos;
     dst->lora = src->lora;
     return NG_OK;
@@ -195,9 +212,9 @@ static void attention_job(void *ctx, int t, int T) {
     for (int wi; (wi = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->work;) {
         int b = wi / j->heads_per_row, h0 = wi % j->heads_per_row * G, kvh = h0 / group;
         const ng_state *seq = w->row_seq[b];
-        size_t kv0 = kv_head(hp, seq->n_ctx, j->l, kvh);
         ng_attend(w->att_out + (size_t)b * E + (size_t)h0 * hd, (size_t)hd, j->q0 + (size_t)b * j->q_stride + (size_t)h0 * hd,
-                  (size_t)hd, G, seq->k + kv0, seq->v + kv0, (size_t)hd, w->row_pos[b] + 1, hd, j->scale, scratch);
+                  (size_t)hd, G, kv_row(hp, seq, seq->k, j->l, kvh, 0), kv_row(hp, seq, seq->v, j->l, kvh, 0),
+                  seq->kv_type, (size_t)hd, w->row_pos[b] + 1, hd, j->scale, scratch);
     }
 }
 
@@ -261,9 +278,8 @@ static void qkv_project(const ng_hparams *hp, const ng_layer *L, ng_state *s, in
         const float *row = s->qkv + (size_t)b * stride;
         ng_state *seq = s->row_seq[b];
         for (int h = 0; h < hp->n_head_kv; h++) {
-            size_t at = kv_head(hp, seq->n_ctx, l, h) + (size_t)s->row_pos[b] * hd;
-            memcpy(seq->k + at, row + E + (size_t)h * hd, (size_t)hd * sizeof(float));
-            memcpy(seq->v + at, row + E + KV + (size_t)h * hd, (size_t)hd * sizeof(float));
+            ng_from_f32(kv_row(hp, seq, seq->k, l, h, s->row_pos[b]), row + E + (size_t)h * hd, seq->kv_type, hd);
+            ng_from_f32(kv_row(hp, seq, seq->v, l, h, s->row_pos[b]), row + E + KV + (size_t)h * hd, seq->kv_type, hd);
         }
     }
 }

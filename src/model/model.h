@@ -93,9 +93,10 @@ typedef struct ng_state {
     int n_ctx, max_batch;
     int pos;        /* tokens in the cache */
     const struct ng_lora *lora; /* adapter applied to this sequence's rows (NULL: the base model) */
-    float *kv;      /* one block: k then v, each (n_layer, n_head_kv, n_ctx, head_dim): a head's
-                     * positions are contiguous, so attention reads each as one stream */
-    float *k, *v;
+    void *kv;       /* one block: k then v, each (n_layer, n_head_kv, n_ctx, head_dim) of kv_type:
+                     * a head's positions are contiguous, so attention reads each as one stream */
+    void *k, *v;
+    ng_type kv_type; /* NG_F32 or NG_F16 (ng_set_kv_type when the state was made) */
     float *act;     /* one block for every activation below */
     float *x, *xn, *qkv, *att_out, *ff; /* (B, n_embd) x2, (B, n_embd + 2 kv_dim), (B, n_embd), (B, 2 n_ff) */
     float *scores;  /* (threads, heads per attention item, n_ctx) attention scratch */
@@ -106,6 +107,14 @@ typedef struct ng_state {
     const struct ng_lora **row_lora; /* (max_batch) each row's adapter, from its sequence */
     int any_lora;
 } ng_state;
+
+/* The type of the keys and values that states made from now on cache: NG_F32 (the default)
+ * or NG_F16 (half the memory, and half the bytes attention reads per token; keys and values
+ * are rounded to f16 as they are cached). Returns -1 for another type. Models with heads wider
+ * than NG_KV_F16_MAX_HEAD keep f32. */
+#define NG_KV_F16_MAX_HEAD 512
+int ng_set_kv_type(ng_type t);
+ng_type ng_kv_type(void);
 
 /* A state for sequences of up to n_ctx tokens (<= the model's n_ctx; 0 = the model's),
  * processing at most max_batch tokens per ng_forward call. max_batch 0 makes a KV cache only
@@ -118,8 +127,9 @@ void ng_state_reset(ng_state *s);
  * sequences so. */
 int ng_state_copy(const ng_model *m, ng_state *dst, const ng_state *src);
 /* Copies the keys and values of positions < n from src to dst (states of one model, both
- * n_ctx >= n); positions, adapters and the rest of dst are left alone. */
-void ng_state_copy_kv(const ng_model *m, ng_state *dst, const ng_state *src, int n);
+ * n_ctx >= n); positions, adapters and the rest of dst are left alone. NG_ERR (nothing copied)
+ * when their caches hold different types. */
+int ng_state_copy_kv(const ng_model *m, ng_state *dst, const ng_state *src, int n);
 
 /* Runs n tokens at positions s->pos .. s->pos+n-1 (n may exceed max_batch: it is chunked),
  * appends their keys/values to the cache and advances s->pos. Writes logits to `logits`

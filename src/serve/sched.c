@@ -219,10 +219,7 @@ static void admit(sched *s, serve_req *r) {
     }
     slot *sl = &s->slots[best_free];
     int reuse = best_free_k;
-    if (src_k > best_free_k) {
-        ng_state_copy_kv(s->m, sl->st, s->slots[src].st, src_k);
-        reuse = src_k;
-    }
+    if (src_k > best_free_k && ng_state_copy_kv(s->m, sl->st, s->slots[src].st, src_k) == NG_OK) reuse = src_k;
     sl->st->pos = reuse;
     sl->st->lora = r->adapter ? r->adapter->lora : NULL;
     sl->serial = req_serial(r);
