@@ -303,9 +303,9 @@ int cmd_bench(int argc, char **argv) {
     }
     double rss = (double)ng_peak_rss();
     if (o.json) {
-        printf("{\"threads\":%d,\"kernels\":\"%s\",\"read_bandwidth_gbs\":%.2f,\"peak_gflops\":%.1f,\"peak_rss_mb\":%.1f,"
-               "\"results\":[",
-               threads, ng_kernel_path(), bw / 1e9, peak / 1e9, rss / 1e6);
+        printf("{\"threads\":%d,\"kernels\":\"%s\",\"kv_type\":\"%s\",\"read_bandwidth_gbs\":%.2f,\"peak_gflops\":%.1f,"
+               "\"peak_rss_mb\":%.1f,\"results\":[",
+               threads, ng_kernel_path(), ng_type_name(ng_kv_type()), bw / 1e9, peak / 1e9, rss / 1e6);
         int first = 1;
         for (int i = 0; i < n_rows; i++) {
             const bench_row *r = &rows[i];
@@ -326,8 +326,8 @@ int cmd_bench(int argc, char **argv) {
         }
         printf("]}\n");
     } else {
-        printf("\nmachine: read bandwidth %.1f GB/s, f32 FMA peak %.1f GFLOP/s, %d threads, kernels %s\n", bw / 1e9,
-               peak / 1e9, threads, ng_kernel_path());
+        printf("\nmachine: read bandwidth %.1f GB/s, f32 FMA peak %.1f GFLOP/s, %d threads, kernels %s, %s KV cache\n",
+               bw / 1e9, peak / 1e9, threads, ng_kernel_path(), ng_type_name(ng_kv_type()));
         char bh[64] = "";
         if (batch) snprintf(bh, sizeof bh, "  batch 1 tok/s  batch %-3d tok/s  speedup", batch);
         printf("%-15s %-5s %10s %12s %14s %8s %13s %15s %10s%s%s\n", "model", "type", "weights", "decode tok/s",
