@@ -8,6 +8,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/kernels.h"
+#include "core/team.h"
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
 #include "model/model.h"
@@ -572,16 +574,24 @@ ng_lora *ng_lora_combine(ng_lora *const *list, int n) {
 
 /* ---- applying ------------------------------------------------------------------------------- */
 
-void ng_lora_apply(float *y, const float *x, int B, int N, int K, int layer, ng_lora_target t,
-                   const ng_lora *const *adapters) {
-#pragma omp parallel for schedule(static) if (B > 1)
-    for (int b = 0; b < B; b++) {
-        if (!adapters[b]) continue;
-        const ng_lora_mat *m = ng_lora_mat_of(adapters[b], layer, t);
+typedef struct {
+    float *y;
+    const float *x;
+    int N, K, layer, B;
+    ng_lora_target t;
+    const ng_lora *const *adapters;
+} apply_ctx;
+
+static void apply_job(void *ctx, int t_, int T_) {
+    const apply_ctx *c = ctx;
+    int N = c->N, K = c->K;
+    for (int b = (int)((int64_t)c->B * t_ / T_); b < (int)((int64_t)c->B * (t_ + 1) / T_); b++) {
+        if (!c->adapters[b]) continue;
+        const ng_lora_mat *m = ng_lora_mat_of(c->adapters[b], c->layer, c->t);
         if (!m->rank || m->k != K || m->n != N) continue;
         float ax[NG_LORA_MAX_RANK];
-        const float *xb = x + (size_t)b * K;
-        float *yb = y + (size_t)b * N;
+        const float *xb = c->x + (size_t)b * K;
+        float *yb = c->y + (size_t)b * N;
         for (int r = 0; r < m->rank; r++) {
             const float *ar = m->a + (size_t)r * K;
             float s = 0;
@@ -597,6 +607,13 @@ void ng_lora_apply(float *y, const float *x, int B, int N, int K, int layer, ng_
             yb[n] += s;
         }
     }
+}
+
+/* Rows of a batch on the kernels' threads (core/team.h), a share each. */
+void ng_lora_apply(float *y, const float *x, int B, int N, int K, int layer, ng_lora_target t,
+                   const ng_lora *const *adapters) {
+    apply_ctx c = {.y = y, .x = x, .N = N, .K = K, .layer = layer, .B = B, .t = t, .adapters = adapters};
+    ng_team_run(B > 1 ? (B < ng_threads() ? B : ng_threads()) : 1, apply_job, &c);
 }
 
 /* ---- merging -------------------------------------------------------------------------------- */

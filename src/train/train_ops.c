@@ -4,11 +4,11 @@
 #include "train/train_ops.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/kernels.h"
+#include "core/team.h"
 #include "core/util.h"
 #include "core/vmath.h"
 
@@ -125,12 +125,33 @@ void train_rope(float *x, int N, int T, int n_heads, int hd, float theta, float 
 
 /* ---- attention ------------------------------------------------------------------------------- */
 
-void train_attention_fwd(float *ao, float *att, const float *q, const float *k, const float *v, int B, int T, int H,
-                         int Hkv, int hd) {
-    int E = H * hd, KV = Hkv * hd, group = H / Hkv;
+/* The attention's operands, as a team job's context (core/team.h). */
+typedef struct {
+    float *ao, *att, *dq, *dk, *dv, *scratch;
+    const float *q, *k, *v, *dao, *p;
+    int B, T, H, Hkv, hd;
+} att_ctx;
+
+/* Thread t's share [*i0, *i1) of n items cut into T contiguous runs. */
+static void share(int n, int t, int T, int *i0, int *i1) {
+    *i0 = (int)((int64_t)n * t / T);
+    *i1 = (int)((int64_t)n * (t + 1) / T);
+}
+
+/* Threads for a loop of `work` multiply-adds: one below 65536 (a job costs more). */
+static int threads_for(size_t work, int max) {
+    int n = ng_threads() < max ? ng_threads() : max;
+    return work > 65536 ? n : 1;
+}
+
+static void attention_fwd_job(void *ctx, int t_, int T_) {
+    const att_ctx *c = ctx;
+    float *ao = c->ao, *att = c->att;
+    const float *q = c->q, *k = c->k, *v = c->v;
+    int B = c->B, T = c->T, H = c->H, hd = c->hd, E = H * hd, KV = c->Hkv * hd, group = H / c->Hkv, w0, w1;
     float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel for num_threads(ng_threads()) schedule(static) if ((size_t)B * H * T * T * hd > 65536)
-    for (int w = 0; w < B * H; w++) {
+    share(B * H, t_, T_, &w0, &w1);
+    for (int w = w0; w < w1; w++) {
         int b = w / H, h = w % H, kvh = h / group;
         for (int t = 0; t < T; t++) {
             const float *qr = q + (size_t)(b * T + t) * E + (size_t)h * hd;
@@ -159,18 +180,24 @@ void train_attention_fwd(float *ao, float *att, const float *q, const float *k, 
     }
 }
 
+void train_attention_fwd(float *ao, float *att, const float *q, const float *k, const float *v, int B, int T, int H,
+                         int Hkv, int hd) {
+    att_ctx c = {.ao = ao, .att = att, .q = q, .k = k, .v = v, .B = B, .T = T, .H = H, .Hkv = Hkv, .hd = hd};
+    ng_team_run(threads_for((size_t)B * H * T * T * hd, ng_threads()), attention_fwd_job, &c);
+}
+
 /* One work item per (sequence, KV head): it owns the dk, dv rows of that head and the dq rows
  * of the query heads in its group, so threads never write the same value. */
-void train_attention_bwd(float *dq, float *dk, float *dv, const float *dao, const float *q, const float *k,
-                         const float *v, const float *att, int B, int T, int H, int Hkv, int hd, float *scratch,
-                         int max_threads) {
-    int E = H * hd, KV = Hkv * hd, group = H / Hkv;
+static void attention_bwd_job(void *ctx, int t_, int T_) {
+    const att_ctx *c = ctx;
+    float *dq = c->dq, *dk = c->dk, *dv = c->dv;
+    const float *dao = c->dao, *q = c->q, *k = c->k, *v = c->v, *att = c->p;
+    int B = c->B, T = c->T, H = c->H, Hkv = c->Hkv, hd = c->hd, E = H * hd, KV = Hkv * hd, group = H / Hkv, w0, w1;
     float scale = 1.0f / sqrtf((float)hd);
-    int threads = ng_threads() < max_threads ? ng_threads() : max_threads;
-#pragma omp parallel for num_threads(threads) schedule(static) if ((size_t)B * H * T * T * hd > 65536)
-    for (int w = 0; w < B * Hkv; w++) {
+    float *dp = c->scratch + (size_t)t_ * T;
+    share(B * Hkv, t_, T_, &w0, &w1);
+    for (int w = w0; w < w1; w++) {
         int b = w / Hkv, kvh = w % Hkv;
-        float *dp = scratch + (size_t)omp_get_thread_num() * T;
         for (int t = 0; t < T; t++) {
             memset(dk + (size_t)(b * T + t) * KV + (size_t)kvh * hd, 0, (size_t)hd * sizeof(float));
             memset(dv + (size_t)(b * T + t) * KV + (size_t)kvh * hd, 0, (size_t)hd * sizeof(float));
@@ -206,7 +233,39 @@ void train_attention_bwd(float *dq, float *dk, float *dv, const float *dao, cons
     }
 }
 
+void train_attention_bwd(float *dq, float *dk, float *dv, const float *dao, const float *q, const float *k,
+                         const float *v, const float *att, int B, int T, int H, int Hkv, int hd, float *scratch,
+                         int max_threads) {
+    att_ctx c = {.dq = dq, .dk = dk, .dv = dv, .scratch = scratch, .dao = dao, .q = q, .k = k, .v = v, .p = att,
+                 .B = B, .T = T, .H = H, .Hkv = Hkv, .hd = hd};
+    ng_team_run(threads_for((size_t)B * H * T * T * hd, max_threads), attention_bwd_job, &c);
+}
+
 /* ---- matrix products ------------------------------------------------------------------------- */
+
+/* A loop of the matrix products below, as a team job's context. */
+typedef struct {
+    float *dst;
+    const float *src, *add;
+    const void *w;
+    ng_type wt;
+    size_t row, lds;
+    const int *keep;
+    int c0, nc, out, in, R, cols, N, ldy;
+    float scale;
+} mm_ctx;
+
+/* Columns c0..c0+nc-1 of W (out rows) as f32 rows of `out`: dst[i * out + o] = W[o][c0 + i]. */
+static void transpose_cols_job(void *ctx, int t, int T) {
+    const mm_ctx *c = ctx;
+    float buf[TRAIN_DX_COLS];
+    int o0, o1;
+    share(c->out, t, T, &o0, &o1);
+    for (int o = o0; o < o1; o++) {
+        ng_to_f32(buf, (const char *)c->w + c->row * (size_t)o + ng_row_size(c->wt, c->c0), c->wt, c->nc);
+        for (int i = 0; i < c->nc; i++) c->dst[(size_t)i * c->out + o] = buf[i];
+    }
+}
 
 void train_matmul_dx(float *dx, const float *dy, const void *w, ng_type wt, int N, int out, int in, float *scratch) {
     size_t row = ng_row_size(wt, in);
@@ -218,15 +277,8 @@ void train_matmul_dx(float *dx, const float *dy, const void *w, ng_type wt, int 
     float *wt_f = scratch, *y = scratch + (size_t)TRAIN_DX_COLS * out;
     for (int c0 = 0; c0 < in; c0 += TRAIN_DX_COLS) {
         int nc = in - c0 < TRAIN_DX_COLS ? in - c0 : TRAIN_DX_COLS;
-#pragma omp parallel num_threads(ng_threads()) if ((size_t)out * nc > 65536)
-        {
-            float buf[TRAIN_DX_COLS];
-#pragma omp for schedule(static)
-            for (int o = 0; o < out; o++) {
-                ng_to_f32(buf, (const char *)w + row * (size_t)o + ng_row_size(wt, c0), wt, nc);
-                for (int i = 0; i < nc; i++) wt_f[(size_t)i * out + o] = buf[i];
-            }
-        }
+        mm_ctx c = {.dst = wt_f, .w = w, .wt = wt, .row = row, .c0 = c0, .nc = nc, .out = out};
+        ng_team_run(threads_for((size_t)out * nc, ng_threads()), transpose_cols_job, &c);
         ng_matmul(y, dy, wt_f, NG_F32, NULL, N, nc, out);
         for (int n = 0; n < N; n++) memcpy(dx + (size_t)n * in + c0, y + (size_t)n * nc, (size_t)nc * sizeof(float));
     }
@@ -245,10 +297,17 @@ void train_ops_release(void) {
 /* dst (cols, R) = the rows keep[0..R) of src (row stride lds, cols used), transposed, in tiles
  * of 8 columns x 64 rows: the 8 destination rows a tile writes are R floats apart, often a
  * power of two, so they share one L1 set; 8 stays under the cache's associativity. */
-static void gather_transpose(float *dst, const float *src, size_t lds, const int *keep, int R, int cols) {
-    enum { TC = 8, TJ = 64 };
-#pragma omp parallel for num_threads(ng_threads()) schedule(static) if ((size_t)R * cols > 65536)
-    for (int c0 = 0; c0 < cols; c0 += TC) {
+enum { TC = 8, TJ = 64 };
+
+static void gather_transpose_job(void *ctx, int t, int T) {
+    const mm_ctx *g = ctx;
+    float *dst = g->dst;
+    const float *src = g->src;
+    const int *keep = g->keep;
+    size_t lds = g->lds;
+    int R = g->R, cols = g->cols, g0, g1;
+    share((cols + TC - 1) / TC, t, T, &g0, &g1);
+    for (int c0 = g0 * TC; c0 < g1 * TC; c0 += TC) {
         int c1 = c0 + TC < cols ? c0 + TC : cols;
         for (int j0 = 0; j0 < R; j0 += TJ) {
             int j1 = j0 + TJ < R ? j0 + TJ : R;
@@ -260,6 +319,11 @@ static void gather_transpose(float *dst, const float *src, size_t lds, const int
     }
 }
 
+static void gather_transpose(float *dst, const float *src, size_t lds, const int *keep, int R, int cols) {
+    mm_ctx c = {.dst = dst, .src = src, .lds = lds, .keep = keep, .R = R, .cols = cols};
+    ng_team_run(threads_for((size_t)R * cols, ng_threads()), gather_transpose_job, &c);
+}
+
 /* Rows of dW per product: bounds the scratch (DW_SLICE x in products, DW_SLICE x N of dy^T). */
 #define DW_SLICE 2048
 
@@ -267,19 +331,35 @@ static void gather_transpose(float *dst, const float *src, size_t lds, const int
  * (O(N (out + in)), next to O(N out in) for the product), rows whose dy is all zero (masked
  * tokens) are dropped, and ng_matmul's blocked kernel does the rest, DW_SLICE rows of dW at a
  * time. Small products keep the plain loop, where the copies would cost more than they save. */
+/* dW rows [o0, o1) += scale * dy^T x, row by row (small products). */
+static void dw_plain_job(void *ctx, int t, int T) {
+    const mm_ctx *c = ctx;
+    int in = c->in, o0, o1;
+    share(c->out, t, T, &o0, &o1);
+    for (int o = o0; o < o1; o++) {
+        float *d = c->dst + (size_t)o * in;
+        for (int n = 0; n < c->N; n++) {
+            float g = c->scale * c->add[(size_t)n * c->ldy + o];
+            if (g == 0) continue; /* masked rows contribute nothing */
+            const float *xr = c->src + (size_t)n * in;
+#pragma omp simd
+            for (int i = 0; i < in; i++) d[i] += g * xr[i];
+        }
+    }
+}
+
+/* dst rows [o0, o1) (of in) += scale * the same rows of add. */
+static void add_scaled_job(void *ctx, int t, int T) {
+    const mm_ctx *c = ctx;
+    int o0, o1;
+    share(c->out, t, T, &o0, &o1);
+    for (size_t i = (size_t)o0 * c->in; i < (size_t)o1 * c->in; i++) c->dst[i] += c->scale * c->add[i];
+}
+
 void train_matmul_dw(float *dw, const float *dy, int ldy, const float *x, int N, int out, int in, float scale) {
     if ((size_t)N * out * in <= (size_t)1 << 18 || N < 16) {
-#pragma omp parallel for num_threads(ng_threads()) schedule(static) if ((size_t)N * out * in > 65536)
-        for (int o = 0; o < out; o++) {
-            float *d = dw + (size_t)o * in;
-            for (int n = 0; n < N; n++) {
-                float g = scale * dy[(size_t)n * ldy + o];
-                if (g == 0) continue; /* masked rows contribute nothing */
-                const float *xr = x + (size_t)n * in;
-#pragma omp simd
-                for (int i = 0; i < in; i++) d[i] += g * xr[i];
-            }
-        }
+        mm_ctx c = {.dst = dw, .add = dy, .ldy = ldy, .src = x, .N = N, .out = out, .in = in, .scale = scale};
+        ng_team_run(threads_for((size_t)N * out * in, ng_threads()), dw_plain_job, &c);
         return;
     }
     int sl = out < DW_SLICE ? out : DW_SLICE;
@@ -303,10 +383,8 @@ void train_matmul_dw(float *dw, const float *dy, int ldy, const float *x, int N,
         int m = out - o0 < sl ? out - o0 : sl;
         gather_transpose(dyt, dy + o0, ldy, keep, R, m);
         ng_matmul(prod, dyt, xt, NG_F32, NULL, m, in, R);
-        float *d = dw + (size_t)o0 * in;
-#pragma omp parallel for num_threads(ng_threads()) schedule(static) if ((size_t)m * in > 65536)
-        for (int o = 0; o < m; o++)
-            for (int i = 0; i < in; i++) d[(size_t)o * in + i] += scale * prod[(size_t)o * in + i];
+        mm_ctx c = {.dst = dw + (size_t)o0 * in, .add = prod, .out = m, .in = in, .scale = scale};
+        ng_team_run(threads_for((size_t)m * in, ng_threads()), add_scaled_job, &c);
     }
 }
 
