@@ -166,11 +166,11 @@ void ng_team_run(int nt, ng_team_fn fn, void *ctx) {
 }
 
 void ng_team_barrier(void) {
+    if (tl_nt <= 1) return; /* first: a job run alone inside an OpenMP team must not wait for it */
     if (tl_mode == 2) {
 #pragma omp barrier
         return;
     }
-    if (tl_nt <= 1) return;
     unsigned gen = atomic_load_explicit(&g.bar_gen, memory_order_acquire);
     if (atomic_fetch_add_explicit(&g.bar_count, 1, memory_order_acq_rel) == tl_nt - 1) {
         atomic_store_explicit(&g.bar_count, 0, memory_order_relaxed);
