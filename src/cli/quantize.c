@@ -45,15 +45,7 @@ static int quantize_adapter(gguf_ctx *g, const char *in, const char *out, ng_typ
         /* rows that are not whole blocks of t: f16 when t is a block type and x is wider */
         ng_type to = cols % ng_type_block(t) == 0 ? t : ng_type_block(t) > 1 && x->type == NG_F32 ? NG_F16 : x->type;
         before += ng_row_size(x->type, cols) * (size_t)rows;
-        if (to != x->type) {
-            bufs[i] = xmalloc(ng_row_size(to, cols) * (size_t)rows);
-            float *row = xmalloc((size_t)cols * sizeof *row);
-            for (int64_t r = 0; r < rows; r++) {
-                ng_to_f32(row, (const char *)x->data + ng_row_size(x->type, cols) * (size_t)r, x->type, cols);
-                ng_quantize_row(to, row, (char *)bufs[i] + ng_row_size(to, cols) * (size_t)r, cols);
-            }
-            free(row);
-        }
+        if (to != x->type) bufs[i] = ng_convert_rows(x->data, x->type, to, cols, rows);
         after += ng_row_size(to, cols) * (size_t)rows;
         gguf_add_tensor(w, x->name, to, x->n_dims, x->ne, bufs[i] ? bufs[i] : x->data);
     }

@@ -2,7 +2,10 @@
  * fast dot products that use these layouts live in kernels.c. */
 #include "core/quant.h"
 
+#include "core/util.h"
+
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 static float half_at(const uint8_t *p) {
@@ -186,4 +189,16 @@ void ng_quantize_row(ng_type t, const float *src, void *dst, int64_t n) {
         if (t == NG_Q8_0) quant_q8_0(src, b);
         else quant_q4_0(src, b);
     }
+}
+
+void *ng_convert_rows(const void *src, ng_type from, ng_type to, int64_t cols, int64_t rows) {
+    size_t in_rb = ng_row_size(from, cols), out_rb = ng_row_size(to, cols);
+    char *dst = xmalloc(out_rb * (size_t)(rows ? rows : 1));
+    float *f = xmalloc((size_t)(cols ? cols : 1) * sizeof *f);
+    for (int64_t r = 0; r < rows; r++) {
+        ng_dequantize_row(from, (const char *)src + in_rb * (size_t)r, f, cols);
+        ng_quantize_row(to, f, dst + out_rb * (size_t)r, cols);
+    }
+    free(f);
+    return dst;
 }

@@ -28,5 +28,8 @@ int ng_type_can_quant(ng_type t);
 void ng_dequantize_row(ng_type t, const void *src, float *dst, int64_t n);
 /* Converts n f32 values (a multiple of t's block size) to type t. */
 void ng_quantize_row(ng_type t, const float *src, void *dst, int64_t n);
+/* rows rows of cols values of type from as a new malloc'd buffer of type to, row by row
+ * through f32 (cols a multiple of both types' block sizes). */
+void *ng_convert_rows(const void *src, ng_type from, ng_type to, int64_t cols, int64_t rows);
 
 #endif

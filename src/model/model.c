@@ -820,18 +820,8 @@ int ng_model_save_gguf(const ng_model *m, const char *path, ng_type wtype, ng_er
             spec_name(&specs[i], l, name, sizeof name);
             ng_type to = save_type(t, wtype);
             const void *data = t->data;
-            if (to != t->type) { /* row by row through f32 */
-                int64_t rows = ng_tensor_nelem(t) / t->ne[0];
-                size_t in_rb = ng_row_size(t->type, t->ne[0]), out_rb = ng_row_size(to, t->ne[0]);
-                float *f = xmalloc((size_t)t->ne[0] * sizeof *f);
-                bufs[n] = xmalloc(out_rb * (size_t)rows);
-                for (int64_t r = 0; r < rows; r++) {
-                    ng_dequantize_row(t->type, (const char *)t->data + in_rb * (size_t)r, f, t->ne[0]);
-                    ng_quantize_row(to, f, (char *)bufs[n] + out_rb * (size_t)r, t->ne[0]);
-                }
-                free(f);
-                data = bufs[n];
-            }
+            if (to != t->type)
+                data = bufs[n] = ng_convert_rows(t->data, t->type, to, t->ne[0], ng_tensor_nelem(t) / t->ne[0]);
             int64_t ne[2] = {t->ne[0], t->ne[1]};
             gguf_add_tensor(w, name, to, ne[1] == 1 ? 1 : 2, ne, data);
         }
