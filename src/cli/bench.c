@@ -210,7 +210,7 @@ static void run_one(const bench_model *bm, const ng_hparams *hp, ng_type t, int 
     r->prefill_peak_pct = 100.0 * r->prefill_gflops * 1e9 / peak;
     r->floor_bw = fmax(bw, fmax(bw_before, ng_measure_read_bandwidth(ng_threads())));
     r->decode_tps = n_gen / dt;
-    double kv_bytes = 2.0 * hp->n_layer * ng_kv_dim(hp) * (s->kv_type == NG_F16 ? 2.0 : 4.0) *
+    double kv_bytes = 2.0 * hp->n_layer * ng_kv_dim(hp) * (double)ng_type_size(s->kv_type) *
                       (n_prompt + n_gen / 2.0); /* mean cache read */
     r->decode_floor_pct = 100.0 * ((r->weight_bytes + kv_bytes) / r->floor_bw) / (dt / n_gen);
     if (use_mmap) r->rss_mb = current_rss_mb();

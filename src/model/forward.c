@@ -37,8 +37,6 @@ static int att_group(const ng_hparams *hp) {
     return G;
 }
 
-_Static_assert(NG_KV_F16_MAX_HEAD <= NG_ATT_MAX_F16_HEAD, "f16 caches the attention kernel cannot read");
-
 static ng_type g_kv_type = NG_F32;
 
 int ng_set_kv_type(ng_type t) {
@@ -49,7 +47,7 @@ int ng_set_kv_type(ng_type t) {
 
 ng_type ng_kv_type(void) { return g_kv_type; }
 
-static size_t kv_esize(const ng_state *s) { return s->kv_type == NG_F16 ? 2 : 4; }
+static size_t kv_esize(const ng_state *s) { return ng_type_size(s->kv_type); }
 
 ng_state *ng_state_new(const ng_model *m, int n_ctx, int max_batch) {
     const ng_hparams *hp = &m->hp;
@@ -60,7 +58,7 @@ ng_state *ng_state_new(const ng_model *m, int n_ctx, int max_batch) {
     s->max_batch = max_batch;
     size_t E = (size_t)hp->n_embd, KV = (size_t)ng_kv_dim(hp), L = (size_t)hp->n_layer, B = (size_t)max_batch;
     size_t kv_n = L * (size_t)n_ctx * KV;
-    s->kv_type = g_kv_type == NG_F16 && ng_head_dim(hp) <= NG_KV_F16_MAX_HEAD ? NG_F16 : NG_F32;
+    s->kv_type = g_kv_type == NG_F16 && ng_head_dim(hp) <= NG_ATT_MAX_F16_HEAD ? NG_F16 : NG_F32;
     s->kv = ng_aligned_alloc(2 * kv_n * kv_esize(s));
 #ifdef MADV_NOHUGEPAGE
     /* the cache fills a position at a time: on huge pages the first token of a sequence would

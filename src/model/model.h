@@ -9,6 +9,7 @@
 #ifndef NG_MODEL_H
 #define NG_MODEL_H
 
+#include "core/kernels.h"
 #include "core/tensor.h"
 #include "core/util.h"
 #include "formats/gguf.h"
@@ -111,8 +112,7 @@ typedef struct ng_state {
 /* The type of the keys and values that states made from now on cache: NG_F32 (the default)
  * or NG_F16 (half the memory, and half the bytes attention reads per token; keys and values
  * are rounded to f16 as they are cached). Returns -1 for another type. Models with heads wider
- * than NG_KV_F16_MAX_HEAD keep f32. */
-#define NG_KV_F16_MAX_HEAD 512
+ * than the attention kernel reads from f16 (NG_ATT_MAX_F16_HEAD) keep f32. */
 int ng_set_kv_type(ng_type t);
 ng_type ng_kv_type(void);
 
