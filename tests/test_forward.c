@@ -258,6 +258,42 @@ static void test_no_mmap(void) {
     }
 }
 
+/* Weights the model owns (random, or copied with --no-mmap) are rearranged into the kernels'
+ * order where that is faster (q4_0r / q8_0r with AVX-512 VNNI): the same logits, bit for bit,
+ * as the file order they are saved in and load back in (mapped), and as a copy of that file. */
+static void test_kernel_order(void) {
+    static const ng_type ts[] = {NG_Q8_0, NG_Q4_0};
+    int toks[32];
+    for (int i = 0; i < 32; i++) toks[i] = (i * 37 + 5) % 300;
+    for (int arch = 0; arch < 2; arch++)
+        for (int it = 0; it < 2; it++) {
+            ng_hparams hp = {.arch = arch ? NG_ARCH_LLAMA : NG_ARCH_GPT2, .n_vocab = 300, .n_ctx = 64, .n_embd = 128,
+                             .n_head = 4, .n_head_kv = arch ? 2 : 4, .n_layer = 2, .n_ff = 384, .norm_eps = 1e-5f,
+                             .rope_theta = 10000, .rope_scale = 1};
+            ng_type t = ts[it], native = ng_matmul_native(t);
+            ng_model *m = ng_model_random(&hp, t, 7);
+            CHECK(m->layers[0].down_w->type == native && m->tok_embd->type == native, "%s: random model is %s", ng_type_name(t),
+                  ng_type_name(m->layers[0].down_w->type));
+            CHECK(ng_model_wtype(m) == t, "wtype %s", ng_type_name(ng_model_wtype(m)));
+            char path[64];
+            snprintf(path, sizeof path, "build/tmp/order-%d-%s.gguf", arch, ng_type_name(t));
+            ng_error err;
+            REQUIRE(ng_model_save_gguf(m, path, t, &err) == NG_OK, "%s", err.msg);
+            ng_model *f = load(path);
+            ng_model_set_mmap(0);
+            ng_model *c = load(path);
+            ng_model_set_mmap(1);
+            REQUIRE(f && c, "load %s", path);
+            CHECK(f->layers[0].down_w->type == t && c->layers[0].down_w->type == native, "%s: loaded as %s and %s", path,
+                  ng_type_name(f->layers[0].down_w->type), ng_type_name(c->layers[0].down_w->type));
+            float *lm = all_logits(m, toks, 32, 8), *lf = all_logits(f, toks, 32, 8), *lc = all_logits(c, toks, 32, 8);
+            size_t bytes = (size_t)32 * hp.n_vocab * sizeof(float);
+            CHECK(lm && lf && lc && memcmp(lm, lf, bytes) == 0 && memcmp(lm, lc, bytes) == 0, "%s: logits differ", path);
+            free(lm), free(lf), free(lc);
+            ng_model_free(m), ng_model_free(f), ng_model_free(c);
+        }
+}
+
 /* A GGUF laid out as llama.cpp's converter writes a GPT-2, made by an independent writer
  * (tools/reference/gguf_io.py), with a small BPE vocabulary. */
 static void test_llamacpp_layout(void) {
@@ -410,6 +446,7 @@ int main(void) {
     RUN(test_kv_f16);
     RUN(test_gguf_copies);
     RUN(test_no_mmap);
+    RUN(test_kernel_order);
     RUN(test_llamacpp_layout);
     RUN(test_stories260k);
     RUN(test_llama2c_errors);

@@ -352,13 +352,14 @@ static void test_matmul_ref_exact(void) {
     CHECK(!ng_matmul_supported(NG_I32) && !ng_matmul_supported((ng_type)-1), "bad types supported");
 }
 
-/* ng_attend on every path against softmax attention in double: G heads sharing a KV head, rows
- * with strides wider than d, head sizes that are and are not multiples of the vector width, and
- * position counts around the kernel's 64-position blocks; keys and values cached as f32 and as
- * f16 (the reference then uses the f16 values). Scores are scaled so that the softmax is
- * peaked (an error in one score moves the output). */
+/* ng_attend on every path against softmax attention in double: G heads sharing a KV head, query
+ * and output rows with strides wider than d, head sizes that are and are not multiples of the
+ * vector width, and position counts around the key tiles and the kernel's blocks of tiles; keys
+ * and values cached as f32 and as f16 (the reference then uses the f16 values). The key tiles'
+ * positions past n are NaN (they must not reach the output). Scores are scaled so that the
+ * softmax is peaked (an error in one score moves the output). */
 static void test_attend(void) {
-    static const int Gs[] = {1, 3, 8}, ds[] = {8, 64, 80, 128}, ns[] = {1, 63, 64, 65, 200};
+    static const int Gs[] = {1, 3, 5, 8}, ds[] = {8, 64, 80, 128}, ns[] = {1, 15, 16, 17, 63, 64, 65, 200};
     int bad = 0, runs = 0;
     for (int ig = 0; ig < 2 * COUNT(Gs); ig++) /* f32, then f16 caches */
         for (int id = 0; id < COUNT(ds); id++)
@@ -369,12 +370,20 @@ static void test_attend(void) {
                 float *v = malloc(sizeof(float) * kvs * n), *o = malloc(sizeof(float) * os * G);
                 float *scratch = malloc(sizeof(float) * (size_t)G * n);
                 double *ref = malloc(sizeof(double) * (size_t)G * d), *p = malloc(sizeof(double) * n);
-                ng_f16 *k16 = malloc(sizeof(ng_f16) * kvs * n), *v16 = malloc(sizeof(ng_f16) * kvs * n);
+                size_t nk = (size_t)(n + NG_ATT_KT - 1) / NG_ATT_KT * NG_ATT_KT * d; /* whole tiles */
+                float *kt = malloc(sizeof(float) * nk), *vr = malloc(sizeof(float) * n * d);
+                ng_f16 *k16 = malloc(sizeof(ng_f16) * nk), *v16 = malloc(sizeof(ng_f16) * n * d);
+                for (size_t i = 0; i < nk; i++) kt[i] = NAN, k16[i] = ng_f32_to_f16(NAN);
                 for (size_t i = 0; i < qs * G; i++) q[i] = 2 * frand();
                 for (size_t i = 0; i < kvs * n; i++) {
                     k[i] = frand(), v[i] = frand();
-                    k16[i] = ng_f32_to_f16(k[i]), v16[i] = ng_f32_to_f16(v[i]);
-                    if (f16) k[i] = ng_f16_to_f32(k16[i]), v[i] = ng_f16_to_f32(v16[i]);
+                    if (f16) k[i] = ng_f16_to_f32(ng_f32_to_f16(k[i])), v[i] = ng_f16_to_f32(ng_f32_to_f16(v[i]));
+                }
+                for (int t = 0; t < n; t++) {
+                    ng_attend_put_key(kt, NG_F32, t, d, k + t * kvs);
+                    ng_attend_put_key(k16, NG_F16, t, d, k + t * kvs);
+                    for (int i = 0; i < d; i++)
+                        vr[(size_t)t * d + i] = v[t * kvs + i], v16[(size_t)t * d + i] = ng_f32_to_f16(v[t * kvs + i]);
                 }
                 float scale = 1.0f / sqrtf((float)d);
                 for (int g = 0; g < G; g++) {
@@ -395,8 +404,8 @@ static void test_attend(void) {
                 for (int pth = 0; pth < 3; pth++) {
                     if (ng_kernel_set_path(PATHS[pth]) != 0) continue;
                     for (size_t i = 0; i < os * G; i++) o[i] = NAN; /* the gaps between rows stay NaN */
-                    if (f16) ng_attend(o, os, q, qs, G, k16, v16, NG_F16, kvs, n, d, scale, scratch);
-                    else ng_attend(o, os, q, qs, G, k, v, NG_F32, kvs, n, d, scale, scratch);
+                    if (f16) ng_attend(o, os, q, qs, G, k16, v16, NG_F16, n, d, scale, scratch);
+                    else ng_attend(o, os, q, qs, G, kt, vr, NG_F32, n, d, scale, scratch);
                     for (int g = 0; g < G; g++)
                         for (size_t i = 0; i < os; i++) {
                             double got = o[g * os + i];
@@ -409,8 +418,9 @@ static void test_attend(void) {
                 }
                 ng_kernel_set_path(NULL);
                 free(q), free(k), free(v), free(o), free(scratch), free(ref), free(p), free(k16), free(v16);
+                free(kt), free(vr);
             }
-    CHECK(runs >= 120, "only %d runs", runs);
+    CHECK(runs >= 256, "only %d runs", runs);
     CHECK(bad == 0, "%d mismatches", bad);
 }
 

@@ -284,7 +284,9 @@ static void qcase_init(qcase *c, ng_type t, int B, int N, int K) {
     c->t = t, c->B = B, c->N = N, c->K = K;
     size_t rs = ng_row_size(t, K), ny = (size_t)B * N;
     c->w = malloc(rs * N + 1);
-    random_blocks(t, c->w, rs * N / ng_type_size(t));
+    ng_type base = ng_type_base(t); /* q4_0r, q8_0r: random q4_0, q8_0 blocks rearranged */
+    random_blocks(base, c->w, rs * N / ng_type_size(base));
+    if (t != base) ng_reorder_rows(c->w, t, c->w, base, K, N);
     c->x = malloc(sizeof(float) * ((size_t)B * K + 1));
     for (size_t i = 0; i < (size_t)B * K; i++) c->x[i] = frand() * (float)(1 + (i / 32) % 3);
     c->wf = malloc(sizeof(float) * ((size_t)N * K + 1));
@@ -349,6 +351,7 @@ static int qcheck(ng_type t, int B, int N, int K, int *runs) {
         int qtype = t == NG_Q8_0 || t == NG_Q4_0 || t == NG_Q4_K || t == NG_Q6_K;
         int wide = p == 0 && ng_cpu_features()->avx512vnni;
         int integer = p < 2 && qtype && (B <= 64 || wide);
+        if (t != ng_type_base(t)) integer = wide; /* the kernel-order types: only there */
         ng_set_threads(1);
         ng_matmul(c.y1, c.x, c.w, t, NULL, B, N, K);
         ng_set_threads(2);
@@ -390,6 +393,55 @@ static void check_type(ng_type t) {
 
 static void test_matmul_q8_0(void) { check_type(NG_Q8_0); }
 static void test_matmul_q4_0(void) { check_type(NG_Q4_0); }
+static void test_matmul_q8_0r(void) { check_type(NG_Q8_0R); }
+static void test_matmul_q4_0r(void) { check_type(NG_Q4_0R); }
+
+/* q4_0r and q8_0r hold q4_0's and q8_0's bytes rearranged: there and back is the identity, in
+ * place too; a value dequantizes the same in both orders; the layout is the one quant.h states
+ * (checked on known codes); conversions between the orders are exact; files never hold them. */
+static void test_reorder(void) {
+    static const ng_type ts[] = {NG_Q4_0, NG_Q8_0};
+    int bad = 0;
+    for (int it = 0; it < COUNT(ts); it++) {
+        ng_type t = ts[it], r = ng_type_reordered(t);
+        int K = 384, N = 5;
+        size_t rs = ng_row_size(t, K), n = rs * N;
+        CHECK(r != t && ng_type_base(r) == t && ng_row_size(r, K) == rs && ng_type_block(r) == 128, "%s sizes", ng_type_name(t));
+        uint8_t *w = malloc(n), *a = malloc(n), *b = malloc(n);
+        random_blocks(t, w, n / ng_type_size(t));
+        ng_reorder_rows(a, r, w, t, K, N);
+        ng_reorder_rows(b, t, a, r, K, N);
+        bad += memcmp(b, w, n) != 0;
+        memcpy(b, w, n);
+        ng_reorder_rows(b, r, b, t, K, N); /* in place */
+        bad += memcmp(b, a, n) != 0;
+        float *f1 = malloc(sizeof(float) * K * N), *f2 = malloc(sizeof(float) * K * N);
+        ng_dequantize_row(t, w, f1, (int64_t)K * N);
+        ng_dequantize_row(r, a, f2, (int64_t)K * N);
+        bad += memcmp(f1, f2, sizeof(float) * K * N) != 0;
+        void *c = ng_convert_rows(a, r, t, K, N);
+        bad += memcmp(c, w, n) != 0;
+        free(c);
+        /* the stated layout: code i of block j sits in lane j + 4 * (i % 16 / 4), byte i % 4,
+         * of the first 64 bytes (q8_0: the first or second 64 for i < 16 or i >= 16, as q + 128);
+         * the scales follow the codes */
+        int q8 = t == NG_Q8_0;
+        for (int blk = 0; blk < 4; blk++)
+            for (int i = 0; i < 32; i++) {
+                const uint8_t *src = w + (q8 ? 34 : 18) * blk;
+                int code = q8 ? (int8_t)src[2 + i] : i < 16 ? src[2 + i] & 15 : src[2 + i - 16] >> 4;
+                int lane = blk + 4 * (i % 16 / 4), half = i / 16;
+                uint8_t byte = a[(q8 ? 64 * half : 0) + 4 * lane + i % 4];
+                int got = q8 ? (int)byte - 128 : half ? byte >> 4 : byte & 15;
+                bad += got != code;
+            }
+        bad += memcmp(a + (q8 ? 128 : 64), w, 2) != 0; /* block 0's scale first */
+        free(f1), free(f2), free(w), free(a), free(b);
+        CHECK(ng_type_parse(ng_type_name(r)) < 0 && !ng_type_in_files(r) && ng_type_in_files(t),
+              "%s is a file type", ng_type_name(r));
+    }
+    CHECK(bad == 0, "%d mismatches", bad);
+}
 
 /* q8_0 and q4_0 on AVX-512 VNNI take 4 blocks per step: K / 32 of every remainder (the
  * row's last step reads with a byte mask), long rows, odd N (interleaved rows with tails) and
@@ -675,6 +727,9 @@ int main(void) {
     RUN(test_quant_roundtrip);
     RUN(test_matmul_q8_0);
     RUN(test_matmul_q4_0);
+    RUN(test_matmul_q8_0r);
+    RUN(test_matmul_q4_0r);
+    RUN(test_reorder);
     RUN(test_matmul_q8_0_q4_0_steps);
     RUN(test_matmul_q4_k);
     RUN(test_matmul_q6_k);

@@ -20,15 +20,18 @@ static const type_info TYPES[NG_TYPE_COUNT] = {
     [NG_Q3_K] = {"q3_k", 256, 110}, [NG_Q4_K] = {"q4_k", 256, 144}, [NG_Q5_K] = {"q5_k", 256, 176},
     [NG_Q6_K] = {"q6_k", 256, 210}, [NG_Q8_K] = {"q8_k", 256, 292}, [NG_I8] = {"i8", 1, 1},
     [NG_I16] = {"i16", 1, 2},       [NG_I32] = {"i32", 1, 4},       [NG_I64] = {"i64", 1, 8},
-    [NG_F64] = {"f64", 1, 8},       [NG_BF16] = {"bf16", 1, 2},
+    [NG_F64] = {"f64", 1, 8},       [NG_BF16] = {"bf16", 1, 2},     [NG_Q4_0R] = {"q4_0r", 128, 72},
+    [NG_Q8_0R] = {"q8_0r", 128, 136},
 };
 
 int ng_type_known(int t) { return t >= 0 && t < NG_TYPE_COUNT && TYPES[t].name != NULL; }
 
+int ng_type_in_files(int t) { return t < NG_FILE_TYPE_COUNT && ng_type_known(t); }
+
 const char *ng_type_name(ng_type t) { return ng_type_known(t) ? TYPES[t].name : "?"; }
 
 int ng_type_parse(const char *name) {
-    for (int t = 0; t < NG_TYPE_COUNT; t++)
+    for (int t = 0; t < NG_FILE_TYPE_COUNT; t++)
         if (TYPES[t].name && strcasecmp(TYPES[t].name, name) == 0) return t;
     return -1;
 }

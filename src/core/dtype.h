@@ -30,15 +30,23 @@ typedef enum {
     NG_I64 = 27,
     NG_F64 = 28,
     NG_BF16 = 30,
-    NG_TYPE_COUNT = 40
+    NG_FILE_TYPE_COUNT = 40, /* ids below are ggml's (files); those from here are netgpt's own */
+    /* q4_0 and q8_0 with each run of 4 blocks (128 values) rearranged for the AVX-512 VNNI
+     * kernels (quant.h): the same bytes per value, never in files. */
+    NG_Q4_0R = 40,
+    NG_Q8_0R = 41,
+    NG_TYPE_COUNT = 42
 } ng_type;
 
 /* "f32", "q4_k", ...; "?" for ids this build does not know. */
 const char *ng_type_name(ng_type t);
-/* Parses a type name case-insensitively ("F16", "q8_0"); returns -1 when unknown. */
+/* Parses a type name case-insensitively ("F16", "q8_0"); returns -1 when unknown (and for
+ * netgpt's in-memory types). */
 int ng_type_parse(const char *name);
 /* 1 for a type id this build knows the layout of (even if it cannot compute with it). */
 int ng_type_known(int t);
+/* 1 for a known type that files may hold (ggml's ids, not the in-memory rearrangements). */
+int ng_type_in_files(int t);
 /* Elements per block (1 for plain types) and bytes per block. 0 for unknown ids. */
 int ng_type_block(ng_type t);
 size_t ng_type_size(ng_type t);

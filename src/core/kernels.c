@@ -234,7 +234,8 @@ static const type_ops TYPE_OPS[NG_TYPE_COUNT] = {
     [NG_F32] = {dot_plain, row_f32},   [NG_F16] = {dot_plain, row_f32},  [NG_BF16] = {dot_plain, row_f32},
     [NG_Q8_0] = {dot_quant, row_f32},  [NG_Q4_0] = {dot_quant, row_f32}, [NG_Q4_1] = {dot_quant, row_f32},
     [NG_Q5_0] = {dot_quant, row_f32},  [NG_Q5_1] = {dot_quant, row_f32}, [NG_Q4_K] = {dot_quant, row_f32},
-    [NG_Q5_K] = {dot_quant, row_f32},  [NG_Q6_K] = {dot_quant, row_f32},
+    [NG_Q5_K] = {dot_quant, row_f32},  [NG_Q6_K] = {dot_quant, row_f32}, [NG_Q4_0R] = {dot_quant, row_f32},
+    [NG_Q8_0R] = {dot_quant, row_f32},
 };
 
 int ng_matmul_supported(ng_type wt) { return wt >= 0 && wt < NG_TYPE_COUNT && TYPE_OPS[wt].dot != NULL; }
@@ -1184,7 +1185,7 @@ TV static void arrange_x(uint8_t *buf, const xq8 *xq, ng_type wt, int K, int b0,
     const size_t xb = xs_row(K);
     const __m512i i0 = _mm512_set_epi32(27, 19, 11, 3, 26, 18, 10, 2, 25, 17, 9, 1, 24, 16, 8, 0);
     const __m512i i1 = _mm512_add_epi32(i0, _mm512_set1_epi32(4));
-    const __m128i off = _mm_set1_epi32(wt == NG_Q4_0 ? -8 : -128);
+    const __m128i off = _mm_set1_epi32(ng_type_base(wt) == NG_Q4_0 ? -8 : -128);
     for (int b = b0; b < b1; b++) {
         uint8_t *row = buf + (size_t)b * xb;
         for (int s = 0; s < ns; s++) {
@@ -1231,6 +1232,21 @@ static inline __mmask64 byte_mask(int n) { return n >= 64 ? ~(__mmask64)0 : n <=
  * +56; q8_0 64 at +0, 64 at +64 and 8 at +128. At the row's partial last step (tail) the loads
  * are masked to the row's n bytes. */
 INLV void wstep512(const uint8_t *p, ng_type wt, const int tail, int n, __m512i *u, __m512 *dw) {
+    if (wt == NG_Q4_0R || wt == NG_Q8_0R) { /* kernel order: rows are whole runs, never a tail */
+        int64_t scales;
+        memcpy(&scales, p + (wt == NG_Q4_0R ? 64 : 128), 8);
+        *dw = _mm512_cvtph_ps(_mm256_set1_epi64x(scales)); /* lane j: block j % 4 */
+        __m512i v = _mm512_loadu_si512(p);
+        if (wt == NG_Q8_0R) {
+            u[0] = v;
+            u[1] = _mm512_loadu_si512(p + 64);
+        } else {
+            const __m512i m4 = _mm512_set1_epi8(15);
+            u[0] = _mm512_and_si512(v, m4);
+            u[1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        }
+        return;
+    }
     __m512i a = tail ? _mm512_maskz_loadu_epi8(byte_mask(n), p) : _mm512_loadu_si512(p);
     if (wt == NG_Q4_0) {
         __m512i b = tail ? _mm512_setzero_si512() : _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(p + 56)));
@@ -1266,7 +1282,7 @@ INLV void step512(__m512 acc[][GEMV_MAX_B], const uint8_t *const *p, const uint8
             const char *f = (const char *)p[r] + pf;
             _mm_prefetch(f, _MM_HINT_T0);
             _mm_prefetch(f + 64, _MM_HINT_T0);
-            if (wt == NG_Q8_0) _mm_prefetch(f + 128, _MM_HINT_T0);
+            if (ng_type_base(wt) == NG_Q8_0) _mm_prefetch(f + 128, _MM_HINT_T0);
         }
         wstep512(p[r], wt, tail, n, u[r], &dw[r]);
     }
@@ -1289,7 +1305,7 @@ INLV void step512(__m512 acc[][GEMV_MAX_B], const uint8_t *const *p, const uint8
 INLV void q512_rows(float *y, const uint8_t *xs, size_t xb, const void *w, size_t rs, ng_type wt,
                     const float *bias, const int NB, const int R, const int *row, int N, int K, int s0, int s1,
                     __m512 *part, size_t pf) {
-    const int sb = wt == NG_Q4_0 ? 72 : 136; /* bytes per step of 4 blocks */
+    const int sb = ng_type_base(wt) == NG_Q4_0 ? 72 : 136; /* bytes per step of 4 blocks */
     int nb = K / 32, full = nb / 4, rem = nb % 4, ns = xs_steps(K);
     const uint8_t *p[4];
     __m512 acc[4][GEMV_MAX_B];
@@ -1391,10 +1407,12 @@ INLV void q512_type(float *y, const uint8_t *xs, size_t xb, const void *w, size_
 
 TV static void qgemv512(float *y, const uint8_t *xs, size_t xb, const void *w, size_t rs, ng_type wt,
                         const float *bias, int B, int N, int K, int n0, int n1) {
-    if (wt == NG_Q4_0)
-        q512_type(y, xs, xb, w, rs, NG_Q4_0, bias, B, N, K, n0, n1);
-    else
-        q512_type(y, xs, xb, w, rs, NG_Q8_0, bias, B, N, K, n0, n1);
+    switch (wt) {
+    case NG_Q4_0: q512_type(y, xs, xb, w, rs, NG_Q4_0, bias, B, N, K, n0, n1); break;
+    case NG_Q4_0R: q512_type(y, xs, xb, w, rs, NG_Q4_0R, bias, B, N, K, n0, n1); break;
+    case NG_Q8_0R: q512_type(y, xs, xb, w, rs, NG_Q8_0R, bias, B, N, K, n0, n1); break;
+    default: q512_type(y, xs, xb, w, rs, NG_Q8_0, bias, B, N, K, n0, n1); break;
+    }
 }
 
 /* -- q4_k and q6_k with AVX-512 VNNI, GEMV --
@@ -1647,8 +1665,11 @@ static void matmul_gemm(const simd_isa *isa, float *y, const float *x, const voi
 }
 
 static int qgemv_wide(int path, ng_type wt) {
-    return path == PATH_AVX512 && ng_cpu_features()->avx512vnni && (wt == NG_Q8_0 || wt == NG_Q4_0);
+    ng_type b = ng_type_base(wt);
+    return path == PATH_AVX512 && ng_cpu_features()->avx512vnni && (b == NG_Q8_0 || b == NG_Q4_0);
 }
+
+ng_type ng_matmul_native(ng_type wt) { return qgemv_wide(best_path(), wt) ? ng_type_reordered(wt) : wt; }
 
 #if defined(__x86_64__)
 /* Row b0's view of quantized activations (rows b0.. of xq). */
@@ -1747,9 +1768,11 @@ void ng_matmul(float *y, const float *x, const void *w, ng_type wt, const float 
     ops_for(wt);
     int nt = threads_for((double)B * N * K), path = current_path();
     const simd_isa *isa = isa_for(path);
-    if (!isa || (B <= GEMV_MAX_B && !simd_type(wt) && !qgemv_type_ok(wt)))
+    /* the kernel-order types have integer kernels only where they are native (AVX-512 VNNI) */
+    int q = wt != ng_type_base(wt) ? qgemv_wide(path, wt) : qgemv_type_ok(wt);
+    if (!isa || (B <= GEMV_MAX_B && !simd_type(wt) && !q))
         matmul_portable(y, x, w, wt, bias, B, N, K, nt);
-    else if (qgemv_type_ok(wt) && (B <= QGEMV_MAX_B || (path == PATH_AVX512 && ng_cpu_features()->avx512vnni)))
+    else if (q && (B <= QGEMV_MAX_B || (path == PATH_AVX512 && ng_cpu_features()->avx512vnni)))
         /* any batch: the 512-bit integer kernels beat the f32 GEMM (see QGEMV_MAX_B) */
         matmul_qgemv(path, y, x, w, wt, bias, B, N, K, nt);
     else if (B <= GEMV_MAX_B)
@@ -1760,17 +1783,26 @@ void ng_matmul(float *y, const float *x, const void *w, ng_type wt, const float 
 
 /* ---- attention ---- */
 
-/* Positions per block: a block's keys (and then values) stay in L1 while each of the G heads
- * passes over them, so a KV head's cache is read from memory once for all its query heads. */
-#define ATT_TB 64
-/* Positions ahead that the AVX-512 attention prefetches keys and values: a head's cache is a
- * short stream (a few hundred rows) that the hardware prefetcher has little time to learn. */
-#define ATT_PF 16
+/* Key tiles per step of the AVX-512 scores (a block of NG_ATT_KT * ATT_TILES positions), and
+ * the query heads that share each tile row loaded: 4 x 4 accumulators. */
+#define ATT_TILES 4
+#define ATT_HEADS 4
+/* Positions ahead that the values are prefetched in the AVX-512 output pass. */
+#define ATT_PF 32
+
+void ng_attend_put_key(void *k, ng_type kvt, int t, int d, const float *key) {
+    for (int i = 0; i < d; i++) {
+        size_t j = ng_key_index(t, i, d);
+        if (kvt == NG_F16) ((ng_f16 *)k)[j] = ng_f32_to_f16(key[i]);
+        else ((float *)k)[j] = key[i];
+    }
+}
 
 /* The softmax of each of G rows of n scores, in place (compiled for the caller's path). */
 static inline __attribute__((always_inline)) void softmax_rows(float *scratch, int G, int n) {
     for (int g = 0; g < G; g++) {
         float *s = scratch + (size_t)g * n, mx = -INFINITY, sum = 0;
+#pragma omp simd reduction(max : mx)
         for (int t = 0; t < n; t++) mx = s[t] > mx ? s[t] : mx;
 #pragma omp simd reduction(+ : sum)
         for (int t = 0; t < n; t++) sum += (s[t] = ng_vexp(s[t] - mx));
@@ -1781,175 +1813,261 @@ static inline __attribute__((always_inline)) void softmax_rows(float *scratch, i
 }
 
 #if defined(__x86_64__)
-/* The first d / 8 * 8 of d f16 values into buf, 8 at a time (F16C); returns how many. */
-__attribute__((target("avx,f16c"))) static int f16_row_f16c(float *buf, const ng_f16 *h, int d) {
+/* The first m / 8 * 8 of m f16 values into buf, 8 at a time (F16C); returns how many. */
+__attribute__((target("avx,f16c"))) static int f16_row_f16c(float *buf, const ng_f16 *h, int m) {
     int i = 0;
-    for (; i + 8 <= d; i += 8) _mm256_storeu_ps(buf + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+    for (; i + 8 <= m; i += 8) _mm256_storeu_ps(buf + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
     return i;
 }
 #endif
 
-/* Key or value row t of a KV head as f32: the row itself (f32 caches), or its d values
- * converted into buf (f16 caches; with F16C when the path has it). */
-static inline __attribute__((always_inline)) const float *kv_f32(const void *base, ng_type kvt, size_t off, int d,
+/* m cached values from element off as f32: the values themselves (f32 caches), or converted
+ * into buf (f16 caches; with F16C when the path has it). */
+static inline __attribute__((always_inline)) const float *kv_f32(const void *base, ng_type kvt, size_t off, int m,
                                                                  float *buf, const int f16c) {
     if (kvt == NG_F32) return (const float *)base + off;
     const ng_f16 *h = (const ng_f16 *)base + off;
     int i = 0;
 #if defined(__x86_64__)
-    if (f16c) i = f16_row_f16c(buf, h, d);
+    if (f16c) i = f16_row_f16c(buf, h, m);
 #else
     (void)f16c;
 #endif
-    for (; i < d; i++) buf[i] = ng_f16_to_f32(h[i]);
+    for (; i < m; i++) buf[i] = ng_f16_to_f32(h[i]);
     return buf;
 }
 
 /* One body for every path: the loops are written for the vectorizer, and each path compiles it
- * for its own vector width (the dot products' sums are ordered by that width). */
+ * for its own vector width. A key tile's scores are NG_ATT_KT independent sums, one per lane. */
 static inline __attribute__((always_inline)) void attend_body(float *out, size_t o_stride, const float *q,
                                                               size_t q_stride, int G, const void *k,
-                                                              const void *v, ng_type kvt, size_t kv_stride, int n,
-                                                              int d, float scale, float *scratch, const int f16c) {
-    float buf[NG_ATT_MAX_F16_HEAD];
-    for (int t0 = 0; t0 < n; t0 += ATT_TB) {
-        int t1 = n - t0 < ATT_TB ? n : t0 + ATT_TB;
+                                                              const void *v, ng_type kvt, int n, int d, float scale,
+                                                              float *scratch, const int f16c) {
+    static _Thread_local float buf[NG_ATT_KT * NG_ATT_MAX_F16_HEAD];
+    for (int t0 = 0; t0 < n; t0 += NG_ATT_KT) {
+        const float *kt = kv_f32(k, kvt, (size_t)t0 * d, NG_ATT_KT * d, buf, f16c);
+        int m = n - t0 < NG_ATT_KT ? n - t0 : NG_ATT_KT;
         for (int g = 0; g < G; g++) {
             const float *qg = q + (size_t)g * q_stride;
-            float *s = scratch + (size_t)g * n;
-            for (int t = t0; t < t1; t++) {
-                const float *kt = kv_f32(k, kvt, (size_t)t * kv_stride, d, buf, f16c);
-                float a = 0;
-#pragma omp simd reduction(+ : a)
-                for (int i = 0; i < d; i++) a += qg[i] * kt[i];
-                s[t] = a * scale;
+            float acc[NG_ATT_KT] = {0};
+            for (int i = 0; i < d; i++) {
+                float qi = qg[i];
+#pragma omp simd
+                for (int l = 0; l < NG_ATT_KT; l++) acc[l] += qi * kt[(size_t)i * NG_ATT_KT + l];
             }
+            for (int l = 0; l < m; l++) scratch[(size_t)g * n + t0 + l] = acc[l] * scale;
         }
     }
     softmax_rows(scratch, G, n);
     for (int g = 0; g < G; g++) memset(out + (size_t)g * o_stride, 0, (size_t)d * sizeof *out);
-    for (int t0 = 0; t0 < n; t0 += ATT_TB) {
-        int t1 = n - t0 < ATT_TB ? n : t0 + ATT_TB;
+    for (int t = 0; t < n; t++) {
+        const float *vt = kv_f32(v, kvt, (size_t)t * d, d, buf, f16c);
         for (int g = 0; g < G; g++) {
-            float *o = out + (size_t)g * o_stride;
-            const float *p = scratch + (size_t)g * n;
-            for (int t = t0; t < t1; t++) {
-                const float *vt = kv_f32(v, kvt, (size_t)t * kv_stride, d, buf, f16c);
-                float pt = p[t];
+            float *o = out + (size_t)g * o_stride, pt = scratch[(size_t)g * n + t];
 #pragma omp simd
-                for (int i = 0; i < d; i++) o[i] += pt * vt[i];
-            }
+            for (int i = 0; i < d; i++) o[i] += pt * vt[i];
         }
     }
 }
 
 static void attend_portable(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const void *k,
-                            const void *v, ng_type kvt, size_t kv_stride, int n, int d, float scale, float *scratch) {
-    attend_body(out, o_stride, q, q_stride, G, k, v, kvt, kv_stride, n, d, scale, scratch, 0);
+                            const void *v, ng_type kvt, int n, int d, float scale, float *scratch) {
+    attend_body(out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch, 0);
 }
 
 #if defined(__x86_64__)
-/* 16 keys or values of a row (f32, or f16 converted in registers). */
+/* 16 keys or values from element off (f32, or f16 converted in registers). */
 INL512 __m512 ldkv(const void *base, const ng_type kvt, size_t off) {
     if (kvt == NG_F16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const ng_f16 *)base + off)));
     return _mm512_loadu_ps((const float *)base + off);
 }
 
-/* AVX-512 for head sizes of HC * 16 (HC a constant after inlining): each head's query in HC
- * registers; scores 4 positions at a time (4 FMA chains, then 4 sums across lanes); the output
- * row in HC registers across all positions. (Compiled from attend_body, the dots kept
- * one chain and summed the lanes one by one, and the output row went through memory at every
- * position.) */
-INL512 void attend512_hc(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const void *k,
-                         const void *v, const ng_type kvt, size_t kv_stride, int n, const int HC, float scale,
-                         float *scratch) {
+/* Scores of NT key tiles from tile j0 for the GC heads from g0: each dimension's tile rows
+ * are loaded once for the GC heads, each head's query value broadcast once for the NT tiles.
+ * pf (not NULL for the first heads) is the next block's keys, prefetched a line per
+ * 64 / es elements along. */
+/* One dimension i of the scores: tile row i of NT tiles against GC heads' query value i, into
+ * accumulators [tt][c0 + c]; the next block's row i prefetched when pf is not NULL. */
+INL512 void score_step(__m512 acc[][ATT_HEADS], const float *qg, size_t q_stride, const int GC, int c0,
+                       const void *k, const ng_type kvt, int j0, const int NT, size_t tile, int i, const char *pf) {
     const size_t es = kvt == NG_F16 ? 2 : 4;
-    for (int t0 = 0; t0 < n; t0 += ATT_TB) {
-        int t1 = n - t0 < ATT_TB ? n : t0 + ATT_TB;
-        for (int g = 0; g < G; g++) {
-            __m512 qv[16];
-#pragma GCC unroll 16
-            for (int c = 0; c < HC; c++) qv[c] = _mm512_loadu_ps(q + (size_t)g * q_stride + 16 * c);
-            float *s = scratch + (size_t)g * n;
-            int t = t0;
-            for (; t + 4 <= t1; t += 4) {
-                size_t kt = (size_t)t * kv_stride;
-                __m512 a[4];
-                if (g == 0)
+    if (pf)
 #pragma GCC unroll 4
-                    for (int j = 0; j < 4; j++)
-#pragma GCC unroll 16
-                        for (int c = 0; c < HC; c += 64 / (int)es / 16 > 0 ? 64 / (int)es / 16 : 1)
-                            _mm_prefetch((const char *)k + (kt + (j + ATT_PF) * kv_stride + 16 * c) * es, _MM_HINT_T0);
+        for (int tt = 0; tt < NT; tt++) /* tile row i of each next tile: 64 bytes (f32) or 32 */
+            if (es == 4 || (i & 1) == 0) _mm_prefetch(pf + ((size_t)tt * tile + (size_t)i * NG_ATT_KT) * es, _MM_HINT_T0);
+    __m512 kv[ATT_TILES];
 #pragma GCC unroll 4
-                for (int j = 0; j < 4; j++) a[j] = _mm512_mul_ps(qv[0], ldkv(k, kvt, kt + j * kv_stride));
-#pragma GCC unroll 16
-                for (int c = 1; c < HC; c++)
+    for (int tt = 0; tt < NT; tt++) kv[tt] = ldkv(k, kvt, (size_t)(j0 + tt) * tile + (size_t)i * NG_ATT_KT);
 #pragma GCC unroll 4
-                    for (int j = 0; j < 4; j++)
-                        a[j] = _mm512_fmadd_ps(qv[c], ldkv(k, kvt, kt + j * kv_stride + 16 * c), a[j]);
+    for (int c = 0; c < GC; c++) {
+        __m512 qb = _mm512_set1_ps(qg[(size_t)c * q_stride + i]);
 #pragma GCC unroll 4
-                for (int j = 0; j < 4; j++) s[t + j] = _mm512_reduce_add_ps(a[j]) * scale;
-            }
-            for (; t < t1; t++) {
-                size_t kt = (size_t)t * kv_stride;
-                __m512 a = _mm512_mul_ps(qv[0], ldkv(k, kvt, kt));
-#pragma GCC unroll 16
-                for (int c = 1; c < HC; c++) a = _mm512_fmadd_ps(qv[c], ldkv(k, kvt, kt + 16 * c), a);
-                s[t] = _mm512_reduce_add_ps(a) * scale;
+        for (int tt = 0; tt < NT; tt++) acc[tt][c0 + c] = _mm512_fmadd_ps(kv[tt], qb, acc[tt][c0 + c]);
+    }
+}
+
+/* Scores of NT key tiles from tile j0 for the GC heads from g0: each dimension's tile rows
+ * are loaded once for the GC heads, each head's query value broadcast once for the NT tiles
+ * (one head: even and odd dimensions in two sets of sums, for twice the FMA chains). pf (not
+ * NULL for the first heads) is the next block's keys, prefetched a row per dimension. */
+INL512 void scores512(float *scratch, int n, const float *q, size_t q_stride, int g0, const int GC, const void *k,
+                      const ng_type kvt, int j0, const int NT, int d, float scale, const char *pf) {
+    const size_t tile = (size_t)NG_ATT_KT * d;
+    const int sets = GC == 1 ? 2 : GC;
+    __m512 acc[ATT_TILES][ATT_HEADS];
+#pragma GCC unroll 4
+    for (int tt = 0; tt < NT; tt++)
+#pragma GCC unroll 4
+        for (int c = 0; c < sets; c++) acc[tt][c] = _mm512_setzero_ps();
+    const float *qg = q + (size_t)g0 * q_stride;
+    int i = 0;
+    if (GC == 1)
+        for (; i + 2 <= d; i += 2) {
+            score_step(acc, qg, q_stride, 1, 0, k, kvt, j0, NT, tile, i, pf);
+            score_step(acc, qg, q_stride, 1, 1, k, kvt, j0, NT, tile, i + 1, pf);
+        }
+    for (; i < d; i++) score_step(acc, qg, q_stride, GC, 0, k, kvt, j0, NT, tile, i, pf);
+    if (GC == 1)
+#pragma GCC unroll 4
+        for (int tt = 0; tt < NT; tt++) acc[tt][0] = _mm512_add_ps(acc[tt][0], acc[tt][1]);
+    const __m512 sc = _mm512_set1_ps(scale);
+#pragma GCC unroll 4
+    for (int tt = 0; tt < NT; tt++) {
+        int t = (j0 + tt) * NG_ATT_KT, m = n - t < NG_ATT_KT ? n - t : NG_ATT_KT;
+        __mmask16 mask = (__mmask16)((1u << m) - 1);
+#pragma GCC unroll 4
+        for (int c = 0; c < GC; c++)
+            _mm512_mask_storeu_ps(scratch + (size_t)(g0 + c) * n + t, mask, _mm512_mul_ps(acc[tt][c], sc));
+    }
+}
+
+INL512 void scores512_nt(float *scratch, int n, const float *q, size_t q_stride, int g0, const int GC,
+                         const void *k, const ng_type kvt, int j0, int nt, int d, float scale, const char *pf) {
+    switch (nt) {
+    case 1: return scores512(scratch, n, q, q_stride, g0, GC, k, kvt, j0, 1, d, scale, pf);
+    case 2: return scores512(scratch, n, q, q_stride, g0, GC, k, kvt, j0, 2, d, scale, pf);
+    case 3: return scores512(scratch, n, q, q_stride, g0, GC, k, kvt, j0, 3, d, scale, pf);
+    default: return scores512(scratch, n, q, q_stride, g0, GC, k, kvt, j0, 4, d, scale, pf);
+    }
+}
+
+/* Output rows of the GC heads from g0 (head size HC * 16; GC * HC accumulators): each value
+ * row is loaded once for the GC heads; rows are prefetched ATT_PF positions ahead (prefetches
+ * past the cache's end are harmless: they never fault). */
+/* One position t of the values into accumulators o[c] (c < GC) of heads g0.. . */
+INL512 void value_step(__m512 o[][8], const float *scratch, int n, int g0, const int GC, const void *v,
+                       const ng_type kvt, const int HC, int t) {
+    const size_t es = kvt == NG_F16 ? 2 : 4, vt = (size_t)t * HC * 16;
+#pragma GCC unroll 8
+    for (int i = 0; i < HC; i++)
+        if (es == 4 || (i & 1) == 0)
+            _mm_prefetch((const char *)v + (vt + (size_t)ATT_PF * HC * 16 + 16 * i) * es, _MM_HINT_T0);
+    __m512 vv[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < HC; i++) vv[i] = ldkv(v, kvt, vt + 16 * i);
+#pragma GCC unroll 4
+    for (int c = 0; c < GC; c++) {
+        __m512 pt = _mm512_set1_ps(scratch[(size_t)(g0 + c) * n + t]);
+#pragma GCC unroll 8
+        for (int i = 0; i < HC; i++) o[c][i] = _mm512_fmadd_ps(pt, vv[i], o[c][i]);
+    }
+}
+
+/* Output rows of the GC heads from g0 (head size HC * 16): each value row is loaded once for
+ * the GC heads (one head: even and odd positions in two sets of sums, for twice the FMA
+ * chains); rows are prefetched ATT_PF positions ahead (prefetches past the cache's end are
+ * harmless: they never fault). */
+INL512 void values512(float *out, size_t o_stride, const float *scratch, int n, int g0, const int GC, const void *v,
+                      const ng_type kvt, const int HC) {
+    __m512 o[4][8], o2[1][8];
+#pragma GCC unroll 4
+    for (int c = 0; c < GC; c++)
+#pragma GCC unroll 8
+        for (int i = 0; i < HC; i++) o[c][i] = o2[0][i] = _mm512_setzero_ps();
+    int t = 0;
+    if (GC == 1)
+        for (; t + 2 <= n; t += 2) {
+            value_step(o, scratch, n, g0, 1, v, kvt, HC, t);
+            value_step(o2, scratch, n, g0, 1, v, kvt, HC, t + 1);
+        }
+    for (; t < n; t++) value_step(o, scratch, n, g0, GC, v, kvt, HC, t);
+#pragma GCC unroll 4
+    for (int c = 0; c < GC; c++)
+#pragma GCC unroll 8
+        for (int i = 0; i < HC; i++)
+            _mm512_storeu_ps(out + (size_t)(g0 + c) * o_stride + 16 * i, GC == 1 ? _mm512_add_ps(o[0][i], o2[0][i]) : o[c][i]);
+}
+
+/* AVX-512: scores a block of ATT_TILES key tiles at a time for up to ATT_HEADS heads (the
+ * block after it prefetched meanwhile); then, for head sizes 64 and 128, values512 for a few
+ * heads at a time. Other head sizes take attend_body's output pass. */
+INL512 void attend512_kv(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const void *k,
+                         const void *v, const ng_type kvt, int n, int d, float scale, float *scratch) {
+    const size_t es = kvt == NG_F16 ? 2 : 4;
+    int tiles = (n + NG_ATT_KT - 1) / NG_ATT_KT;
+    for (int j0 = 0; j0 < tiles; j0 += ATT_TILES) {
+        int nt = tiles - j0 < ATT_TILES ? tiles - j0 : ATT_TILES, nn = tiles - j0 - nt;
+        const char *pf = nn > 0 ? (const char *)k + (size_t)(j0 + ATT_TILES) * NG_ATT_KT * d * es : NULL;
+        for (int g0 = 0; g0 < G; g0 += ATT_HEADS) {
+            const char *p = g0 == 0 ? pf : NULL;
+            switch (G - g0 < ATT_HEADS ? G - g0 : ATT_HEADS) {
+            case 1: scores512_nt(scratch, n, q, q_stride, g0, 1, k, kvt, j0, nt, d, scale, p); break;
+            case 2: scores512_nt(scratch, n, q, q_stride, g0, 2, k, kvt, j0, nt, d, scale, p); break;
+            case 3: scores512_nt(scratch, n, q, q_stride, g0, 3, k, kvt, j0, nt, d, scale, p); break;
+            default: scores512_nt(scratch, n, q, q_stride, g0, 4, k, kvt, j0, nt, d, scale, p); break;
             }
         }
     }
     softmax_rows(scratch, G, n);
-    for (int g = 0; g < G; g++) {
-        __m512 o[16];
-#pragma GCC unroll 16
-        for (int c = 0; c < HC; c++) o[c] = _mm512_setzero_ps();
-        const float *p = scratch + (size_t)g * n;
+    const int HC = d / 16;
+    if (d != 64 && d != 128) {
+        static _Thread_local float buf[NG_ATT_MAX_F16_HEAD];
+        for (int g = 0; g < G; g++) memset(out + (size_t)g * o_stride, 0, (size_t)d * sizeof *out);
         for (int t = 0; t < n; t++) {
-            __m512 pt = _mm512_set1_ps(p[t]);
-            size_t vt = (size_t)t * kv_stride;
-            if (g == 0)
-#pragma GCC unroll 16
-                for (int c = 0; c < HC; c += 64 / (int)es / 16 > 0 ? 64 / (int)es / 16 : 1)
-                    _mm_prefetch((const char *)v + (vt + ATT_PF * kv_stride + 16 * c) * es, _MM_HINT_T0);
-#pragma GCC unroll 16
-            for (int c = 0; c < HC; c++) o[c] = _mm512_fmadd_ps(pt, ldkv(v, kvt, vt + 16 * c), o[c]);
+            const float *vt = kv_f32(v, kvt, (size_t)t * d, d, buf, 1);
+            for (int g = 0; g < G; g++) {
+                float *o = out + (size_t)g * o_stride, pt = scratch[(size_t)g * n + t];
+#pragma omp simd
+                for (int i = 0; i < d; i++) o[i] += pt * vt[i];
+            }
         }
-#pragma GCC unroll 16
-        for (int c = 0; c < HC; c++) _mm512_storeu_ps(out + (size_t)g * o_stride + 16 * c, o[c]);
+        return;
+    }
+    for (int g0 = 0; g0 < G; g0 += 16 / HC) {
+        int gc = G - g0 < 16 / HC ? G - g0 : 16 / HC;
+        if (HC == 4) switch (gc) {
+            case 1: values512(out, o_stride, scratch, n, g0, 1, v, kvt, 4); break;
+            case 2: values512(out, o_stride, scratch, n, g0, 2, v, kvt, 4); break;
+            case 3: values512(out, o_stride, scratch, n, g0, 3, v, kvt, 4); break;
+            default: values512(out, o_stride, scratch, n, g0, 4, v, kvt, 4); break;
+            }
+        else if (gc == 1) values512(out, o_stride, scratch, n, g0, 1, v, kvt, 8);
+        else values512(out, o_stride, scratch, n, g0, 2, v, kvt, 8);
     }
 }
 
 T512 static void attend512(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const void *k,
-                           const void *v, ng_type kvt, size_t kv_stride, int n, int d, float scale, float *scratch) {
-    if (kvt == NG_F16) {
-        if (d == 64) return attend512_hc(out, o_stride, q, q_stride, G, k, v, NG_F16, kv_stride, n, 4, scale, scratch);
-        if (d == 128) return attend512_hc(out, o_stride, q, q_stride, G, k, v, NG_F16, kv_stride, n, 8, scale, scratch);
-    } else {
-        if (d == 64) return attend512_hc(out, o_stride, q, q_stride, G, k, v, NG_F32, kv_stride, n, 4, scale, scratch);
-        if (d == 128) return attend512_hc(out, o_stride, q, q_stride, G, k, v, NG_F32, kv_stride, n, 8, scale, scratch);
-    }
-    attend_body(out, o_stride, q, q_stride, G, k, v, kvt, kv_stride, n, d, scale, scratch, 1);
+                           const void *v, ng_type kvt, int n, int d, float scale, float *scratch) {
+    if (kvt == NG_F16) attend512_kv(out, o_stride, q, q_stride, G, k, v, NG_F16, n, d, scale, scratch);
+    else attend512_kv(out, o_stride, q, q_stride, G, k, v, NG_F32, n, d, scale, scratch);
 }
 
 T256 static void attend256(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const void *k,
-                           const void *v, ng_type kvt, size_t kv_stride, int n, int d, float scale, float *scratch) {
-    attend_body(out, o_stride, q, q_stride, G, k, v, kvt, kv_stride, n, d, scale, scratch, 1);
+                           const void *v, ng_type kvt, int n, int d, float scale, float *scratch) {
+    attend_body(out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch, 1);
 }
 #endif
 
 void ng_attend(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const void *k, const void *v,
-               ng_type kvt, size_t kv_stride, int n, int d, float scale, float *scratch) {
+               ng_type kvt, int n, int d, float scale, float *scratch) {
     if (kvt != NG_F32 && (kvt != NG_F16 || d > NG_ATT_MAX_F16_HEAD))
         ng_die("attention: cached keys of type %s with heads of %d", ng_type_name(kvt), d);
 #if defined(__x86_64__)
     int path = current_path();
-    if (path == PATH_AVX512)
-        return attend512(out, o_stride, q, q_stride, G, k, v, kvt, kv_stride, n, d, scale, scratch);
-    if (path == PATH_AVX2) return attend256(out, o_stride, q, q_stride, G, k, v, kvt, kv_stride, n, d, scale, scratch);
+    if (path == PATH_AVX512) return attend512(out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch);
+    if (path == PATH_AVX2) return attend256(out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch);
 #endif
-    attend_portable(out, o_stride, q, q_stride, G, k, v, kvt, kv_stride, n, d, scale, scratch);
+    attend_portable(out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch);
 }
 
 /* ---- activations ---- */

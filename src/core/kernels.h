@@ -33,17 +33,30 @@ int ng_threads(void);
 void ng_matmul(float *y, const float *x, const void *w, ng_type wt, const float *bias, int B, int N, int K);
 /* The same computed plainly, one thread, in order: the reference. */
 void ng_matmul_ref(float *y, const float *x, const void *w, ng_type wt, const float *bias, int B, int N, int K);
+/* The type of wt's values that ng_matmul reads fastest on this machine: q4_0r / q8_0r (see
+ * core/quant.h) for q4_0 / q8_0 where the AVX-512 VNNI kernels run, wt itself otherwise. */
+ng_type ng_matmul_native(ng_type wt);
 /* 1 when ng_matmul / ng_matmul_ref accept weights of type wt (others end the program). */
 int ng_matmul_supported(ng_type wt);
 
 /* Causal attention of G query heads that share one KV head, over n cached positions: for each
- * head g (its d values at q + g * q_stride), p = softmax(scale * q k_t) over t < n (key t at
- * element t * kv_stride of k, value t of v, both of type kvt: NG_F32, or NG_F16 with d at most
- * NG_ATT_MAX_F16_HEAD), and out + g * o_stride = sum_t p_t v_t. scratch holds G * n floats.
+ * head g (its d values at q + g * q_stride), p = softmax(scale * q k_t) over t < n, and
+ * out + g * o_stride = sum_t p_t v_t. Keys and values are of type kvt: NG_F32, or NG_F16 with
+ * d at most NG_ATT_MAX_F16_HEAD. Values are rows (value t at element t * d of v); keys are
+ * tiles of NG_ATT_KT positions, element i of key t at ng_key_index(t, i, d), so that one vector
+ * holds a dimension of NG_ATT_KT keys and the scores of a tile are a vector's lanes, summed
+ * without reductions across lanes. k holds whole tiles: (n + NG_ATT_KT - 1) / NG_ATT_KT * NG_ATT_KT
+ * positions (those past n are read, and ignored). scratch holds G * n floats.
  * Single-threaded: callers run heads in parallel. */
 #define NG_ATT_MAX_F16_HEAD 512
+#define NG_ATT_KT 16
+static inline size_t ng_key_index(int t, int i, int d) {
+    return ((size_t)(t / NG_ATT_KT) * (size_t)d + (size_t)i) * NG_ATT_KT + (size_t)(t % NG_ATT_KT);
+}
+/* Stores key t (d floats) into tiled keys k of type kvt. */
+void ng_attend_put_key(void *k, ng_type kvt, int t, int d, const float *key);
 void ng_attend(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const void *k, const void *v,
-               ng_type kvt, size_t kv_stride, int n, int d, float scale, float *scratch);
+               ng_type kvt, int n, int d, float scale, float *scratch);
 
 /* core/vmath.h's ng_gelu and ng_silu_mul at the widest vectors this CPU runs; the same bits. */
 void ng_act_gelu(float *y, const float *x, size_t n);

@@ -141,12 +141,46 @@ static void dequant_q6_k(const uint8_t *b, float *y) {
     }
 }
 
+/* ---- kernel order (q4_0r, q8_0r) ------------------------------------------------------------ */
+
+/* One run of 4 blocks of base type q4_0 or q8_0 (g, 72 or 136 bytes) into kernel order (r), or
+ * back when to_r is 0. Byte k of lane j's group is code 4 * (j / 4) + k of block j % 4 (plus 16
+ * for q8_0's second half). */
+static void reorder_run(uint8_t *r, uint8_t *g, ng_type base, int to_r) {
+    int q8 = base == NG_Q8_0;
+    size_t bs = q8 ? 34 : 18, codes = q8 ? 128 : 64;
+    for (int b = 0; b < 4; b++) {
+        uint8_t *blk = g + (size_t)b * bs;
+        if (to_r) memcpy(r + codes + 2 * b, blk, 2);
+        else memcpy(blk, r + codes + 2 * b, 2);
+        for (int half = 0; half < (q8 ? 2 : 1); half++)
+            for (int i = 0; i < 16; i++) { /* code 16 * half + i of block b */
+                uint8_t *c = r + 64 * half + 16 * (i / 4) + 4 * b + i % 4, *o = blk + 2 + 16 * half + i;
+                if (to_r) *c = q8 ? (uint8_t)(*o ^ 0x80) : *o;
+                else *o = q8 ? (uint8_t)(*c ^ 0x80) : *c;
+            }
+    }
+}
+
+void ng_reorder_rows(void *dst, ng_type to, const void *src, ng_type from, int64_t cols, int64_t rows) {
+    ng_type base = ng_type_base(from);
+    size_t run = ng_type_size(ng_type_reordered(base)), n = (size_t)(cols / 128) * (size_t)rows;
+    uint8_t tmp[136], *d = dst;
+    const uint8_t *p = src;
+    int to_r = to != base;
+    for (size_t i = 0; i < n; i++, p += run, d += run) {
+        memcpy(tmp, p, run);
+        if (to_r) reorder_run(d, tmp, base, 1);
+        else reorder_run(tmp, d, base, 0);
+    }
+}
+
 /* ---- rows -------------------------------------------------------------------------------- */
 
 int ng_type_can_dequant(ng_type t) {
     switch (t) {
     case NG_F32: case NG_F16: case NG_BF16: case NG_Q8_0: case NG_Q4_0: case NG_Q4_1: case NG_Q5_0: case NG_Q5_1:
-    case NG_Q4_K: case NG_Q5_K: case NG_Q6_K: return 1;
+    case NG_Q4_K: case NG_Q5_K: case NG_Q6_K: case NG_Q4_0R: case NG_Q8_0R: return 1;
     default: return 0;
     }
 }
@@ -173,6 +207,13 @@ void ng_dequantize_row(ng_type t, const void *src, float *dst, int64_t n) {
         case NG_Q4_K: dequant_q4_k(b, dst); break;
         case NG_Q5_K: dequant_q5_k(b, dst); break;
         case NG_Q6_K: dequant_q6_k(b, dst); break;
+        case NG_Q4_0R: case NG_Q8_0R: {
+            ng_type base = ng_type_base(t);
+            uint8_t g[136];
+            reorder_run((uint8_t *)b, g, base, 0);
+            ng_dequantize_row(base, g, dst, 128);
+            break;
+        }
         default: memset(dst, 0, (size_t)qk * sizeof *dst); break;
         }
     }
@@ -194,6 +235,10 @@ void ng_quantize_row(ng_type t, const float *src, void *dst, int64_t n) {
 void *ng_convert_rows(const void *src, ng_type from, ng_type to, int64_t cols, int64_t rows) {
     size_t in_rb = ng_row_size(from, cols), out_rb = ng_row_size(to, cols);
     char *dst = xmalloc(out_rb * (size_t)(rows ? rows : 1));
+    if (from != to && ng_type_base(from) == ng_type_base(to)) { /* a rearrangement */
+        ng_reorder_rows(dst, to, src, from, cols, rows);
+        return dst;
+    }
     float *f = xmalloc((size_t)(cols ? cols : 1) * sizeof *f);
     for (int64_t r = 0; r < rows; r++) {
         ng_dequantize_row(from, (const char *)src + in_rb * (size_t)r, f, cols);

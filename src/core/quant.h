@@ -12,6 +12,11 @@
  *   q4_k  QK 256 { half d, dmin; u8 scales[12]; u8 qs[128]; }  8 sub-blocks of 32 with 6-bit scale/min
  *   q5_k  QK 256 { half d, dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]; }
  *   q6_k  QK 256 { u8 ql[128]; u8 qh[64]; int8 scales[16]; half d; }  x = d*scale*(q-32)
+ *   q4_0r QK 128 (4 q4_0 blocks, 72 bytes) and q8_0r QK 128 (4 q8_0 blocks, 136 bytes): netgpt's
+ *         in-memory order for the AVX-512 VNNI kernels, so that a run of 4 blocks is read with
+ *         plain loads, no shuffles: the codes first, as 16 lanes of 4 bytes, lane j holding
+ *         4-byte group j / 4 of block j % 4 (q4_0r: 64 bytes of q4_0's nibble pairs; q8_0r: the
+ *         first 16 codes of each block, then the last 16, as q + 128), then the 4 scales (f16).
  * These are pure functions on caller-owned memory. */
 #ifndef NG_QUANT_H
 #define NG_QUANT_H
@@ -28,8 +33,17 @@ int ng_type_can_quant(ng_type t);
 void ng_dequantize_row(ng_type t, const void *src, float *dst, int64_t n);
 /* Converts n f32 values (a multiple of t's block size) to type t. */
 void ng_quantize_row(ng_type t, const float *src, void *dst, int64_t n);
+/* The kernel-order type of q4_0 / q8_0 (q4_0r / q8_0r), and the file type of those; other
+ * types map to themselves. (Inline: the kernels test types in their inner loops, where a call
+ * would keep a constant type from folding.) */
+static inline ng_type ng_type_reordered(ng_type t) { return t == NG_Q4_0 ? NG_Q4_0R : t == NG_Q8_0 ? NG_Q8_0R : t; }
+static inline ng_type ng_type_base(ng_type t) { return t == NG_Q4_0R ? NG_Q4_0 : t == NG_Q8_0R ? NG_Q8_0 : t; }
+/* Rearranges rows of cols values (a multiple of 128) between q4_0 and q4_0r or q8_0 and
+ * q8_0r, exactly (the same bytes); dst may be src. */
+void ng_reorder_rows(void *dst, ng_type to, const void *src, ng_type from, int64_t cols, int64_t rows);
 /* rows rows of cols values of type from as a new malloc'd buffer of type to, row by row
- * through f32 (cols a multiple of both types' block sizes). */
+ * through f32 (cols a multiple of both types' block sizes); a rearrangement (q8_0r to q8_0, ...)
+ * is exact. */
 void *ng_convert_rows(const void *src, ng_type from, ng_type to, int64_t cols, int64_t rows);
 
 #endif

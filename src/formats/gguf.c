@@ -380,7 +380,7 @@ static int parse_tensor_info(gguf_ctx *g, rd *r, uint64_t i, uint64_t *offset) {
     }
     snprintf(w, sizeof w, "tensor '%s' type", ns);
     if (rd_u32(r, &type, w)) return NG_ERR;
-    if (!ng_type_known((int)type) || type > INT_MAX)
+    if (!ng_type_in_files((int)type) || type > INT_MAX)
         return ng_error_set(r->err, "%s: tensor '%s' type at byte %zu: unknown tensor type %" PRIu32, g->path,
                             ns, r->pos - 4, type);
     t->type = (ng_type)type;
@@ -823,7 +823,7 @@ static int w_tensor_size(const gguf_wtensor *t, const char *path, size_t *out, n
     if (t->n_dims < 1 || t->n_dims > NG_MAX_DIMS)
         return ng_error_set(err, "%s: tensor '%s': %d dimensions (must be 1..%d)", path, t->name, t->n_dims,
                             NG_MAX_DIMS);
-    if (!ng_type_known(t->type))
+    if (!ng_type_in_files(t->type))
         return ng_error_set(err, "%s: tensor '%s': unknown type %d", path, t->name, (int)t->type);
     uint64_t nb = (uint64_t)ng_type_size(t->type);
     for (int d = 0; d < NG_MAX_DIMS; d++) {

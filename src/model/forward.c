@@ -49,6 +49,9 @@ ng_type ng_kv_type(void) { return g_kv_type; }
 
 static size_t kv_esize(const ng_state *s) { return ng_type_size(s->kv_type); }
 
+/* Positions a KV head's cache holds: n_ctx in whole key tiles (see ng_attend). */
+static size_t kv_len(const ng_state *s) { return ((size_t)s->n_ctx + NG_ATT_KT - 1) / NG_ATT_KT * NG_ATT_KT; }
+
 ng_state *ng_state_new(const ng_model *m, int n_ctx, int max_batch) {
     const ng_hparams *hp = &m->hp;
     if (n_ctx <= 0 || n_ctx > hp->n_ctx) n_ctx = hp->n_ctx;
@@ -57,7 +60,7 @@ ng_state *ng_state_new(const ng_model *m, int n_ctx, int max_batch) {
     s->n_ctx = n_ctx;
     s->max_batch = max_batch;
     size_t E = (size_t)hp->n_embd, KV = (size_t)ng_kv_dim(hp), L = (size_t)hp->n_layer, B = (size_t)max_batch;
-    size_t kv_n = L * (size_t)n_ctx * KV;
+    size_t kv_n = L * kv_len(s) * KV;
     s->kv_type = g_kv_type == NG_F16 && ng_head_dim(hp) <= NG_ATT_MAX_F16_HEAD ? NG_F16 : NG_F32;
     s->kv = ng_aligned_alloc(2 * kv_n * kv_esize(s));
 #ifdef MADV_NOHUGEPAGE
@@ -104,20 +107,20 @@ void ng_state_free(ng_state *s) {
 
 void ng_state_reset(ng_state *s) { s->pos = 0; }
 
-/* The cache row of (layer l, KV head h, position pos) of base (s->k or s->v). */
-static void *kv_row(const ng_hparams *hp, const ng_state *s, void *base, int l, int h, int pos) {
-    size_t i = (((size_t)l * hp->n_head_kv + (size_t)h) * (size_t)s->n_ctx + (size_t)pos) * (size_t)ng_head_dim(hp);
+/* The cache of (layer l, KV head h) in base (s->k: tiled keys, s->v: value rows). */
+static void *kv_head(const ng_hparams *hp, const ng_state *s, void *base, int l, int h) {
+    size_t i = ((size_t)l * hp->n_head_kv + (size_t)h) * kv_len(s) * (size_t)ng_head_dim(hp);
     return (char *)base + i * kv_esize(s);
 }
 
 int ng_state_copy_kv(const ng_model *m, ng_state *dst, const ng_state *src, int n) {
     const ng_hparams *hp = &m->hp;
-    if (dst->kv_type != src->kv_type) return NG_ERR;
-    size_t bytes = (size_t)n * (size_t)ng_head_dim(hp) * kv_esize(src);
+    if (dst->kv_type != src->kv_type || n > dst->n_ctx) return NG_ERR;
+    size_t row = (size_t)ng_head_dim(hp) * kv_esize(src), tiles = ((size_t)n + NG_ATT_KT - 1) / NG_ATT_KT;
     for (int l = 0; l < hp->n_layer; l++)
         for (int h = 0; h < hp->n_head_kv; h++) {
-            memcpy(kv_row(hp, dst, dst->k, l, h, 0), kv_row(hp, src, src->k, l, h, 0), bytes);
-            memcpy(kv_row(hp, dst, dst->v, l, h, 0), kv_row(hp, src, src->v, l, h, 0), bytes);
+            memcpy(kv_head(hp, dst, dst->k, l, h), kv_head(hp, src, src->k, l, h), tiles * NG_ATT_KT * row);
+            memcpy(kv_head(hp, dst, dst->v, l, h), kv_head(hp, src, src->v, l, h), (size_t)n * row);
         }
     return NG_OK;
 }
@@ -211,8 +214,8 @@ static void attention_job(void *ctx, int t, int T) {
         int b = wi / j->heads_per_row, h0 = wi % j->heads_per_row * G, kvh = h0 / group;
         const ng_state *seq = w->row_seq[b];
         ng_attend(w->att_out + (size_t)b * E + (size_t)h0 * hd, (size_t)hd, j->q0 + (size_t)b * j->q_stride + (size_t)h0 * hd,
-                  (size_t)hd, G, kv_row(hp, seq, seq->k, j->l, kvh, 0), kv_row(hp, seq, seq->v, j->l, kvh, 0),
-                  seq->kv_type, (size_t)hd, w->row_pos[b] + 1, hd, j->scale, scratch);
+                  (size_t)hd, G, kv_head(hp, seq, seq->k, j->l, kvh), kv_head(hp, seq, seq->v, j->l, kvh),
+                  seq->kv_type, w->row_pos[b] + 1, hd, j->scale, scratch);
     }
 }
 
@@ -275,9 +278,11 @@ static void qkv_project(const ng_hparams *hp, const ng_layer *L, ng_state *s, in
     for (int b = 0; b < B; b++) {
         const float *row = s->qkv + (size_t)b * stride;
         ng_state *seq = s->row_seq[b];
+        int pos = s->row_pos[b];
         for (int h = 0; h < hp->n_head_kv; h++) {
-            ng_from_f32(kv_row(hp, seq, seq->k, l, h, s->row_pos[b]), row + E + (size_t)h * hd, seq->kv_type, hd);
-            ng_from_f32(kv_row(hp, seq, seq->v, l, h, s->row_pos[b]), row + E + KV + (size_t)h * hd, seq->kv_type, hd);
+            ng_attend_put_key(kv_head(hp, seq, seq->k, l, h), seq->kv_type, pos, hd, row + E + (size_t)h * hd);
+            ng_from_f32((char *)kv_head(hp, seq, seq->v, l, h) + (size_t)pos * hd * kv_esize(seq),
+                        row + E + KV + (size_t)h * hd, seq->kv_type, hd);
         }
     }
 }

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "core/kernels.h"
+#include "core/quant.h"
 #include "core/team.h"
 #include "formats/gguf.h"
 #include "formats/safetensors.h"
@@ -622,7 +623,8 @@ void ng_lora_apply(float *y, const float *x, int B, int N, int K, int layer, ng_
 static const ng_tensor *merge_rows(ng_model *m, const ng_tensor *t, const ng_lora *l, const float *delta,
                                    ng_error *err) {
     if (t->type != NG_F32 && t->type != NG_F16 && t->type != NG_BF16) {
-        ng_error_set(err, "cannot merge token deltas into '%s' of type %s (f32, f16, bf16)", t->name, ng_type_name(t->type));
+        ng_error_set(err, "cannot merge token deltas into '%s' of type %s (f32, f16, bf16)", t->name,
+                     ng_type_name(ng_type_base(t->type)));
         return NULL;
     }
     ng_tensor *out = ng_model_own_tensor(m, t->name, t->type, t->ne[0], t->ne[1]);
@@ -662,7 +664,7 @@ int ng_lora_merge(ng_model *m, const ng_lora *l, ng_error *err) {
             const ng_tensor *w = target_weight(m, layer, (ng_lora_target)t);
             if (w->type != NG_F32 && w->type != NG_F16 && w->type != NG_BF16)
                 return ng_error_set(err, "cannot merge into '%s' of type %s (f32, f16, bf16)", w->name,
-                                    ng_type_name(w->type));
+                                    ng_type_name(ng_type_base(w->type)));
             ng_tensor *out = ng_model_own_tensor(m, w->name, w->type, w->ne[0], w->ne[1]);
             float *row = xmalloc((size_t)a->k * sizeof *row);
             size_t rb = ng_row_size(w->type, a->k);

