@@ -1882,10 +1882,6 @@ INL512 __m512 ldkv(const void *base, const ng_type kvt, size_t off) {
     return _mm512_loadu_ps((const float *)base + off);
 }
 
-/* Scores of NT key tiles from tile j0 for the GC heads from g0: each dimension's tile rows
- * are loaded once for the GC heads, each head's query value broadcast once for the NT tiles.
- * pf (not NULL for the first heads) is the next block's keys, prefetched a line per
- * 64 / es elements along. */
 /* One dimension i of the scores: tile row i of NT tiles against GC heads' query value i, into
  * accumulators [tt][c0 + c]; the next block's row i prefetched when pf is not NULL. */
 INL512 void score_step(__m512 acc[][ATT_HEADS], const float *qg, size_t q_stride, const int GC, int c0,

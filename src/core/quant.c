@@ -143,21 +143,21 @@ static void dequant_q6_k(const uint8_t *b, float *y) {
 
 /* ---- kernel order (q4_0r, q8_0r) ------------------------------------------------------------ */
 
-/* One run of 4 blocks of base type q4_0 or q8_0 (g, 72 or 136 bytes) into kernel order (r), or
- * back when to_r is 0. Byte k of lane j's group is code 4 * (j / 4) + k of block j % 4 (plus 16
- * for q8_0's second half). */
-static void reorder_run(uint8_t *r, uint8_t *g, ng_type base, int to_r) {
+/* One run of 4 blocks of base type q4_0 or q8_0 (72 or 136 bytes) from file order (in) into
+ * kernel order (out), or back when to_r is 0. Byte k of lane j's group is code 4 * (j / 4) + k of
+ * block j % 4 (plus 16 for q8_0's second half). */
+static void reorder_run(uint8_t *out, const uint8_t *in, ng_type base, int to_r) {
     int q8 = base == NG_Q8_0;
     size_t bs = q8 ? 34 : 18, codes = q8 ? 128 : 64;
     for (int b = 0; b < 4; b++) {
-        uint8_t *blk = g + (size_t)b * bs;
-        if (to_r) memcpy(r + codes + 2 * b, blk, 2);
-        else memcpy(blk, r + codes + 2 * b, 2);
+        size_t blk = (size_t)b * bs, scale = codes + 2 * (size_t)b;
+        memcpy(out + (to_r ? scale : blk), in + (to_r ? blk : scale), 2);
         for (int half = 0; half < (q8 ? 2 : 1); half++)
             for (int i = 0; i < 16; i++) { /* code 16 * half + i of block b */
-                uint8_t *c = r + 64 * half + 16 * (i / 4) + 4 * b + i % 4, *o = blk + 2 + 16 * half + i;
-                if (to_r) *c = q8 ? (uint8_t)(*o ^ 0x80) : *o;
-                else *o = q8 ? (uint8_t)(*c ^ 0x80) : *c;
+                size_t c = 64 * (size_t)half + 16 * (size_t)(i / 4) + 4 * (size_t)b + (size_t)(i % 4);
+                size_t o = blk + 2 + 16 * (size_t)half + (size_t)i;
+                uint8_t v = in[to_r ? o : c];
+                out[to_r ? c : o] = q8 ? (uint8_t)(v ^ 0x80) : v;
             }
     }
 }
@@ -167,11 +167,9 @@ void ng_reorder_rows(void *dst, ng_type to, const void *src, ng_type from, int64
     size_t run = ng_type_size(ng_type_reordered(base)), n = (size_t)(cols / 128) * (size_t)rows;
     uint8_t tmp[136], *d = dst;
     const uint8_t *p = src;
-    int to_r = to != base;
     for (size_t i = 0; i < n; i++, p += run, d += run) {
-        memcpy(tmp, p, run);
-        if (to_r) reorder_run(d, tmp, base, 1);
-        else reorder_run(tmp, d, base, 0);
+        memcpy(tmp, p, run); /* dst may be src */
+        reorder_run(d, tmp, base, to != base);
     }
 }
 
@@ -210,7 +208,7 @@ void ng_dequantize_row(ng_type t, const void *src, float *dst, int64_t n) {
         case NG_Q4_0R: case NG_Q8_0R: {
             ng_type base = ng_type_base(t);
             uint8_t g[136];
-            reorder_run((uint8_t *)b, g, base, 0);
+            reorder_run(g, b, base, 0);
             ng_dequantize_row(base, g, dst, 128);
             break;
         }
