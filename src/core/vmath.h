@@ -26,7 +26,7 @@ static inline float ng_vexp(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    int32_t e = ((int32_t)n + 127) << 23;
+    uint32_t e = (uint32_t)((int32_t)n + 127) << 23; /* unsigned: a NaN x gives NaN, not a shift of a negative */
     float s;
     memcpy(&s, &e, sizeof s);
     return p * s;
