@@ -1837,15 +1837,33 @@ static inline __attribute__((always_inline)) const float *kv_f32(const void *bas
     return buf;
 }
 
+/* f16 keys or values converted for the loops below: a key tile at most. */
+static _Thread_local float tl_kv[NG_ATT_KT * NG_ATT_MAX_F16_HEAD];
+
+/* The output pass for every path (and for AVX-512's other head sizes): out + g * o_stride =
+ * sum_t p_t v_t, each value row converted once for the G heads. */
+static inline __attribute__((always_inline)) void values_body(float *out, size_t o_stride, const float *scratch,
+                                                              int G, const void *v, ng_type kvt, int n, int d,
+                                                              const int f16c) {
+    for (int g = 0; g < G; g++) memset(out + (size_t)g * o_stride, 0, (size_t)d * sizeof *out);
+    for (int t = 0; t < n; t++) {
+        const float *vt = kv_f32(v, kvt, (size_t)t * d, d, tl_kv, f16c);
+        for (int g = 0; g < G; g++) {
+            float *o = out + (size_t)g * o_stride, pt = scratch[(size_t)g * n + t];
+#pragma omp simd
+            for (int i = 0; i < d; i++) o[i] += pt * vt[i];
+        }
+    }
+}
+
 /* One body for every path: the loops are written for the vectorizer, and each path compiles it
  * for its own vector width. A key tile's scores are NG_ATT_KT independent sums, one per lane. */
 static inline __attribute__((always_inline)) void attend_body(float *out, size_t o_stride, const float *q,
                                                               size_t q_stride, int G, const void *k,
                                                               const void *v, ng_type kvt, int n, int d, float scale,
                                                               float *scratch, const int f16c) {
-    static _Thread_local float buf[NG_ATT_KT * NG_ATT_MAX_F16_HEAD];
     for (int t0 = 0; t0 < n; t0 += NG_ATT_KT) {
-        const float *kt = kv_f32(k, kvt, (size_t)t0 * d, NG_ATT_KT * d, buf, f16c);
+        const float *kt = kv_f32(k, kvt, (size_t)t0 * d, NG_ATT_KT * d, tl_kv, f16c);
         int m = n - t0 < NG_ATT_KT ? n - t0 : NG_ATT_KT;
         for (int g = 0; g < G; g++) {
             const float *qg = q + (size_t)g * q_stride;
@@ -1859,15 +1877,7 @@ static inline __attribute__((always_inline)) void attend_body(float *out, size_t
         }
     }
     softmax_rows(scratch, G, n);
-    for (int g = 0; g < G; g++) memset(out + (size_t)g * o_stride, 0, (size_t)d * sizeof *out);
-    for (int t = 0; t < n; t++) {
-        const float *vt = kv_f32(v, kvt, (size_t)t * d, d, buf, f16c);
-        for (int g = 0; g < G; g++) {
-            float *o = out + (size_t)g * o_stride, pt = scratch[(size_t)g * n + t];
-#pragma omp simd
-            for (int i = 0; i < d; i++) o[i] += pt * vt[i];
-        }
-    }
+    values_body(out, o_stride, scratch, G, v, kvt, n, d, f16c);
 }
 
 static void attend_portable(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const void *k,
@@ -1996,7 +2006,7 @@ INL512 void values512(float *out, size_t o_stride, const float *scratch, int n, 
 
 /* AVX-512: scores a block of ATT_TILES key tiles at a time for up to ATT_HEADS heads (the
  * block after it prefetched meanwhile); then, for head sizes 64 and 128, values512 for a few
- * heads at a time. Other head sizes take attend_body's output pass. */
+ * heads at a time. Other head sizes take values_body. */
 INL512 void attend512_kv(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const void *k,
                          const void *v, const ng_type kvt, int n, int d, float scale, float *scratch) {
     const size_t es = kvt == NG_F16 ? 2 : 4;
@@ -2017,16 +2027,7 @@ INL512 void attend512_kv(float *out, size_t o_stride, const float *q, size_t q_s
     softmax_rows(scratch, G, n);
     const int HC = d / 16;
     if (d != 64 && d != 128) {
-        static _Thread_local float buf[NG_ATT_MAX_F16_HEAD];
-        for (int g = 0; g < G; g++) memset(out + (size_t)g * o_stride, 0, (size_t)d * sizeof *out);
-        for (int t = 0; t < n; t++) {
-            const float *vt = kv_f32(v, kvt, (size_t)t * d, d, buf, 1);
-            for (int g = 0; g < G; g++) {
-                float *o = out + (size_t)g * o_stride, pt = scratch[(size_t)g * n + t];
-#pragma omp simd
-                for (int i = 0; i < d; i++) o[i] += pt * vt[i];
-            }
-        }
+        values_body(out, o_stride, scratch, G, v, kvt, n, d, 1);
         return;
     }
     for (int g0 = 0; g0 < G; g0 += 16 / HC) {
