@@ -313,6 +313,46 @@ static void test_matmul_threaded_shapes(void) {
     for (int t = 0; t < 3; t++) check_shapes(types[t], Bs, COUNT(Bs), Ns, COUNT(Ns), Ks, COUNT(Ks));
 }
 
+/* GEMV threads take steps from each other's shares once their own are done: with claims of one
+ * step and more threads than cores (the workers then sleep between jobs and start late), the
+ * first thread takes most of the others' rows. Every row must still be computed once, as one
+ * thread computes it; and some steps must really have been taken, or this tested nothing. */
+static void test_matmul_steal(void) {
+    static const int Bs[] = {1, 2, 5, 8};
+    ng_type types[] = {NG_F32, NG_F16};
+    int bad = 0, ran = 0;
+    long steals0 = ng_kernel_steals();
+    ng_kernel_set_steal_bytes(1);
+    for (int t = 0; t < 2; t++)
+        for (int ib = 0; ib < COUNT(Bs); ib++) {
+            mm_case c;
+            mm_setup(&c, types[t], Bs[ib], 203, 512);
+            for (int p = 0; p < 2; p++) { /* the paths with threads that take steps */
+                if (ng_kernel_set_path(PATHS[p]) != 0) continue;
+                ran++;
+                ng_set_threads(1);
+                ng_matmul(c.y1, c.x, c.w, c.wt, c.bias, c.B, c.N, c.K);
+                bad += mm_compare(&c, c.y1, c.refb, c.tolb, PATHS[p]);
+                for (int rep = 0; rep < 40; rep++) {
+                    ng_set_threads(2 + rep % 3);
+                    memset(c.y2, 0xff, sizeof(float) * c.B * c.N); /* NaN: a row not computed shows */
+                    ng_matmul(c.y2, c.x, c.w, c.wt, c.bias, c.B, c.N, c.K);
+                    if (memcmp(c.y1, c.y2, sizeof(float) * c.B * c.N) != 0 && bad++ < 3)
+                        fprintf(stderr, "%s %s B=%d, %d threads: differs from 1 thread\n", PATHS[p],
+                                ng_type_name(c.wt), c.B, ng_threads());
+                }
+            }
+            ng_kernel_set_path(NULL);
+            mm_free(&c);
+        }
+    ng_kernel_set_steal_bytes(0);
+    ng_set_threads(0);
+    long taken = ng_kernel_steals() - steals0;
+    printf("# %ld blocks taken from other threads' shares\n", taken);
+    CHECK(bad == 0, "%d mismatches", bad);
+    CHECK(!ran || taken > 0, "no thread took steps from another's share");
+}
+
 /* K = 0 is an empty sum: the output is the bias (or 0). */
 static void test_matmul_empty_k(void) {
     float x[1] = {0}, y[60], bias[3] = {1, 2, 3};
@@ -436,6 +476,7 @@ int main(void) {
     RUN(test_matmul_f16);
     RUN(test_matmul_bf16);
     RUN(test_matmul_threaded_shapes);
+    RUN(test_matmul_steal);
     RUN(test_attend);
     TEST_EXIT();
 }

@@ -464,6 +464,43 @@ static void test_matmul_q8_0_q4_0_steps(void) {
     printf("# %s; %d runs\n", ng_cpu_features()->avx512vnni ? "AVX-512 VNNI kernel covered" : "no AVX-512 VNNI here", runs);
     CHECK(bad == 0, "%d mismatches", bad);
 }
+/* The kernel-order types' GEMV threads take steps from each other's shares (as
+ * test_kernels.c's test_matmul_steal for f32 / f16): claims of one step, more threads than
+ * cores; every output as one thread computes it, and steps really taken. */
+static void test_matmul_steal_q(void) {
+    if (!ng_cpu_features()->avx512vnni) {
+        SKIP("the kernel-order types' integer GEMV needs AVX-512 VNNI");
+    }
+    static const int Bs[] = {1, 2, 3, 8};
+    static const ng_type ts[] = {NG_Q8_0R, NG_Q4_0R};
+    int bad = 0;
+    long steals0 = ng_kernel_steals();
+    ng_kernel_set_steal_bytes(1);
+    for (int it = 0; it < COUNT(ts); it++)
+        for (int ib = 0; ib < COUNT(Bs); ib++) {
+            qcase c;
+            qcase_init(&c, ts[it], Bs[ib], 203, 512);
+            ng_set_threads(1);
+            ng_matmul(c.y1, c.x, c.w, c.t, NULL, c.B, c.N, c.K);
+            bad += qcompare(&c, c.y1, c.ref, c.tolq, "1 thread");
+            for (int rep = 0; rep < 40; rep++) {
+                ng_set_threads(2 + rep % 3);
+                memset(c.y2, 0xff, sizeof(float) * c.B * c.N);
+                ng_matmul(c.y2, c.x, c.w, c.t, NULL, c.B, c.N, c.K);
+                if (memcmp(c.y1, c.y2, sizeof(float) * c.B * c.N) != 0 && bad++ < 3)
+                    fprintf(stderr, "%s B=%d, %d threads: differs from 1 thread\n", ng_type_name(c.t), c.B,
+                            ng_threads());
+            }
+            qcase_free(&c);
+        }
+    ng_kernel_set_steal_bytes(0);
+    ng_set_threads(0);
+    long taken = ng_kernel_steals() - steals0;
+    printf("# %ld blocks taken from other threads' shares\n", taken);
+    CHECK(bad == 0, "%d mismatches", bad);
+    CHECK(taken > 0, "no thread took steps from another's share");
+}
+
 static void test_matmul_q4_k(void) { check_type(NG_Q4_K); }
 static void test_matmul_q6_k(void) { check_type(NG_Q6_K); }
 static void test_matmul_other_types(void) {
@@ -729,6 +766,7 @@ int main(void) {
     RUN(test_matmul_q4_0);
     RUN(test_matmul_q8_0r);
     RUN(test_matmul_q4_0r);
+    RUN(test_matmul_steal_q);
     RUN(test_reorder);
     RUN(test_matmul_q8_0_q4_0_steps);
     RUN(test_matmul_q4_k);

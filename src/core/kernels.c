@@ -29,9 +29,11 @@
 #include "core/vmath.h"
 
 #include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <omp.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -269,6 +271,22 @@ static float dot8(const float *a, const float *b, int K) {
     return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
 }
 
+/* A thread's step counter for the GEMVs' shares (see steps_src), on a cache line of its own. */
+typedef struct {
+    _Alignas(64) _Atomic int next;
+} steps_ctr;
+
+/* Counters for up to STEAL_THREADS threads (more threads split their rows statically). */
+#define STEAL_THREADS 64
+static _Thread_local steps_ctr tl_ctr[STEAL_THREADS];
+
+/* The calling thread's counters, zeroed for a job of nt threads; NULL when nt is 1 or too many. */
+static steps_ctr *steps_ctrs(int nt) {
+    if (nt <= 1 || nt > STEAL_THREADS) return NULL;
+    for (int t = 0; t < nt; t++) atomic_store_explicit(&tl_ctr[t].next, 0, memory_order_relaxed);
+    return tl_ctr;
+}
+
 /* One matmul call as a team job (core/team.h): the operands, and what each regime prepares
  * before its threads start. */
 typedef struct {
@@ -287,6 +305,7 @@ typedef struct {
     uint8_t *xs;                     /* qgemv, 512-bit: the arranged activations */
     size_t xb;                       /* qgemv */
     int wide, shared, pass;          /* qgemv */
+    steps_ctr *ctr;                  /* gemv, qgemv: one step counter per thread, or NULL */
 } mm_job;
 
 /* Rows [n0, n1) of t's share of N rows cut into whole groups of 16 (threads never write the
@@ -411,6 +430,59 @@ static inline void prefetch_streams(const void *w, size_t rs, int n0, int len, i
     }
 }
 
+/* Where a GEMV kernel finds the steps of a thread's share (a step: R rows side by side, or one
+ * row). Without a counter it walks them all in order. With one, it takes them in blocks from the
+ * counter, and once a thread is done with its own share it takes the blocks the other threads
+ * have not yet reached: the cores of a machine do not read memory equally fast from minute to
+ * minute (in decode on one 2-core Zen 5 VM, one thread's matmul shares took 5-25% longer than
+ * the other's, in either direction), and a static split waits for the slower one every job.
+ * Whichever thread computes a row, it is computed the same way, so results do not depend on it.
+ * own: the share is the calling thread's (it also does the rows left over and starts the
+ * prefetches). */
+typedef struct {
+    _Atomic int *ctr;
+    int own;
+} steps_src;
+
+/* Steps claimed at a time: about STEAL_BYTES of weights. Each claim is a locked add, which on
+ * x86 waits for the loads before it: claims of 16 KB made decode 10% slower than the static
+ * split, 256 KB ones made it faster (in-process A/B on one 2-core Zen 5 VM, a decode step:
+ * GPT-2 124M q8_0 / f16 -12% / -10% while the machine's bandwidth swung, -2% / -1% in a quiet
+ * hour; TinyLlama q4_0 -4..-9%), 64 KB and 1 MB less so, and claims shrinking towards the end
+ * of a share (down to 32 KB) no better. */
+#define STEAL_BYTES (256 << 10)
+static size_t steal_bytes = STEAL_BYTES;
+static _Atomic long steals; /* blocks taken from other threads' shares */
+
+void ng_kernel_set_steal_bytes(size_t n) { steal_bytes = n ? n : STEAL_BYTES; }
+long ng_kernel_steals(void) { return atomic_load(&steals); }
+
+/* Walks the blocks of a share of len steps: for (it = steps_begin(..); steps_next(&it);)
+ * runs steps it.i0..it.i1-1 of each. */
+typedef struct {
+    _Atomic int *ctr;
+    int own, len, i0, i1, blk;
+} steps_it;
+
+static inline steps_it steps_begin(steps_src st, int len, size_t step_bytes) {
+    size_t blk = steal_bytes / (step_bytes ? step_bytes : 1);
+    steps_it it = {st.ctr, st.own, len, 0, st.ctr ? 0 : -1, blk < 1 ? 1 : blk > INT_MAX ? INT_MAX : (int)blk};
+    return it;
+}
+
+static inline int steps_next(steps_it *it) {
+    if (!it->ctr) { /* all steps, once */
+        if (it->i1 == it->len) return 0;
+        it->i0 = 0, it->i1 = it->len;
+        return it->len > 0;
+    }
+    int i0 = atomic_fetch_add_explicit(it->ctr, it->blk, memory_order_relaxed);
+    if (i0 >= it->len) return 0;
+    if (!it->own) atomic_fetch_add_explicit(&steals, 1, memory_order_relaxed);
+    it->i0 = i0, it->i1 = it->len - i0 < it->blk ? it->len : i0 + it->blk;
+    return 1;
+}
+
 /* Transposes activation rows b0..b0+bn-1 into one XT block [Kp][bw], zero-padded in both k
  * (up to Kp) and b (up to bw), so the micro-kernel never needs a tail. k-outer order makes the
  * stores contiguous; the bn source rows are read as bn short sequential streams. */
@@ -428,7 +500,7 @@ static void pack_x(float *dst, const float *x, int b0, int bn, int K, int Kp, in
 typedef struct simd_isa {
     int nr, bw, kch; /* weight rows, activation rows and k's per micro-kernel block */
     void (*gemv)(float *y, const float *x, const void *w, size_t rs, ng_type wt, const float *bias, int B,
-                 int N, int K, int n0, int n1);
+                 int N, int K, int n0, int n1, steps_src st);
     void (*pack_w)(float *P, const void *w, size_t rs, ng_type wt, int nr, int K);
     void (*micro)(float *y, const float *P, const float *XT, const float *bias, int Kp, int n0, int nr,
                   int b0, int bn, int N, int first);
@@ -581,56 +653,59 @@ INL512 void gemv512_rows(float *y, const float *x, const void *w, size_t rs, ng_
  * cut into R parts walked side by side: R separate read streams keep more memory requests in
  * flight than one (about +10% on Zen 5). */
 INL512 void gemv512_body(float *y, const float *x, const void *w, size_t rs, ng_type wt, const float *bias,
-                         const int NB, int N, int K, int n0, int n1) {
+                         const int NB, int N, int K, int n0, int n1, steps_src st) {
     const int R = NB <= 4 ? 4 : 2;
     int len = (n1 - n0) / R, row[4];
-    if (len > 0) prefetch_streams(w, rs, n0, len, R);
-    for (int i = 0; i < len; i++) {
+    if (st.own && len > 0) prefetch_streams(w, rs, n0, len, R);
+    for (steps_it it = steps_begin(st, len, R * rs); steps_next(&it);) {
+        for (int i = it.i0; i < it.i1; i++) {
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) row[r] = n0 + r * len + i;
-        gemv512_rows(y, x, w, rs, wt, bias, NB, R, row, N, K);
+            for (int r = 0; r < R; r++) row[r] = n0 + r * len + i;
+            gemv512_rows(y, x, w, rs, wt, bias, NB, R, row, N, K);
+        }
     }
-    for (int n = n0 + R * len; n < n1; n++) gemv512_rows(y, x, w, rs, wt, bias, NB, 1, &n, N, K);
+    if (st.own)
+        for (int n = n0 + R * len; n < n1; n++) gemv512_rows(y, x, w, rs, wt, bias, NB, 1, &n, N, K);
 }
 
 INL512 void gemv512_type(float *y, const float *x, const void *w, size_t rs, ng_type wt, const float *bias,
-                         int B, int N, int K, int n0, int n1) {
+                         int B, int N, int K, int n0, int n1, steps_src st) {
     switch (B) {
     case 1:
-        gemv512_body(y, x, w, rs, wt, bias, 1, N, K, n0, n1);
+        gemv512_body(y, x, w, rs, wt, bias, 1, N, K, n0, n1, st);
         break;
     case 2:
-        gemv512_body(y, x, w, rs, wt, bias, 2, N, K, n0, n1);
+        gemv512_body(y, x, w, rs, wt, bias, 2, N, K, n0, n1, st);
         break;
     case 3:
-        gemv512_body(y, x, w, rs, wt, bias, 3, N, K, n0, n1);
+        gemv512_body(y, x, w, rs, wt, bias, 3, N, K, n0, n1, st);
         break;
     case 4:
-        gemv512_body(y, x, w, rs, wt, bias, 4, N, K, n0, n1);
+        gemv512_body(y, x, w, rs, wt, bias, 4, N, K, n0, n1, st);
         break;
     case 5:
-        gemv512_body(y, x, w, rs, wt, bias, 5, N, K, n0, n1);
+        gemv512_body(y, x, w, rs, wt, bias, 5, N, K, n0, n1, st);
         break;
     case 6:
-        gemv512_body(y, x, w, rs, wt, bias, 6, N, K, n0, n1);
+        gemv512_body(y, x, w, rs, wt, bias, 6, N, K, n0, n1, st);
         break;
     case 7:
-        gemv512_body(y, x, w, rs, wt, bias, 7, N, K, n0, n1);
+        gemv512_body(y, x, w, rs, wt, bias, 7, N, K, n0, n1, st);
         break;
     default:
-        gemv512_body(y, x, w, rs, wt, bias, 8, N, K, n0, n1);
+        gemv512_body(y, x, w, rs, wt, bias, 8, N, K, n0, n1, st);
         break;
     }
 }
 
 T512 static void gemv512(float *y, const float *x, const void *w, size_t rs, ng_type wt, const float *bias,
-                         int B, int N, int K, int n0, int n1) {
+                         int B, int N, int K, int n0, int n1, steps_src st) {
     if (wt == NG_F32)
-        gemv512_type(y, x, w, rs, NG_F32, bias, B, N, K, n0, n1);
+        gemv512_type(y, x, w, rs, NG_F32, bias, B, N, K, n0, n1, st);
     else if (wt == NG_F16)
-        gemv512_type(y, x, w, rs, NG_F16, bias, B, N, K, n0, n1);
+        gemv512_type(y, x, w, rs, NG_F16, bias, B, N, K, n0, n1, st);
     else
-        gemv512_type(y, x, w, rs, NG_BF16, bias, B, N, K, n0, n1);
+        gemv512_type(y, x, w, rs, NG_BF16, bias, B, N, K, n0, n1, st);
 }
 
 enum { NR512 = 12, BW512 = 32, KCH512 = 16 };
@@ -725,83 +800,87 @@ INL256 float hsum256(__m256 v) {
 
 /* As gemv512_body with 8-wide vectors; 16 ymm registers allow about 8 accumulators. The K tail
  * (< 8) is done in scalar code since AVX2 has no 16-bit masked load. */
-INL256 void gemv256_body(float *y, const float *x, const void *w, size_t rs, ng_type wt, const float *bias,
-                         const int NB, int N, int K, int n0, int n1) {
+/* Row n against NB activation rows. */
+INL256 void gemv256_row(float *y, const float *x, const void *w, size_t rs, ng_type wt, const float *bias,
+                        const int NB, int N, int K, int n) {
     const int U = NB <= 2 ? 4 : NB <= 4 ? 2 : 1;
-    for (int n = n0; n < n1; n++) {
-        const char *wr = (const char *)w + (size_t)n * rs;
-        __m256 acc[GEMV_MAX_B][4];
+    const char *wr = (const char *)w + (size_t)n * rs;
+    __m256 acc[GEMV_MAX_B][4];
 #pragma GCC unroll 8
-        for (int b = 0; b < NB; b++)
+    for (int b = 0; b < NB; b++)
 #pragma GCC unroll 4
-            for (int u = 0; u < U; u++) acc[b][u] = _mm256_setzero_ps();
-        int k = 0;
-        for (; k + 8 * U <= K; k += 8 * U) {
+        for (int u = 0; u < U; u++) acc[b][u] = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 8 * U <= K; k += 8 * U) {
 #pragma GCC unroll 4
-            for (int u = 0; u < U; u++) {
-                __m256 wv = ld8(wr, wt, k + 8 * u);
-#pragma GCC unroll 8
-                for (int b = 0; b < NB; b++)
-                    acc[b][u] =
-                        _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + (size_t)b * K + k + 8 * u), acc[b][u]);
-            }
-        }
-        for (; k + 8 <= K; k += 8) {
-            __m256 wv = ld8(wr, wt, k);
+        for (int u = 0; u < U; u++) {
+            __m256 wv = ld8(wr, wt, k + 8 * u);
 #pragma GCC unroll 8
             for (int b = 0; b < NB; b++)
-                acc[b][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + (size_t)b * K + k), acc[b][0]);
+                acc[b][u] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + (size_t)b * K + k + 8 * u), acc[b][u]);
         }
+    }
+    for (; k + 8 <= K; k += 8) {
+        __m256 wv = ld8(wr, wt, k);
 #pragma GCC unroll 8
-        for (int b = 0; b < NB; b++) {
-            __m256 s = acc[b][0];
+        for (int b = 0; b < NB; b++)
+            acc[b][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + (size_t)b * K + k), acc[b][0]);
+    }
+#pragma GCC unroll 8
+    for (int b = 0; b < NB; b++) {
+        __m256 s = acc[b][0];
 #pragma GCC unroll 4
-            for (int u = 1; u < U; u++) s = _mm256_add_ps(s, acc[b][u]);
-            float v = hsum256(s);
-            for (int kk = k; kk < K; kk++) v += elem(wr, wt, kk) * x[(size_t)b * K + kk];
-            y[(size_t)b * N + n] = bias ? v + bias[n] : v;
-        }
+        for (int u = 1; u < U; u++) s = _mm256_add_ps(s, acc[b][u]);
+        float v = hsum256(s);
+        for (int kk = k; kk < K; kk++) v += elem(wr, wt, kk) * x[(size_t)b * K + kk];
+        y[(size_t)b * N + n] = bias ? v + bias[n] : v;
     }
 }
 
+INL256 void gemv256_body(float *y, const float *x, const void *w, size_t rs, ng_type wt, const float *bias,
+                         const int NB, int N, int K, int n0, int n1, steps_src st) {
+    for (steps_it it = steps_begin(st, n1 - n0, rs); steps_next(&it);)
+        for (int n = n0 + it.i0; n < n0 + it.i1; n++) gemv256_row(y, x, w, rs, wt, bias, NB, N, K, n);
+}
+
 INL256 void gemv256_type(float *y, const float *x, const void *w, size_t rs, ng_type wt, const float *bias,
-                         int B, int N, int K, int n0, int n1) {
+                         int B, int N, int K, int n0, int n1, steps_src st) {
     switch (B) {
     case 1:
-        gemv256_body(y, x, w, rs, wt, bias, 1, N, K, n0, n1);
+        gemv256_body(y, x, w, rs, wt, bias, 1, N, K, n0, n1, st);
         break;
     case 2:
-        gemv256_body(y, x, w, rs, wt, bias, 2, N, K, n0, n1);
+        gemv256_body(y, x, w, rs, wt, bias, 2, N, K, n0, n1, st);
         break;
     case 3:
-        gemv256_body(y, x, w, rs, wt, bias, 3, N, K, n0, n1);
+        gemv256_body(y, x, w, rs, wt, bias, 3, N, K, n0, n1, st);
         break;
     case 4:
-        gemv256_body(y, x, w, rs, wt, bias, 4, N, K, n0, n1);
+        gemv256_body(y, x, w, rs, wt, bias, 4, N, K, n0, n1, st);
         break;
     case 5:
-        gemv256_body(y, x, w, rs, wt, bias, 5, N, K, n0, n1);
+        gemv256_body(y, x, w, rs, wt, bias, 5, N, K, n0, n1, st);
         break;
     case 6:
-        gemv256_body(y, x, w, rs, wt, bias, 6, N, K, n0, n1);
+        gemv256_body(y, x, w, rs, wt, bias, 6, N, K, n0, n1, st);
         break;
     case 7:
-        gemv256_body(y, x, w, rs, wt, bias, 7, N, K, n0, n1);
+        gemv256_body(y, x, w, rs, wt, bias, 7, N, K, n0, n1, st);
         break;
     default:
-        gemv256_body(y, x, w, rs, wt, bias, 8, N, K, n0, n1);
+        gemv256_body(y, x, w, rs, wt, bias, 8, N, K, n0, n1, st);
         break;
     }
 }
 
 T256 static void gemv256(float *y, const float *x, const void *w, size_t rs, ng_type wt, const float *bias,
-                         int B, int N, int K, int n0, int n1) {
+                         int B, int N, int K, int n0, int n1, steps_src st) {
     if (wt == NG_F32)
-        gemv256_type(y, x, w, rs, NG_F32, bias, B, N, K, n0, n1);
+        gemv256_type(y, x, w, rs, NG_F32, bias, B, N, K, n0, n1, st);
     else if (wt == NG_F16)
-        gemv256_type(y, x, w, rs, NG_F16, bias, B, N, K, n0, n1);
+        gemv256_type(y, x, w, rs, NG_F16, bias, B, N, K, n0, n1, st);
     else
-        gemv256_type(y, x, w, rs, NG_BF16, bias, B, N, K, n0, n1);
+        gemv256_type(y, x, w, rs, NG_BF16, bias, B, N, K, n0, n1, st);
 }
 
 enum { NR256 = 6, BW256 = 16, KCH256 = 8 };
@@ -1349,11 +1428,15 @@ INLV void q512_rows(float *y, const uint8_t *xs, size_t xb, const void *w, size_
 #define XS_L1 (32 << 10)
 #define XS_RUN 64
 INLV void q512_body(float *y, const uint8_t *xs, size_t xb, const void *w, size_t rs, ng_type wt,
-                    const float *bias, const int NB, int N, int K, int n0, int n1) {
+                    const float *bias, const int NB, int N, int K, int n0, int n1, steps_src st) {
     const int R = NB <= 2 ? 4 : 2;
     int row[4], ns = xs_steps(K);
     /* one run of all rows and one chunk of all steps, unless the activations outgrow XS_L1 */
     int chunked = NB > 2 && (size_t)NB * xb > XS_L1;
+    if (chunked) { /* the partial sums are the owner's: its steps are all its own */
+        if (!st.own) return;
+        st.ctr = NULL;
+    }
     int chunks = chunked ? (int)(((size_t)NB * xb + XS_L1 - 1) / XS_L1) : 1, chunk = (ns + chunks - 1) / chunks;
     int run = chunked ? XS_RUN : n1 - n0;
     size_t pf = chunked ? rs : GEMV_PREFETCH;
@@ -1361,57 +1444,69 @@ INLV void q512_body(float *y, const uint8_t *xs, size_t xb, const void *w, size_
     for (int a0 = n0; a0 < n1; a0 += run) {
         int a1 = n1 - a0 < run ? n1 : a0 + run, len = (a1 - a0) / R;
         int c0 = 0;
-        if (!chunked && len > 0) prefetch_streams(w, rs, a0, len, R);
+        if (!chunked && st.own && len > 0) prefetch_streams(w, rs, a0, len, R);
         do { /* at least once: a row of no steps still writes its bias */
             int c1 = ns - c0 < chunk ? ns : c0 + chunk;
-            for (int i = 0; i < len; i++) {
+            for (steps_it it = steps_begin(st, len, R * rs); steps_next(&it);) {
+                for (int i = it.i0; i < it.i1; i++) {
 #pragma GCC unroll 4
-                for (int r = 0; r < R; r++) row[r] = a0 + r * len + i;
-                q512_rows(y, xs, xb, w, rs, wt, bias, NB, R, row, N, K, c0, c1, part + (size_t)i * R * NB, pf);
+                    for (int r = 0; r < R; r++) row[r] = a0 + r * len + i;
+                    q512_rows(y, xs, xb, w, rs, wt, bias, NB, R, row, N, K, c0, c1, part + (size_t)i * R * NB,
+                              pf);
+                }
             }
         } while ((c0 += chunk) < ns);
-        for (int n = a0 + R * len; n < a1; n++)
-            q512_rows(y, xs, xb, w, rs, wt, bias, NB, 1, &n, N, K, 0, ns, NULL, GEMV_PREFETCH);
+        if (st.own)
+            for (int n = a0 + R * len; n < a1; n++)
+                q512_rows(y, xs, xb, w, rs, wt, bias, NB, 1, &n, N, K, 0, ns, NULL, GEMV_PREFETCH);
     }
 }
 
 INLV void q512_type(float *y, const uint8_t *xs, size_t xb, const void *w, size_t rs, ng_type wt,
-                    const float *bias, int B, int N, int K, int n0, int n1) {
+                    const float *bias, int B, int N, int K, int n0, int n1, steps_src st) {
     switch (B) {
     case 1:
-        q512_body(y, xs, xb, w, rs, wt, bias, 1, N, K, n0, n1);
+        q512_body(y, xs, xb, w, rs, wt, bias, 1, N, K, n0, n1, st);
         break;
     case 2:
-        q512_body(y, xs, xb, w, rs, wt, bias, 2, N, K, n0, n1);
+        q512_body(y, xs, xb, w, rs, wt, bias, 2, N, K, n0, n1, st);
         break;
     case 3:
-        q512_body(y, xs, xb, w, rs, wt, bias, 3, N, K, n0, n1);
+        q512_body(y, xs, xb, w, rs, wt, bias, 3, N, K, n0, n1, st);
         break;
     case 4:
-        q512_body(y, xs, xb, w, rs, wt, bias, 4, N, K, n0, n1);
+        q512_body(y, xs, xb, w, rs, wt, bias, 4, N, K, n0, n1, st);
         break;
     case 5:
-        q512_body(y, xs, xb, w, rs, wt, bias, 5, N, K, n0, n1);
+        q512_body(y, xs, xb, w, rs, wt, bias, 5, N, K, n0, n1, st);
         break;
     case 6:
-        q512_body(y, xs, xb, w, rs, wt, bias, 6, N, K, n0, n1);
+        q512_body(y, xs, xb, w, rs, wt, bias, 6, N, K, n0, n1, st);
         break;
     case 7:
-        q512_body(y, xs, xb, w, rs, wt, bias, 7, N, K, n0, n1);
+        q512_body(y, xs, xb, w, rs, wt, bias, 7, N, K, n0, n1, st);
         break;
     default:
-        q512_body(y, xs, xb, w, rs, wt, bias, 8, N, K, n0, n1);
+        q512_body(y, xs, xb, w, rs, wt, bias, 8, N, K, n0, n1, st);
         break;
     }
 }
 
 TV static void qgemv512(float *y, const uint8_t *xs, size_t xb, const void *w, size_t rs, ng_type wt,
-                        const float *bias, int B, int N, int K, int n0, int n1) {
+                        const float *bias, int B, int N, int K, int n0, int n1, steps_src st) {
     switch (wt) {
-    case NG_Q4_0: q512_type(y, xs, xb, w, rs, NG_Q4_0, bias, B, N, K, n0, n1); break;
-    case NG_Q4_0R: q512_type(y, xs, xb, w, rs, NG_Q4_0R, bias, B, N, K, n0, n1); break;
-    case NG_Q8_0R: q512_type(y, xs, xb, w, rs, NG_Q8_0R, bias, B, N, K, n0, n1); break;
-    default: q512_type(y, xs, xb, w, rs, NG_Q8_0, bias, B, N, K, n0, n1); break;
+    case NG_Q4_0:
+        q512_type(y, xs, xb, w, rs, NG_Q4_0, bias, B, N, K, n0, n1, st);
+        break;
+    case NG_Q4_0R:
+        q512_type(y, xs, xb, w, rs, NG_Q4_0R, bias, B, N, K, n0, n1, st);
+        break;
+    case NG_Q8_0R:
+        q512_type(y, xs, xb, w, rs, NG_Q8_0R, bias, B, N, K, n0, n1, st);
+        break;
+    default:
+        q512_type(y, xs, xb, w, rs, NG_Q8_0, bias, B, N, K, n0, n1, st);
+        break;
     }
 }
 
@@ -1600,18 +1695,26 @@ static const simd_isa *isa_for(int path) {
     return NULL;
 }
 
+/* Thread t's share of the rows, then (with counters) what is left of the others' shares, the
+ * next thread's first. */
 static void gemv_job(void *ctx, int t, int T) {
     const mm_job *j = ctx;
-    int n0, n1;
-    group_share(j->groups, j->N, t, T, &n0, &n1);
-    if (n0 < n1) j->isa->gemv(j->y, j->x, j->w, j->rs, j->wt, j->bias, j->B, j->N, j->K, n0, n1);
+    for (int v = 0; v < T; v++) {
+        int u = (t + v) % T, n0, n1;
+        group_share(j->groups, j->N, u, T, &n0, &n1);
+        steps_src st = {j->ctr ? &j->ctr[u].next : NULL, v == 0};
+        if (n0 < n1) j->isa->gemv(j->y, j->x, j->w, j->rs, j->wt, j->bias, j->B, j->N, j->K, n0, n1, st);
+        if (!j->ctr) break;
+    }
 }
 
 static void matmul_gemv(const simd_isa *isa, float *y, const float *x, const void *w, ng_type wt,
                         const float *bias, int B, int N, int K, int nt) {
     mm_job j = {.y = y, .x = x, .bias = bias, .w = w, .wt = wt, .B = B, .N = N, .K = K, .rs = ng_row_size(wt, K),
                 .isa = isa, .groups = (N + 15) / 16};
-    ng_team_run(nt < j.groups ? nt : j.groups, gemv_job, &j);
+    if (nt > j.groups) nt = j.groups;
+    j.ctr = steps_ctrs(nt);
+    ng_team_run(nt, gemv_job, &j);
 }
 
 /* K is cut into chunks of GEMM_KC so that the XT blocks of one chunk (bblk * 128 KiB at most
@@ -1708,6 +1811,15 @@ static void qgemv_job(void *ctx, int t, int T) {
         prepare_rows(j->path, j->x, j->xq, j->xs, j->wt, K, B * t / T, B * (t + 1) / T);
         ng_team_barrier();
     }
+    if (j->ctr) { /* one group of rows (B <= GEMV_MAX_B), 512-bit kernel: shares as gemv_job's */
+        for (int v = 0; v < T; v++) {
+            int u = (t + v) % T, n0, n1;
+            group_share(j->groups, N, u, T, &n0, &n1);
+            steps_src st = {&j->ctr[u].next, v == 0};
+            if (n0 < n1) qgemv512(j->y, j->xs, j->xb, j->w, j->rs, j->wt, j->bias, B, N, K, n0, n1, st);
+        }
+        return;
+    }
     int n0, n1;
     group_share(j->groups, N, t, T, &n0, &n1);
     for (int p0 = 0; p0 < B && n0 < n1; p0 += pass) {
@@ -1717,8 +1829,8 @@ static void qgemv_job(void *ctx, int t, int T) {
             for (int g = p0; g < p1; g += GEMV_MAX_B) {
                 int gn = p1 - g < GEMV_MAX_B ? p1 - g : GEMV_MAX_B;
                 if (j->wide) {
-                    qgemv512(j->y + (size_t)g * N, j->xs + (size_t)g * j->xb, j->xb, j->w, j->rs, j->wt, j->bias, gn,
-                             N, K, r0, r1);
+                    qgemv512(j->y + (size_t)g * N, j->xs + (size_t)g * j->xb, j->xb, j->w, j->rs, j->wt,
+                             j->bias, gn, N, K, r0, r1, (steps_src){NULL, 1});
                 } else {
                     xq8 v = xq8_from(j->xq, g, K);
                     kern(j->y + (size_t)g * N, &v, j->w, j->rs, j->wt, j->bias, gn, N, K, r0, r1);
@@ -1756,6 +1868,7 @@ static void matmul_qgemv(int path, float *y, const float *x, const void *w, ng_t
         int pass = (int)(QX_CACHE / xrow) / GEMV_MAX_B * GEMV_MAX_B;
         j.pass = pass < GEMV_MAX_B ? GEMV_MAX_B : pass > B ? B : pass;
     }
+    j.ctr = j.wide && B <= GEMV_MAX_B ? steps_ctrs(nt) : NULL;
     ng_team_run(nt, qgemv_job, &j);
 #else
     (void)path;

@@ -24,6 +24,12 @@ void ng_kernel_force_portable(int on);
  * Returns -1 (and changes nothing) for an unknown name or one this CPU cannot run. */
 int ng_kernel_set_path(const char *name);
 
+/* For tests: the bytes of weights a GEMV thread claims at a time from its share (and takes from
+ * another thread's once its own is done); 0 restores the default. ng_kernel_steals counts the
+ * blocks taken from other threads' shares since the program started. */
+void ng_kernel_set_steal_bytes(size_t n);
+long ng_kernel_steals(void);
+
 /* Threads used by the kernels; n <= 0 means all cores. */
 void ng_set_threads(int n);
 int ng_threads(void);
