@@ -798,9 +798,9 @@ INL256 float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-/* As gemv512_body with 8-wide vectors; 16 ymm registers allow about 8 accumulators. The K tail
- * (< 8) is done in scalar code since AVX2 has no 16-bit masked load. */
-/* Row n against NB activation rows. */
+/* Row n against NB activation rows, as gemv512_rows with 8-wide vectors; 16 ymm registers
+ * allow about 8 accumulators. The K tail (< 8) is done in scalar code since AVX2 has no 16-bit
+ * masked load. */
 INL256 void gemv256_row(float *y, const float *x, const void *w, size_t rs, ng_type wt, const float *bias,
                         const int NB, int N, int K, int n) {
     const int U = NB <= 2 ? 4 : NB <= 4 ? 2 : 1;
@@ -837,6 +837,7 @@ INL256 void gemv256_row(float *y, const float *x, const void *w, size_t rs, ng_t
     }
 }
 
+/* Rows n0..n1-1 one at a time (a step is a row). */
 INL256 void gemv256_body(float *y, const float *x, const void *w, size_t rs, ng_type wt, const float *bias,
                          const int NB, int N, int K, int n0, int n1, steps_src st) {
     for (steps_it it = steps_begin(st, n1 - n0, rs); steps_next(&it);)
