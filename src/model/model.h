@@ -101,6 +101,7 @@ typedef struct ng_state {
     float *act;     /* one block for every activation below */
     float *x, *xn, *qkv, *att_out, *ff; /* (B, n_embd) x2, (B, n_embd + 2 kv_dim), (B, n_embd), (B, 2 n_ff) */
     float *scores;  /* (threads, heads per attention item, n_ctx) attention scratch */
+    float *rope_cs; /* (max_batch, head_dim) each row's RoPE cosines and sines (LLaMA) */
     int n_score_rows;
     struct ng_state **row_seq; /* (max_batch) the sequence (KV cache) each row belongs to */
     int *row_pos;              /* (max_batch) each row's position in its sequence */
