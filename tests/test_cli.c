@@ -338,6 +338,33 @@ static void test_bench_batch(void) {
     free(err);
 }
 
+/* bench --profile: the extra decode run's parts are there, none negative, within the step, and
+ * the weights' read rate is their bytes over the products' time. Times are not judged. */
+static void test_bench_profile(void) {
+    char *out = NULL, *err = NULL;
+    int rc = run(BIN " bench --layers 1 --types q8_0,f16 --n-gen 4 --n-prompt 8 --profile --json", &out, &err);
+    CHECK(rc == 0, "bench --profile exited %d: %s", rc, err);
+    cJSON *js = cJSON_Parse(out), *res = cJSON_GetObjectItem(js, "results");
+    CHECK(cJSON_GetArraySize(res) == 2, "results: %s", out);
+    for (int i = 0; i < cJSON_GetArraySize(res); i++) {
+        cJSON *r = cJSON_GetArrayItem(res, i), *p = cJSON_GetObjectItem(r, "profile");
+        double step = cJSON_GetNumberValue(cJSON_GetObjectItem(p, "step_ms"));
+        double mm = cJSON_GetNumberValue(cJSON_GetObjectItem(p, "matmul_ms"));
+        double att = cJSON_GetNumberValue(cJSON_GetObjectItem(p, "attention_ms"));
+        double other = cJSON_GetNumberValue(cJSON_GetObjectItem(p, "other_ms"));
+        double gbs = cJSON_GetNumberValue(cJSON_GetObjectItem(p, "matmul_read_gbs"));
+        double mb = cJSON_GetNumberValue(cJSON_GetObjectItem(r, "weight_mb"));
+        CHECK(p && step > 0 && mm > 0 && att > 0 && other > -1e-3, "profile %d: %s", i, out);
+        CHECK(fabs(mm + att + other - step) < 1e-3 * (1 + step), "profile %d parts do not add up: %s", i, out);
+        CHECK(fabs(gbs - mb / mm) < 0.02 * gbs, "profile %d: %.2f GB/s is not %.1f MB / %.4f ms", i, gbs, mb, mm);
+    }
+    cJSON_Delete(js);
+    free(out), free(err);
+    rc = run(BIN " bench --layers 1 --types q4_0 --n-gen 4 --n-prompt 8 --profile", &out, &err);
+    CHECK(rc == 0 && strstr(out, "decode step, in parts") && strstr(out, "weights read GB/s"), "text: %s", out);
+    free(out), free(err);
+}
+
 /* bench serve end to end on a tiny model: every level's requests complete (a failed request
  * makes the table say so and the exit status 1), the single stream runs twice. */
 static void test_bench_serve(void) {
@@ -377,6 +404,7 @@ int main(void) {
     RUN(test_eval_pairs);
     RUN(test_eval_score);
     RUN(test_bench_batch);
+    RUN(test_bench_profile);
     RUN(test_bench_serve);
     RUN(test_bad_files);
     TEST_EXIT();

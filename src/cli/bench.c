@@ -36,6 +36,8 @@ static const char HELP[] =
     "  --batch N       also decode N sequences in one batch (as netgpt serve does) and report the\n"
     "                  aggregate tok/s beside one sequence decoded the same way (ratio = speedup)\n"
     "  --kv-type T     f32 (default) or f16: the type of the cached keys and values\n"
+    "  --profile       after the timed runs, one more decode run that times its parts: the\n"
+    "                  matrix products (and the rate they read the weights at), attention, the rest\n"
     "  -t, --threads N threads (default: all cores)\n"
     "  --json          print the results as one JSON object on stdout\n"
     "\n"
@@ -72,6 +74,7 @@ typedef struct {
     double file_mb, rss_mb;
     double floor_bw;               /* the read bandwidth the decode floor was judged by */
     double batch1_tps, batchn_tps; /* --batch: one sequence, and N, decoded by ng_forward_multi */
+    double step_s, matmul_s, attention_s; /* --profile: per decode step */
 } bench_row;
 
 /* FLOPs of a forward over n tokens starting at pos (matmuls + attention). */
@@ -154,8 +157,24 @@ static double batch_decode(const ng_model *m, int n, int n_gen) {
     return tps;
 }
 
+/* --profile: one more prefill and decode of n_gen tokens, timing the decode's parts. */
+static void profile_decode(const ng_model *m, ng_state *s, const int *toks, int n_prompt, int n_gen, float *logits,
+                           bench_row *r) {
+    ng_error err;
+    ng_profile p = {0, 0};
+    ng_state_reset(s);
+    if (ng_forward(m, s, toks, n_prompt, logits, 0, &err)) ng_die("bench: %s", err.msg);
+    ng_profile_set(&p);
+    double t0 = ng_time();
+    for (int i = 0; i < n_gen; i++)
+        if (ng_forward(m, s, &toks[n_prompt + i], 1, logits, 0, &err)) ng_die("bench: %s", err.msg);
+    r->step_s = (ng_time() - t0) / n_gen;
+    ng_profile_set(NULL);
+    r->matmul_s = p.matmul / n_gen, r->attention_s = p.attention / n_gen;
+}
+
 static void run_one(const bench_model *bm, const ng_hparams *hp, ng_type t, int n_prompt, int n_gen, int use_mmap,
-                    int batch, double bw, double peak, bench_row *r) {
+                    int batch, int profile, double bw, double peak, bench_row *r) {
     ng_log("  %-15s %-5s making weights...", bm->name, ng_type_name(t));
     double t0 = ng_time();
     ng_model *m = ng_model_random(hp, t, 42);
@@ -214,6 +233,10 @@ static void run_one(const bench_model *bm, const ng_hparams *hp, ng_type t, int 
                       (n_prompt + n_gen / 2.0); /* mean cache read */
     r->decode_floor_pct = 100.0 * ((r->weight_bytes + kv_bytes) / r->floor_bw) / (dt / n_gen);
     if (use_mmap) r->rss_mb = current_rss_mb();
+    if (profile) {
+        ng_log(" profile...");
+        profile_decode(m, s, toks, n_prompt, n_gen, logits, r);
+    }
     if (batch) {
         ng_log(" batch of 1 and %d...", batch);
         r->batch1_tps = batch_decode(m, 1, n_gen);
@@ -232,7 +255,7 @@ int cmd_bench(int argc, char **argv) {
     cli_opts o;
     cli_opts_init(&o);
     const char *types = "f32,f16,bf16,q8_0,q4_0", *model = "gpt2-124m";
-    int n_gen = 0, n_prompt = 0, layers = 0, use_mmap = 0, batch = 0;
+    int n_gen = 0, n_prompt = 0, layers = 0, use_mmap = 0, batch = 0, profile = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return fputs(HELP, stdout), 0;
@@ -247,6 +270,7 @@ int cmd_bench(int argc, char **argv) {
         else if (!strcmp(a, "--n-prompt")) n_prompt = (int)cli_long(a, cli_value(argc, argv, &i), 1, 2048);
         else if (!strcmp(a, "--layers")) layers = (int)cli_long(a, cli_value(argc, argv, &i), 1, 128);
         else if (!strcmp(a, "--mmap")) use_mmap = 1;
+        else if (!strcmp(a, "--profile")) profile = 1;
         else if (!strcmp(a, "--batch")) batch = (int)cli_long(a, cli_value(argc, argv, &i), 2, 256);
         else cli_positional(&o, a, "bench");
     }
@@ -298,7 +322,7 @@ int cmd_bench(int argc, char **argv) {
                 r->skipped = 1;
                 continue;
             }
-            run_one(bm, &hp, list[ti], np, ng, use_mmap, batch, bw, peak, r);
+            run_one(bm, &hp, list[ti], np, ng, use_mmap, batch, profile, bw, peak, r);
         }
     }
     double rss = (double)ng_peak_rss();
@@ -321,6 +345,11 @@ int cmd_bench(int argc, char **argv) {
             if (batch)
                 printf(",\"batch\":%d,\"batch1_tok_s\":%.2f,\"batch_tok_s\":%.2f,\"batch_speedup\":%.2f", batch,
                        r->batch1_tps, r->batchn_tps, r->batchn_tps / r->batch1_tps);
+            if (profile)
+                printf(",\"profile\":{\"step_ms\":%.4f,\"matmul_ms\":%.4f,\"attention_ms\":%.4f,\"other_ms\":%.4f,"
+                       "\"matmul_read_gbs\":%.2f}",
+                       r->step_s * 1e3, r->matmul_s * 1e3, r->attention_s * 1e3,
+                       (r->step_s - r->matmul_s - r->attention_s) * 1e3, r->weight_bytes / r->matmul_s / 1e9);
             printf("}");
             first = 0;
         }
@@ -342,6 +371,22 @@ int cmd_bench(int argc, char **argv) {
             if (use_mmap) printf(" %9.0f %9.0f", r->file_mb, r->rss_mb);
             if (batch) printf(" %14.2f %15.2f %7.2fx", r->batch1_tps, r->batchn_tps, r->batchn_tps / r->batch1_tps);
             printf("\n");
+        }
+        if (profile) {
+            printf("\ndecode step, in parts (--profile: one more run of the decode test):\n");
+            printf("%-15s %-5s %8s %21s %19s %15s %15s\n", "model", "type", "step ms", "matrix products ms",
+                   "weights read GB/s", "attention ms", "the rest ms");
+            for (int i = 0; i < n_rows; i++) {
+                const bench_row *r = &rows[i];
+                if (r->skipped) continue;
+                double rest = r->step_s - r->matmul_s - r->attention_s, gbs = r->weight_bytes / r->matmul_s / 1e9;
+                printf("%-15s %-5s %8.3f %12.3f (%4.1f%%) %9.1f (%5.1f%%) %7.3f (%4.1f%%) %7.3f (%4.1f%%)\n", r->model,
+                       ng_type_name(r->type), r->step_s * 1e3, r->matmul_s * 1e3, 100 * r->matmul_s / r->step_s, gbs,
+                       100 * gbs * 1e9 / r->floor_bw, r->attention_s * 1e3, 100 * r->attention_s / r->step_s,
+                       rest * 1e3, 100 * rest / r->step_s);
+            }
+            printf("(weights read GB/s: the weights' bytes over the matrix products' time, and as a share of the\n"
+                   "bandwidth the floor was judged by)\n");
         }
         printf("peak RSS %.1f MB\n", rss / 1e6);
     }

@@ -21,6 +21,7 @@
 #include "core/kernels.h"
 #include "core/quant.h"
 #include "core/team.h"
+#include "core/util.h"
 #include "model/lora.h"
 #include "model/model.h"
 
@@ -133,6 +134,10 @@ int ng_state_copy(const ng_model *m, ng_state *dst, const ng_state *src) {
 }
 
 /* ---- ops ------------------------------------------------------------------------------------ */
+
+static _Thread_local ng_profile *tl_prof; /* ng_profile_set */
+
+void ng_profile_set(ng_profile *p) { tl_prof = p; }
 
 /* The norms' and the residual's loops are vectorized as core/vmath.h's are (#pragma omp simd):
  * a plain sum is one chain of n dependent adds, and the compiler leaves the other loops scalar
@@ -255,11 +260,15 @@ static void attention(const ng_hparams *hp, ng_state *w, int l, const float *q0,
     atomic_init(&j.next, 0);
     int longest = 0;
     for (int b = 0; b < B; b++) longest = w->row_pos[b] + 1 > longest ? w->row_pos[b] + 1 : longest;
+    double t0 = tl_prof ? ng_time() : 0;
     ng_team_run(j.work > 1 && longest * hd * B * H > 32768 ? threads : 1, attention_job, &j);
+    if (tl_prof) tl_prof->attention += ng_time() - t0;
 }
 
 static void matmul(float *y, const float *x, const ng_tensor *w, const ng_tensor *b, int B) {
+    double t0 = tl_prof ? ng_time() : 0;
     ng_matmul(y, x, w->data, w->type, b ? b->data : NULL, B, (int)w->ne[1], (int)w->ne[0]);
+    if (tl_prof) tl_prof->matmul += ng_time() - t0;
 }
 
 /* A layer matmul that rows' adapters may adapt: the base product once for all rows, then each
@@ -267,7 +276,10 @@ static void matmul(float *y, const float *x, const ng_tensor *w, const ng_tensor
 static void lmatmul(const ng_state *s, float *y, const float *x, const ng_tensor *w, const ng_tensor *b, int B,
                     int layer, ng_lora_target t) {
     matmul(y, x, w, b, B);
-    if (s->any_lora) ng_lora_apply(y, x, B, (int)w->ne[1], (int)w->ne[0], layer, t, s->row_lora);
+    if (!s->any_lora) return;
+    double t0 = tl_prof ? ng_time() : 0;
+    ng_lora_apply(y, x, B, (int)w->ne[1], (int)w->ne[0], layer, t, s->row_lora);
+    if (tl_prof) tl_prof->matmul += ng_time() - t0;
 }
 
 /* ---- blocks ---------------------------------------------------------------------------------- */

@@ -117,6 +117,15 @@ typedef struct ng_state {
 int ng_set_kv_type(ng_type t);
 ng_type ng_kv_type(void);
 
+/* Where forward passes spend their time (netgpt bench --profile): while a profile is set,
+ * ng_forward and ng_forward_multi add the wall time of their matrix products (adapters' deltas
+ * and the output head included) and of their attention to it. The calling thread's; NULL
+ * stops. */
+typedef struct {
+    double matmul, attention; /* seconds */
+} ng_profile;
+void ng_profile_set(ng_profile *p);
+
 /* A state for sequences of up to n_ctx tokens (<= the model's n_ctx; 0 = the model's),
  * processing at most max_batch tokens per ng_forward call. max_batch 0 makes a KV cache only
  * (a sequence for ng_forward_multi, which uses another state's activations). */
