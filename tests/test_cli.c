@@ -353,15 +353,17 @@ static void test_bench_profile(void) {
         double att = cJSON_GetNumberValue(cJSON_GetObjectItem(p, "attention_ms"));
         double other = cJSON_GetNumberValue(cJSON_GetObjectItem(p, "other_ms"));
         double gbs = cJSON_GetNumberValue(cJSON_GetObjectItem(p, "matmul_read_gbs"));
+        double kvg = cJSON_GetNumberValue(cJSON_GetObjectItem(p, "attention_read_gbs"));
         double mb = cJSON_GetNumberValue(cJSON_GetObjectItem(r, "weight_mb"));
-        CHECK(p && step > 0 && mm > 0 && att > 0 && other > -1e-3, "profile %d: %s", i, out);
+        CHECK(p && step > 0 && mm > 0 && att > 0 && other > -1e-3 && kvg > 0, "profile %d: %s", i, out);
         CHECK(fabs(mm + att + other - step) < 1e-3 * (1 + step), "profile %d parts do not add up: %s", i, out);
         CHECK(fabs(gbs - mb / mm) < 0.02 * gbs, "profile %d: %.2f GB/s is not %.1f MB / %.4f ms", i, gbs, mb, mm);
     }
     cJSON_Delete(js);
     free(out), free(err);
     rc = run(BIN " bench --layers 1 --types q4_0 --n-gen 4 --n-prompt 8 --profile", &out, &err);
-    CHECK(rc == 0 && strstr(out, "decode step, in parts") && strstr(out, "weights read GB/s"), "text: %s", out);
+    CHECK(rc == 0 && strstr(out, "decode step, in parts") && strstr(out, "weights read GB/s") && strstr(out, "KV GB/s"),
+          "text: %s", out);
     free(out), free(err);
 }
 

@@ -75,6 +75,7 @@ typedef struct {
     double floor_bw;               /* the read bandwidth the decode floor was judged by */
     double batch1_tps, batchn_tps; /* --batch: one sequence, and N, decoded by ng_forward_multi */
     double step_s, matmul_s, attention_s; /* --profile: per decode step */
+    double kv_bytes;                      /* the KV cache read per decode step, on average */
 } bench_row;
 
 /* FLOPs of a forward over n tokens starting at pos (matmuls + attention). */
@@ -232,6 +233,7 @@ static void run_one(const bench_model *bm, const ng_hparams *hp, ng_type t, int 
     double kv_bytes = 2.0 * hp->n_layer * ng_kv_dim(hp) * (double)ng_type_size(s->kv_type) *
                       (n_prompt + n_gen / 2.0); /* mean cache read */
     r->decode_floor_pct = 100.0 * ((r->weight_bytes + kv_bytes) / r->floor_bw) / (dt / n_gen);
+    r->kv_bytes = kv_bytes;
     if (use_mmap) r->rss_mb = current_rss_mb();
     if (profile) {
         ng_log(" profile...");
@@ -347,9 +349,10 @@ int cmd_bench(int argc, char **argv) {
                        r->batch1_tps, r->batchn_tps, r->batchn_tps / r->batch1_tps);
             if (profile)
                 printf(",\"profile\":{\"step_ms\":%.4f,\"matmul_ms\":%.4f,\"attention_ms\":%.4f,\"other_ms\":%.4f,"
-                       "\"matmul_read_gbs\":%.2f}",
+                       "\"matmul_read_gbs\":%.2f,\"attention_read_gbs\":%.2f}",
                        r->step_s * 1e3, r->matmul_s * 1e3, r->attention_s * 1e3,
-                       (r->step_s - r->matmul_s - r->attention_s) * 1e3, r->weight_bytes / r->matmul_s / 1e9);
+                       (r->step_s - r->matmul_s - r->attention_s) * 1e3, r->weight_bytes / r->matmul_s / 1e9,
+                       r->kv_bytes / r->attention_s / 1e9);
             printf("}");
             first = 0;
         }
@@ -374,19 +377,21 @@ int cmd_bench(int argc, char **argv) {
         }
         if (profile) {
             printf("\ndecode step, in parts (--profile: one more run of the decode test):\n");
-            printf("%-15s %-5s %8s %21s %19s %15s %15s\n", "model", "type", "step ms", "matrix products ms",
-                   "weights read GB/s", "attention ms", "the rest ms");
+            printf("%-15s %-5s %8s %21s %19s %15s %11s %15s\n", "model", "type", "step ms", "matrix products ms",
+                   "weights read GB/s", "attention ms", "KV GB/s", "the rest ms");
             for (int i = 0; i < n_rows; i++) {
                 const bench_row *r = &rows[i];
                 if (r->skipped) continue;
                 double rest = r->step_s - r->matmul_s - r->attention_s, gbs = r->weight_bytes / r->matmul_s / 1e9;
-                printf("%-15s %-5s %8.3f %12.3f (%4.1f%%) %9.1f (%5.1f%%) %7.3f (%4.1f%%) %7.3f (%4.1f%%)\n", r->model,
-                       ng_type_name(r->type), r->step_s * 1e3, r->matmul_s * 1e3, 100 * r->matmul_s / r->step_s, gbs,
-                       100 * gbs * 1e9 / r->floor_bw, r->attention_s * 1e3, 100 * r->attention_s / r->step_s,
-                       rest * 1e3, 100 * rest / r->step_s);
+                printf("%-15s %-5s %8.3f %12.3f (%4.1f%%) %9.1f (%5.1f%%) %7.3f (%4.1f%%) %11.1f %7.3f (%4.1f%%)\n",
+                       r->model, ng_type_name(r->type), r->step_s * 1e3, r->matmul_s * 1e3,
+                       100 * r->matmul_s / r->step_s, gbs, 100 * gbs * 1e9 / r->floor_bw, r->attention_s * 1e3,
+                       100 * r->attention_s / r->step_s, r->kv_bytes / r->attention_s / 1e9, rest * 1e3,
+                       100 * rest / r->step_s);
             }
             printf("(weights read GB/s: the weights' bytes over the matrix products' time, and as a share of the\n"
-                   "bandwidth the floor was judged by)\n");
+                   "bandwidth the floor was judged by; KV GB/s: the cached keys and values read per step, on\n"
+                   "average, over attention's time)\n");
         }
         printf("peak RSS %.1f MB\n", rss / 1e6);
     }
