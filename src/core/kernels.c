@@ -444,6 +444,15 @@ typedef struct {
     int own;
 } steps_src;
 
+/* Share v of thread t's walk over a GEMV's rows: its own share (v = 0), then, with counters
+ * (v < T), the next threads' shares, whose blocks it takes once its own are done. Sets the
+ * share's rows; returns where its steps come from. */
+static steps_src share_walk(const mm_job *j, int t, int T, int v, int *n0, int *n1) {
+    int u = (t + v) % T;
+    group_share(j->groups, j->N, u, T, n0, n1);
+    return (steps_src){j->ctr ? &j->ctr[u].next : NULL, v == 0};
+}
+
 /* Steps claimed at a time: about STEAL_BYTES of weights. Each claim is a locked add, which on
  * x86 waits for the loads before it: claims of 16 KB made decode 10% slower than the static
  * split, 256 KB ones made it faster (in-process A/B on one 2-core Zen 5 VM, a decode step:
@@ -1700,12 +1709,10 @@ static const simd_isa *isa_for(int path) {
  * next thread's first. */
 static void gemv_job(void *ctx, int t, int T) {
     const mm_job *j = ctx;
-    for (int v = 0; v < T; v++) {
-        int u = (t + v) % T, n0, n1;
-        group_share(j->groups, j->N, u, T, &n0, &n1);
-        steps_src st = {j->ctr ? &j->ctr[u].next : NULL, v == 0};
+    for (int v = 0; v < (j->ctr ? T : 1); v++) {
+        int n0, n1;
+        steps_src st = share_walk(j, t, T, v, &n0, &n1);
         if (n0 < n1) j->isa->gemv(j->y, j->x, j->w, j->rs, j->wt, j->bias, j->B, j->N, j->K, n0, n1, st);
-        if (!j->ctr) break;
     }
 }
 
@@ -1814,9 +1821,8 @@ static void qgemv_job(void *ctx, int t, int T) {
     }
     if (j->ctr) { /* one group of rows (B <= GEMV_MAX_B), 512-bit kernel: shares as gemv_job's */
         for (int v = 0; v < T; v++) {
-            int u = (t + v) % T, n0, n1;
-            group_share(j->groups, N, u, T, &n0, &n1);
-            steps_src st = {&j->ctr[u].next, v == 0};
+            int n0, n1;
+            steps_src st = share_walk(j, t, T, v, &n0, &n1);
             if (n0 < n1) qgemv512(j->y, j->xs, j->xb, j->w, j->rs, j->wt, j->bias, B, N, K, n0, n1, st);
         }
         return;
@@ -2071,9 +2077,6 @@ INL512 void scores512_nt(float *scratch, int n, const float *q, size_t q_stride,
     }
 }
 
-/* Output rows of the GC heads from g0 (head size HC * 16; GC * HC accumulators): each value
- * row is loaded once for the GC heads; rows are prefetched ATT_PF positions ahead (prefetches
- * past the cache's end are harmless: they never fault). */
 /* One position t of the values into accumulators o[c] (c < GC) of heads g0.. . */
 INL512 void value_step(__m512 o[][8], const float *scratch, int n, int g0, const int GC, const void *v,
                        const ng_type kvt, const int HC, int t) {
