@@ -152,6 +152,36 @@ static void test_bf16_known_values(void) {
     CHECK(bad == 0, "%d bf16 values do not round-trip", bad);
 }
 
+/* ng_from_f32's vector path (F16C where the CPU has it) gives the scalar conversion's bits for
+ * every kind of input: f32 bit patterns 4099 apart over all 2^32 (every exponent, nan payloads,
+ * infinities, subnormals), then the exact ties and their neighbours of every f16 pair. The count
+ * is not a multiple of 8, so the tail takes the scalar loop. */
+static void test_f16_array_matches_scalar(void) {
+    size_t n = ((size_t)1 << 32) / 4099 + 3 * 0x7bff + 5;
+    uint32_t *u = malloc(n * 4);
+    uint16_t *h = malloc(n * 2);
+    size_t m = 0;
+    for (uint64_t b = 0; b < ((uint64_t)1 << 32); b += 4099) u[m++] = (uint32_t)b;
+    for (uint32_t i = 0; i < 0x7bff; i++) {
+        float mid = (float)(((double)ng_f16_to_f32((uint16_t)i) + (double)ng_f16_to_f32((uint16_t)(i + 1))) / 2);
+        uint32_t mb = f32_bits(mid) | (i & 1) << 31; /* both signs */
+        u[m++] = mb, u[m++] = mb + 1, u[m++] = mb - 1;
+    }
+    while (m < n) u[m++] = 0x7f800001u;
+    float *f = malloc(n * 4);
+    memcpy(f, u, n * 4);
+    ng_from_f32(h, f, NG_F16, (int64_t)n);
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint16_t want = ng_f32_to_f16(bits_f32(u[i]));
+        if (h[i] != want && bad++ < 5) fprintf(stderr, "f32 %08x -> f16 %04x in an array, %04x alone\n", u[i], h[i], want);
+    }
+    CHECK(bad == 0, "%d of %zu f16 array conversions differ from the scalar one", bad, n);
+    free(f);
+    free(u);
+    free(h);
+}
+
 static void test_array_conversions(void) {
     float src[5] = {1.0f, -2.5f, 65504.0f, 0x1p-24f, 0.1f}, dst[5];
     uint16_t h[5];
@@ -469,6 +499,7 @@ int main(void) {
     RUN(test_f16_exhaustive);
     RUN(test_bf16_known_values);
     RUN(test_array_conversions);
+    RUN(test_f16_array_matches_scalar);
     RUN(test_cpu_features);
     RUN(test_matmul_ref_exact);
     RUN(test_matmul_empty_k);

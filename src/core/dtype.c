@@ -5,6 +5,9 @@
 #include <math.h>
 #include <string.h>
 #include <strings.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 typedef struct {
     const char *name;
@@ -72,7 +75,8 @@ ng_f16 ng_f32_to_f16(float f) {
     uint32_t sign = (u >> 16) & 0x8000;
     int32_t exp = (int32_t)((u >> 23) & 0xff);
     uint32_t mant = u & 0x7fffff;
-    if (exp == 255) return (ng_f16)(sign | 0x7c00 | (mant ? 0x200 : 0)); /* inf / nan */
+    /* inf; nan made quiet, its payload's high bits kept (what F16C's conversion gives) */
+    if (exp == 255) return (ng_f16)(sign | 0x7c00 | (mant ? 0x200 | mant >> 13 : 0));
     int32_t e = exp - 127 + 15;
     if (e >= 31) return (ng_f16)(sign | 0x7c00); /* overflow -> inf */
     if (e <= 0) {                                /* subnormal or zero */
@@ -113,12 +117,29 @@ void ng_to_f32(float *dst, const void *src, ng_type t, int64_t n) {
     }
 }
 
+#if defined(__x86_64__)
+/* F16C's conversion, rounding to nearest even: the same bits as ng_f32_to_f16 for every input
+ * (test_dtype compares them), 8 values an instruction instead of a call each. */
+__attribute__((target("avx,f16c"))) static int64_t to_f16_f16c(ng_f16 *d, const float *s, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(d + i), _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT));
+    return i;
+}
+#endif
+
 void ng_from_f32(void *dst, const float *src, ng_type t, int64_t n) {
     if (t == NG_F32) {
         memcpy(dst, src, (size_t)n * 4);
     } else if (t == NG_F16) {
         ng_f16 *d = dst;
-        for (int64_t i = 0; i < n; i++) d[i] = ng_f32_to_f16(src[i]);
+        int64_t i = 0;
+#if defined(__x86_64__)
+        static int f16c = -1;
+        if (f16c < 0) f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+        if (f16c) i = to_f16_f16c(d, src, n);
+#endif
+        for (; i < n; i++) d[i] = ng_f32_to_f16(src[i]);
     } else if (t == NG_BF16) {
         ng_bf16 *d = dst;
         for (int64_t i = 0; i < n; i++) d[i] = ng_f32_to_bf16(src[i]);

@@ -1911,11 +1911,13 @@ void ng_matmul(float *y, const float *x, const void *w, ng_type wt, const float 
 #define ATT_PF 32
 
 void ng_attend_put_key(void *k, ng_type kvt, int t, int d, const float *key) {
-    for (int i = 0; i < d; i++) {
-        size_t j = ng_key_index(t, i, d);
-        if (kvt == NG_F16) ((ng_f16 *)k)[j] = ng_f32_to_f16(key[i]);
-        else ((float *)k)[j] = key[i];
+    if (kvt == NG_F16) {
+        ng_f16 h[NG_ATT_MAX_F16_HEAD]; /* converted together (ng_from_f32's vector path), then spread */
+        ng_from_f32(h, key, NG_F16, d);
+        for (int i = 0; i < d; i++) ((ng_f16 *)k)[ng_key_index(t, i, d)] = h[i];
+        return;
     }
+    for (int i = 0; i < d; i++) ((float *)k)[ng_key_index(t, i, d)] = key[i];
 }
 
 /* The softmax of each of G rows of n scores, in place (compiled for the caller's path). */
