@@ -182,6 +182,24 @@ static void test_f16_array_matches_scalar(void) {
     free(h);
 }
 
+/* ng_to_f32's vector path gives the scalar conversion's bits for every f16 value (nans made
+ * quiet by both), in an array whose length is not a multiple of 8. */
+static void test_f16_array_to_f32_matches_scalar(void) {
+    enum { N = 0x10000 + 5 };
+    uint16_t *h = malloc(N * 2);
+    float *f = malloc(N * 4);
+    for (uint32_t i = 0; i < N; i++) h[i] = (uint16_t)(i * 40503u); /* every value once, then 5 more */
+    ng_to_f32(f, h, NG_F16, N);
+    int bad = 0;
+    for (uint32_t i = 0; i < N; i++) {
+        uint32_t got = f32_bits(f[i]), want = f32_bits(ng_f16_to_f32(h[i]));
+        if (got != want && bad++ < 5) fprintf(stderr, "f16 %04x -> f32 %08x in an array, %08x alone\n", h[i], got, want);
+    }
+    CHECK(bad == 0, "%d f16 -> f32 array conversions differ from the scalar one", bad);
+    free(h);
+    free(f);
+}
+
 static void test_array_conversions(void) {
     float src[5] = {1.0f, -2.5f, 65504.0f, 0x1p-24f, 0.1f}, dst[5];
     uint16_t h[5];
@@ -500,6 +518,7 @@ int main(void) {
     RUN(test_bf16_known_values);
     RUN(test_array_conversions);
     RUN(test_f16_array_matches_scalar);
+    RUN(test_f16_array_to_f32_matches_scalar);
     RUN(test_cpu_features);
     RUN(test_matmul_ref_exact);
     RUN(test_matmul_empty_k);
