@@ -439,8 +439,38 @@ static void test_context_overflow(void) {
     ng_model_free(m);
 }
 
+/* A random model's bytes do not depend on the thread count that made it (each row's generator
+ * is seeded from its index; the rows are shared out as team jobs): 1, 2 and 3 threads, f32 and
+ * q8_0 (quantized, then rearranged in place), every tensor large enough to be split. */
+static void test_random_threads(void) {
+    ng_hparams hp = {.arch = NG_ARCH_LLAMA, .n_vocab = 1024, .n_ctx = 64, .n_embd = 128, .n_head = 4, .n_head_kv = 2,
+                     .n_layer = 2, .n_ff = 1024, .norm_eps = 1e-5f, .rope_theta = 10000, .rope_scale = 1};
+    static const ng_type ts[] = {NG_F32, NG_Q8_0};
+    for (int it = 0; it < 2; it++) {
+        ng_model *m[3];
+        for (int k = 0; k < 3; k++) {
+            ng_set_threads(k + 1);
+            m[k] = ng_model_random(&hp, ts[it], 5);
+        }
+        ng_set_threads(2);
+        int split = 0;
+        for (int k = 1; k < 3; k++) {
+            REQUIRE(m[k]->n_owned == m[0]->n_owned, "tensor counts differ");
+            for (int i = 0; i < m[0]->n_owned; i++) {
+                const ng_tensor *a = m[0]->owned[i], *b = m[k]->owned[i];
+                split += k == 1 && a->ne[0] * a->ne[1] > (1 << 16);
+                CHECK(a->nbytes == b->nbytes && memcmp(a->data, b->data, a->nbytes) == 0,
+                      "%s %s: %d threads made other bytes than 1", ng_type_name(ts[it]), a->name, k + 1);
+            }
+        }
+        CHECK(split >= 5, "only %d tensors were large enough to be split", split);
+        for (int k = 0; k < 3; k++) ng_model_free(m[k]);
+    }
+}
+
 int main(void) {
     ng_set_threads(2);
+    RUN(test_random_threads);
     RUN(test_hf_logits_f32);
     RUN(test_hf_greedy);
     RUN(test_kv_f16);

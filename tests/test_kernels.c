@@ -163,7 +163,8 @@ static void test_f16_array_matches_scalar(void) {
     size_t m = 0;
     for (uint64_t b = 0; b < ((uint64_t)1 << 32); b += 4099) u[m++] = (uint32_t)b;
     for (uint32_t i = 0; i < 0x7bff; i++) {
-        float mid = (float)(((double)ng_f16_to_f32((uint16_t)i) + (double)ng_f16_to_f32((uint16_t)(i + 1))) / 2);
+        float mid =
+            (float)(((double)ng_f16_to_f32((uint16_t)i) + (double)ng_f16_to_f32((uint16_t)(i + 1))) / 2);
         uint32_t mb = f32_bits(mid) | (i & 1) << 31; /* both signs */
         u[m++] = mb, u[m++] = mb + 1, u[m++] = mb - 1;
     }
@@ -174,7 +175,8 @@ static void test_f16_array_matches_scalar(void) {
     int bad = 0;
     for (size_t i = 0; i < n; i++) {
         uint16_t want = ng_f32_to_f16(bits_f32(u[i]));
-        if (h[i] != want && bad++ < 5) fprintf(stderr, "f32 %08x -> f16 %04x in an array, %04x alone\n", u[i], h[i], want);
+        if (h[i] != want && bad++ < 5)
+            fprintf(stderr, "f32 %08x -> f16 %04x in an array, %04x alone\n", u[i], h[i], want);
     }
     CHECK(bad == 0, "%d of %zu f16 array conversions differ from the scalar one", bad, n);
     free(f);
@@ -193,11 +195,25 @@ static void test_f16_array_to_f32_matches_scalar(void) {
     int bad = 0;
     for (uint32_t i = 0; i < N; i++) {
         uint32_t got = f32_bits(f[i]), want = f32_bits(ng_f16_to_f32(h[i]));
-        if (got != want && bad++ < 5) fprintf(stderr, "f16 %04x -> f32 %08x in an array, %08x alone\n", h[i], got, want);
+        if (got != want && bad++ < 5)
+            fprintf(stderr, "f16 %04x -> f32 %08x in an array, %08x alone\n", h[i], got, want);
     }
     CHECK(bad == 0, "%d f16 -> f32 array conversions differ from the scalar one", bad);
     free(h);
     free(f);
+}
+
+/* The bandwidth and peak measurements (team jobs with barriers between timed passes) on one
+ * thread, on two, and on more threads than cores: a positive, finite figure each time. */
+static void test_measurements(void) {
+    for (int t = 1; t <= 3; t++) {
+        double bw = ng_measure_read_bandwidth(t);
+        CHECK(bw > 1e8 && bw < 1e13, "read bandwidth on %d threads: %g B/s", t, bw);
+    }
+    for (int t = 1; t <= 2; t++) {
+        double f = ng_measure_peak_flops(t);
+        CHECK(f > 1e8 && f < 1e15, "peak on %d threads: %g FLOP/s", t, f);
+    }
 }
 
 static void test_array_conversions(void) {
@@ -519,6 +535,7 @@ int main(void) {
     RUN(test_array_conversions);
     RUN(test_f16_array_matches_scalar);
     RUN(test_f16_array_to_f32_matches_scalar);
+    RUN(test_measurements);
     RUN(test_cpu_features);
     RUN(test_matmul_ref_exact);
     RUN(test_matmul_empty_k);

@@ -109,7 +109,8 @@ static int has_f16c(void) { return __builtin_cpu_supports("f16c") && __builtin_c
 /* F16C's conversion to f32 (exact): the same bits as ng_f16_to_f32 for every input. */
 __attribute__((target("avx,f16c"))) static int64_t from_f16_f16c(float *d, const ng_f16 *s, int64_t n) {
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(d + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(s + i))));
     return i;
 }
 

@@ -2279,46 +2279,50 @@ static float sum_best(const float *p, size_t n) {
 #define BW_BYTES ((size_t)512 << 20)
 #define BW_PASSES 16
 
+/* The bandwidth measurement as a team job: the buffer, the best pass (thread 0's), and each
+ * thread's sum (kept, so the reads are not optimized away). */
+typedef struct {
+    float *buf, *sums;
+    double best;
+} bw_job;
+
+static void bw_run(void *ctx, int t, int T) {
+    bw_job *j = ctx;
+    /* Per-thread ranges in whole 1 KiB steps keep every stream's loads aligned. */
+    size_t steps = BW_BYTES / sizeof(float) / 256, i0 = steps * t / T * 256, i1 = steps * (t + 1) / T * 256;
+    for (size_t i = i0; i < i1; i++) j->buf[i] = (float)(i & 7);
+    float local = 0;
+    for (int pass = 0; pass < BW_PASSES; pass++) {
+        ng_team_barrier();
+        double t0 = ng_time();
+        local += sum_best(j->buf + i0, i1 - i0);
+        ng_team_barrier();
+        double dt = ng_time() - t0;
+        if (t == 0 && dt > 0 && BW_BYTES / dt > j->best) j->best = BW_BYTES / dt;
+    }
+    j->sums[t] = local;
+}
+
 /* The buffer is 16x a 32 MiB L3, so caches cannot serve a pass; transparent huge pages are
  * requested so TLB misses do not understate what the memory system delivers. Each thread first
- * touches the half it later reads (first-touch placement), then every pass is timed as a whole
- * and the best pass counts. */
+ * touches the part it later reads (first-touch placement), then every pass is timed as a whole
+ * and the best pass counts. The threads are the team's, as in the kernels (an OpenMP region
+ * here left OpenMP's threads spinning for milliseconds after it, taking the cores from what ran
+ * next: products 2-3x slower for the first few ms on one 2-core machine). */
 double ng_measure_read_bandwidth(int threads) {
     if (threads <= 0) threads = ng_threads();
-    size_t n = BW_BYTES / sizeof(float);
     float *buf = mmap(NULL, BW_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (buf == MAP_FAILED) ng_die("bandwidth measurement: cannot map %zu bytes", BW_BYTES);
 #ifdef MADV_HUGEPAGE
     madvise(buf, BW_BYTES, MADV_HUGEPAGE);
 #endif
+    bw_job j = {buf, xcalloc((size_t)threads, sizeof(float)), 0};
+    ng_team_run(threads, bw_run, &j);
     volatile float sink = 0;
-    double best = 0;
-#pragma omp parallel num_threads(threads)
-    {
-        int t = omp_get_thread_num(), T = omp_get_num_threads();
-        /* Per-thread ranges in whole 1 KiB steps keep every stream's loads aligned. */
-        size_t steps = n / 256, i0 = steps * t / T * 256, i1 = steps * (t + 1) / T * 256;
-        for (size_t i = i0; i < i1; i++) buf[i] = (float)(i & 7);
-        float local = 0;
-        for (int pass = 0; pass < BW_PASSES; pass++) {
-            double t0 = 0;
-#pragma omp barrier
-#pragma omp master
-            t0 = ng_time();
-            local += sum_best(buf + i0, i1 - i0);
-#pragma omp barrier
-#pragma omp master
-            {
-                double dt = ng_time() - t0;
-                if (dt > 0 && BW_BYTES / dt > best) best = BW_BYTES / dt;
-            }
-        }
-#pragma omp atomic
-        sink += local;
-    }
-    (void)sink;
+    for (int t = 0; t < threads; t++) sink += j.sums[t];
+    free(j.sums);
     munmap(buf, BW_BYTES);
-    return best;
+    return j.best;
 }
 
 /* Peak FMA rate: 24 independent accumulator chains per thread (more than latency x FMA ports
@@ -2403,6 +2407,18 @@ static double fma_run(long iters, double *sink) {
     return (double)iters * PEAK_CHAINS * 2;
 }
 
+/* The peak measurement's team job: each thread's flops and chain sums. */
+typedef struct {
+    long iters;
+    double *flops, *sinks;
+} peak_job;
+
+static void peak_run(void *ctx, int t, int T) {
+    peak_job *j = ctx;
+    (void)T;
+    j->flops[t] = fma_run(j->iters, &j->sinks[t]);
+}
+
 double ng_measure_peak_flops(int threads) {
     if (threads <= 0) threads = ng_threads();
     double sink = 0;
@@ -2418,14 +2434,17 @@ double ng_measure_peak_flops(int threads) {
         iters *= 4;
     }
     double best = 0;
+    peak_job j = {iters, xcalloc((size_t)threads, sizeof(double)), xcalloc((size_t)threads, sizeof(double))};
     for (int run = 0; run < 4; run++) {
         double flops = 0, t0 = ng_time();
-#pragma omp parallel num_threads(threads) reduction(+ : flops, sink)
-        flops += fma_run(iters, &sink);
+        ng_team_run(threads, peak_run, &j);
         double dt = ng_time() - t0;
+        for (int t = 0; t < threads; t++) flops += j.flops[t];
         if (dt > 0 && flops / dt > best) best = flops / dt;
     }
     volatile double keep = sink;
-    (void)keep;
+    for (int t = 0; t < threads; t++) keep += j.sinks[t];
+    free(j.flops);
+    free(j.sinks);
     return best;
 }

@@ -6,10 +6,10 @@
  * next job spinning on one shared word (then, after TEAM_SPIN_US without work, asleep on a
  * futex), so a job starts and joins in a fraction of a microsecond.
  *
- * Every parallel loop of inference and training runs on it: OpenMP's threads spin after their
- * regions as these do after their jobs, and the two kinds taking turns on the cores made a
- * training step 5-35% slower here. (OpenMP stays for one-off work: making random models, and
- * the bandwidth and peak measurements.)
+ * Every parallel loop of inference and training runs on it, as do making random models and the
+ * bandwidth and peak measurements: OpenMP's threads spin after their regions as these do after
+ * their jobs, and the two kinds taking turns on the cores made a training step 5-35% slower
+ * here, and the matrix products run right after a measurement 2-3x slower for milliseconds.
  *
  * The calling thread is thread 0 and runs its share; workers are created on first use, as many
  * as ng_threads() - 1. A job run from inside a job runs on its caller alone; a second thread

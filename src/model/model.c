@@ -8,6 +8,7 @@
 
 #include "core/kernels.h"
 #include "core/quant.h"
+#include "core/team.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -696,30 +697,37 @@ static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
     return z ^ (z >> 31);
 }
 
+/* A random tensor's rows, a share per thread (a team job). */
+typedef struct {
+    ng_tensor *c;
+    uint64_t base;
+    float scale, offset;
+} random_job;
+
+static void random_rows(void *ctx, int t, int T) {
+    const random_job *j = ctx;
+    int64_t ne0 = j->c->ne[0], ne1 = j->c->ne[1], r0 = ne1 * t / T, r1 = ne1 * (t + 1) / T;
+    size_t rb = ng_row_size(j->c->type, ne0);
+    float *row = xmalloc((size_t)ne0 * sizeof *row);
+    for (int64_t r = r0; r < r1; r++) {
+        uint64_t st = j->base ^ ((uint64_t)r * 0xd1b54a32d192ed03ull);
+        for (int64_t i = 0; i < ne0; i++)
+            row[i] = j->offset + j->scale * ((float)(rng_next(&st) >> 40) / (float)(1 << 24) * 2.0f - 1.0f);
+        ng_quantize_row(j->c->type, row, (char *)j->c->data + rb * (size_t)r, ne0);
+    }
+    free(row);
+}
+
 /* Uniform weights: matrices of type t with values in ±0.05, norm gains around 1, biases around
  * 0. Rows are made in f32 and converted (quantized) to t, in parallel: row r's generator is
  * seeded from the tensor's draw and r, so the result does not depend on the thread count. */
 static const ng_tensor *random_tensor(ng_model *m, const char *name, ng_type t, int64_t ne0, int64_t ne1,
                                       uint64_t *rng) {
     int is_norm = strstr(name, "norm.weight") != NULL;
-    float scale = ne1 == 1 ? 0.1f : 0.05f, offset = is_norm ? 1.0f : 0.0f;
     ng_type type = ne1 == 1 ? NG_F32 : (ne0 % ng_type_block(t) ? NG_F16 : t);
-    ng_tensor *c = model_own(m, name, type, ne0, ne1);
-    size_t rb = ng_row_size(type, ne0);
-    uint64_t base = rng_next(rng);
-#pragma omp parallel if (ne0 * ne1 > (1 << 16))
-    {
-        float *row = xmalloc((size_t)ne0 * sizeof *row);
-#pragma omp for schedule(static)
-        for (int64_t r = 0; r < ne1; r++) {
-            uint64_t st = base ^ ((uint64_t)r * 0xd1b54a32d192ed03ull);
-            for (int64_t j = 0; j < ne0; j++)
-                row[j] = offset + scale * ((float)(rng_next(&st) >> 40) / (float)(1 << 24) * 2.0f - 1.0f);
-            ng_quantize_row(type, row, (char *)c->data + rb * (size_t)r, ne0);
-        }
-        free(row);
-    }
-    return c;
+    random_job j = {model_own(m, name, type, ne0, ne1), rng_next(rng), ne1 == 1 ? 0.1f : 0.05f, is_norm ? 1.0f : 0.0f};
+    ng_team_run(ne0 * ne1 > (1 << 16) ? ng_threads() : 1, random_rows, &j);
+    return j.c;
 }
 
 ng_model *ng_model_random(const ng_hparams *hp, ng_type wtype, uint64_t seed) {
