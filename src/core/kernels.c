@@ -1911,10 +1911,13 @@ void ng_matmul(float *y, const float *x, const void *w, ng_type wt, const float 
 #define ATT_PF 32
 
 void ng_attend_put_key(void *k, ng_type kvt, int t, int d, const float *key) {
-    if (kvt == NG_F16) {
-        ng_f16 h[NG_ATT_MAX_F16_HEAD]; /* converted together (ng_from_f32's vector path), then spread */
-        ng_from_f32(h, key, NG_F16, d);
-        for (int i = 0; i < d; i++) ((ng_f16 *)k)[ng_key_index(t, i, d)] = h[i];
+    if (kvt == NG_F16) { /* converted 64 at a time (ng_from_f32's vector path), then spread */
+        ng_f16 h[64];
+        for (int i0 = 0; i0 < d; i0 += 64) {
+            int m = d - i0 < 64 ? d - i0 : 64;
+            ng_from_f32(h, key + i0, NG_F16, m);
+            for (int i = 0; i < m; i++) ((ng_f16 *)k)[ng_key_index(t, i0 + i, d)] = h[i];
+        }
         return;
     }
     for (int i = 0; i < d; i++) ((float *)k)[ng_key_index(t, i, d)] = key[i];
