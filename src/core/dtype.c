@@ -1,5 +1,6 @@
 #include "dtype.h"
 
+#include "kernels.h"
 #include "quant.h"
 
 #include <math.h>
@@ -104,7 +105,7 @@ ng_bf16 ng_f32_to_bf16(float f) {
 }
 
 #if defined(__x86_64__)
-static int has_f16c(void) { return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx"); }
+static int has_f16c(void) { return ng_cpu_features()->f16c; } /* set only with AVX's OS support */
 
 /* F16C's conversion to f32 (exact): the same bits as ng_f16_to_f32 for every input. */
 __attribute__((target("avx,f16c"))) static int64_t from_f16_f16c(float *d, const ng_f16 *s, int64_t n) {

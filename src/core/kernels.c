@@ -2323,6 +2323,7 @@ double ng_measure_read_bandwidth(int threads) {
     ng_team_run(threads, bw_run, &j);
     volatile float sink = 0;
     for (int t = 0; t < threads; t++) sink += j.sums[t];
+    (void)sink;
     free(j.sums);
     munmap(buf, BW_BYTES);
     return j.best;
@@ -2447,6 +2448,7 @@ double ng_measure_peak_flops(int threads) {
     }
     volatile double keep = sink;
     for (int t = 0; t < threads; t++) keep += j.sinks[t];
+    (void)keep;
     free(j.flops);
     free(j.sinks);
     return best;
