@@ -468,8 +468,54 @@ static void test_random_threads(void) {
     }
 }
 
+/* Attention's items on 1, 3 and 4 threads (more than this machine's cores, so that a worker
+ * often starts late and another takes over its block): every decode step's logits the same
+ * bits as on one thread, GPT-2 (an item per head) and grouped-query LLaMA (an item per KV
+ * head), and items were taken over (else the take-over was not tested). */
+static void test_attention_threads(void) {
+    long taken0 = ng_attention_taken();
+    for (int arch = 0; arch < 2; arch++) {
+        ng_hparams hp = {.arch = arch ? NG_ARCH_LLAMA : NG_ARCH_GPT2, .n_vocab = 300, .n_ctx = 128, .n_embd = 768,
+                         .n_head = 12, .n_head_kv = 12, .n_layer = 2, .n_ff = 256, .norm_eps = 1e-5f,
+                         .rope_theta = 10000, .rope_scale = 1};
+        /* 2 query heads a KV head: 8 items of a KV head each on up to 4 threads (with fewer than two
+         * items a thread, items become single heads, whose sums are split differently) */
+        if (arch) hp.n_head = 16, hp.n_head_kv = 8, hp.n_embd = 1024;
+        ng_model *m = ng_model_random(&hp, NG_F32, 9);
+        enum { P = 48, D = 24, REPS = 6 };
+        int toks[P + D];
+        for (int i = 0; i < P + D; i++) toks[i] = (i * 41 + 7) % hp.n_vocab;
+        size_t V = (size_t)hp.n_vocab;
+        float *ref = malloc((size_t)D * V * sizeof(float)), *got = malloc((size_t)D * V * sizeof(float));
+        static const int threads[] = {1, 3, 4};
+        for (int ti = 0; ti < 3; ti++) {
+            ng_set_threads(threads[ti]);
+            ng_state *s = ng_state_new(m, 0, P);
+            ng_error err;
+            for (int rep = 0; rep < (ti ? REPS : 1); rep++) {
+                ng_state_reset(s);
+                REQUIRE(ng_forward(m, s, toks, P, NULL, 0, &err) == NG_OK, "%s", err.msg);
+                for (int i = 0; i < D; i++)
+                    REQUIRE(ng_forward(m, s, &toks[P + i], 1, (ti ? got : ref) + (size_t)i * V, 0, &err) == NG_OK,
+                            "%s", err.msg);
+                if (ti)
+                    CHECK(memcmp(ref, got, (size_t)D * V * sizeof(float)) == 0, "arch %d: %d threads give other logits",
+                          arch, threads[ti]);
+            }
+            ng_state_free(s);
+        }
+        ng_set_threads(2);
+        free(ref), free(got);
+        ng_model_free(m);
+    }
+    long taken = ng_attention_taken() - taken0;
+    fprintf(stderr, "# %ld attention items taken from other threads' blocks\n", taken);
+    CHECK(taken > 0, "no attention item was taken over: the take-over was not tested");
+}
+
 int main(void) {
     ng_set_threads(2);
+    RUN(test_attention_threads);
     RUN(test_random_threads);
     RUN(test_hf_logits_f32);
     RUN(test_hf_greedy);

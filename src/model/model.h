@@ -126,6 +126,10 @@ typedef struct {
 } ng_profile;
 void ng_profile_set(ng_profile *p);
 
+/* For tests: attention items a thread has taken from another thread's block (see forward.c's
+ * attention job) since the program started. */
+long ng_attention_taken(void);
+
 /* A state for sequences of up to n_ctx tokens (<= the model's n_ctx; 0 = the model's),
  * processing at most max_batch tokens per ng_forward call. max_batch 0 makes a KV cache only
  * (a sequence for ng_forward_multi, which uses another state's activations). */
