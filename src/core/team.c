@@ -6,7 +6,8 @@
  * nt - 1 workers, so none of them can still be reading the job when the next one is written
  * (workers above nt never read it: nt travels in the word). Workers that found no job
  * for TEAM_SPIN_US sleep on g.word (a futex); the owner wakes them when it publishes a word and
- * some sleep. The barrier counts arrivals and bumps its own generation. */
+ * some sleep. The barrier counts arrivals (the last one resets the count, so each job finds it
+ * at 0) and bumps its own generation. */
 #include "core/team.h"
 
 #include "core/kernels.h"
