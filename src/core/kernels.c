@@ -271,17 +271,13 @@ static float dot8(const float *a, const float *b, int K) {
     return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
 }
 
-/* A thread's step counter for the GEMVs' shares (see steps_src), on a cache line of its own. */
-typedef struct {
-    _Alignas(64) _Atomic int next;
-} steps_ctr;
-
-/* Counters for up to STEAL_THREADS threads (more threads split their rows statically). */
+/* The GEMVs' share counters (see steps_src) for up to STEAL_THREADS threads (more threads split
+ * their rows statically). */
 #define STEAL_THREADS 64
-static _Thread_local steps_ctr tl_ctr[STEAL_THREADS];
+static _Thread_local ng_team_ctr tl_ctr[STEAL_THREADS];
 
 /* The calling thread's counters, zeroed for a job of nt threads; NULL when nt is 1 or too many. */
-static steps_ctr *steps_ctrs(int nt) {
+static ng_team_ctr *steps_ctrs(int nt) {
     if (nt <= 1 || nt > STEAL_THREADS) return NULL;
     for (int t = 0; t < nt; t++) atomic_store_explicit(&tl_ctr[t].next, 0, memory_order_relaxed);
     return tl_ctr;
@@ -305,7 +301,7 @@ typedef struct {
     uint8_t *xs;                     /* qgemv, 512-bit: the arranged activations */
     size_t xb;                       /* qgemv */
     int wide, shared, pass;          /* qgemv */
-    steps_ctr *ctr;                  /* gemv, qgemv: one step counter per thread, or NULL */
+    ng_team_ctr *ctr;                /* gemv, qgemv: one step counter per thread, or NULL */
 } mm_job;
 
 /* Rows [n0, n1) of t's share of N rows cut into whole groups of 16 (threads never write the

@@ -19,6 +19,8 @@
 #ifndef NG_TEAM_H
 #define NG_TEAM_H
 
+#include <stdatomic.h>
+
 /* A job: thread t of nt runs its share. */
 typedef void (*ng_team_fn)(void *ctx, int t, int nt);
 
@@ -28,5 +30,12 @@ void ng_team_run(int nt, ng_team_fn fn, void *ctx);
 
 /* Inside a job: waits until all nt threads of the job reach it (memory is then shared). */
 void ng_team_barrier(void);
+
+/* For jobs whose threads take over what is left of each other's shares (the GEMVs' rows,
+ * attention's heads): one counter per share, the next of its steps not yet taken, each on a
+ * cache line of its own so that a thread claiming steps of its share does not move another's. */
+typedef struct {
+    _Alignas(64) _Atomic int next;
+} ng_team_ctr;
 
 #endif

@@ -228,17 +228,13 @@ static void embed_row(float *out, const ng_tensor *t, int64_t row) {
  * A/B on one 2-core Zen 5 VM, decode at ~200 / ~520 positions). Taking over the others' items
  * keeps a thread that a slower core holds back from making the other wait. */
 typedef struct {
-    _Alignas(64) _Atomic int next;
-} att_ctr;
-
-typedef struct {
     const ng_hparams *hp;
     ng_state *w;
     int l, G, GS, heads_per_row, work;
     const float *q0;
     size_t q_stride;
     float scale;
-    att_ctr ctr[ATT_BLOCKS]; /* the next item of each thread's block */
+    ng_team_ctr ctr[ATT_BLOCKS]; /* the next item of each thread's block */
 } att_job;
 
 static void attention_item(const att_job *j, int wi, float *scratch) {
