@@ -9,6 +9,7 @@
  * exceeds for every K here. Results must be bit-identical for 1 and 2 threads. */
 #include "core/dtype.h"
 #include "core/kernels.h"
+#include "matmul_threads.h"
 #include "test.h"
 
 #include <stdint.h>
@@ -397,14 +398,9 @@ static void test_matmul_steal(void) {
                 ng_set_threads(1);
                 ng_matmul(c.y1, c.x, c.w, c.wt, c.bias, c.B, c.N, c.K);
                 bad += mm_compare(&c, c.y1, c.refb, c.tolb, PATHS[p]);
-                for (int rep = 0; rep < 40; rep++) {
-                    ng_set_threads(2 + rep % 3);
-                    memset(c.y2, 0xff, sizeof(float) * c.B * c.N); /* NaN: a row not computed shows */
-                    ng_matmul(c.y2, c.x, c.w, c.wt, c.bias, c.B, c.N, c.K);
-                    if (memcmp(c.y1, c.y2, sizeof(float) * c.B * c.N) != 0 && bad++ < 3)
-                        fprintf(stderr, "%s %s B=%d, %d threads: differs from 1 thread\n", PATHS[p],
-                                ng_type_name(c.wt), c.B, ng_threads());
-                }
+                char label[32];
+                snprintf(label, sizeof label, "%s ", PATHS[p]);
+                bad += matmul_threads_differ(c.y1, c.y2, c.x, c.w, c.wt, c.bias, c.B, c.N, c.K, label);
             }
             ng_kernel_set_path(NULL);
             mm_free(&c);

@@ -21,6 +21,7 @@
 #include "core/quant.h"
 #include "core/util.h"
 #include "model/model.h"
+#include "matmul_threads.h"
 #include "test.h"
 
 #include <stdint.h>
@@ -483,14 +484,7 @@ static void test_matmul_steal_q(void) {
             ng_set_threads(1);
             ng_matmul(c.y1, c.x, c.w, c.t, NULL, c.B, c.N, c.K);
             bad += qcompare(&c, c.y1, c.ref, c.tolq, "1 thread");
-            for (int rep = 0; rep < 40; rep++) {
-                ng_set_threads(2 + rep % 3);
-                memset(c.y2, 0xff, sizeof(float) * c.B * c.N);
-                ng_matmul(c.y2, c.x, c.w, c.t, NULL, c.B, c.N, c.K);
-                if (memcmp(c.y1, c.y2, sizeof(float) * c.B * c.N) != 0 && bad++ < 3)
-                    fprintf(stderr, "%s B=%d, %d threads: differs from 1 thread\n", ng_type_name(c.t), c.B,
-                            ng_threads());
-            }
+            bad += matmul_threads_differ(c.y1, c.y2, c.x, c.w, c.t, NULL, c.B, c.N, c.K, "");
             qcase_free(&c);
         }
     ng_kernel_set_steal_bytes(0);
