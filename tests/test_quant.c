@@ -495,6 +495,68 @@ static void test_matmul_steal_q(void) {
     CHECK(taken > 0, "no thread took steps from another's share");
 }
 
+/* ng_matmul_multi gives, bit for bit, the outputs of one ng_matmul per matrix: f32 and f16 (the
+ * GEMV), q8_0r and q4_0r (the integer GEMV), on 1 to 4 threads taking single steps from each
+ * other's shares (as test_matmul_steal_q), batches of 1 to 8 rows and of 9 (separate products);
+ * matrices of 16-row groups, and a set with a matrix of 40 rows (separate products). Outputs
+ * start as NaN, so a row no thread wrote shows. The one-job path must have run. */
+static void test_matmul_multi(void) {
+    static const ng_type ts[] = {NG_F32, NG_F16, NG_Q8_0R, NG_Q4_0R};
+    static const int sets[][3] = {{128, 32, 32}, {64, 16, 0}, {48, 40, 16}}, Bs[] = {1, 3, 8, 9};
+    const int K = 512;
+    int bad = 0, runs = 0, one_job = 0;
+    long jobs0 = ng_kernel_multi_jobs();
+    int simd = strcmp(ng_kernel_path(), "portable") != 0, vnni = simd && ng_cpu_features()->avx512vnni;
+    ng_kernel_set_steal_bytes(1);
+    for (int it = 0; it < COUNT(ts); it++) {
+        ng_type t = ts[it], base = ng_type_base(t);
+        for (int is = 0; is < COUNT(sets); is++)
+            for (int ib = 0; ib < COUNT(Bs); ib++) {
+                int n = sets[is][2] ? 3 : 2, B = Bs[ib], *N = (int *)sets[is];
+                size_t rs = ng_row_size(t, K);
+                void *w[3];
+                float *y1[3], *y2[3], *x = malloc(sizeof(float) * B * K);
+                for (int i = 0; i < B * K; i++) x[i] = frand();
+                for (int m = 0; m < n; m++) {
+                    w[m] = malloc(rs * N[m]);
+                    if (t == NG_F32 || t == NG_F16) {
+                        float *wf = malloc(sizeof(float) * N[m] * K);
+                        for (int i = 0; i < N[m] * K; i++) wf[i] = frand();
+                        ng_from_f32(w[m], wf, t, (int64_t)N[m] * K);
+                        free(wf);
+                    } else {
+                        random_blocks(base, w[m], rs * N[m] / ng_type_size(base));
+                        if (t != base) ng_reorder_rows(w[m], t, w[m], base, K, N[m]);
+                    }
+                    y1[m] = malloc(sizeof(float) * B * N[m]), y2[m] = malloc(sizeof(float) * B * N[m]);
+                    ng_set_threads(1);
+                    ng_matmul(y1[m], x, w[m], t, NULL, B, N[m], K);
+                }
+                for (int nt = 1; nt <= 4; nt++)
+                    for (int rep = 0; rep < 4; rep++) {
+                        ng_set_threads(nt);
+                        for (int m = 0; m < n; m++) memset(y2[m], 0xff, sizeof(float) * B * N[m]);
+                        ng_matmul_multi(y2, x, (const void *const *)w, t, NULL, n, B, N, K);
+                        for (int m = 0; m < n; m++)
+                            if (memcmp(y1[m], y2[m], sizeof(float) * B * N[m]) != 0 && bad++ < 3)
+                                fprintf(stderr, "%s B=%d set %d matrix %d, %d threads: differs\n", ng_type_name(t), B,
+                                        is, m, nt);
+                        runs++;
+                        /* one job: a decode batch of 16-row groups, on a GEMV */
+                        one_job += B <= 8 && is != 2 && (t == NG_F32 || t == NG_F16 ? simd : vnni);
+                    }
+                for (int m = 0; m < n; m++) free(w[m]), free(y1[m]), free(y2[m]);
+                free(x);
+            }
+    }
+    ng_kernel_set_steal_bytes(0);
+    ng_set_threads(0);
+    long jobs = ng_kernel_multi_jobs() - jobs0;
+    printf("# %d runs, %ld as one job\n", runs, jobs);
+    CHECK(bad == 0, "%d mismatches", bad);
+    CHECK(jobs == one_job, "%ld of %d runs as one job, expected %d", jobs, runs, one_job);
+}
+
 static void test_matmul_q4_k(void) { check_type(NG_Q4_K); }
 static void test_matmul_q6_k(void) { check_type(NG_Q6_K); }
 static void test_matmul_other_types(void) {
@@ -761,6 +823,7 @@ int main(void) {
     RUN(test_matmul_q8_0r);
     RUN(test_matmul_q4_0r);
     RUN(test_matmul_steal_q);
+    RUN(test_matmul_multi);
     RUN(test_reorder);
     RUN(test_matmul_q8_0_q4_0_steps);
     RUN(test_matmul_q4_k);

@@ -272,16 +272,28 @@ static float dot8(const float *a, const float *b, int K) {
 }
 
 /* The GEMVs' share counters (see steps_src) for up to STEAL_THREADS threads (more threads split
- * their rows statically). */
+ * their rows statically), one per thread and matrix (see mm_multi). */
 #define STEAL_THREADS 64
-static _Thread_local ng_team_ctr tl_ctr[STEAL_THREADS];
+#define MM_MAX 4
+static _Thread_local ng_team_ctr tl_ctr[STEAL_THREADS * MM_MAX];
 
-/* The calling thread's counters, zeroed for a job of nt threads; NULL when nt is 1 or too many. */
-static ng_team_ctr *steps_ctrs(int nt) {
+/* The calling thread's counters, zeroed for a job of nt threads over nmat matrices; NULL when
+ * nt is 1 or too many. */
+static ng_team_ctr *steps_ctrs(int nt, int nmat) {
     if (nt <= 1 || nt > STEAL_THREADS) return NULL;
-    for (int t = 0; t < nt; t++) atomic_store_explicit(&tl_ctr[t].next, 0, memory_order_relaxed);
+    for (int t = 0; t < nt * nmat; t++) atomic_store_explicit(&tl_ctr[t].next, 0, memory_order_relaxed);
     return tl_ctr;
 }
+
+/* Several matrices against the same activations in one job (ng_matmul_multi): their rows side by
+ * side as one row space of row0[n] rows, matrix m's from row0[m]. */
+typedef struct {
+    int n;
+    float *y[MM_MAX];
+    const void *w[MM_MAX];
+    const float *bias[MM_MAX];
+    int N[MM_MAX], row0[MM_MAX + 1];
+} mm_multi;
 
 /* One matmul call as a team job (core/team.h): the operands, and what each regime prepares
  * before its threads start. */
@@ -301,7 +313,8 @@ typedef struct {
     uint8_t *xs;                     /* qgemv, 512-bit: the arranged activations */
     size_t xb;                       /* qgemv */
     int wide, shared, pass;          /* qgemv */
-    ng_team_ctr *ctr;                /* gemv, qgemv: one step counter per thread, or NULL */
+    ng_team_ctr *ctr;                /* gemv, qgemv: one step counter per thread (and matrix), or NULL */
+    const mm_multi *multi;           /* gemv, qgemv: the matrices, when there are several */
 } mm_job;
 
 /* Rows [n0, n1) of t's share of N rows cut into whole groups of 16 (threads never write the
@@ -447,6 +460,33 @@ static steps_src share_walk(const mm_job *j, int t, int T, int v, int *n0, int *
     int u = (t + v) % T;
     group_share(j->groups, j->N, u, T, n0, n1);
     return (steps_src){j->ctr ? &j->ctr[u].next : NULL, v == 0};
+}
+
+/* A piece of a share that lies in one matrix: its rows n0..n1-1 of that matrix's N. */
+typedef struct {
+    float *y;
+    const void *w;
+    const float *bias;
+    int N, n0, n1;
+    steps_src st;
+} mm_seg;
+
+/* The pieces of rows n0..n1-1 of a job's row space (thread u's share, st its walk; see
+ * share_walk), one per matrix they touch; returns how many. */
+static int mm_segments(const mm_job *j, int n0, int n1, steps_src st, int u, mm_seg *seg) {
+    const mm_multi *mm = j->multi;
+    if (!mm) {
+        seg[0] = (mm_seg){j->y, j->w, j->bias, j->N, n0, n1, st};
+        return n0 < n1;
+    }
+    int k = 0;
+    for (int m = 0; m < mm->n; m++) {
+        int a = n0 > mm->row0[m] ? n0 : mm->row0[m], b = n1 < mm->row0[m + 1] ? n1 : mm->row0[m + 1];
+        if (a >= b) continue;
+        steps_src sm = {st.ctr ? &j->ctr[(size_t)u * mm->n + m].next : NULL, st.own};
+        seg[k++] = (mm_seg){mm->y[m], mm->w[m], mm->bias[m], mm->N[m], a - mm->row0[m], b - mm->row0[m], sm};
+    }
+    return k;
 }
 
 /* Steps claimed at a time: about STEAL_BYTES of weights. Each claim is a locked add, which on
@@ -1707,17 +1747,21 @@ static void gemv_job(void *ctx, int t, int T) {
     const mm_job *j = ctx;
     for (int v = 0; v < (j->ctr ? T : 1); v++) {
         int n0, n1;
+        mm_seg seg[MM_MAX];
         steps_src st = share_walk(j, t, T, v, &n0, &n1);
-        if (n0 < n1) j->isa->gemv(j->y, j->x, j->w, j->rs, j->wt, j->bias, j->B, j->N, j->K, n0, n1, st);
+        for (int i = 0, n = mm_segments(j, n0, n1, st, (t + v) % T, seg); i < n; i++)
+            j->isa->gemv(seg[i].y, j->x, seg[i].w, j->rs, j->wt, seg[i].bias, j->B, seg[i].N, j->K, seg[i].n0,
+                         seg[i].n1, seg[i].st);
     }
 }
 
+/* j's matrices: one (y, w, bias of N rows), or those of mm (N the rows of all). */
 static void matmul_gemv(const simd_isa *isa, float *y, const float *x, const void *w, ng_type wt,
-                        const float *bias, int B, int N, int K, int nt) {
+                        const float *bias, int B, int N, int K, int nt, const mm_multi *mm) {
     mm_job j = {.y = y, .x = x, .bias = bias, .w = w, .wt = wt, .B = B, .N = N, .K = K, .rs = ng_row_size(wt, K),
-                .isa = isa, .groups = (N + 15) / 16};
+                .isa = isa, .groups = (N + 15) / 16, .multi = mm};
     if (nt > j.groups) nt = j.groups;
-    j.ctr = steps_ctrs(nt);
+    j.ctr = steps_ctrs(nt, mm ? mm->n : 1);
     ng_team_run(nt, gemv_job, &j);
 }
 
@@ -1815,11 +1859,14 @@ static void qgemv_job(void *ctx, int t, int T) {
         prepare_rows(j->path, j->x, j->xq, j->xs, j->wt, K, B * t / T, B * (t + 1) / T);
         ng_team_barrier();
     }
-    if (j->ctr) { /* one group of rows (B <= GEMV_MAX_B), 512-bit kernel: shares as gemv_job's */
-        for (int v = 0; v < T; v++) {
+    if (j->ctr || j->multi) { /* one group of rows (B <= GEMV_MAX_B), 512-bit kernel: shares as gemv_job's */
+        for (int v = 0; v < (j->ctr ? T : 1); v++) {
             int n0, n1;
+            mm_seg seg[MM_MAX];
             steps_src st = share_walk(j, t, T, v, &n0, &n1);
-            if (n0 < n1) qgemv512(j->y, j->xs, j->xb, j->w, j->rs, j->wt, j->bias, B, N, K, n0, n1, st);
+            for (int i = 0, n = mm_segments(j, n0, n1, st, (t + v) % T, seg); i < n; i++)
+                qgemv512(seg[i].y, j->xs, j->xb, seg[i].w, j->rs, j->wt, seg[i].bias, B, seg[i].N, K, seg[i].n0,
+                         seg[i].n1, seg[i].st);
         }
         return;
     }
@@ -1852,11 +1899,11 @@ static void qgemv_job(void *ctx, int t, int T) {
  * products per instruction than dequantizing to f32 for the GEMM, and round x as the GEMV always
  * does. */
 static void matmul_qgemv(int path, float *y, const float *x, const void *w, ng_type wt, const float *bias, int B,
-                         int N, int K, int nt) {
+                         int N, int K, int nt, const mm_multi *mm) {
 #if defined(__x86_64__)
     xq8 xq = xq8_alloc(B, K);
     mm_job j = {.y = y, .x = x, .bias = bias, .w = w, .wt = wt, .B = B, .N = N, .K = K, .rs = ng_row_size(wt, K),
-                .path = path, .xq = &xq, .groups = (N + 15) / 16};
+                .path = path, .xq = &xq, .groups = (N + 15) / 16, .multi = mm};
     j.wide = qgemv_wide(path, wt);
     j.xs = j.wide ? arrange_alloc(B, K) : NULL;
     j.xb = j.wide ? xs_row(K) : 0;
@@ -1871,12 +1918,23 @@ static void matmul_qgemv(int path, float *y, const float *x, const void *w, ng_t
         int pass = (int)(QX_CACHE / xrow) / GEMV_MAX_B * GEMV_MAX_B;
         j.pass = pass < GEMV_MAX_B ? GEMV_MAX_B : pass > B ? B : pass;
     }
-    j.ctr = j.wide && B <= GEMV_MAX_B ? steps_ctrs(nt) : NULL;
+    j.ctr = j.wide && B <= GEMV_MAX_B ? steps_ctrs(nt, mm ? mm->n : 1) : NULL;
     ng_team_run(nt, qgemv_job, &j);
 #else
-    (void)path;
+    (void)path, (void)mm;
     matmul_portable(y, x, w, wt, bias, B, N, K, nt);
 #endif
+}
+
+/* The regime ng_matmul runs a product in (see the top of this file). */
+enum { MM_PORTABLE, MM_QGEMV, MM_GEMV, MM_GEMM };
+static int mm_regime(int path, ng_type wt, int B) {
+    /* the kernel-order types have integer kernels only where they are native (AVX-512 VNNI) */
+    int q = wt != ng_type_base(wt) ? qgemv_wide(path, wt) : qgemv_type_ok(wt);
+    if (!isa_for(path) || (B <= GEMV_MAX_B && !simd_type(wt) && !q)) return MM_PORTABLE;
+    /* any batch: the 512-bit integer kernels beat the f32 GEMM (see QGEMV_MAX_B) */
+    if (q && (B <= QGEMV_MAX_B || (path == PATH_AVX512 && ng_cpu_features()->avx512vnni))) return MM_QGEMV;
+    return B <= GEMV_MAX_B ? MM_GEMV : MM_GEMM;
 }
 
 void ng_matmul(float *y, const float *x, const void *w, ng_type wt, const float *bias, int B, int N, int K) {
@@ -1884,17 +1942,40 @@ void ng_matmul(float *y, const float *x, const void *w, ng_type wt, const float 
     ops_for(wt);
     int nt = threads_for((double)B * N * K), path = current_path();
     const simd_isa *isa = isa_for(path);
-    /* the kernel-order types have integer kernels only where they are native (AVX-512 VNNI) */
-    int q = wt != ng_type_base(wt) ? qgemv_wide(path, wt) : qgemv_type_ok(wt);
-    if (!isa || (B <= GEMV_MAX_B && !simd_type(wt) && !q))
-        matmul_portable(y, x, w, wt, bias, B, N, K, nt);
-    else if (q && (B <= QGEMV_MAX_B || (path == PATH_AVX512 && ng_cpu_features()->avx512vnni)))
-        /* any batch: the 512-bit integer kernels beat the f32 GEMM (see QGEMV_MAX_B) */
-        matmul_qgemv(path, y, x, w, wt, bias, B, N, K, nt);
-    else if (B <= GEMV_MAX_B)
-        matmul_gemv(isa, y, x, w, wt, bias, B, N, K, nt);
-    else
-        matmul_gemm(isa, y, x, w, wt, bias, B, N, K, nt);
+    switch (mm_regime(path, wt, B)) {
+    case MM_PORTABLE: matmul_portable(y, x, w, wt, bias, B, N, K, nt); break;
+    case MM_QGEMV: matmul_qgemv(path, y, x, w, wt, bias, B, N, K, nt, NULL); break;
+    case MM_GEMV: matmul_gemv(isa, y, x, w, wt, bias, B, N, K, nt, NULL); break;
+    default: matmul_gemm(isa, y, x, w, wt, bias, B, N, K, nt); break;
+    }
+}
+
+static _Atomic long multi_jobs; /* ng_kernel_multi_jobs */
+long ng_kernel_multi_jobs(void) { return atomic_load(&multi_jobs); }
+
+/* One job for all n products where a GEMV runs them (decode): their rows are one row space that
+ * the threads share and take over as one matrix's, and x is quantized once. Matrices whose rows
+ * are not whole groups of 16 (a thread's share starts at one) run as separate products. */
+void ng_matmul_multi(float *const *y, const float *x, const void *const *w, ng_type wt, const float *const *bias,
+                     int n, int B, const int *N, int K) {
+    if (B <= 0) return;
+    ops_for(wt);
+    int path = current_path(), regime = mm_regime(path, wt, B), fused = n > 1 && n <= MM_MAX && B <= GEMV_MAX_B;
+    fused = fused && (regime == MM_GEMV || (regime == MM_QGEMV && qgemv_wide(path, wt)));
+    for (int m = 0; m < n && fused; m++) fused = N[m] > 0 && N[m] % 16 == 0;
+    if (!fused) {
+        for (int m = 0; m < n; m++) ng_matmul(y[m], x, w[m], wt, bias ? bias[m] : NULL, B, N[m], K);
+        return;
+    }
+    atomic_fetch_add_explicit(&multi_jobs, 1, memory_order_relaxed);
+    mm_multi mm = {.n = n};
+    for (int m = 0; m < n; m++) {
+        mm.y[m] = y[m], mm.w[m] = w[m], mm.bias[m] = bias ? bias[m] : NULL, mm.N[m] = N[m];
+        mm.row0[m + 1] = mm.row0[m] + N[m];
+    }
+    int rows = mm.row0[n], nt = threads_for((double)B * rows * K);
+    if (regime == MM_QGEMV) matmul_qgemv(path, NULL, x, NULL, wt, NULL, B, rows, K, nt, &mm);
+    else matmul_gemv(isa_for(path), NULL, x, NULL, wt, NULL, B, rows, K, nt, &mm);
 }
 
 /* ---- attention ---- */

@@ -29,6 +29,8 @@ int ng_kernel_set_path(const char *name);
  * blocks taken from other threads' shares since the program started. */
 void ng_kernel_set_steal_bytes(size_t n);
 long ng_kernel_steals(void);
+/* For tests: the calls of ng_matmul_multi that ran as one job since the program started. */
+long ng_kernel_multi_jobs(void);
 
 /* Threads used by the kernels; n <= 0 means all cores. */
 void ng_set_threads(int n);
@@ -37,6 +39,13 @@ int ng_threads(void);
 /* y[b*N + n] = sum_k x[b*K + k] * W[n][k] (+ bias[n] when bias is not NULL), b < B, n < N.
  * x, y f32 (not aliased); W rows of type wt; K a multiple of wt's block size. Threaded. */
 void ng_matmul(float *y, const float *x, const void *w, ng_type wt, const float *bias, int B, int N, int K);
+/* ng_matmul of n matrices (at most 4) against the same x: y[m] = x W[m]^T (+ bias[m] when bias
+ * and bias[m] are not NULL), W[m] of N[m] rows of type wt. The same bits as n ng_matmul calls;
+ * in decode (B <= 8, on the GEMV kernels, each N[m] a multiple of 16) one parallel job whose
+ * threads share all the matrices' rows, with x quantized once: a small matrix costs a job's
+ * start and its threads' uneven finish, as a large one does. */
+void ng_matmul_multi(float *const *y, const float *x, const void *const *w, ng_type wt, const float *const *bias,
+                     int n, int B, const int *N, int K);
 /* The same computed plainly, one thread, in order: the reference. */
 void ng_matmul_ref(float *y, const float *x, const void *w, ng_type wt, const float *bias, int B, int N, int K);
 /* The type of wt's values that ng_matmul reads fastest on this machine: q4_0r / q8_0r (see

@@ -303,6 +303,30 @@ static void lmatmul(const ng_state *s, float *y, const float *x, const ng_tensor
     if (tl_prof) tl_prof->matmul += ng_time() - t0;
 }
 
+/* Layer matmuls of the same x (LLaMA's q, k, v; gate, up): one job for all when their weights
+ * share a type (ng_matmul_multi), then each row's adapters. In-process A/B on one 2-core Zen 5
+ * VM, TinyLlama 1.1B q4_0 shapes from memory: q, k, v 55.0 -> 45.6 us a layer (faster in 20 of
+ * 20 rounds), gate, up 189.2 -> 184.9 (12 of 12). */
+static void lmatmul_multi(const ng_state *s, float *const *y, const float *x, const ng_tensor *const *w, int n,
+                          int B, int layer, const ng_lora_target *t) {
+    int same = 1;
+    for (int m = 1; m < n; m++) same = same && w[m]->type == w[0]->type && w[m]->ne[0] == w[0]->ne[0];
+    if (!same) {
+        for (int m = 0; m < n; m++) lmatmul(s, y[m], x, w[m], NULL, B, layer, t[m]);
+        return;
+    }
+    const void *wd[4];
+    int N[4];
+    for (int m = 0; m < n; m++) wd[m] = w[m]->data, N[m] = (int)w[m]->ne[1];
+    double t0 = tl_prof ? ng_time() : 0;
+    ng_matmul_multi(y, x, wd, w[0]->type, NULL, n, B, N, (int)w[0]->ne[0]);
+    if (tl_prof) tl_prof->matmul += ng_time() - t0;
+    if (!s->any_lora) return;
+    t0 = tl_prof ? ng_time() : 0;
+    for (int m = 0; m < n; m++) ng_lora_apply(y[m], x, B, N[m], (int)w[m]->ne[0], layer, t[m], s->row_lora);
+    if (tl_prof) tl_prof->matmul += ng_time() - t0;
+}
+
 /* ---- blocks ---------------------------------------------------------------------------------- */
 
 /* Projects xn to q, k, v (rows of qkv: q (E) | k (KV) | v (KV)), positions them, appends k, v
@@ -314,10 +338,9 @@ static void qkv_project(const ng_hparams *hp, const ng_layer *L, ng_state *s, in
         lmatmul(s, s->qkv, s->xn, L->qkv_w, L->qkv_b, B, l, LORA_T_QKV); /* fused: stride is 3E */
     } else {
         /* separate projections into the att_out / ff scratch, then interleave into qkv rows */
-        float *k = s->ff, *v = s->ff + (size_t)B * KV;
-        lmatmul(s, s->att_out, s->xn, L->q_w, NULL, B, l, LORA_T_Q);
-        lmatmul(s, k, s->xn, L->k_w, NULL, B, l, LORA_T_K);
-        lmatmul(s, v, s->xn, L->v_w, NULL, B, l, LORA_T_V);
+        float *k = s->ff, *v = s->ff + (size_t)B * KV, *y[3] = {s->att_out, k, v};
+        const ng_tensor *w[3] = {L->q_w, L->k_w, L->v_w};
+        lmatmul_multi(s, y, s->xn, w, 3, B, l, (const ng_lora_target[]){LORA_T_Q, LORA_T_K, LORA_T_V});
         for (int b = 0; b < B; b++) {
             float *row = s->qkv + (size_t)b * stride;
             memcpy(row, s->att_out + (size_t)b * E, (size_t)E * sizeof(float));
@@ -347,8 +370,9 @@ static void ffn(const ng_hparams *hp, const ng_layer *L, ng_state *s, int l, int
         gelu(s->ff, (size_t)B * F);
     } else {
         float *up = s->ff + (size_t)B * F;
-        lmatmul(s, s->ff, s->xn, L->gate_w, NULL, B, l, LORA_T_GATE);
-        lmatmul(s, up, s->xn, L->up_w, NULL, B, l, LORA_T_UP);
+        float *y[2] = {s->ff, up};
+        const ng_tensor *w[2] = {L->gate_w, L->up_w};
+        lmatmul_multi(s, y, s->xn, w, 2, B, l, (const ng_lora_target[]){LORA_T_GATE, LORA_T_UP});
         swiglu(s->ff, up, (size_t)B * F);
     }
     lmatmul(s, out, s->ff, L->down_w, L->down_b, B, l, LORA_T_DOWN);
