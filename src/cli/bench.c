@@ -74,7 +74,8 @@ typedef struct {
     double file_mb, rss_mb;
     double floor_bw;               /* the read bandwidth the decode floor was judged by */
     double batch1_tps, batchn_tps; /* --batch: one sequence, and N, decoded by ng_forward_multi */
-    double step_s, matmul_s, attention_s; /* --profile: per decode step */
+    double step_s, matmul_s, attention_s, rest_s; /* --profile: per decode step */
+    double matmul_gbs, attention_gbs;           /* --profile: weights / KV bytes over their time */
     double kv_bytes;                      /* the KV cache read per decode step, on average */
 } bench_row;
 
@@ -172,6 +173,8 @@ static void profile_decode(const ng_model *m, ng_state *s, const int *toks, int 
     r->step_s = (ng_time() - t0) / n_gen;
     ng_profile_set(NULL);
     r->matmul_s = p.matmul / n_gen, r->attention_s = p.attention / n_gen;
+    r->rest_s = r->step_s - r->matmul_s - r->attention_s;
+    r->matmul_gbs = r->weight_bytes / r->matmul_s / 1e9, r->attention_gbs = r->kv_bytes / r->attention_s / 1e9;
 }
 
 static void run_one(const bench_model *bm, const ng_hparams *hp, ng_type t, int n_prompt, int n_gen, int use_mmap,
@@ -350,9 +353,8 @@ int cmd_bench(int argc, char **argv) {
             if (profile)
                 printf(",\"profile\":{\"step_ms\":%.4f,\"matmul_ms\":%.4f,\"attention_ms\":%.4f,\"other_ms\":%.4f,"
                        "\"matmul_read_gbs\":%.2f,\"attention_read_gbs\":%.2f}",
-                       r->step_s * 1e3, r->matmul_s * 1e3, r->attention_s * 1e3,
-                       (r->step_s - r->matmul_s - r->attention_s) * 1e3, r->weight_bytes / r->matmul_s / 1e9,
-                       r->kv_bytes / r->attention_s / 1e9);
+                       r->step_s * 1e3, r->matmul_s * 1e3, r->attention_s * 1e3, r->rest_s * 1e3, r->matmul_gbs,
+                       r->attention_gbs);
             printf("}");
             first = 0;
         }
@@ -382,12 +384,11 @@ int cmd_bench(int argc, char **argv) {
             for (int i = 0; i < n_rows; i++) {
                 const bench_row *r = &rows[i];
                 if (r->skipped) continue;
-                double rest = r->step_s - r->matmul_s - r->attention_s, gbs = r->weight_bytes / r->matmul_s / 1e9;
                 printf("%-15s %-5s %8.3f %12.3f (%4.1f%%) %9.1f (%5.1f%%) %7.3f (%4.1f%%) %11.1f %7.3f (%4.1f%%)\n",
                        r->model, ng_type_name(r->type), r->step_s * 1e3, r->matmul_s * 1e3,
-                       100 * r->matmul_s / r->step_s, gbs, 100 * gbs * 1e9 / r->floor_bw, r->attention_s * 1e3,
-                       100 * r->attention_s / r->step_s, r->kv_bytes / r->attention_s / 1e9, rest * 1e3,
-                       100 * rest / r->step_s);
+                       100 * r->matmul_s / r->step_s, r->matmul_gbs, 100 * r->matmul_gbs * 1e9 / r->floor_bw,
+                       r->attention_s * 1e3, 100 * r->attention_s / r->step_s, r->attention_gbs, r->rest_s * 1e3,
+                       100 * r->rest_s / r->step_s);
             }
             printf("(weights read GB/s: the weights' bytes over the matrix products' time, and as a share of the\n"
                    "bandwidth the floor was judged by; KV GB/s: the cached keys and values read per step, on\n"
