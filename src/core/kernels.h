@@ -39,11 +39,12 @@ int ng_threads(void);
 /* y[b*N + n] = sum_k x[b*K + k] * W[n][k] (+ bias[n] when bias is not NULL), b < B, n < N.
  * x, y f32 (not aliased); W rows of type wt; K a multiple of wt's block size. Threaded. */
 void ng_matmul(float *y, const float *x, const void *w, ng_type wt, const float *bias, int B, int N, int K);
-/* ng_matmul of n matrices (at most 4) against the same x: y[m] = x W[m]^T (+ bias[m] when bias
- * and bias[m] are not NULL), W[m] of N[m] rows of type wt. The same bits as n ng_matmul calls;
- * in decode (B <= 8, on the GEMV kernels, each N[m] a multiple of 16) one parallel job whose
- * threads share all the matrices' rows, with x quantized once: a small matrix costs a job's
- * start and its threads' uneven finish, as a large one does. */
+/* ng_matmul of n matrices against the same x: y[m] = x W[m]^T (+ bias[m] when bias and bias[m]
+ * are not NULL), W[m] of N[m] rows of type wt. The same bits as n ng_matmul calls. In decode
+ * (B <= 8; f32, f16, bf16 with AVX2 or AVX-512, or q8_0 / q4_0 in kernel order with AVX-512
+ * VNNI; n <= 4 and each N[m] a multiple of 16) one parallel job whose threads share all the
+ * matrices' rows, x quantized once: a small matrix alone costs a job's start and its threads'
+ * uneven finish, as a large one does. Otherwise the n calls. */
 void ng_matmul_multi(float *const *y, const float *x, const void *const *w, ng_type wt, const float *const *bias,
                      int n, int B, const int *N, int K);
 /* The same computed plainly, one thread, in order: the reference. */
