@@ -305,7 +305,7 @@ static void lmatmul(const ng_state *s, float *y, const float *x, const ng_tensor
 
 /* Layer matmuls of the same x (LLaMA's q, k, v; gate, up): one job for all when their weights
  * share a type (ng_matmul_multi), then each row's adapters. In-process A/B on one 2-core Zen 5
- * VM, TinyLlama 1.1B q4_0 shapes from memory: q, k, v 55.0 -> 45.6 us a layer (faster in 20 of
+ * VM, TinyLlama 1.1B q4_0 shapes from memory: q, k, v 63.8 -> 54.2 us a layer (faster in 20 of
  * 20 rounds), gate, up 189.2 -> 184.9 (12 of 12). */
 static void lmatmul_multi(const ng_state *s, float *const *y, const float *x, const ng_tensor *const *w, int n,
                           int B, int layer, const ng_lora_target *t) {
