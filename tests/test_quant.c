@@ -498,8 +498,9 @@ static void test_matmul_steal_q(void) {
 /* ng_matmul_multi gives, bit for bit, the outputs of one ng_matmul per matrix: f32 and f16 (the
  * GEMV), q8_0r and q4_0r (the integer GEMV), on 1 to 4 threads taking single steps from each
  * other's shares (as test_matmul_steal_q), batches of 1 to 8 rows and of 9 (separate products);
- * matrices of 16-row groups, and a set with a matrix of 40 rows (separate products). Outputs
- * start as NaN, so a row no thread wrote shows. The one-job path must have run. */
+ * matrices of 16-row groups (one set with biases, one matrix without), and a set with a matrix
+ * of 40 rows (separate products). Outputs start as NaN, so a row no thread wrote shows. The
+ * one-job path must have run exactly where it should. */
 static void test_matmul_multi(void) {
     static const ng_type ts[] = {NG_F32, NG_F16, NG_Q8_0R, NG_Q4_0R};
     static const int sets[][3] = {{128, 32, 32}, {64, 16, 0}, {48, 40, 16}}, Bs[] = {1, 3, 8, 9};
@@ -515,7 +516,7 @@ static void test_matmul_multi(void) {
                 int n = sets[is][2] ? 3 : 2, B = Bs[ib], *N = (int *)sets[is];
                 size_t rs = ng_row_size(t, K);
                 void *w[3];
-                float *y1[3], *y2[3], *x = malloc(sizeof(float) * B * K);
+                float *y1[3], *y2[3], *bias[3] = {NULL, NULL, NULL}, *x = malloc(sizeof(float) * B * K);
                 for (int i = 0; i < B * K; i++) x[i] = frand();
                 for (int m = 0; m < n; m++) {
                     w[m] = malloc(rs * N[m]);
@@ -529,14 +530,19 @@ static void test_matmul_multi(void) {
                         if (t != base) ng_reorder_rows(w[m], t, w[m], base, K, N[m]);
                     }
                     y1[m] = malloc(sizeof(float) * B * N[m]), y2[m] = malloc(sizeof(float) * B * N[m]);
+                    if (is == 0 && m != 1) { /* biases, on all but the middle matrix */
+                        bias[m] = malloc(sizeof(float) * N[m]);
+                        for (int i = 0; i < N[m]; i++) bias[m][i] = frand();
+                    }
                     ng_set_threads(1);
-                    ng_matmul(y1[m], x, w[m], t, NULL, B, N[m], K);
+                    ng_matmul(y1[m], x, w[m], t, bias[m], B, N[m], K);
                 }
                 for (int nt = 1; nt <= 4; nt++)
                     for (int rep = 0; rep < 4; rep++) {
                         ng_set_threads(nt);
                         for (int m = 0; m < n; m++) memset(y2[m], 0xff, sizeof(float) * B * N[m]);
-                        ng_matmul_multi(y2, x, (const void *const *)w, t, NULL, n, B, N, K);
+                        ng_matmul_multi(y2, x, (const void *const *)w, t, is == 0 ? (const float *const *)bias : NULL, n,
+                                        B, N, K);
                         for (int m = 0; m < n; m++)
                             if (memcmp(y1[m], y2[m], sizeof(float) * B * N[m]) != 0 && bad++ < 3)
                                 fprintf(stderr, "%s B=%d set %d matrix %d, %d threads: differs\n", ng_type_name(t), B,
@@ -545,7 +551,7 @@ static void test_matmul_multi(void) {
                         /* one job: a decode batch of 16-row groups, on a GEMV */
                         one_job += B <= 8 && is != 2 && (t == NG_F32 || t == NG_F16 ? simd : vnni);
                     }
-                for (int m = 0; m < n; m++) free(w[m]), free(y1[m]), free(y2[m]);
+                for (int m = 0; m < n; m++) free(w[m]), free(y1[m]), free(y2[m]), free(bias[m]);
                 free(x);
             }
     }
