@@ -453,16 +453,8 @@ typedef struct {
     int own;
 } steps_src;
 
-/* Share v of thread t's walk over a GEMV's rows: its own share (v = 0), then, with counters
- * (v < T), the next threads' shares, whose blocks it takes once its own are done. Sets the
- * share's rows; returns where its steps come from. */
-static steps_src share_walk(const mm_job *j, int t, int T, int v, int *n0, int *n1) {
-    int u = (t + v) % T;
-    group_share(j->groups, j->N, u, T, n0, n1);
-    return (steps_src){j->ctr ? &j->ctr[u].next : NULL, v == 0};
-}
-
-/* A piece of a share that lies in one matrix: its rows n0..n1-1 of that matrix's N. */
+/* A piece of a share that lies in one matrix: its rows n0..n1-1 of that matrix's N, and where
+ * its steps come from. */
 typedef struct {
     float *y;
     const void *w;
@@ -471,20 +463,24 @@ typedef struct {
     steps_src st;
 } mm_seg;
 
-/* The pieces of rows n0..n1-1 of a job's row space (thread u's share, st its walk; see
- * share_walk), one per matrix they touch; returns how many. */
-static int mm_segments(const mm_job *j, int n0, int n1, steps_src st, int u, mm_seg *seg) {
+/* Share v of thread t's walk over a GEMV's rows: its own share (v = 0), then, with counters
+ * (v < T), the next threads' shares, whose blocks it takes once its own are done. Sets the
+ * share's pieces, one per matrix its rows touch (one matrix, or those of j->multi, each with its
+ * own counter); returns how many. */
+static int share_walk(const mm_job *j, int t, int T, int v, mm_seg *seg) {
     const mm_multi *mm = j->multi;
+    int u = (t + v) % T, n0, n1;
+    group_share(j->groups, j->N, u, T, &n0, &n1);
     if (!mm) {
-        seg[0] = (mm_seg){j->y, j->w, j->bias, j->N, n0, n1, st};
+        seg[0] = (mm_seg){j->y, j->w, j->bias, j->N, n0, n1, {j->ctr ? &j->ctr[u].next : NULL, v == 0}};
         return n0 < n1;
     }
     int k = 0;
     for (int m = 0; m < mm->n; m++) {
         int a = n0 > mm->row0[m] ? n0 : mm->row0[m], b = n1 < mm->row0[m + 1] ? n1 : mm->row0[m + 1];
         if (a >= b) continue;
-        steps_src sm = {st.ctr ? &j->ctr[(size_t)u * mm->n + m].next : NULL, st.own};
-        seg[k++] = (mm_seg){mm->y[m], mm->w[m], mm->bias[m], mm->N[m], a - mm->row0[m], b - mm->row0[m], sm};
+        steps_src st = {j->ctr ? &j->ctr[(size_t)u * mm->n + m].next : NULL, v == 0};
+        seg[k++] = (mm_seg){mm->y[m], mm->w[m], mm->bias[m], mm->N[m], a - mm->row0[m], b - mm->row0[m], st};
     }
     return k;
 }
@@ -1746,10 +1742,8 @@ static const simd_isa *isa_for(int path) {
 static void gemv_job(void *ctx, int t, int T) {
     const mm_job *j = ctx;
     for (int v = 0; v < (j->ctr ? T : 1); v++) {
-        int n0, n1;
         mm_seg seg[MM_MAX];
-        steps_src st = share_walk(j, t, T, v, &n0, &n1);
-        for (int i = 0, n = mm_segments(j, n0, n1, st, (t + v) % T, seg); i < n; i++)
+        for (int i = 0, n = share_walk(j, t, T, v, seg); i < n; i++)
             j->isa->gemv(seg[i].y, j->x, seg[i].w, j->rs, j->wt, seg[i].bias, j->B, seg[i].N, j->K, seg[i].n0,
                          seg[i].n1, seg[i].st);
     }
@@ -1861,10 +1855,8 @@ static void qgemv_job(void *ctx, int t, int T) {
     }
     if (j->ctr || j->multi) { /* one group of rows (B <= GEMV_MAX_B), 512-bit kernel: shares as gemv_job's */
         for (int v = 0; v < (j->ctr ? T : 1); v++) {
-            int n0, n1;
             mm_seg seg[MM_MAX];
-            steps_src st = share_walk(j, t, T, v, &n0, &n1);
-            for (int i = 0, n = mm_segments(j, n0, n1, st, (t + v) % T, seg); i < n; i++)
+            for (int i = 0, n = share_walk(j, t, T, v, seg); i < n; i++)
                 qgemv512(seg[i].y, j->xs, j->xb, seg[i].w, j->rs, j->wt, seg[i].bias, B, seg[i].N, K, seg[i].n0,
                          seg[i].n1, seg[i].st);
         }

@@ -292,39 +292,43 @@ static void matmul(float *y, const float *x, const ng_tensor *w, const ng_tensor
     if (tl_prof) tl_prof->matmul += ng_time() - t0;
 }
 
-/* A layer matmul that rows' adapters may adapt: the base product once for all rows, then each
- * row adds its own adapter's low-rank delta. */
-static void lmatmul(const ng_state *s, float *y, const float *x, const ng_tensor *w, const ng_tensor *b, int B,
-                    int layer, ng_lora_target t) {
-    matmul(y, x, w, b, B);
+/* Each row's adapter's low-rank delta for target t of the layer, added to y = x w^T. */
+static void lora_delta(const ng_state *s, float *y, const float *x, const ng_tensor *w, int B, int layer,
+                       ng_lora_target t) {
     if (!s->any_lora) return;
     double t0 = tl_prof ? ng_time() : 0;
     ng_lora_apply(y, x, B, (int)w->ne[1], (int)w->ne[0], layer, t, s->row_lora);
     if (tl_prof) tl_prof->matmul += ng_time() - t0;
 }
 
+/* A layer matmul that rows' adapters may adapt: the base product once for all rows, then each
+ * row adds its own adapter's low-rank delta. */
+static void lmatmul(const ng_state *s, float *y, const float *x, const ng_tensor *w, const ng_tensor *b, int B,
+                    int layer, ng_lora_target t) {
+    matmul(y, x, w, b, B);
+    lora_delta(s, y, x, w, B, layer, t);
+}
+
 /* Layer matmuls of the same x (LLaMA's q, k, v; gate, up): one job for all when their weights
  * share a type (ng_matmul_multi), then each row's adapters. In-process A/B on one 2-core Zen 5
  * VM, TinyLlama 1.1B q4_0 shapes from memory: q, k, v 63.8 -> 54.2 us a layer (faster in 20 of
  * 20 rounds), gate, up 189.2 -> 184.9 (12 of 12). */
+#define LMATMUL_MAX 3 /* q, k, v */
 static void lmatmul_multi(const ng_state *s, float *const *y, const float *x, const ng_tensor *const *w, int n,
                           int B, int layer, const ng_lora_target *t) {
-    int same = 1;
+    int same = n <= LMATMUL_MAX;
     for (int m = 1; m < n; m++) same = same && w[m]->type == w[0]->type && w[m]->ne[0] == w[0]->ne[0];
     if (!same) {
         for (int m = 0; m < n; m++) lmatmul(s, y[m], x, w[m], NULL, B, layer, t[m]);
         return;
     }
-    const void *wd[4];
-    int N[4];
+    const void *wd[LMATMUL_MAX];
+    int N[LMATMUL_MAX];
     for (int m = 0; m < n; m++) wd[m] = w[m]->data, N[m] = (int)w[m]->ne[1];
     double t0 = tl_prof ? ng_time() : 0;
     ng_matmul_multi(y, x, wd, w[0]->type, NULL, n, B, N, (int)w[0]->ne[0]);
     if (tl_prof) tl_prof->matmul += ng_time() - t0;
-    if (!s->any_lora) return;
-    t0 = tl_prof ? ng_time() : 0;
-    for (int m = 0; m < n; m++) ng_lora_apply(y[m], x, B, N[m], (int)w[m]->ne[0], layer, t[m], s->row_lora);
-    if (tl_prof) tl_prof->matmul += ng_time() - t0;
+    for (int m = 0; m < n; m++) lora_delta(s, y[m], x, w[m], B, layer, t[m]);
 }
 
 /* ---- blocks ---------------------------------------------------------------------------------- */
