@@ -1980,11 +1980,11 @@ void ng_matmul_multi(float *const *y, const float *x, const void *const *w, ng_t
 #define ATT_PF 32
 /* Blocks of key tiles ahead that the scores prefetch; the last blocks, with no keys that far
  * ahead, prefetch the first value rows instead (a block's bytes each), so that the output pass
- * starts on values in flight, not on demand misses. In-process A/B of whole decode steps on one 2-core Zen 5 VM (f32 cache):
- * against one block ahead and no values, GPT-2 124M q4_0 at ~200 positions: attention -3%
- * with the values alone (faster in 21 of 30 rounds), -5% with two blocks ahead as well (22 and
- * 24 of 30), at ~600 positions (q8_0) -1.6%; TinyLlama 1.1B q4_0 at ~520: -5.5% (11 of 16).
- * Three blocks ahead: GPT-2 -4%, TinyLlama +4%. */
+ * starts on values in flight, not on demand misses. In-process A/B of whole decode steps on
+ * one 2-core Zen 5 VM (f32 cache), against one block ahead and no values: GPT-2 124M q4_0 at
+ * ~200 positions, attention -3% with the values alone (faster in 21 of 30 rounds), -5% with two
+ * blocks ahead as well (22 and 24 of 30), at ~600 positions (q8_0) -1.6%; TinyLlama 1.1B q4_0
+ * at ~520: -5.5% (11 of 16). Three blocks ahead: GPT-2 -4%, TinyLlama +4%. */
 #define ATT_AHEAD 2
 
 void ng_attend_put_key(void *k, ng_type kvt, int t, int d, const float *key) {
