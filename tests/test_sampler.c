@@ -1,9 +1,11 @@
 /* The samplers against known answers: greedy is the argmax; top-k 1, a tiny top-p and a high
  * min-p leave only the best token; the repetition penalty divides positive and multiplies
  * negative logits of recent tokens, once each; sampled frequencies follow softmax(logits / T)
- * restricted to top-k; the same seed gives the same sequence. */
+ * restricted to top-k; the same seed gives the same sequence; log-sum-exp matches a long double
+ * reference. */
 #include "test.h"
 
+#include "core/kernels.h"
 #include "sample/sampler.h"
 
 #define V 8
@@ -137,6 +139,39 @@ static void test_large_vocab(void) {
     }
 }
 
+/* log-sum-exp against the sum in long double of libm's exp, on each kernel path this machine
+ * has: a GPT-2-sized row (blocks and a tail), logits far from 0 both ways (no overflow), a row
+ * with -inf entries, and the limits. */
+static void test_log_sum_exp(void) {
+    enum { NV = 50257 };
+    static float x[NV];
+    static const char *const paths[] = {"portable", "avx2", "avx512"};
+    for (int p = 0; p < 3; p++) {
+        if (ng_kernel_set_path(paths[p]) != 0) continue; /* not on this machine */
+        uint64_t r = 12345;
+        for (int shift = -1; shift <= 1; shift++) {
+            long double s = 0, mx = -INFINITY;
+            for (int i = 0; i < NV; i++) {
+                r = r * 6364136223846793005ull + 1442695040888963407ull;
+                x[i] = (float)((double)(r >> 40) / (double)(1ull << 24) * 30.0 - 20.0 + shift * 300.0);
+                if (shift == 0 && i % 7 == 3) x[i] = -INFINITY;
+                mx = x[i] > mx ? x[i] : mx;
+            }
+            for (int i = 0; i < NV; i++) s += expl((long double)x[i] - mx);
+            double want = (double)(mx + logl(s)), got = ng_log_sum_exp(x, NV);
+            CHECK(fabs(got - want) < 1e-5, "%s, shift %d: log-sum-exp %.9f, reference %.9f", paths[p], shift,
+                  got, want);
+        }
+    }
+    ng_kernel_set_path(NULL);
+    float one[3] = {2.0f, -INFINITY, -INFINITY};
+    CHECK(fabs(ng_log_sum_exp(one, 3) - 2.0) < 1e-6, "one finite logit: %.9f", ng_log_sum_exp(one, 3));
+    float none[2] = {-INFINITY, -INFINITY}, inf[2] = {INFINITY, 0.0f};
+    double lo = ng_log_sum_exp(none, 2), hi = ng_log_sum_exp(inf, 2);
+    CHECK(isinf(lo) && lo < 0, "all -inf: %g", lo);
+    CHECK(isinf(hi) && hi > 0, "an inf: %g", hi);
+}
+
 static void test_seed(void) {
     ng_sampler_params p = ng_sampler_defaults();
     p.temp = 1.5f, p.top_k = 0, p.top_p = 1, p.min_p = 0;
@@ -160,6 +195,7 @@ int main(void) {
     RUN(test_repetition_penalty);
     RUN(test_distribution);
     RUN(test_large_vocab);
+    RUN(test_log_sum_exp);
     RUN(test_seed);
     TEST_EXIT();
 }

@@ -39,8 +39,12 @@ void *ng_realloc_check(void *p, size_t size, const char *file, int line);
 #define xrealloc(p, n) ng_realloc_check((p), (n), __FILE__, __LINE__)
 char *xstrdup(const char *s);
 
-/* Allocates size bytes aligned to 64 bytes (cache line, one AVX-512 vector); free with free(). */
+/* Allocates size bytes aligned to 64 bytes (cache line, one AVX-512 vector); free with free().
+ * From 4 MiB, as ng_huge_alloc. */
 void *ng_aligned_alloc(size_t size);
+/* Allocates size bytes in whole 2 MiB pages, advised to be transparent huge pages (where they
+ * are off, 4 KiB pages as usual); free with free(). */
+void *ng_huge_alloc(size_t size);
 
 /* A growing NUL-terminated string: s is malloc'd (hand it over or free it). A zeroed ng_buf is
  * valid and empty (s NULL until the first append); ng_buf_init allocates at once. */
