@@ -154,7 +154,8 @@ int cmd_generate(int argc, char **argv) {
         ng_die("the prompt (%d tokens) + -n %d exceed the context of %d tokens", n_prompt, o.n_predict, n_ctx);
 
     ng_lora *lora = cli_load_lora(&o, m);
-    ng_state *s = ng_state_new(m, n_ctx, n_prompt < 512 ? n_prompt : 512);
+    /* a cache for this run's tokens, not the whole context: it is committed when made */
+    ng_state *s = ng_state_new(m, n_prompt + o.n_predict, n_prompt < 512 ? n_prompt : 512);
     s->lora = lora;
     ng_sampler *smp = ng_sampler_new(&o.sp, m->hp.n_vocab);
     float *logits = xmalloc((size_t)m->hp.n_vocab * sizeof *logits);

@@ -53,12 +53,12 @@ ng_type ng_kv_type(void) { return g_kv_type; }
  * faults in a fresh page every few positions (GPT-2 124M with an f32 cache: 288 pages every 16
  * tokens), and a fault costs ~11 us on one 2-core Zen 5 VM (0.25 us per 4 KiB when the kernel
  * zeroes a 2 MiB page at once). There, timing a fresh sequence's decode in one process, GPT-2
- * 124M q4_0 took 10-17% less time a step on huge pages (faster in 26 of 26 rounds) and
- * `generate -n 400` ran at 614-634 tok/s instead of 506-538; a reused cache, whose pages are
- * already there, ran as fast either way. The price: a huge page is committed whole when first
- * written, so the first tokens commit all of the cache, where 4 KiB pages commit as positions
- * fill. Beyond this size (a 7B model's 4096-position cache: 4.3 GB) that costs more memory than
- * the faults cost time. */
+ * 124M q4_0 took 10-17% less time a step on huge pages (faster in 26 of 26 rounds), and
+ * `generate -n 300` ran at 810-845 tok/s instead of 640-705 (its 2-token prompt in 11 ms
+ * instead of 17-20); a reused cache, whose pages are already there, ran as fast either way. The price: the first token would commit every huge
+ * page (each holds several heads' caches), so the cache is committed when the state is made,
+ * where 4 KiB pages commit as positions fill. Beyond this size (a 7B model's 4096-position
+ * cache: 4.3 GB) that costs more memory than the faults cost time. */
 #define KV_HUGE_MAX ((size_t)1 << 30)
 /* From this size: a smaller cache has few pages to fault in, and a huge page would be mostly
  * unused memory. The edge's beam search makes a cache per hypothesis and request (1-4 MB for
@@ -85,6 +85,11 @@ ng_state *ng_state_new(const ng_model *m, int n_ctx, int max_batch) {
     s->kv = huge ? ng_huge_alloc(kv_bytes) : ng_aligned_alloc(kv_bytes);
 #ifdef MADV_NOHUGEPAGE
     if (kv_bytes > KV_HUGE_MAX) madvise(s->kv, kv_bytes, MADV_NOHUGEPAGE);
+#endif
+#ifdef MADV_POPULATE_WRITE
+    /* the first token would commit it all anyway: commit it now, so that the kernel's zeroing
+     * is not in the first token's time (a kernel before Linux 5.14 refuses, and nothing changes) */
+    if (huge) (void)madvise(s->kv, kv_bytes, MADV_POPULATE_WRITE);
 #endif
     s->k = s->kv;
     s->v = (char *)s->kv + kv_n * kv_esize(s);
