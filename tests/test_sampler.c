@@ -139,6 +139,38 @@ static void test_large_vocab(void) {
     }
 }
 
+/* Top-p over a vocabulary of many equal logits (the selection's ties, broken by id): the draws
+ * come only from the nucleus a plain sort gives, and every token of it is drawn. */
+static void test_ties(void) {
+    enum { NV = 6000, DRAWS = 20000 };
+    static float l[NV], w[NV];
+    for (int i = 0; i < NV; i++) l[i] = (i * 37) % 101 == 0 ? 1.0f : (i % 3 == 0 ? 0.5f : 0.0f);
+    ng_sampler_params p = ng_sampler_defaults();
+    p.temp = 1.0f, p.top_k = 0, p.min_p = 0, p.top_p = 0.3f, p.seed = 5;
+    /* the nucleus by the sampler's order: larger logit first, then smaller id */
+    double z = 0, acc = 0;
+    for (int i = 0; i < NV; i++) z += exp(l[i]);
+    static int in[NV];
+    int nn = 0;
+    for (int level = 0; level < 3 && acc < p.top_p; level++) {
+        float v = level == 0 ? 1.0f : level == 1 ? 0.5f : 0.0f;
+        for (int i = 0; i < NV && acc < p.top_p; i++)
+            if (l[i] == v) in[i] = 1, acc += exp(v) / z, nn++;
+    }
+    CHECK(nn > 200, "nucleus of %d tokens: the test needs more than 64 and ties inside", nn);
+    static int count[NV];
+    ng_sampler *s = ng_sampler_new(&p, NV);
+    for (int d = 0; d < DRAWS; d++) {
+        memcpy(w, l, sizeof w);
+        count[ng_sampler_sample(s, w, NULL, 0)]++;
+    }
+    ng_sampler_free(s);
+    int outside = 0, missed = 0;
+    for (int i = 0; i < NV; i++) outside += !in[i] && count[i], missed += in[i] && !count[i];
+    CHECK(outside == 0 && missed == 0, "%d tokens drawn outside the nucleus of %d, %d of it never drawn",
+          outside, nn, missed);
+}
+
 /* log-sum-exp against the sum in long double of libm's exp, on each kernel path this machine
  * has: a GPT-2-sized row (blocks and a tail), logits far from 0 both ways (no overflow), a row
  * with -inf entries, and the limits. */
@@ -195,6 +227,7 @@ int main(void) {
     RUN(test_repetition_penalty);
     RUN(test_distribution);
     RUN(test_large_vocab);
+    RUN(test_ties);
     RUN(test_log_sum_exp);
     RUN(test_seed);
     TEST_EXIT();

@@ -2280,8 +2280,12 @@ T512 static void gelu512(float *y, const float *x, size_t n) { ng_gelu(y, x, n);
 T256 static void gelu256(float *y, const float *x, size_t n) { ng_gelu(y, x, n); }
 T512 static void silu_mul512(float *y, const float *g, const float *u, size_t n) { ng_silu_mul(y, g, u, n); }
 T256 static void silu_mul256(float *y, const float *g, const float *u, size_t n) { ng_silu_mul(y, g, u, n); }
-T512 static double sum_exp512(const float *x, size_t n, float mx) { return ng_sum_exp(x, n, mx); }
-T256 static double sum_exp256(const float *x, size_t n, float mx) { return ng_sum_exp(x, n, mx); }
+T512 static double exp_sum512(float *y, const float *x, size_t n, float mx, float scale) {
+    return ng_exp_sum(y, x, n, mx, scale);
+}
+T256 static double exp_sum256(float *y, const float *x, size_t n, float mx, float scale) {
+    return ng_exp_sum(y, x, n, mx, scale);
+}
 #endif
 
 void ng_act_gelu(float *y, const float *x, size_t n) {
@@ -2293,13 +2297,13 @@ void ng_act_gelu(float *y, const float *x, size_t n) {
     ng_gelu(y, x, n);
 }
 
-double ng_act_sum_exp(const float *x, size_t n, float mx) {
+double ng_act_exp_sum(float *y, const float *x, size_t n, float mx, float scale) {
 #if defined(__x86_64__)
     int path = current_path();
-    if (path == PATH_AVX512) return sum_exp512(x, n, mx);
-    if (path == PATH_AVX2) return sum_exp256(x, n, mx);
+    if (path == PATH_AVX512) return exp_sum512(y, x, n, mx, scale);
+    if (path == PATH_AVX2) return exp_sum256(y, x, n, mx, scale);
 #endif
-    return ng_sum_exp(x, n, mx);
+    return ng_exp_sum(y, x, n, mx, scale);
 }
 
 void ng_act_silu_mul(float *y, const float *g, const float *u, size_t n) {

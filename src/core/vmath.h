@@ -53,16 +53,22 @@ static inline void ng_silu_mul(float *y, const float *g, const float *u, size_t 
     for (size_t i = 0; i < n; i++) y[i] = g[i] / (1.0f + ng_vexp(-g[i])) * u[i];
 }
 
-/* sum(e^(x[i] - mx)) for a softmax's denominator, mx at least every x[i]: blocks of 1024 summed
- * in float, the vector lanes side by side (so the bits depend on the vector width), and the
- * block sums in double; each term within 2 ulp, the sum within ~1e-6 relative. */
-static inline double ng_sum_exp(const float *x, size_t n, float mx) {
+/* A softmax's numerators and denominator: y[i] = e^((x[i] - mx) scale) (not stored when y is
+ * NULL) and their sum, mx at least every x[i]. Blocks of 1024 are summed in float, the vector
+ * lanes side by side (so the bits depend on the vector width), the block sums in double; each
+ * term within 2 ulp, the sum within ~1e-6 relative. */
+static inline double ng_exp_sum(float *y, const float *x, size_t n, float mx, float scale) {
     double s = 0;
     for (size_t i0 = 0; i0 < n; i0 += 1024) {
         size_t i1 = n - i0 < 1024 ? n : i0 + 1024;
         float b = 0;
+        if (y) {
 #pragma omp simd reduction(+ : b)
-        for (size_t i = i0; i < i1; i++) b += ng_vexp(x[i] - mx);
+            for (size_t i = i0; i < i1; i++) b += y[i] = ng_vexp((x[i] - mx) * scale);
+        } else {
+#pragma omp simd reduction(+ : b)
+            for (size_t i = i0; i < i1; i++) b += ng_vexp((x[i] - mx) * scale);
+        }
         s += b;
     }
     return s;

@@ -55,10 +55,11 @@ ng_type ng_kv_type(void) { return g_kv_type; }
  * zeroes a 2 MiB page at once). There, timing a fresh sequence's decode in one process, GPT-2
  * 124M q4_0 took 10-17% less time a step on huge pages (faster in 26 of 26 rounds), and
  * `generate -n 300` ran at 810-845 tok/s instead of 640-705 (its 2-token prompt in 11 ms
- * instead of 17-20); a reused cache, whose pages are already there, ran as fast either way. The price: the first token would commit every huge
- * page (each holds several heads' caches), so the cache is committed when the state is made,
- * where 4 KiB pages commit as positions fill. Beyond this size (a 7B model's 4096-position
- * cache: 4.3 GB) that costs more memory than the faults cost time. */
+ * instead of 17-20); a reused cache, whose pages are already there, ran as fast either way.
+ * The price: the first token would commit every huge page (each holds several heads' caches),
+ * so the cache is committed when the state is made, where 4 KiB pages commit as positions fill
+ * (NG_STATE_LAZY_KV keeps those). Beyond this size (a 7B model's 4096-position cache: 4.3 GB)
+ * that costs more memory than the faults cost time. */
 #define KV_HUGE_MAX ((size_t)1 << 30)
 /* From this size: a smaller cache has few pages to fault in, and a huge page would be mostly
  * unused memory. The edge's beam search makes a cache per hypothesis and request (1-4 MB for
@@ -71,6 +72,10 @@ static size_t kv_esize(const ng_state *s) { return ng_type_size(s->kv_type); }
 static size_t kv_len(const ng_state *s) { return ((size_t)s->n_ctx + NG_ATT_KT - 1) / NG_ATT_KT * NG_ATT_KT; }
 
 ng_state *ng_state_new(const ng_model *m, int n_ctx, int max_batch) {
+    return ng_state_new_flags(m, n_ctx, max_batch, 0);
+}
+
+ng_state *ng_state_new_flags(const ng_model *m, int n_ctx, int max_batch, unsigned flags) {
     const ng_hparams *hp = &m->hp;
     if (n_ctx <= 0 || n_ctx > hp->n_ctx) n_ctx = hp->n_ctx;
     if (max_batch < 0) max_batch = 1;
@@ -81,10 +86,10 @@ ng_state *ng_state_new(const ng_model *m, int n_ctx, int max_batch) {
     size_t kv_n = L * kv_len(s) * KV;
     s->kv_type = g_kv_type == NG_F16 && ng_head_dim(hp) <= NG_ATT_MAX_F16_HEAD ? NG_F16 : NG_F32;
     size_t kv_bytes = 2 * kv_n * kv_esize(s);
-    int huge = kv_bytes >= KV_HUGE_MIN && kv_bytes <= KV_HUGE_MAX;
+    int huge = kv_bytes >= KV_HUGE_MIN && kv_bytes <= KV_HUGE_MAX && !(flags & NG_STATE_LAZY_KV);
     s->kv = huge ? ng_huge_alloc(kv_bytes) : ng_aligned_alloc(kv_bytes);
 #ifdef MADV_NOHUGEPAGE
-    if (kv_bytes > KV_HUGE_MAX) madvise(s->kv, kv_bytes, MADV_NOHUGEPAGE);
+    if (!huge) madvise(s->kv, kv_bytes, MADV_NOHUGEPAGE); /* ng_aligned_alloc's from 4 MiB */
 #endif
 #ifdef MADV_POPULATE_WRITE
     /* the first token would commit it all anyway: commit it now, so that the kernel's zeroing

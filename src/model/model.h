@@ -132,8 +132,14 @@ long ng_attention_taken(void);
 
 /* A state for sequences of up to n_ctx tokens (<= the model's n_ctx; 0 = the model's),
  * processing at most max_batch tokens per ng_forward call. max_batch 0 makes a KV cache only
- * (a sequence for ng_forward_multi, which uses another state's activations). */
+ * (a sequence for ng_forward_multi, which uses another state's activations). A KV cache of 1 MiB
+ * to 1 GiB lies on huge pages, committed at once (see forward.c). */
 ng_state *ng_state_new(const ng_model *m, int n_ctx, int max_batch);
+/* ng_state_new with flags: NG_STATE_LAZY_KV puts the KV cache on 4 KiB pages that commit as
+ * positions fill, for caches kept long and seldom filled (a server's slots, reused from request
+ * to request: committing each whole at start took a 16-slot GPT-2 124M server 1.3 GB). */
+#define NG_STATE_LAZY_KV 1u
+ng_state *ng_state_new_flags(const ng_model *m, int n_ctx, int max_batch, unsigned flags);
 void ng_state_free(ng_state *s);
 void ng_state_reset(ng_state *s);
 /* dst takes src's sequence: its KV cache up to src->pos, the position and the adapter (states of

@@ -400,10 +400,10 @@ sched *sched_new(const ng_model *m, const sched_config *cfg, ng_error *err) {
     s->queue = xcalloc((size_t)s->q_cap, sizeof *s->queue);
     s->slots = xcalloc((size_t)cfg->parallel, sizeof *s->slots);
     for (int i = 0; i < cfg->parallel; i++) {
-        s->slots[i].st = ng_state_new(m, cfg->n_ctx, 0);
+        s->slots[i].st = ng_state_new_flags(m, cfg->n_ctx, 0, NG_STATE_LAZY_KV);
         s->slots[i].toks = xmalloc((size_t)cfg->n_ctx * sizeof(int));
     }
-    s->work = ng_state_new(m, cfg->n_ctx, s->cfg.n_batch);
+    s->work = ng_state_new_flags(m, cfg->n_ctx, s->cfg.n_batch, NG_STATE_LAZY_KV);
     s->logits = xmalloc((size_t)cfg->parallel * (size_t)m->hp.n_vocab * sizeof *s->logits);
     s->tokens = xmalloc((size_t)s->cfg.n_batch * sizeof *s->tokens);
     s->n_tok = xmalloc((size_t)cfg->parallel * sizeof *s->n_tok);
