@@ -1,8 +1,8 @@
 /* The samplers against known answers: greedy is the argmax; top-k 1, a tiny top-p and a high
  * min-p leave only the best token; the repetition penalty divides positive and multiplies
  * negative logits of recent tokens, once each; sampled frequencies follow softmax(logits / T)
- * restricted to top-k; the same seed gives the same sequence; log-sum-exp matches a long double
- * reference. */
+ * restricted to top-k; the same seed gives the same sequence; top-k selection matches a sort,
+ * top-p's nucleus a sort's, log-sum-exp a long double reference. */
 #include "test.h"
 
 #include "core/kernels.h"
@@ -139,6 +139,36 @@ static void test_large_vocab(void) {
     }
 }
 
+/* ng_top_k against a full sort (larger first, ties by smaller index) on GPT-2-sized rows with
+ * ties, a row rising to its end (every block has values to keep) and short rows. */
+static int by_value_then_index(const void *a, const void *b, void *ctx) {
+    const float *x = ctx;
+    int i = *(const int *)a, j = *(const int *)b;
+    if (x[i] != x[j]) return x[i] < x[j] ? 1 : -1;
+    return i - j;
+}
+
+static void test_top_k(void) {
+    enum { NV = 50257 };
+    static float x[NV];
+    static int order[NV], idx[128];
+    const int ks[] = {1, 5, 32, 64, 100}, ns[] = {NV, NV, 70, 3};
+    for (int c = 0; c < 4; c++) {
+        int n = ns[c];
+        for (int i = 0; i < n; i++) x[i] = c == 1 ? (float)i * 1e-3f : (float)((i * 7919) % 997 / 7) * 0.25f;
+        for (int i = 0; i < n; i++) order[i] = i;
+        qsort_r(order, (size_t)n, sizeof *order, by_value_then_index, x);
+        for (int q = 0; q < 5; q++) {
+            int k = ks[q] < n ? ks[q] : n, bad = -1;
+            ng_top_k(x, n, k, idx);
+            for (int i = 0; i < k && bad < 0; i++)
+                if (idx[i] != order[i]) bad = i;
+            CHECK(bad < 0, "row %d, k %d: place %d holds %d, want %d", c, k, bad, bad < 0 ? 0 : idx[bad],
+                  bad < 0 ? 0 : order[bad]);
+        }
+    }
+}
+
 /* Top-p over a vocabulary of many equal logits (the selection's ties, broken by id): the draws
  * come only from the nucleus a plain sort gives, and every token of it is drawn. */
 static void test_ties(void) {
@@ -227,6 +257,7 @@ int main(void) {
     RUN(test_repetition_penalty);
     RUN(test_distribution);
     RUN(test_large_vocab);
+    RUN(test_top_k);
     RUN(test_ties);
     RUN(test_log_sum_exp);
     RUN(test_seed);

@@ -63,13 +63,27 @@ int ng_argmax(const float *x, int n) {
     return 0; /* all -inf or NaN */
 }
 
+/* Once k are kept, a block of TOPK_BLOCK values whose largest (a vector reduction) is not above
+ * the k-th best is passed over whole: the edge's beam search spent 5% of a completion testing
+ * GPT-2's 50257 logits one at a time. */
+#define TOPK_BLOCK 64
+
 void ng_top_k(const float *x, int n, int k, int *idx) {
     int got = 0;
-    for (int i = 0; i < n; i++) {
-        if (got == k && !(x[i] > x[idx[k - 1]])) continue;
-        int j = got < k ? got++ : k - 1;
-        while (j > 0 && x[i] > x[idx[j - 1]]) idx[j] = idx[j - 1], j--;
-        idx[j] = i;
+    for (int i0 = 0; i0 < n; i0 += TOPK_BLOCK) {
+        int i1 = n - i0 < TOPK_BLOCK ? n : i0 + TOPK_BLOCK;
+        if (got == k) {
+            float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+            for (int i = i0; i < i1; i++) mx = x[i] > mx ? x[i] : mx;
+            if (!(mx > x[idx[k - 1]])) continue;
+        }
+        for (int i = i0; i < i1; i++) {
+            if (got == k && !(x[i] > x[idx[k - 1]])) continue;
+            int j = got < k ? got++ : k - 1;
+            while (j > 0 && x[i] > x[idx[j - 1]]) idx[j] = idx[j - 1], j--;
+            idx[j] = i;
+        }
     }
 }
 
