@@ -56,8 +56,10 @@ static inline void ng_silu_mul(float *y, const float *g, const float *u, size_t 
 /* A softmax's numerators and denominator: y[i] = e^((x[i] - mx) scale) (not stored when y is
  * NULL) and their sum, mx at least every x[i]. Blocks of 1024 are summed in float, the vector
  * lanes side by side (so the bits depend on the vector width), the block sums in double; each
- * term within 2 ulp, the sum within ~1e-6 relative. */
-static inline double ng_exp_sum(float *y, const float *x, size_t n, float mx, float scale) {
+ * term within 2 ulp, the sum within ~1e-6 relative. Always inlined: core/kernels.c compiles it
+ * for each vector width, and out of line it ran at the baseline's. */
+static inline __attribute__((always_inline)) double ng_exp_sum(float *y, const float *x, size_t n, float mx,
+                                                                 float scale) {
     double s = 0;
     for (size_t i0 = 0; i0 < n; i0 += 1024) {
         size_t i1 = n - i0 < 1024 ? n : i0 + 1024;
