@@ -89,7 +89,7 @@ ng_state *ng_state_new_flags(const ng_model *m, int n_ctx, int max_batch, unsign
     int huge = kv_bytes >= KV_HUGE_MIN && kv_bytes <= KV_HUGE_MAX && !(flags & NG_STATE_LAZY_KV);
     s->kv = huge ? ng_huge_alloc(kv_bytes) : ng_aligned_alloc(kv_bytes);
 #ifdef MADV_NOHUGEPAGE
-    if (!huge) madvise(s->kv, kv_bytes, MADV_NOHUGEPAGE); /* ng_aligned_alloc's from 4 MiB */
+    if (!huge && kv_bytes >= KV_HUGE_MIN) madvise(s->kv, kv_bytes, MADV_NOHUGEPAGE); /* ng_aligned_alloc's */
 #endif
 #ifdef MADV_POPULATE_WRITE
     /* the first token would commit it all anyway: commit it now, so that the kernel's zeroing

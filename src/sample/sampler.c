@@ -148,7 +148,7 @@ static void select_top(ng_sampler *s, const float *logits, int n, int m) {
 
 /* A draw from softmax(logits / temp) over the whole vocabulary: O(n), no sorting. The
  * exponentials are vector ones (the API's default sampling, no top-k: libm's exp per logit took
- * ~0.5 ms a token for GPT-2's vocabulary); the draw's running sum skips whole blocks by their
+ * ~0.25 ms a token for GPT-2's vocabulary); the draw's running sum skips whole blocks by their
  * sums. */
 #define DRAW_BLOCK 512
 

@@ -29,7 +29,7 @@ int ng_argmax(const float *x, int n);
  * one pass, the k kept sorted by insertion (O(n k) worst case, O(n) for typical logits). */
 void ng_top_k(const float *x, int n, int k, int *idx);
 /* log(sum(exp(x[0..n)))) without overflow, within ~1e-6 (the exponentials in float, vectorized:
- * core/vmath.h's ng_sum_exp). */
+ * core/vmath.h's ng_exp_sum). */
 double ng_log_sum_exp(const float *x, int n);
 
 #endif
