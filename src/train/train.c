@@ -535,8 +535,9 @@ float train_forward(train_model *tm, const train_batch *b, ng_error *err) {
         const float *row = tm->logits + (size_t)i * V;
         float mx = row[0], m = tm->mask[tm->rows[i]];
         for (int v = 1; v < V; v++) mx = row[v] > mx ? row[v] : mx;
-        /* vector exponentials (core/vmath.h's ng_exp_sum): with libm's per logit, the loss over
-         * GPT-2's 50257 logits took ~40% of a LoRA step of the 6-layer edge model */
+        /* vector exponentials (core/vmath.h's ng_exp_sum): with libm's per logit, on one thread,
+         * the loss over GPT-2's 50257 logits took a quarter to a third of a LoRA step of the
+         * 6-layer edge model */
         tm->lse[i] = mx + (float)log(ng_act_exp_sum(NULL, row, (size_t)V, mx, 1.0f));
         loss += (double)m * ((double)tm->lse[i] - (double)row[tm->targets[tm->rows[i]]]);
         count += m;
