@@ -75,11 +75,14 @@ void *ng_huge_alloc(size_t size) {
 }
 
 void *ng_aligned_alloc(size_t size) {
-    if (size >= HUGE_MIN) return ng_huge_alloc(size);
     void *p = NULL;
     size = (size + 63) & ~(size_t)63;
-    if (posix_memalign(&p, 64, size ? size : 64) != 0)
+    size_t align = size >= HUGE_MIN ? HUGE_ALIGN : 64;
+    if (posix_memalign(&p, align, size ? size : 64) != 0)
         ng_die("out of memory allocating %zu aligned bytes", size);
+#ifdef MADV_HUGEPAGE
+    if (align == HUGE_ALIGN) madvise(p, (size + HUGE_ALIGN - 1) & ~(HUGE_ALIGN - 1), MADV_HUGEPAGE);
+#endif
     return p;
 }
 

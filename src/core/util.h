@@ -40,7 +40,7 @@ void *ng_realloc_check(void *p, size_t size, const char *file, int line);
 char *xstrdup(const char *s);
 
 /* Allocates size bytes aligned to 64 bytes (cache line, one AVX-512 vector); free with free().
- * From 4 MiB, as ng_huge_alloc. */
+ * From 4 MiB, aligned to 2 MiB and advised to be huge pages (see util.c). */
 void *ng_aligned_alloc(size_t size);
 /* Allocates size bytes in whole 2 MiB pages, advised to be transparent huge pages (where they
  * are off, 4 KiB pages as usual); free with free(). */
