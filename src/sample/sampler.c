@@ -53,11 +53,17 @@ static double rng_uniform(uint64_t *state) {
     return (double)(z >> 11) * (1.0 / 9007199254740992.0);
 }
 
-/* The largest value (a vector reduction), then where it first is. */
-int ng_argmax(const float *x, int n) {
+/* The largest of x[0..n), by a vector reduction (NaNs passed over; -inf when none is larger). */
+static float vmax(const float *x, int n) {
     float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
     for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    return mx;
+}
+
+/* The largest value, then where it first is. */
+int ng_argmax(const float *x, int n) {
+    float mx = vmax(x, n);
     for (int i = 0; i < n; i++)
         if (x[i] == mx) return i;
     return 0; /* all -inf or NaN */
@@ -72,12 +78,7 @@ void ng_top_k(const float *x, int n, int k, int *idx) {
     int got = 0;
     for (int i0 = 0; i0 < n; i0 += TOPK_BLOCK) {
         int i1 = n - i0 < TOPK_BLOCK ? n : i0 + TOPK_BLOCK;
-        if (got == k) {
-            float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-            for (int i = i0; i < i1; i++) mx = x[i] > mx ? x[i] : mx;
-            if (!(mx > x[idx[k - 1]])) continue;
-        }
+        if (got == k && !(vmax(x + i0, i1 - i0) > x[idx[k - 1]])) continue;
         for (int i = i0; i < i1; i++) {
             if (got == k && !(x[i] > x[idx[k - 1]])) continue;
             int j = got < k ? got++ : k - 1;
@@ -91,9 +92,7 @@ void ng_top_k(const float *x, int n, int k, int *idx) {
  * in double, the edge's beam search (a log-softmax over GPT-2's 50257 logits per hypothesis and
  * token) spent a third of a completion in exp. */
 double ng_log_sum_exp(const float *x, int n) {
-    float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-    for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    float mx = vmax(x, n);
     if (!(mx > -INFINITY && mx < INFINITY)) return mx; /* all -inf, or an inf among them */
     return mx + log(ng_act_exp_sum(NULL, x, (size_t)(n > 0 ? n : 0), mx, 1.0f));
 }
@@ -153,7 +152,7 @@ static void select_top(ng_sampler *s, const float *logits, int n, int m) {
 #define DRAW_BLOCK 512
 
 static int sample_all(ng_sampler *s, const float *logits, int n) {
-    float mx = logits[ng_argmax(logits, n)];
+    float mx = vmax(logits, n);
     double sum = ng_act_exp_sum(s->e, logits, (size_t)n, mx, 1.0f / s->p.temp);
     double r = rng_uniform(&s->rng) * sum, acc = 0;
     for (int i0 = 0; i0 < n; i0 += DRAW_BLOCK) {
@@ -196,7 +195,7 @@ int ng_sampler_sample(ng_sampler *s, float *logits, const int *history, int n_hi
     double total = -1;
     int m = k;
     if (k == n) {
-        float mx = logits[ng_argmax(logits, n)];
+        float mx = vmax(logits, n);
         total = ng_act_exp_sum(NULL, logits, (size_t)n, mx, 1.0f / p->temp);
         m = n < 64 ? n : 64;
     }
