@@ -597,6 +597,44 @@ static void test_matmul_nonfinite(void) {
     CHECK(finite == 0, "%d finite outputs from a non-finite input", finite);
 }
 
+/* The activations' 8-bit rounding (codes, scales, sums per block of 32) by the AVX-512 code,
+ * which does 16 blocks at a time, against the scalar definition, byte for byte: counts of
+ * blocks that leave a partial group of 16, and blocks of zeros, NaNs, infinities, subnormals,
+ * values near FLT_MAX, exact halves (ties to even) and -0. */
+static void test_quantize_x(void) {
+    if (strcmp(ng_kernel_path(), "avx512") != 0) SKIP("no AVX-512 here (the scalar code is the definition)");
+    static const int counts[] = {1, 2, 7, 8, 15, 16, 17, 24, 31, 33, 64, 96, 176};
+    float *x = malloc(sizeof(float) * 176 * 32);
+    int bad = 0;
+    for (int ic = 0; ic < COUNT(counts); ic++) {
+        int nb = counts[ic];
+        for (int kind = 0; kind < 8; kind++) {
+            for (int i = 0; i < nb * 32; i++) x[i] = frand() * (kind == 1 ? 1e-3f : 3.0f);
+            for (int b = kind; b < nb; b += 5) { /* some blocks special, the rest plain */
+                float *v = x + b * 32;
+                switch (kind) {
+                case 0: memset(v, 0, 32 * sizeof(float)); break;
+                case 1: v[b % 32] = NAN; break;
+                case 2: v[(b * 7) % 32] = b & 1 ? INFINITY : -INFINITY; break;
+                case 3: for (int j = 0; j < 32; j++) v[j] = (float)(j - 16) * 1e-40f; break;
+                case 4: for (int j = 0; j < 32; j++) v[j] = frand() * 3.4e38f; break;
+                case 5: /* amax 127: the codes are v itself, halves round to even */
+                    for (int j = 0; j < 32; j++) v[j] = (float)(j - 16) + 0.5f;
+                    v[31] = 127.0f;
+                    break;
+                case 6: for (int j = 0; j < 32; j++) v[j] = -0.0f; break;
+                default: v[0] = NAN, v[17] = INFINITY; break;
+                }
+            }
+            int d = ng_kernel_check_quantize_x(x, nb);
+            if (d) printf("    %d blocks, case %d: %d differences\n", nb, kind, d);
+            bad += d;
+        }
+    }
+    free(x);
+    CHECK(bad == 0, "%d differences from the scalar definition", bad);
+}
+
 /* ---- whole models ---- */
 
 static void *read_bin(const char *path, size_t *n_bytes) {
@@ -836,6 +874,7 @@ int main(void) {
     RUN(test_matmul_q6_k);
     RUN(test_matmul_other_types);
     RUN(test_matmul_nonfinite);
+    RUN(test_quantize_x);
     mkdir("build", 0755);
     mkdir("build/tmp", 0755);
     RUN(test_model_llama_tiny);

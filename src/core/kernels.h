@@ -29,6 +29,10 @@ int ng_kernel_set_path(const char *name);
  * blocks taken from other threads' shares since the program started. */
 void ng_kernel_set_steal_bytes(size_t n);
 long ng_kernel_steals(void);
+/* For tests: quantizes nb blocks of 32 values of x as the integer kernels do (8-bit codes, block
+ * scales and sums) by the scalar definition and by this CPU's vector code, and returns how many
+ * of the results differ (codes, and each of the per-block arrays); 0 without a vector path. */
+int ng_kernel_check_quantize_x(const float *x, int nb);
 /* For tests: the calls of ng_matmul_multi that ran as one job since the program started. */
 long ng_kernel_multi_jobs(void);
 
