@@ -71,8 +71,44 @@ static void test_dispatched(void) {
     CHECK(runs > 0, "no path ran");
 }
 
+/* ng_act_max on every path against a plain loop: lengths around the 64 lanes and the vector
+ * widths, the maximum first, last, in the tail, NaNs (passed over), infinities, all -inf, none. */
+static void test_max(void) {
+    enum { N = 50257 };
+    static float x[N];
+    static const char *const paths[] = {"avx512", "avx2", "portable"};
+    uint32_t r = 7;
+    int runs = 0, bad = 0;
+    for (int p = 0; p < 3; p++) {
+        if (ng_kernel_set_path(paths[p]) != 0) continue;
+        for (int n = 0; n <= N; n = n < 300 ? n + 1 : n < 4099 ? 4099 : n < N ? N : N + 1) {
+            for (int kind = 0; kind < 6; kind++) {
+                for (int i = 0; i < n; i++) {
+                    r = r * 1664525u + 1013904223u;
+                    x[i] = kind == 4 ? -INFINITY : (float)(r >> 8) / (1 << 24) * 200.0f - 150.0f;
+                }
+                if (n > 0 && kind == 1) x[0] = 1000.0f;
+                if (n > 0 && kind == 2) x[n - 1] = 1000.0f;
+                if (n > 0 && kind == 3) x[n / 3] = NAN, x[n - 1] = NAN, x[0] = NAN;
+                if (n > 0 && kind == 5) x[n / 2] = INFINITY;
+                float want = -INFINITY;
+                for (int i = 0; i < n; i++) want = x[i] > want ? x[i] : want;
+                float got = ng_act_max(x, (size_t)n);
+                if (!(got == want)) {
+                    if (bad++ < 5) printf("    %s: n = %d, case %d: %g, want %g\n", paths[p], n, kind, got, want);
+                }
+            }
+        }
+        runs++;
+    }
+    ng_kernel_set_path(NULL);
+    CHECK(runs > 0, "no path ran");
+    CHECK(bad == 0, "%d wrong maxima", bad);
+}
+
 int main(void) {
     RUN(test_exp);
+    RUN(test_max);
     RUN(test_activations);
     RUN(test_dispatched);
     TEST_EXIT();

@@ -2376,6 +2376,8 @@ T512 static void gelu512(float *y, const float *x, size_t n) { ng_gelu(y, x, n);
 T256 static void gelu256(float *y, const float *x, size_t n) { ng_gelu(y, x, n); }
 T512 static void silu_mul512(float *y, const float *g, const float *u, size_t n) { ng_silu_mul(y, g, u, n); }
 T256 static void silu_mul256(float *y, const float *g, const float *u, size_t n) { ng_silu_mul(y, g, u, n); }
+T512 static float max512(const float *x, size_t n) { return ng_max(x, n); }
+T256 static float max256(const float *x, size_t n) { return ng_max(x, n); }
 T512 static double exp_sum512(float *y, const float *x, size_t n, float mx, float scale) {
     return ng_exp_sum(y, x, n, mx, scale);
 }
@@ -2391,6 +2393,15 @@ void ng_act_gelu(float *y, const float *x, size_t n) {
     if (path == PATH_AVX2) return gelu256(y, x, n);
 #endif
     ng_gelu(y, x, n);
+}
+
+float ng_act_max(const float *x, size_t n) {
+#if defined(__x86_64__)
+    int path = current_path();
+    if (path == PATH_AVX512) return max512(x, n);
+    if (path == PATH_AVX2) return max256(x, n);
+#endif
+    return ng_max(x, n);
 }
 
 double ng_act_exp_sum(float *y, const float *x, size_t n, float mx, float scale) {

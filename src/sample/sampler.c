@@ -53,13 +53,8 @@ static double rng_uniform(uint64_t *state) {
     return (double)(z >> 11) * (1.0 / 9007199254740992.0);
 }
 
-/* The largest of x[0..n), by a vector reduction (NaNs passed over; -inf when none is larger). */
-static float vmax(const float *x, int n) {
-    float mx = -INFINITY;
-#pragma omp simd reduction(max : mx)
-    for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-    return mx;
-}
+/* The largest of x[0..n) (NaNs passed over; -inf when none is larger). */
+static float vmax(const float *x, int n) { return ng_act_max(x, n > 0 ? (size_t)n : 0); }
 
 /* The largest value, then where it first is. */
 int ng_argmax(const float *x, int n) {
