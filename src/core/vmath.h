@@ -54,9 +54,9 @@ static inline void ng_silu_mul(float *y, const float *g, const float *u, size_t 
 }
 
 /* The largest of x[0..n) (-inf when none is larger; NaNs are passed over), in 64 lanes of partial
- * maxima: one running maximum is a chain of dependent max instructions, ~1 value a cycle (18 us
- * over GPT-2's 50257 logits), where independent lanes go at the loads' pace. Always inlined, as
- * ng_exp_sum. */
+ * maxima: one running maximum is a chain of dependent compare-and-selects (an argmax over
+ * GPT-2's 50257 logits took 38 us so, 3.6 us now on one Zen 5 core), where independent lanes go
+ * at the loads' pace. Always inlined, as ng_exp_sum. */
 static inline __attribute__((always_inline)) float ng_max(const float *x, size_t n) {
     float m[64];
     for (int j = 0; j < 64; j++) m[j] = -__builtin_inff();
