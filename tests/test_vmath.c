@@ -106,8 +106,46 @@ static void test_max(void) {
     CHECK(bad == 0, "%d wrong maxima", bad);
 }
 
+/* ng_act_dot and ng_act_add_combination on every path give vmath's bits (lengths that leave
+ * tails of every size; rows with a stride). */
+static void test_dot_combination(void) {
+    enum { N = 4099, M = 16 };
+    static float a[N], b[N], rows[M * N], y0[N], y1[N];
+    static const char *const paths[] = {"avx512", "avx2", "portable"};
+    uint32_t r = 11;
+    for (int i = 0; i < N; i++) {
+        r = r * 1664525u + 1013904223u, a[i] = (float)(r >> 8) / (1 << 24) - 0.5f;
+        r = r * 1664525u + 1013904223u, b[i] = (float)(r >> 8) / (1 << 24) * 3.0f - 1.0f;
+    }
+    for (int i = 0; i < M * N; i++) r = r * 1664525u + 1013904223u, rows[i] = (float)(r >> 8) / (1 << 24) - 0.5f;
+    int runs = 0, bad = 0;
+    for (int p = 0; p < 3; p++) {
+        if (ng_kernel_set_path(paths[p]) != 0) continue;
+        for (int n = 0; n <= N; n = n < 200 ? n + 1 : n < 1000 ? 1000 : n < N ? N : N + 1) {
+            float want = ng_dot(a, b, (size_t)n), got = ng_act_dot(a, b, (size_t)n);
+            if (memcmp(&want, &got, sizeof want) && bad++ < 5) printf("    %s: dot, n = %d: %.9g, want %.9g\n", paths[p], n, got, want);
+            for (int m = 1; m <= M; m += 5) {
+                for (int i = 0; i < n; i++) y0[i] = y1[i] = b[i];
+                ng_add_combination(y0, rows, N, a + 7, m, (size_t)n);
+                ng_act_add_combination(y1, rows, N, a + 7, m, (size_t)n);
+                if (memcmp(y0, y1, sizeof(float) * (size_t)n) && bad++ < 5)
+                    printf("    %s: combination, n = %d, m = %d differs\n", paths[p], n, m);
+            }
+        }
+        runs++;
+    }
+    ng_kernel_set_path(NULL);
+    CHECK(runs > 0, "no path ran");
+    CHECK(bad == 0, "%d results differ from vmath's", bad);
+    /* and the dot product is one: against a double sum */
+    double s = 0;
+    for (int i = 0; i < N; i++) s += (double)a[i] * b[i];
+    CHECK(fabs(ng_act_dot(a, b, N) - s) < 1e-4, "dot %.9g, want %.9g", ng_act_dot(a, b, N), s);
+}
+
 int main(void) {
     RUN(test_exp);
+    RUN(test_dot_combination);
     RUN(test_max);
     RUN(test_activations);
     RUN(test_dispatched);

@@ -2376,6 +2376,46 @@ T512 static void gelu512(float *y, const float *x, size_t n) { ng_gelu(y, x, n);
 T256 static void gelu256(float *y, const float *x, size_t n) { ng_gelu(y, x, n); }
 T512 static void silu_mul512(float *y, const float *g, const float *u, size_t n) { ng_silu_mul(y, g, u, n); }
 T256 static void silu_mul256(float *y, const float *g, const float *u, size_t n) { ng_silu_mul(y, g, u, n); }
+/* vmath's ng_dot with its 64 lanes in four registers (the compiler keeps the lanes in memory):
+ * the same adds in the same order, so the same bits. The tail adds into its lanes only. */
+T512 static float dot512(const float *a, const float *b, size_t n) {
+    __m512 m[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64)
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++)
+            m[k] = _mm512_add_ps(m[k], _mm512_mul_ps(_mm512_loadu_ps(a + i + 16 * k), _mm512_loadu_ps(b + i + 16 * k)));
+    for (int k = 0; k < 4 && i + 16 * k < n; k++) {
+        size_t left = n - i - 16 * k;
+        __mmask16 mk = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+        __m512 p = _mm512_mul_ps(_mm512_maskz_loadu_ps(mk, a + i + 16 * k), _mm512_maskz_loadu_ps(mk, b + i + 16 * k));
+        m[k] = _mm512_mask_add_ps(m[k], mk, m[k], p);
+    }
+    /* lanes j + 32, then j + 16 (ng_dot's first two folds), then _mm512_reduce_add_ps's pairs,
+     * which are ng_dot's last four folds */
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(m[0], m[2]), _mm512_add_ps(m[1], m[3])));
+}
+T256 static float dot256(const float *a, const float *b, size_t n) { return ng_dot(a, b, n); }
+/* vmath's ng_add_combination with 64 outputs in registers over the m rows: the same bits. */
+T512 static void combination512(float *y, const float *rows, size_t ld, const float *c, int m, size_t n) {
+    size_t i0 = 0;
+    for (; i0 + 64 <= n; i0 += 64) {
+        __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (int r = 0; r < m; r++) {
+            const float *row = rows + (size_t)r * ld + i0;
+            __m512 cr = _mm512_set1_ps(c[r]);
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) acc[k] = _mm512_add_ps(acc[k], _mm512_mul_ps(_mm512_loadu_ps(row + 16 * k), cr));
+        }
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++)
+            _mm512_storeu_ps(y + i0 + 16 * k, _mm512_add_ps(_mm512_loadu_ps(y + i0 + 16 * k), acc[k]));
+    }
+    if (i0 < n) ng_add_combination(y + i0, rows + i0, ld, c, m, n - i0);
+}
+T256 static void combination256(float *y, const float *rows, size_t ld, const float *c, int m, size_t n) {
+    ng_add_combination(y, rows, ld, c, m, n);
+}
 T512 static float max512(const float *x, size_t n) { return ng_max(x, n); }
 T256 static float max256(const float *x, size_t n) { return ng_max(x, n); }
 T512 static double exp_sum512(float *y, const float *x, size_t n, float mx, float scale) {
@@ -2393,6 +2433,24 @@ void ng_act_gelu(float *y, const float *x, size_t n) {
     if (path == PATH_AVX2) return gelu256(y, x, n);
 #endif
     ng_gelu(y, x, n);
+}
+
+float ng_act_dot(const float *a, const float *b, size_t n) {
+#if defined(__x86_64__)
+    int path = current_path();
+    if (path == PATH_AVX512) return dot512(a, b, n);
+    if (path == PATH_AVX2) return dot256(a, b, n);
+#endif
+    return ng_dot(a, b, n);
+}
+
+void ng_act_add_combination(float *y, const float *rows, size_t ld, const float *c, int m, size_t n) {
+#if defined(__x86_64__)
+    int path = current_path();
+    if (path == PATH_AVX512) return combination512(y, rows, ld, c, m, n);
+    if (path == PATH_AVX2) return combination256(y, rows, ld, c, m, n);
+#endif
+    ng_add_combination(y, rows, ld, c, m, n);
 }
 
 float ng_act_max(const float *x, size_t n) {

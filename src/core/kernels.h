@@ -81,6 +81,10 @@ void ng_attend(float *out, size_t o_stride, const float *q, size_t q_stride, int
 /* core/vmath.h's ng_gelu and ng_silu_mul at the widest vectors this CPU runs; the same bits. */
 void ng_act_gelu(float *y, const float *x, size_t n);
 void ng_act_silu_mul(float *y, const float *g, const float *u, size_t n);
+/* vmath's ng_dot and ng_add_combination (y += sum_r c[r] rows[r]) at this machine's vector
+ * width; the same bits on every path. */
+float ng_act_dot(const float *a, const float *b, size_t n);
+void ng_act_add_combination(float *y, const float *rows, size_t ld, const float *c, int m, size_t n);
 /* vmath's ng_max (the largest value, NaNs passed over) at this machine's vector width. */
 float ng_act_max(const float *x, size_t n);
 /* vmath's ng_exp_sum (a softmax's numerators and denominator) at this machine's vector width. */

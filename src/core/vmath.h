@@ -73,6 +73,43 @@ static inline __attribute__((always_inline)) float ng_max(const float *x, size_t
     return m[0];
 }
 
+/* sum_i a[i] b[i] in 64 lanes of partial sums (lane j: elements j, j + 64, ..., in order), folded
+ * in halves: the same bits at every vector width, without one chain of dependent adds. */
+static inline __attribute__((always_inline)) float ng_dot(const float *a, const float *b, size_t n) {
+    float m[64];
+    for (int j = 0; j < 64; j++) m[j] = 0;
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64)
+#pragma omp simd
+        for (int j = 0; j < 64; j++) m[j] += a[i + j] * b[i + j];
+    size_t rest = n - i;
+#pragma omp simd
+    for (size_t j = 0; j < rest; j++) m[j] += a[i + j] * b[i + j];
+    for (int w = 32; w >= 1; w /= 2)
+#pragma omp simd
+        for (int j = 0; j < w; j++) m[j] += m[j + w];
+    return m[0];
+}
+
+/* y[i] += sum_r c[r] rows[r ld + i] for i < n, r < m, each sum taken over r in order (the same
+ * bits at every vector width), 256 outputs at a time in the lanes. */
+static inline __attribute__((always_inline)) void ng_add_combination(float *y, const float *rows, size_t ld,
+                                                                     const float *c, int m, size_t n) {
+    float acc[256];
+    for (size_t i0 = 0; i0 < n; i0 += 256) {
+        size_t nn = n - i0 < 256 ? n - i0 : 256;
+        for (size_t i = 0; i < nn; i++) acc[i] = 0;
+        for (int r = 0; r < m; r++) {
+            const float *row = rows + (size_t)r * ld + i0;
+            float cr = c[r];
+#pragma omp simd
+            for (size_t i = 0; i < nn; i++) acc[i] += row[i] * cr;
+        }
+#pragma omp simd
+        for (size_t i = 0; i < nn; i++) y[i0 + i] += acc[i];
+    }
+}
+
 /* A softmax's numerators and denominator: y[i] = e^((x[i] - mx) scale) (not stored when y is
  * NULL) and their sum, mx at least every x[i]. Blocks of 1024 are summed in float, the vector
  * lanes side by side (so the bits depend on the vector width), the block sums in double; each

@@ -32,6 +32,7 @@ typedef struct {
     int n, k;       /* the adapted matrix: n rows of k */
     const float *a; /* (rank, k) */
     const float *b; /* (n, rank), scale folded in */
+    const float *bt; /* b transposed: (rank, n), for applying */
 } ng_lora_mat;
 
 typedef struct ng_lora {
@@ -39,6 +40,7 @@ typedef struct ng_lora {
     int n_layer, rank_max;
     ng_lora_mat *mats; /* (n_layer * LORA_T_N_TARGETS) */
     float *data;       /* every A and B */
+    float *bt_data;    /* every B transposed */
     /* trainable tokens (n_tok 0: none) */
     int n_tok, n_embd;
     int *tok_ids;      /* (n_tok) ascending, distinct */
