@@ -2426,58 +2426,47 @@ T256 static double exp_sum256(float *y, const float *x, size_t n, float mx, floa
 }
 #endif
 
-void ng_act_gelu(float *y, const float *x, size_t n) {
+/* Runs the copy of a vmath function compiled for this machine's widest path (f512 / f256), or
+ * falls through to the baseline's. */
 #if defined(__x86_64__)
-    int path = current_path();
-    if (path == PATH_AVX512) return gelu512(y, x, n);
-    if (path == PATH_AVX2) return gelu256(y, x, n);
+#define PER_PATH(f512, f256, ...)                                                                            \
+    do {                                                                                                     \
+        int path_ = current_path();                                                                          \
+        if (path_ == PATH_AVX512) return f512(__VA_ARGS__);                                                  \
+        if (path_ == PATH_AVX2) return f256(__VA_ARGS__);                                                    \
+    } while (0)
+#else
+#define PER_PATH(f512, f256, ...) ((void)0)
 #endif
+
+void ng_act_gelu(float *y, const float *x, size_t n) {
+    PER_PATH(gelu512, gelu256, y, x, n);
     ng_gelu(y, x, n);
 }
 
+void ng_act_silu_mul(float *y, const float *g, const float *u, size_t n) {
+    PER_PATH(silu_mul512, silu_mul256, y, g, u, n);
+    ng_silu_mul(y, g, u, n);
+}
+
 float ng_act_dot(const float *a, const float *b, size_t n) {
-#if defined(__x86_64__)
-    int path = current_path();
-    if (path == PATH_AVX512) return dot512(a, b, n);
-    if (path == PATH_AVX2) return dot256(a, b, n);
-#endif
+    PER_PATH(dot512, dot256, a, b, n);
     return ng_dot(a, b, n);
 }
 
 void ng_act_add_combination(float *y, const float *rows, size_t ld, const float *c, int m, size_t n) {
-#if defined(__x86_64__)
-    int path = current_path();
-    if (path == PATH_AVX512) return combination512(y, rows, ld, c, m, n);
-    if (path == PATH_AVX2) return combination256(y, rows, ld, c, m, n);
-#endif
+    PER_PATH(combination512, combination256, y, rows, ld, c, m, n);
     ng_add_combination(y, rows, ld, c, m, n);
 }
 
 float ng_act_max(const float *x, size_t n) {
-#if defined(__x86_64__)
-    int path = current_path();
-    if (path == PATH_AVX512) return max512(x, n);
-    if (path == PATH_AVX2) return max256(x, n);
-#endif
+    PER_PATH(max512, max256, x, n);
     return ng_max(x, n);
 }
 
 double ng_act_exp_sum(float *y, const float *x, size_t n, float mx, float scale) {
-#if defined(__x86_64__)
-    int path = current_path();
-    if (path == PATH_AVX512) return exp_sum512(y, x, n, mx, scale);
-    if (path == PATH_AVX2) return exp_sum256(y, x, n, mx, scale);
-#endif
+    PER_PATH(exp_sum512, exp_sum256, y, x, n, mx, scale);
     return ng_exp_sum(y, x, n, mx, scale);
-}
-
-void ng_act_silu_mul(float *y, const float *g, const float *u, size_t n) {
-#if defined(__x86_64__)
-    int path = current_path();
-    if (path == PATH_AVX512) return silu_mul512(y, g, u, n);
-    if (path == PATH_AVX2) return silu_mul256(y, g, u, n);
-#endif
-    ng_silu_mul(y, g, u, n);
 }
 
 /* ---- machine limits ---- */
