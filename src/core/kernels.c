@@ -2416,7 +2416,22 @@ T512 static void combination512(float *y, const float *rows, size_t ld, const fl
 T256 static void combination256(float *y, const float *rows, size_t ld, const float *c, int m, size_t n) {
     ng_add_combination(y, rows, ld, c, m, n);
 }
-T512 static float max512(const float *x, size_t n) { return ng_max(x, n); }
+/* vmath's ng_max with its 64 lanes in four registers (a max does not depend on the order; the
+ * first operand's NaN gives the second, so NaNs are passed over as there). */
+T512 static float max512(const float *x, size_t n) {
+    const __m512 lo = _mm512_set1_ps(-INFINITY);
+    __m512 m[4] = {lo, lo, lo, lo};
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64)
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) m[k] = _mm512_max_ps(_mm512_loadu_ps(x + i + 16 * k), m[k]);
+    for (int k = 0; k < 4 && i + 16 * k < n; k++) {
+        size_t left = n - i - 16 * k;
+        __mmask16 mk = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+        m[k] = _mm512_max_ps(_mm512_mask_loadu_ps(lo, mk, x + i + 16 * k), m[k]);
+    }
+    return _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(m[0], m[2]), _mm512_max_ps(m[1], m[3])));
+}
 T256 static float max256(const float *x, size_t n) { return ng_max(x, n); }
 T512 static double exp_sum512(float *y, const float *x, size_t n, float mx, float scale) {
     return ng_exp_sum(y, x, n, mx, scale);
