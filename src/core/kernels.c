@@ -615,9 +615,8 @@ INL512 __m512i comb16(__m512i a, __m512i b, const int fmax) {
                 : _mm512_add_epi32(a, b);
 }
 
-INL512 __m512i shuf_ps(__m512i a, __m512i b, const int imm) {
-    return _mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b), imm));
-}
+/* (a macro: the shuffle's pattern must be a constant for every compiler) */
+#define shuf_ps(a, b, imm) _mm512_castps_si512(_mm512_shuffle_ps(_mm512_castsi512_ps(a), _mm512_castsi512_ps(b), imm))
 
 INL512 __m512i reduce16x16(const __m512i *v, const int fmax) {
     __m512i w[8], u[4], s[2];
