@@ -178,7 +178,7 @@ static void profile_decode(const ng_model *m, ng_state *s, const int *toks, int 
 }
 
 static void run_one(const bench_model *bm, const ng_hparams *hp, ng_type t, int n_prompt, int n_gen, int use_mmap,
-                    int batch, int profile, double bw, double peak, bench_row *r) {
+                    int batch, int profile, double peak, bench_row *r) {
     ng_log("  %-15s %-5s making weights...", bm->name, ng_type_name(t));
     double t0 = ng_time();
     ng_model *m = ng_model_random(hp, t, 42);
@@ -209,13 +209,15 @@ static void run_one(const bench_model *bm, const ng_hparams *hp, ng_type t, int 
     ng_error err;
     double best = 1e30, dt = 1e30, flops = forward_flops(hp, n_prompt, 0);
     int reps = flops > 2e12 ? 1 : 3;
-    /* The read bandwidth is measured again just before and just after the timed runs, and the
-     * highest of the three measurements sets the floor: on a shared machine the bandwidth moves
-     * from minute to minute, and a floor taken at a slow moment would flatter the decode. Each
-     * repetition prefills the prompt and then decodes n_gen tokens after it; the best of each
-     * counts (other work on the machine only ever slows a run down). */
+    /* Each repetition prefills the prompt and then decodes n_gen tokens after it; the read
+     * bandwidth is measured before the first and after each. The fastest decode counts (other
+     * work on the machine only ever slows a run down), judged by the higher of the two
+     * measurements around it: on a shared machine the bandwidth moves from minute to minute
+     * (42 to 85 GB/s within an hour on one 2-core VM, a few % between measurements seconds
+     * apart), so a floor from another moment of the run would judge the decode by a machine it
+     * did not run on, and the lower of the two would flatter it. */
     ng_log(" bandwidth...");
-    double bw_before = ng_measure_read_bandwidth(ng_threads());
+    double bw_prev = ng_measure_read_bandwidth(ng_threads());
     for (int rep = 0; rep < reps; rep++) {
         ng_log(" prefill...");
         ng_state_reset(s);
@@ -226,12 +228,13 @@ static void run_one(const bench_model *bm, const ng_hparams *hp, ng_type t, int 
         t1 = ng_time();
         for (int i = 0; i < n_gen; i++)
             if (ng_forward(m, s, &toks[n_prompt + i], 1, logits, 0, &err)) ng_die("bench: %s", err.msg);
-        dt = fmin(dt, ng_time() - t1);
+        double d = ng_time() - t1, bw_next = ng_measure_read_bandwidth(ng_threads());
+        if (d < dt) dt = d, r->floor_bw = fmax(bw_prev, bw_next);
+        bw_prev = bw_next;
     }
     r->prefill_tps = n_prompt / best;
     r->prefill_gflops = flops / best / 1e9;
     r->prefill_peak_pct = 100.0 * r->prefill_gflops * 1e9 / peak;
-    r->floor_bw = fmax(bw, fmax(bw_before, ng_measure_read_bandwidth(ng_threads())));
     r->decode_tps = n_gen / dt;
     double kv_bytes = 2.0 * hp->n_layer * ng_kv_dim(hp) * (double)ng_type_size(s->kv_type) *
                       (n_prompt + n_gen / 2.0); /* mean cache read */
@@ -327,7 +330,7 @@ int cmd_bench(int argc, char **argv) {
                 r->skipped = 1;
                 continue;
             }
-            run_one(bm, &hp, list[ti], np, ng, use_mmap, batch, profile, bw, peak, r);
+            run_one(bm, &hp, list[ti], np, ng, use_mmap, batch, profile, peak, r);
         }
     }
     double rss = (double)ng_peak_rss();
