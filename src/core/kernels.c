@@ -2284,7 +2284,7 @@ INL512 void value_step(__m512 o[][8], const float *scratch, int n, int g0, const
  * chains); rows are prefetched ATT_PF positions ahead (prefetches past the cache's end are
  * harmless: they never fault). */
 INL512 void values512(float *out, size_t o_stride, const float *scratch, int n, int g0, const int GC, const void *v,
-                      const ng_type kvt, const int HC) {
+                      const ng_type kvt, const int HC, const float *inv) {
     __m512 o[4][8], o2[1][8];
 #pragma GCC unroll 4
     for (int c = 0; c < GC; c++)
@@ -2301,8 +2301,62 @@ INL512 void values512(float *out, size_t o_stride, const float *scratch, int n, 
     for (int c = 0; c < GC; c++)
 #pragma GCC unroll 8
         for (int i = 0; i < HC; i++)
-            _mm512_storeu_ps(out + (size_t)(g0 + c) * o_stride + 16 * i, GC == 1 ? _mm512_add_ps(o[0][i], o2[0][i]) : o[c][i]);
+            _mm512_storeu_ps(out + (size_t)(g0 + c) * o_stride + 16 * i,
+                             _mm512_mul_ps(GC == 1 ? _mm512_add_ps(o[0][i], o2[0][i]) : o[c][i], _mm512_set1_ps(inv[g0 + c])));
 }
+
+/* 16 lanes of e^x: ng_vexp's range reduction and polynomial, with FMAs (x clamped to [-87, 88]). */
+INL512 __m512 exp512(__m512 x) {
+    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* softmax_rows' numerators, row by row: the maximum in 64 lanes (NaNs passed over), then
+ * e^(s - max) by exp512 with 64 lanes of sums; the normalization is left to the output (inv[g] =
+ * 1 / row g's sum). softmax_rows' running maximum and sum are chains of dependent vector
+ * operations and its exponential has no FMAs: with 8 heads over 528 positions it was a quarter of
+ * the kernel's time. */
+INL512 void softmax512(float *scratch, int G, int n, float *inv) {
+    for (int g = 0; g < G; g++) {
+        float *r = scratch + (size_t)g * n;
+        __m512 m[4], sm[4];
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; u++) m[u] = _mm512_set1_ps(-INFINITY), sm[u] = _mm512_setzero_ps();
+        for (int i = 0; i < n; i += 64)
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++) {
+                int left = n - i - 16 * u;
+                __mmask16 mk = left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+                m[u] = _mm512_mask_max_ps(m[u], mk, _mm512_maskz_loadu_ps(mk, r + i + 16 * u), m[u]);
+            }
+        float mx = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_max_ps(m[0], m[1]), _mm512_max_ps(m[2], m[3])));
+        const __m512 vmx = _mm512_set1_ps(mx);
+        for (int i = 0; i < n; i += 64)
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++) {
+                int left = n - i - 16 * u;
+                __mmask16 mk = left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
+                __m512 p = _mm512_maskz_mov_ps(mk, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, r + i + 16 * u), vmx)));
+                _mm512_mask_storeu_ps(r + i + 16 * u, mk, p);
+                sm[u] = _mm512_add_ps(sm[u], p);
+            }
+        inv[g] = 1.0f / _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(sm[0], sm[1]), _mm512_add_ps(sm[2], sm[3])));
+    }
+}
+
+static _Thread_local float *tl_inv; /* attend512_kv: each head's 1 / softmax sum */
+static _Thread_local size_t tl_inv_cap;
 
 /* AVX-512: scores a block of ATT_TILES key tiles at a time for up to ATT_HEADS heads (the
  * keys ATT_AHEAD blocks on, or the first values, prefetched meanwhile); then, for head sizes
@@ -2327,22 +2381,25 @@ INL512 void attend512_kv(float *out, size_t o_stride, const float *q, size_t q_s
             }
         }
     }
-    softmax_rows(scratch, G, n);
+    float *inv = grow(&tl_inv, &tl_inv_cap, (size_t)G);
+    softmax512(scratch, G, n, inv);
     const int HC = d / 16;
     if (d != 64 && d != 128) {
+        for (int g = 0; g < G; g++)
+            for (int t = 0; t < n; t++) scratch[(size_t)g * n + t] *= inv[g];
         values_body(out, o_stride, scratch, G, v, kvt, n, d, 1);
         return;
     }
     for (int g0 = 0; g0 < G; g0 += 16 / HC) {
         int gc = G - g0 < 16 / HC ? G - g0 : 16 / HC;
         if (HC == 4) switch (gc) {
-            case 1: values512(out, o_stride, scratch, n, g0, 1, v, kvt, 4); break;
-            case 2: values512(out, o_stride, scratch, n, g0, 2, v, kvt, 4); break;
-            case 3: values512(out, o_stride, scratch, n, g0, 3, v, kvt, 4); break;
-            default: values512(out, o_stride, scratch, n, g0, 4, v, kvt, 4); break;
+            case 1: values512(out, o_stride, scratch, n, g0, 1, v, kvt, 4, inv); break;
+            case 2: values512(out, o_stride, scratch, n, g0, 2, v, kvt, 4, inv); break;
+            case 3: values512(out, o_stride, scratch, n, g0, 3, v, kvt, 4, inv); break;
+            default: values512(out, o_stride, scratch, n, g0, 4, v, kvt, 4, inv); break;
             }
-        else if (gc == 1) values512(out, o_stride, scratch, n, g0, 1, v, kvt, 8);
-        else values512(out, o_stride, scratch, n, g0, 2, v, kvt, 8);
+        else if (gc == 1) values512(out, o_stride, scratch, n, g0, 1, v, kvt, 8, inv);
+        else values512(out, o_stride, scratch, n, g0, 2, v, kvt, 8, inv);
     }
 }
 
