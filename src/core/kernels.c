@@ -2279,10 +2279,11 @@ INL512 void value_step(__m512 o[][8], const float *scratch, int n, int g0, const
     }
 }
 
-/* Output rows of the GC heads from g0 (head size HC * 16): each value row is loaded once for
- * the GC heads (one head: even and odd positions in two sets of sums, for twice the FMA
- * chains); rows are prefetched ATT_PF positions ahead (prefetches past the cache's end are
- * harmless: they never fault). */
+/* Output rows of the GC heads from g0 (head size HC * 16), each scaled by its inv (1 / the sum
+ * of its softmax numerators in scratch): each value row is loaded once for the GC heads (one
+ * head: even and odd positions in two sets of sums, for twice the FMA chains); rows are
+ * prefetched ATT_PF positions ahead (prefetches past the cache's end are harmless: they never
+ * fault). */
 INL512 void values512(float *out, size_t o_stride, const float *scratch, int n, int g0, const int GC, const void *v,
                       const ng_type kvt, const int HC, const float *inv) {
     __m512 o[4][8], o2[1][8];
@@ -2305,9 +2306,10 @@ INL512 void values512(float *out, size_t o_stride, const float *scratch, int n, 
                              _mm512_mul_ps(GC == 1 ? _mm512_add_ps(o[0][i], o2[0][i]) : o[c][i], _mm512_set1_ps(inv[g0 + c])));
 }
 
-/* 16 lanes of e^x: ng_vexp's range reduction and polynomial, with FMAs (x clamped to [-87, 88]). */
+/* 16 lanes of e^x: ng_vexp's range reduction and polynomial, with FMAs (x clamped to [-87, 88];
+ * NaN stays NaN: min and max return their second operand when either is NaN). */
 INL512 __m512 exp512(__m512 x) {
-    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-87.0f));
+    x = _mm512_max_ps(_mm512_set1_ps(-87.0f), _mm512_min_ps(_mm512_set1_ps(88.0f), x));
     __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
