@@ -4,7 +4,10 @@
  * case of the API; client disconnects; SIGTERM draining. Every child is stopped and reaped. */
 #include "test.h"
 
+#include <arpa/inet.h>
 #include <cjson/cJSON.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -15,6 +18,7 @@
 #include "model/lora.h"
 #include "model/model.h"
 #include "sample/sampler.h"
+#include "serve/body.h"
 #include "serve/client.h"
 #include "loopback.h"
 
@@ -472,7 +476,29 @@ static void test_sigterm_drains(void) {
     CHECK(stop_server(&s) == 0, "server did not exit 0 after draining");
 }
 
+/* The address the servers listen on: IPv4 and IPv6 literals (the port in network order, IPv6
+ * flagged for libmicrohttpd), and a host name refused with a message naming it. */
+static void test_listen_addr(void) {
+    struct sockaddr_storage ss;
+    unsigned flags = 0;
+    ng_error err = {0};
+    CHECK(http_listen_addr("127.0.0.1", 8080, &ss, &flags, &err) == NG_OK, "127.0.0.1: %s", err.msg);
+    const struct sockaddr_in *a4 = (const struct sockaddr_in *)&ss;
+    CHECK(a4->sin_family == AF_INET && ntohs(a4->sin_port) == 8080 && ntohl(a4->sin_addr.s_addr) == 0x7f000001 &&
+              !(flags & MHD_USE_IPv6),
+          "127.0.0.1 read wrong");
+    CHECK(http_listen_addr("::1", 9, &ss, &flags, &err) == NG_OK, "::1: %s", err.msg);
+    const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)&ss;
+    CHECK(a6->sin6_family == AF_INET6 && ntohs(a6->sin6_port) == 9 && IN6_IS_ADDR_LOOPBACK(&a6->sin6_addr) &&
+              (flags & MHD_USE_IPv6),
+          "::1 read wrong");
+    CHECK(http_listen_addr("localhost", 80, &ss, &flags, &err) == NG_ERR && strstr(err.msg, "'localhost'") &&
+              strstr(err.msg, "--host"),
+          "a host name accepted: %s", err.msg);
+}
+
 int main(void) {
+    RUN(test_listen_addr);
     mkdir("build", 0755);
     mkdir("build/tmp", 0755);
     signal(SIGPIPE, SIG_IGN);

@@ -543,21 +543,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
 
 serve_server *serve_start(const serve_config *cfg, ng_error *err) {
     struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL | MHD_USE_ITC;
-    if (inet_pton(AF_INET, cfg->host, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons((uint16_t)cfg->port);
-    } else if (inet_pton(AF_INET6, cfg->host, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons((uint16_t)cfg->port);
-        flags |= MHD_USE_IPv6;
-    } else {
-        ng_error_set(err, "--host '%s' is not an IPv4 or IPv6 address", cfg->host);
-        return NULL;
-    }
+    unsigned flags;
+    if (http_listen_addr(cfg->host, cfg->port, &ss, &flags, err)) return NULL;
     serve_server *s = xcalloc(1, sizeof *s);
     s->cfg = *cfg;
     metrics_init(&s->metrics);
