@@ -7,52 +7,12 @@
 #include <unistd.h>
 
 #include "formats/gguf.h"
+#include "files.h"
 #include "test.h"
 
 /* ---------------------------------------------------------------- helpers */
 
-static char *tmp_path(const char *tag) {
-    static char buf[8][256];
-    static int k;
-    char *p = buf[k++ % 8];
-    mkdir("build", 0755);
-    mkdir("build/tmp", 0755);
-    snprintf(p, 256, "build/tmp/test_gguf_%d_%s.gguf", (int)getpid(), tag);
-    return p;
-}
-
-static int write_bytes(const char *path, const void *p, size_t n) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return -1;
-    size_t w = n ? fwrite(p, 1, n, f) : 0;
-    return fclose(f) == 0 && w == n ? 0 : -1;
-}
-
-static uint8_t *read_bytes(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc(sz > 0 ? (size_t)sz : 1);
-    *n = fread(p, 1, (size_t)sz, f);
-    fclose(f);
-    return p;
-}
-
-/* With NG_TEST_KEEP=DIR set, valid files the tests write are also copied there (seeds for
- * the fuzzers in tests/fuzz/). */
-static void keep_copy(const char *path) {
-    const char *dir = getenv("NG_TEST_KEEP");
-    if (!dir) return;
-    size_t n = 0;
-    uint8_t *p = read_bytes(path, &n);
-    const char *base = strrchr(path, '/');
-    char out[512];
-    snprintf(out, sizeof out, "%s/%s", dir, base ? base + 1 : path);
-    if (p) write_bytes(out, p, n);
-    free(p);
-}
+static char *tmp_path(const char *tag) { return test_tmp_path("test_gguf", tag, ".gguf"); }
 
 /* Byte builder for hand-made files. */
 typedef struct {
