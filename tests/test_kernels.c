@@ -460,7 +460,7 @@ static void test_matmul_ref_exact(void) {
  * softmax is peaked (an error in one score moves the output), and once more, for some counts,
  * far past expf's range (exponentials taken without subtracting the maximum overflow). */
 static void test_attend(void) {
-    static const int Gs[] = {1, 3, 5, 8}, ds[] = {8, 64, 80, 128}, ns[] = {1, 15, 16, 17, 63, 64, 65, 200};
+    static const int Gs[] = {1, 3, 5, 8, 12}, ds[] = {8, 64, 80, 128}, ns[] = {1, 15, 16, 17, 40, 63, 64, 65, 200};
     int bad = 0, runs = 0;
     for (int ig = 0; ig < 4 * COUNT(Gs); ig++) /* f32, then f16 caches; then both with huge scores */
         for (int id = 0; id < COUNT(ds); id++)
