@@ -59,6 +59,9 @@ typedef struct ng_model {
     size_t map_size;
     ng_tensor **owned; /* tensors (and data) this model allocated */
     int n_owned, cap_owned;
+    char **chunks; /* huge-page chunks that hold the owned tensors' smaller buffers */
+    int n_chunks;
+    size_t chunk_used; /* bytes of the last chunk taken */
 } ng_model;
 
 /* Loads a GGUF file or a Hugging Face model folder (config.json + model.safetensors or its
@@ -73,7 +76,7 @@ ng_model *ng_model_random(const ng_hparams *hp, ng_type wtype, uint64_t seed);
 void ng_model_free(ng_model *m);
 /* on = 1 (the default): weights are read through the file's memory mapping (no copy, pages
  * shared with the page cache). 0: the loaders copy every weight the model reads into memory of
- * its own, on transparent huge pages (see ng_aligned_alloc), and give the mapped pages back:
+ * its own, on transparent huge pages (see model.c's chunks), and give the mapped pages back:
  * a slower start, fewer TLB misses while streaming weights. Process-wide. */
 void ng_model_set_mmap(int on);
 /* A new tensor with data the model allocates and frees (e.g. a merged matrix). */
