@@ -8,19 +8,7 @@
 
 /* An f32 tensor owned by m (freed by ng_model_free). */
 static ng_tensor *own(ng_model *m, const char *name, int64_t ne0, int64_t ne1) {
-    if (m->n_owned == m->cap_owned) {
-        m->cap_owned = m->cap_owned ? 2 * m->cap_owned : 64;
-        m->owned = xrealloc(m->owned, (size_t)m->cap_owned * sizeof *m->owned);
-    }
-    ng_tensor *t = xcalloc(1, sizeof *t);
-    t->name = xstrdup(name);
-    t->type = NG_F32;
-    t->n_dims = ne1 > 1 ? 2 : 1;
-    t->ne[0] = ne0, t->ne[1] = ne1, t->ne[2] = t->ne[3] = 1;
-    t->nbytes = (size_t)(ne0 * ne1) * sizeof(float);
-    t->data = ng_aligned_alloc(t->nbytes);
-    m->owned[m->n_owned++] = t;
-    return t;
+    return ng_model_own_tensor(m, name, NG_F32, ne0, ne1);
 }
 
 static const ng_tensor *copy_tensor(ng_model *m, const char *name, const ng_tensor *src) {
