@@ -117,12 +117,12 @@ static void spec_name(const tensor_spec *s, int layer, char *out, size_t cap) {
 /* ---- owned tensors ---------------------------------------------------------------------- */
 
 /* Owned buffers under this size are carved from chunks of CHUNK_BYTES on transparent huge
- * pages; larger ones are allocated alone (ng_aligned_alloc puts those on huge pages). Apart,
- * a LLaMA's q, k, v and o matrices under 4 MB (TinyLlama's at q4_0) were on 4 KiB pages,
- * a TLB miss every 4 KiB of weights: on one 2-core Zen 5 VM, with TinyLlama 1.1B q4_0's q, k,
- * v and o matrices moved into one huge-page block (in-process A/B of the 22 layers' products,
- * 20 rounds): q, k, v 53.8 -> 48.8 us a layer, o 40.8 -> 39.5. A chunk's pages are committed
- * as tensors fill them: at most a part-used huge page is left over per chunk. */
+ * pages; larger ones are allocated alone (ng_aligned_alloc puts those on huge pages). Allocated
+ * one by one, matrices under 4 MB (TinyLlama q4_0's q, k, v and o: 2.4 and 0.3 MB) were on 4 KiB
+ * pages, a TLB miss every 4 KiB of weights: on one 2-core Zen 5 VM, with those matrices moved into
+ * one huge-page block (in-process A/B of the 22 layers' products, 20 rounds): q, k, v 53.8 ->
+ * 48.8 us a layer, o 40.8 -> 39.5. A chunk's pages are committed as tensors fill them: at most a
+ * part-used huge page is left over per chunk. */
 #define CHUNK_MAX ((size_t)4 << 20)
 #define CHUNK_BYTES ((size_t)32 << 20)
 
