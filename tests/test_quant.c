@@ -495,6 +495,47 @@ static void test_matmul_steal_q(void) {
     CHECK(taken > 0, "no thread took steps from another's share");
 }
 
+/* One activation row: thread 0 quantizes it inside the job while the others start their weight
+ * streams and wait for it (kernels.c matmul_qgemv). Two different rows in turn, long enough
+ * (K = 16384) that quantizing takes longer than a worker's wake-up, on 2 to 4 threads: each
+ * output as one thread computes it from that row, so a worker that read the row before it was
+ * ready (the previous call's) shows. Every type with an integer GEMV, on each path. */
+static void test_matmul_fresh_row(void) {
+    static const ng_type ts[] = {NG_Q8_0R, NG_Q4_0R, NG_Q8_0, NG_Q4_0, NG_Q4_K};
+    static const char *const paths[] = {"avx512", "avx2"};
+    const int N = 64, K = 16384;
+    int bad = 0, runs = 0;
+    for (int it = 0; it < COUNT(ts); it++)
+        for (int p = 0; p < COUNT(paths); p++) {
+            if (ng_kernel_set_path(paths[p]) != 0) continue;
+            if (ng_type_base(ts[it]) != ts[it] && ng_matmul_native(ng_type_base(ts[it])) != ts[it]) continue;
+            qcase c;
+            qcase_init(&c, ts[it], 1, N, K);
+            float *x2 = malloc(sizeof(float) * K), *y2ref = malloc(sizeof(float) * N);
+            for (int k = 0; k < K; k++) x2[k] = frand() * 4;
+            ng_set_threads(1);
+            ng_matmul(c.y1, c.x, c.w, c.t, NULL, 1, N, K);
+            ng_matmul(y2ref, x2, c.w, c.t, NULL, 1, N, K);
+            bad += qcompare(&c, c.y1, c.ref, c.tolq, "1 thread");
+            for (int rep = 0; rep < 60; rep++) {
+                ng_set_threads(2 + rep % 3);
+                const float *x = rep & 1 ? x2 : c.x, *want = rep & 1 ? y2ref : c.y1;
+                memset(c.y2, 0xff, sizeof(float) * N);
+                ng_matmul(c.y2, x, c.w, c.t, NULL, 1, N, K);
+                runs++;
+                if (memcmp(c.y2, want, sizeof(float) * N) != 0 && bad++ < 3)
+                    fprintf(stderr, "%s %s, %d threads, row %d: differs from 1 thread\n", ng_type_name(c.t), paths[p],
+                            ng_threads(), rep & 1);
+            }
+            free(x2), free(y2ref);
+            qcase_free(&c);
+        }
+    ng_kernel_set_path(NULL);
+    ng_set_threads(0);
+    printf("# %d threaded runs\n", runs);
+    CHECK(bad == 0, "%d mismatches", bad);
+}
+
 /* ng_matmul_multi gives, bit for bit, the outputs of one ng_matmul per matrix: f32 and f16 (the
  * GEMV), q8_0r and q4_0r (the integer GEMV), on 1 to 4 threads taking single steps from each
  * other's shares (as test_matmul_steal_q), batches of 1 to 8 rows and of 9 (separate products);
@@ -867,6 +908,7 @@ int main(void) {
     RUN(test_matmul_q8_0r);
     RUN(test_matmul_q4_0r);
     RUN(test_matmul_steal_q);
+    RUN(test_matmul_fresh_row);
     RUN(test_matmul_multi);
     RUN(test_reorder);
     RUN(test_matmul_q8_0_q4_0_steps);
