@@ -7,6 +7,9 @@
 #include "test.h"
 
 #include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <stdatomic.h>
 
 #define MAXT 8
@@ -146,11 +149,51 @@ static void test_matmul_after_growth(void) {
     ng_set_threads(0);
 }
 
+/* Workers asleep or falling asleep when a job is published (idle workers sleep at once under
+ * OMP_WAIT_POLICY=passive): the owner must wake them, or it waits for them at the barrier or
+ * at the job's end forever. Many short jobs, every other pair with a barrier, on 2 and 3
+ * threads, under a watchdog that fails the test if one hangs. */
+static void on_alarm(int sig) {
+    (void)sig;
+    static const char msg[] = "FAIL test_sleeping_workers: a job hung (a sleeping worker was never woken)\n";
+    (void)!write(2, msg, sizeof msg - 1);
+    _exit(1);
+}
+
+static void one_barrier(void *ctx, int t, int nt) {
+    job_state *s = ctx;
+    s->slot[t] = s->round;
+    ng_team_barrier();
+    for (int u = 0; u < nt; u++)
+        if (s->slot[u] != s->round) atomic_fetch_add(&s->bad, 1);
+}
+
+static void test_sleeping_workers(void) {
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    ng_set_threads(MAXT);
+    job_state s = {0};
+    ng_team_run(MAXT, mark, &s); /* grows the team, which reads OMP_WAIT_POLICY again */
+    signal(SIGALRM, on_alarm);
+    alarm(120);
+    int bad = 0;
+    for (int rep = 0; rep < 4000; rep++) {
+        int nt = 2 + rep % 2;
+        job_state j = {.round = rep + 1};
+        ng_team_run(nt, rep % 4 < 2 ? one_barrier : mark, &j);
+        bad += atomic_load(&j.bad);
+    }
+    alarm(0);
+    unsetenv("OMP_WAIT_POLICY");
+    ng_set_threads(0);
+    CHECK(bad == 0, "%d slots seen out of step", bad);
+}
+
 int main(void) {
     RUN(test_each_share_once);
     RUN(test_barrier);
     RUN(test_nested);
     RUN(test_concurrent_callers);
     RUN(test_matmul_after_growth);
+    RUN(test_sleeping_workers); /* last: it leaves the workers sleeping when idle */
     TEST_EXIT();
 }
