@@ -8,9 +8,9 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
-#include <stdatomic.h>
 
 #define MAXT 8
 
