@@ -33,6 +33,7 @@
 #include <math.h>
 #include <omp.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -1938,7 +1939,12 @@ static void qgemv_job(void *ctx, int t, int T) {
             atomic_store_explicit(j->ready, 1, memory_order_release);
         } else {
             if (j->xs) q512_share_prefetch(j, t, T);
-            while (!atomic_load_explicit(j->ready, memory_order_acquire)) _mm_pause();
+            /* spinning, then yielding: thread 0 may be waiting for this core (more threads than cores) */
+            for (int i = 0; !atomic_load_explicit(j->ready, memory_order_acquire); i++)
+                if (i < 4096)
+                    _mm_pause();
+                else
+                    sched_yield();
         }
     }
     if (j->ctr || j->multi) { /* one group of rows (B <= GEMV_MAX_B), 512-bit kernel: shares as gemv_job's */
