@@ -33,7 +33,6 @@
 #include <math.h>
 #include <omp.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -1539,9 +1538,11 @@ INLV void q512_rows(float *y, const uint8_t *xs, size_t xb, const void *w, size_
  * (runs of 16 or chunks of 11 steps were no better than no chunks). */
 #define XS_L1 (32 << 10)
 #define XS_RUN 64
+/* Weight rows q512_body walks side by side for NB activation rows. */
+#define Q512_R(NB) ((NB) <= 2 ? 4 : 2)
 INLV void q512_body(float *y, const uint8_t *xs, size_t xb, const void *w, size_t rs, ng_type wt,
                     const float *bias, const int NB, int N, int K, int n0, int n1, steps_src st) {
-    const int R = NB <= 2 ? 4 : 2;
+    const int R = Q512_R(NB);
     int row[4], ns = xs_steps(K);
     /* one run of all rows and one chunk of all steps, unless the activations outgrow XS_L1 */
     int chunked = NB > 2 && (size_t)NB * xb > XS_L1;
@@ -1913,12 +1914,12 @@ static void prepare_rows(int path, const float *x, xq8 *xq, uint8_t *xs, ng_type
 
 #if defined(__x86_64__)
 /* The first GEMV_PREFETCH bytes of the read streams that q512_body starts its share of one
- * activation row with (4 streams per matrix: R for NB = 1, never chunked). */
+ * activation row with (Q512_R(1) streams per matrix, never chunked). */
 static void q512_share_prefetch(const mm_job *j, int t, int T) {
     mm_seg seg[MM_MAX];
     for (int i = 0, n = share_walk(j, t, T, 0, seg); i < n; i++) {
-        int len = (seg[i].n1 - seg[i].n0) / 4;
-        if (len > 0) prefetch_streams(seg[i].w, j->rs, seg[i].n0, len, 4, GEMV_PREFETCH);
+        int len = (seg[i].n1 - seg[i].n0) / Q512_R(1);
+        if (len > 0) prefetch_streams(seg[i].w, j->rs, seg[i].n0, len, Q512_R(1), GEMV_PREFETCH);
     }
 }
 
@@ -1939,12 +1940,7 @@ static void qgemv_job(void *ctx, int t, int T) {
             atomic_store_explicit(j->ready, 1, memory_order_release);
         } else {
             if (j->xs) q512_share_prefetch(j, t, T);
-            /* spinning, then yielding: thread 0 may be waiting for this core (more threads than cores) */
-            for (int i = 0; !atomic_load_explicit(j->ready, memory_order_acquire); i++)
-                if (i < 4096)
-                    _mm_pause();
-                else
-                    sched_yield();
+            for (int i = 0; !atomic_load_explicit(j->ready, memory_order_acquire); i++) ng_team_wait_step(i);
         }
     }
     if (j->ctr || j->multi) { /* one group of rows (B <= GEMV_MAX_B), 512-bit kernel: shares as gemv_job's */

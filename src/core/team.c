@@ -146,6 +146,13 @@ static void grow_team(int want) {
     }
 }
 
+void ng_team_wait_step(int i) {
+    if (i < 4096)
+        cpu_relax();
+    else
+        sched_yield();
+}
+
 void ng_team_run(int nt, ng_team_fn fn, void *ctx) {
     if (nt > TEAM_MAX) nt = TEAM_MAX;
     if (nt <= 1 || tl_mode != 0) { /* one thread, or a job inside a job */
@@ -165,11 +172,7 @@ void ng_team_run(int nt, ng_team_fn fn, void *ctx) {
     if (atomic_load(&g.sleepers) > 0) futex_wake_all(&g.word);
     run_share(0, nt, fn, ctx, 1);
     unsigned want = g.done_seen + (unsigned)(nt - 1); /* unsigned: wraps around harmlessly */
-    for (int i = 0; atomic_load_explicit(&g.done, memory_order_acquire) != want; i++)
-        if (i < 4096)
-            cpu_relax();
-        else
-            sched_yield();
+    for (int i = 0; atomic_load_explicit(&g.done, memory_order_acquire) != want; i++) ng_team_wait_step(i);
     g.done_seen = want;
     pthread_mutex_unlock(&g.owner);
 }
@@ -186,9 +189,5 @@ void ng_team_barrier(void) {
         atomic_fetch_add_explicit(&g.bar_gen, 1, memory_order_release);
         return;
     }
-    for (int i = 0; atomic_load_explicit(&g.bar_gen, memory_order_acquire) == gen; i++)
-        if (i < 4096)
-            cpu_relax();
-        else
-            sched_yield();
+    for (int i = 0; atomic_load_explicit(&g.bar_gen, memory_order_acquire) == gen; i++) ng_team_wait_step(i);
 }

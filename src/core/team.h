@@ -31,6 +31,10 @@ void ng_team_run(int nt, ng_team_fn fn, void *ctx);
 /* Inside a job: waits until all nt threads of the job reach it (memory is then shared). */
 void ng_team_barrier(void);
 
+/* Step i (from 0) of a wait for another thread of a job: a pause for the first 4096 steps, then
+ * a yield, since the thread waited for may need this core (more threads than cores). */
+void ng_team_wait_step(int i);
+
 /* For jobs whose threads take over what is left of each other's shares (the GEMVs' rows,
  * attention's heads): one counter per share, the next of its steps not yet taken, each on a
  * cache line of its own so that a thread claiming steps of its share does not move another's. */
