@@ -176,6 +176,69 @@ static void test_kv_f16(void) {
     ng_set_kv_type(NG_F32);
 }
 
+/* bf16 weights on a CPU with AVX512-BF16: the prefill rounds the input of every product with a
+ * weight matrix to bf16 (core/kernels.h), as tools/reference/rounding.py does for
+ * logits_bf16x.f32. An input within float32 rounding of a bf16 rounding boundary can round the
+ * other way here than in the float64 reference (one bf16 step, 0.4%), and through attention that
+ * moves every later position's logits (by up to 0.03 in these configs, against 0.03-0.14 for
+ * no rounding at all); the first BF16X_HEAD positions had none in every config. So, at chunks
+ * of 64 and 16 tokens (every product a GEMM): the first BF16X_HEAD positions match
+ * logits_bf16x.f32 within 1e-4 and are at least 1e-2 from logits_bf16w.f32 (the rounding is
+ * there, and is the reference's); every position is within BF16_PREFILL_REL of the largest
+ * logit of logits_bf16w.f32 (the stated bound); one token at a time (decode, f32 inputs) they
+ * match logits_bf16w.f32 within 1e-4 as before. */
+#define BF16X_HEAD 8
+#define BF16_PREFILL_REL 3e-2
+static void test_bf16_prefill(void) {
+    ng_kernel_set_bf16_dot(1);
+    if (!ng_kernel_bf16_dot()) {
+        ng_kernel_set_bf16_dot(0);
+        SKIP("this CPU has no AVX512-BF16");
+    }
+    mkdir("build", 0755);
+    mkdir("build/tmp", 0755);
+    for (int c = 0; c < N_CONFIGS; c++) {
+        char src[256], dst[256];
+        snprintf(src, sizeof src, "tests/testdata/%s", CONFIGS[c]);
+        snprintf(dst, sizeof dst, "build/tmp/%s-bf16x.gguf", CONFIGS[c]);
+        ng_model *hf = load(src);
+        ng_error err;
+        CHECK(hf && ng_model_save_gguf(hf, dst, NG_BF16, &err) == NG_OK, "save %s", dst);
+        ng_model_free(hf);
+        ng_model *m = load(dst);
+        size_t nb, nx, nw;
+        int *toks = read_bin(CONFIGS[c], "tokens.i32", &nb);
+        float *refx = read_bin(CONFIGS[c], "logits_bf16x.f32", &nx), *refw = read_bin(CONFIGS[c], "logits_bf16w.f32", &nw);
+        size_t n = (size_t)64 * (m ? m->hp.n_vocab : 0), head = (size_t)BF16X_HEAD * (m ? m->hp.n_vocab : 0);
+        if (m && toks && refx && refw && nb == 64 * 4 && nx == n * 4 && nw == n * 4) {
+            double mag = 0;
+            for (size_t i = 0; i < n; i++) mag = fmax(mag, fabs(refw[i]));
+            int batches[] = {64, 16};
+            for (int i = 0; i < 2; i++) {
+                float *got = all_logits(m, toks, 64, batches[i]);
+                CHECK(got != NULL, "%s: forward failed", CONFIGS[c]);
+                if (!got) continue;
+                double hx = t_max_abs_diff(got, refx, head), hw = t_max_abs_diff(got, refw, head);
+                double dw = t_max_abs_diff(got, refw, n);
+                printf("# %s bf16 prefill (chunks of %d): first %d positions %.3g from logits_bf16x, %.3g from "
+                       "logits_bf16w; all %.3g from logits_bf16w (largest logit %.3g)\n",
+                       CONFIGS[c], batches[i], BF16X_HEAD, hx, hw, dw, mag);
+                CHECK(hx <= 1e-4 && hw >= 1e-2, "%s chunks of %d: first %d positions %.3g from logits_bf16x (bound "
+                      "1e-4), %.3g from logits_bf16w (at least 1e-2)", CONFIGS[c], batches[i], BF16X_HEAD, hx, hw);
+                CHECK(dw <= BF16_PREFILL_REL * mag, "%s chunks of %d: %.3g from logits_bf16w (bound %.3g)",
+                      CONFIGS[c], batches[i], dw, BF16_PREFILL_REL * mag);
+                free(got);
+            }
+            check_logits(CONFIGS[c], m, "logits_bf16w.f32", 1e-4, 1);
+        } else {
+            CHECK(0, "%s: model or fixtures missing", CONFIGS[c]);
+        }
+        free(toks), free(refx), free(refw);
+        ng_model_free(m);
+    }
+    ng_kernel_set_bf16_dot(0);
+}
+
 static void test_gguf_copies(void) {
     mkdir("build", 0755);
     mkdir("build/tmp", 0755);
@@ -515,12 +578,16 @@ static void test_attention_threads(void) {
 
 int main(void) {
     ng_set_threads(2);
+    /* f32 products for bf16 weights, as the references other than logits_bf16x.f32 compute
+     * them (test_bf16_prefill turns the bf16 products on) */
+    ng_kernel_set_bf16_dot(0);
     RUN(test_attention_threads);
     RUN(test_random_threads);
     RUN(test_hf_logits_f32);
     RUN(test_hf_greedy);
     RUN(test_kv_f16);
     RUN(test_gguf_copies);
+    RUN(test_bf16_prefill);
     RUN(test_no_mmap);
     RUN(test_kernel_order);
     RUN(test_llamacpp_layout);

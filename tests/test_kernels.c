@@ -259,6 +259,7 @@ typedef struct {
     int B, N, K;
     void *w;
     float *x, *bias, *ref, *refb, *tol, *tolb, *y1, *y2;
+    float *refr, *refbr; /* bf16: the reference with x rounded to bf16 (the bf16 GEMM's input) */
 } mm_case;
 
 /* Random weights of type wt; the reference and bounds, computed in double for the bounds. */
@@ -280,6 +281,15 @@ static void mm_setup(mm_case *c, ng_type wt, int B, int N, int K) {
     ng_to_f32(wf, c->w, wt, (int64_t)N * K); /* the values the kernels actually see */
     ng_matmul_ref(c->ref, c->x, c->w, wt, NULL, B, N, K);
     ng_matmul_ref(c->refb, c->x, c->w, wt, c->bias, B, N, K);
+    c->refr = c->refbr = NULL;
+    if (wt == NG_BF16) {
+        float *xr = malloc(sizeof(float) * ((size_t)B * K + 1));
+        for (size_t i = 0; i < (size_t)B * K; i++) xr[i] = ng_bf16_to_f32(ng_f32_to_bf16(c->x[i]));
+        c->refr = malloc(sizeof(float) * ny), c->refbr = malloc(sizeof(float) * ny);
+        ng_matmul_ref(c->refr, xr, c->w, wt, NULL, B, N, K);
+        ng_matmul_ref(c->refbr, xr, c->w, wt, c->bias, B, N, K);
+        free(xr);
+    }
     const double u = 0x1p-24;
     for (int b = 0; b < B; b++) {
         for (int n = 0; n < N; n++) {
@@ -294,7 +304,7 @@ static void mm_setup(mm_case *c, ng_type wt, int B, int N, int K) {
 
 static void mm_free(mm_case *c) {
     free(c->w), free(c->x), free(c->bias), free(c->ref), free(c->refb);
-    free(c->tol), free(c->tolb), free(c->y1), free(c->y2);
+    free(c->tol), free(c->tolb), free(c->y1), free(c->y2), free(c->refr), free(c->refbr);
 }
 
 /* Counts outputs outside the bound; prints the first few. */
@@ -310,21 +320,23 @@ static int mm_compare(const mm_case *c, const float *y, const float *ref, const 
     return bad;
 }
 
-/* Runs the current path with and without bias, on 1 and 2 threads; returns failures. */
-static int mm_check_path(mm_case *c, const char *path) {
+/* Runs the current path with and without bias, on 1 and 2 threads; returns failures. With
+ * rounded, against the reference of x rounded to bf16. */
+static int mm_check_path(mm_case *c, const char *path, int rounded) {
     int bad = 0;
+    const float *ref = rounded ? c->refr : c->ref, *refb = rounded ? c->refbr : c->refb;
     ng_set_threads(1);
     ng_matmul(c->y1, c->x, c->w, c->wt, c->bias, c->B, c->N, c->K);
     ng_set_threads(2);
     ng_matmul(c->y2, c->x, c->w, c->wt, c->bias, c->B, c->N, c->K);
-    bad += mm_compare(c, c->y2, c->refb, c->tolb, path);
+    bad += mm_compare(c, c->y2, refb, c->tolb, path);
     if (memcmp(c->y1, c->y2, sizeof(float) * c->B * c->N) != 0) {
         fprintf(stderr, "%s %s B=%d N=%d K=%d: 1 and 2 threads differ\n", path, ng_type_name(c->wt), c->B,
                 c->N, c->K);
         bad++;
     }
     ng_matmul(c->y2, c->x, c->w, c->wt, NULL, c->B, c->N, c->K);
-    bad += mm_compare(c, c->y2, c->ref, c->tol, path);
+    bad += mm_compare(c, c->y2, ref, c->tol, path);
     return bad;
 }
 
@@ -340,7 +352,15 @@ static void check_shapes(ng_type wt, const int *Bs, int nB, const int *Ns, int n
                 mm_setup(&c, wt, Bs[ib], Ns[in], Ks[ik]);
                 for (int p = 0; p < 3; p++) {
                     if (ng_kernel_set_path(PATHS[p]) != 0) continue;
-                    bad += mm_check_path(&c, PATHS[p]);
+                    if (wt == NG_BF16 && ng_kernel_bf16_dot()) {
+                        /* the GEMM (B > 8) with vdpbf16ps, then every regime with f32 products */
+                        bad += mm_check_path(&c, "avx512-bf16", c.B > 8);
+                        ng_kernel_set_bf16_dot(0);
+                        bad += mm_check_path(&c, PATHS[p], 0);
+                        ng_kernel_set_bf16_dot(1);
+                    } else {
+                        bad += mm_check_path(&c, PATHS[p], 0);
+                    }
                     runs++;
                 }
                 ng_kernel_set_path(NULL);
@@ -411,6 +431,49 @@ static void test_matmul_steal(void) {
     printf("# %ld blocks taken from other threads' shares\n", taken);
     CHECK(bad == 0, "%d mismatches", bad);
     CHECK(!ran || taken > 0, "no thread took steps from another's share");
+}
+
+/* The bf16 GEMM rounds each activation to bf16, to nearest with ties to even, and sums the
+ * products in f32: known answers with weights of 1, where rounding shows exactly. Row b's x is
+ * V[b % 5] everywhere, so y = K * (V rounded); the f32 products (ng_kernel_set_bf16_dot(0)) give
+ * K * V. */
+static void test_matmul_bf16_dot(void) {
+    if (ng_kernel_set_path("avx512") != 0 || !ng_kernel_bf16_dot()) {
+        ng_kernel_set_path(NULL);
+        SKIP("this CPU has no AVX512-BF16");
+    }
+    enum { B = 40, N = 13, K = 100 };
+    static const float V[5][2] = {
+        {1 + 0x1p-12f, 1},             /* below half an ulp: down */
+        {1 + 0x1p-8f, 1},              /* a tie, 1 is even */
+        {1 + 3 * 0x1p-8f, 1 + 0x1p-6f}, /* a tie, 1 + 2^-6 is even */
+        {-2, -2},
+        {1 + 0x1p-7f + 0x1p-12f, 1 + 0x1p-7f},
+    };
+    static float x[B * K], y[B * N];
+    static uint16_t w[N * K];
+    for (int i = 0; i < N * K; i++) w[i] = ng_f32_to_bf16(1);
+    for (int b = 0; b < B; b++)
+        for (int k = 0; k < K; k++) x[b * K + k] = V[b % 5][0];
+    for (int on = 1; on >= 0; on--) {
+        ng_kernel_set_bf16_dot(on);
+        for (int t = 1; t <= 2; t++) {
+            ng_set_threads(t);
+            ng_matmul(y, x, w, NG_BF16, NULL, B, N, K);
+            int bad = 0;
+            for (int b = 0; b < B; b++)
+                for (int n = 0; n < N; n++) {
+                    float want = K * V[b % 5][on ? 1 : 0];
+                    if (y[b * N + n] != want && bad++ < 3)
+                        fprintf(stderr, "bf16 products %s, %d threads: y[%d][%d] = %.9g, want %.9g\n", on ? "on" : "off",
+                                t, b, n, y[b * N + n], want);
+                }
+            CHECK(bad == 0, "%d wrong outputs (bf16 products %s, %d threads)", bad, on ? "on" : "off", t);
+        }
+    }
+    ng_kernel_set_bf16_dot(1);
+    ng_set_threads(0);
+    ng_kernel_set_path(NULL);
 }
 
 /* K = 0 is an empty sum: the output is the bias (or 0). */
@@ -541,6 +604,7 @@ int main(void) {
     RUN(test_matmul_f32);
     RUN(test_matmul_f16);
     RUN(test_matmul_bf16);
+    RUN(test_matmul_bf16_dot);
     RUN(test_matmul_threaded_shapes);
     RUN(test_matmul_steal);
     RUN(test_attend);

@@ -64,6 +64,7 @@ int cli_common_flag(int argc, char **argv, int *i, cli_opts *o) {
     else if (IS("--seed")) o->sp.seed = (uint64_t)cli_long(a, cli_value(argc, argv, i), 0, 0x7fffffffffffffffL), o->seed_set = 1;
     else if (IS("--json")) o->json = 1;
     else if (IS("--no-mmap")) ng_model_set_mmap(0);
+    else if (IS("--no-bf16-dot")) ng_kernel_set_bf16_dot(0);
     else if (IS("--kv-type")) {
         const char *v = cli_value(argc, argv, i);
         int t = ng_type_parse(v);

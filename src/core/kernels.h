@@ -24,6 +24,13 @@ void ng_kernel_force_portable(int on);
  * Returns -1 (and changes nothing) for an unknown name or one this CPU cannot run. */
 int ng_kernel_set_path(const char *name);
 
+/* Products of bf16 weights with many activation rows (prefill: the GEMM) use AVX512-BF16's
+ * vdpbf16ps where the CPU has it, the activations rounded to bf16 (to nearest even) and the
+ * products summed in f32: twice the f32 FMA rate. ng_kernel_set_bf16_dot(0) keeps them f32 (as
+ * on other CPUs and in decode); ng_kernel_bf16_dot says whether the bf16 products run now. */
+void ng_kernel_set_bf16_dot(int on);
+int ng_kernel_bf16_dot(void);
+
 /* For tests: the bytes of weights a GEMV thread claims at a time from its share (and takes from
  * another thread's once its own is done); 0 restores the default. ng_kernel_steals counts the
  * blocks taken from other threads' shares since the program started. */
@@ -95,5 +102,8 @@ double ng_act_exp_sum(float *y, const float *x, size_t n, float mx, float scale)
  * throughput in FLOP/s with the widest vectors this CPU has. */
 double ng_measure_read_bandwidth(int threads);
 double ng_measure_peak_flops(int threads);
+/* The same for AVX512-BF16's vdpbf16ps (2 FLOPs per pair of bf16 products), which the bf16
+ * GEMM runs on; 0 where the CPU does not have it. */
+double ng_measure_peak_bf16_flops(int threads);
 
 #endif

@@ -26,6 +26,8 @@ import math
 
 import torch
 
+from rounding import linear
+
 _DT = torch.float64
 
 
@@ -120,7 +122,7 @@ def _attention(x, p, i, cfg, pos0, cache):
     """
     T, C = x.shape
     H, D = cfg.n_head, cfg.head_dim
-    qkv = x @ p[f"h.{i}.attn.c_attn.weight"] + p[f"h.{i}.attn.c_attn.bias"]  # (T, 3C)
+    qkv = linear(x, p[f"h.{i}.attn.c_attn.weight"]) + p[f"h.{i}.attn.c_attn.bias"]  # (T, 3C)
     q, k, v = qkv.split(C, dim=1)                                             # (T, C) each
     cache.append((k, v))
     k = torch.cat([kk for kk, _ in cache], dim=0)                            # (S, C)
@@ -136,7 +138,7 @@ def _attention(x, p, i, cfg, pos0, cache):
     scores = scores.masked_fill(kpos > qpos, float("-inf"))
     y = softmax(scores) @ v                                                   # (H, T, D)
     y = y.transpose(0, 1).reshape(T, C)
-    return y @ p[f"h.{i}.attn.c_proj.weight"] + p[f"h.{i}.attn.c_proj.bias"]
+    return linear(y, p[f"h.{i}.attn.c_proj.weight"]) + p[f"h.{i}.attn.c_proj.bias"]
 
 
 def _run(p, cfg, tokens, pos0, caches):
@@ -152,10 +154,10 @@ def _run(p, cfg, tokens, pos0, caches):
         a = layer_norm(h, p[f"h.{i}.ln_1.weight"], p[f"h.{i}.ln_1.bias"], cfg.eps)
         h = h + _attention(a, p, i, cfg, pos0, caches[i])
         m = layer_norm(h, p[f"h.{i}.ln_2.weight"], p[f"h.{i}.ln_2.bias"], cfg.eps)
-        m = gelu_new(m @ p[f"h.{i}.mlp.c_fc.weight"] + p[f"h.{i}.mlp.c_fc.bias"])  # (T, F)
-        h = h + (m @ p[f"h.{i}.mlp.c_proj.weight"] + p[f"h.{i}.mlp.c_proj.bias"])
+        m = gelu_new(linear(m, p[f"h.{i}.mlp.c_fc.weight"]) + p[f"h.{i}.mlp.c_fc.bias"])  # (T, F)
+        h = h + (linear(m, p[f"h.{i}.mlp.c_proj.weight"]) + p[f"h.{i}.mlp.c_proj.bias"])
     h = layer_norm(h, p["ln_f.weight"], p["ln_f.bias"], cfg.eps)
-    return h @ p["wte.weight"].T                                              # (T, vocab)
+    return linear(h, p["wte.weight"].T)                                             # (T, vocab)
 
 
 def forward(p, cfg, tokens):

@@ -45,6 +45,8 @@ import struct
 import numpy as np
 import torch
 
+from rounding import linear
+
 _DT = torch.float64
 
 
@@ -209,9 +211,9 @@ def _attention(x, p, i, cfg, pos0, cache):
     T = x.shape[0]
     H, KV, D = cfg.n_head, cfg.n_kv_head, cfg.head_dim
     pre = f"model.layers.{i}.self_attn."
-    q = (x @ p[pre + "q_proj.weight"].T).view(T, H, D)
-    k = (x @ p[pre + "k_proj.weight"].T).view(T, KV, D)
-    v = (x @ p[pre + "v_proj.weight"].T).view(T, KV, D)
+    q = linear(x, p[pre + "q_proj.weight"].T).view(T, H, D)
+    k = linear(x, p[pre + "k_proj.weight"].T).view(T, KV, D)
+    v = linear(x, p[pre + "v_proj.weight"].T).view(T, KV, D)
     ang = rope_angles(cfg, range(pos0, pos0 + T))
     q = apply_rope(q, ang, cfg.rope_interleaved)
     k = apply_rope(k, ang, cfg.rope_interleaved)
@@ -231,14 +233,14 @@ def _attention(x, p, i, cfg, pos0, cache):
     kpos = torch.arange(S).view(1, S)
     scores = scores.masked_fill(kpos > qpos, float("-inf"))
     y = (softmax(scores) @ v).transpose(0, 1).reshape(T, H * D)   # (T, H*D)
-    return y @ p[pre + "o_proj.weight"].T
+    return linear(y, p[pre + "o_proj.weight"].T)
 
 
 def _mlp(x, p, i):
     pre = f"model.layers.{i}.mlp."
-    gate = x @ p[pre + "gate_proj.weight"].T                      # (T, hidden)
-    up = x @ p[pre + "up_proj.weight"].T
-    return (silu(gate) * up) @ p[pre + "down_proj.weight"].T      # (T, dim)
+    gate = linear(x, p[pre + "gate_proj.weight"].T)                     # (T, hidden)
+    up = linear(x, p[pre + "up_proj.weight"].T)
+    return linear(silu(gate) * up, p[pre + "down_proj.weight"].T)     # (T, dim)
 
 
 def _run(p, cfg, tokens, pos0, caches):
@@ -257,7 +259,7 @@ def _run(p, cfg, tokens, pos0, caches):
         m = rms_norm(h, p[pre + "post_attention_layernorm.weight"], cfg.eps)
         h = h + _mlp(m, p, i)
     h = rms_norm(h, p["model.norm.weight"], cfg.eps)
-    return h @ p["lm_head.weight"].T                              # (T, vocab)
+    return linear(h, p["lm_head.weight"].T)                             # (T, vocab)
 
 
 def forward(p, cfg, tokens):

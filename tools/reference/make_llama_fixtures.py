@@ -9,6 +9,8 @@ meanings as the GPT-2 fixtures (see make_gpt2_fixtures.py):
     logits_f32.f32     float32 (64, vocab)  logits at every position, weights as stored
     logits_f16w.f32    float32 (64, vocab)  same, every weight matrix first rounded to float16
     logits_bf16w.f32   float32 (64, vocab)  same, every weight matrix first rounded to bfloat16
+    logits_bf16x.f32   float32 (64, vocab)  as bf16w, every weight product's input rounded to
+                                            bfloat16 too (netgpt's AVX512-BF16 prefill)
     greedy_prompt.i32  int32 (8,)           prompt for greedy decoding
     greedy_ids.i32     int32 (64,)          ids generated greedily after the prompt
     ref.json           manifest: shape, dtype, meaning and seed of each file, margins
@@ -46,6 +48,7 @@ import numpy as np
 import torch
 
 from llama_ref import Config, forward, forward_incremental, greedy, load_params, param_shapes
+from rounding import input_rounding
 from make_gpt2_fixtures import (MAX_SEED_TRIES, MIN_MARGIN, N_GREEDY, N_PROMPT, N_TOKENS,
                                 sig, variants, write_bin)
 from safetensors_io import bf16_bits_to_f32, read_safetensors, write_safetensors
@@ -274,6 +277,11 @@ def make_model(spec, out_root):
     params = load_params(read_back(out, files, weights), cfg)
     ids = tokens.tolist()
     logits = {k: forward(p, cfg, ids) for k, p in variants(params).items()}
+    # The bf16 weights again, every weight product's input rounded to bfloat16 as well: what
+    # netgpt's prefill computes on CPUs with AVX512-BF16 (rounding.py).
+    input_rounding(True)
+    logits["bf16x"] = forward(variants(params)["bf16"], cfg, ids)
+    input_rounding(False)
 
     # Self-check: cached one-token-at-a-time decoding must reproduce the full recompute.
     inc = forward_incremental(params, cfg, ids)
@@ -290,6 +298,7 @@ def make_model(spec, out_root):
     write_bin(os.path.join(out, "logits_f32.f32"), logits["f32"].numpy(), np.float32)
     write_bin(os.path.join(out, "logits_f16w.f32"), logits["f16"].numpy(), np.float32)
     write_bin(os.path.join(out, "logits_bf16w.f32"), logits["bf16"].numpy(), np.float32)
+    write_bin(os.path.join(out, "logits_bf16x.f32"), logits["bf16x"].numpy(), np.float32)
     write_bin(os.path.join(out, "greedy_prompt.i32"), prompt, np.int32)
     write_bin(os.path.join(out, "greedy_ids.i32"), np.array(greedy_ids), np.int32)
 
@@ -323,6 +332,11 @@ def make_model(spec, out_root):
                                   "meaning": "as logits_f32.f32 with every weight matrix (not the "
                                              "RMSNorm gains) first rounded to bfloat16 "
                                              "(round-to-nearest-even)"}),
+            ("logits_bf16x.f32", {"dtype": "float32", "shape": [N_TOKENS, V], "seed": seed,
+                                  "meaning": "as logits_bf16w.f32 with the input of every product with a "
+                                             "weight matrix first rounded to bfloat16 through float32 "
+                                             "(round-to-nearest-even), as netgpt's prefill computes bf16 "
+                                             "weights with AVX512-BF16 (tools/reference/rounding.py)"}),
             ("greedy_prompt.i32", {"dtype": "int32", "shape": [N_PROMPT], "seed": spec["token_seed"],
                                    "meaning": "prompt for greedy decoding, uniform random"}),
             ("greedy_ids.i32", {"dtype": "int32", "shape": [N_GREEDY], "seed": seed,
@@ -336,7 +350,9 @@ def make_model(spec, out_root):
         ("max_abs_diff_vs_logits_f32", OrderedDict([
             ("logits_f16w", sig(float((logits["f16"] - logits["f32"]).abs().max()))),
             ("logits_bf16w", sig(float((logits["bf16"] - logits["f32"]).abs().max()))),
+            ("logits_bf16x", sig(float((logits["bf16x"] - logits["f32"]).abs().max()))),
         ])),
+        ("max_abs_diff_bf16x_vs_bf16w", sig(float((logits["bf16x"] - logits["bf16"]).abs().max()))),
         ("logits_f32_std", sig(float(logits["f32"].std()))),
         ("incremental_vs_full_max_abs_diff", sig(inc_diff)),
         ("max_abs_logit_change_if_wrong", sens),
