@@ -40,7 +40,8 @@ static const char HELP[] =
     "      --kv-type T        f32 (default) or f16: the type of the cached keys and values (f16:\n"
     "                         half the memory, and half the bytes attention reads per token)\n"
     "      --no-bf16-dot      bf16 weights: keep the prompt's activations f32 (default: rounded\n"
-    "                         to bf16 for AVX512-BF16's products where the CPU has them, 1.7x)\n"
+    "                         to bf16 for AVX512-BF16's products where the CPU has them, 1.7x\n"
+    "                         the prompt's speed)\n"
     "  -t, --threads N        threads (default: all cores)\n"
     "      --json             print one JSON object with text, ids and timings at the end\n"
     "  -q, --quiet            no timings on stderr\n";

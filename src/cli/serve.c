@@ -34,6 +34,8 @@ static const char HELP[] =
     "                         of 8 rows streams the weights about a quarter faster)\n"
     "      --kv-type T        f32 (default) or f16: the type of the slots' cached keys and\n"
     "                         values (f16: half the memory per slot, half the bytes read)\n"
+    "      --no-bf16-dot      bf16 weights: keep activations f32 in steps of more than 8 rows\n"
+    "                         (default: rounded to bf16 for AVX512-BF16's products, 1.7x)\n"
     "  -t, --threads N        threads (default: all cores)\n"
     "      --bench ...        the load generator instead (netgpt serve --bench --help)\n";
 
