@@ -959,7 +959,8 @@ static const simd_isa ISA512 = {NR512, BW512, KCH512, 1, pack_x, gemv512, pack_w
  * instruction against an f32 FMA's 16. The weights are bf16 already; the activations are
  * rounded to bf16 (to nearest even) as XT is packed, so this computes x rounded to bf16 times
  * W, summed in f32 (llama.cpp rounds the activations of bf16 weights the same way). Only the
- * GEMM (prefill) takes this path; decode is bound by memory and keeps f32 activations. XT holds
+ * GEMM (more than GEMV_MAX_B rows: a prompt, or a batch of many sequences) takes this path; one
+ * sequence's decode is bound by memory and keeps f32 activations. XT holds
  * pairs of k: [Kp / 2][bw] 32-bit words, k's bf16 in the low half and k + 1's in the high half,
  * as vdpbf16ps pairs them; P the same pairs of the NR weight rows, [chunk of 32 k][NR][16]. */
 #define TBF __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,f16c,fma")))
@@ -967,8 +968,6 @@ static const simd_isa ISA512 = {NR512, BW512, KCH512, 1, pack_x, gemv512, pack_w
 enum { NRBF = 12, BWBF = 32, KCHBF = 32 };
 
 static inline __mmask32 mask32(int n) { return n >= 32 ? ~(__mmask32)0 : n <= 0 ? 0 : ((__mmask32)1 << n) - 1; }
-
-#define INLBF static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512bf16,f16c,fma")))
 
 /* 32 k's of 16 rows at a time: each row's 16 pairs made in one vector, then the 16 x 16 pairs
  * transposed so that every store is a whole line of XT (bw a multiple of 16). */
@@ -2917,43 +2916,34 @@ static double fma_portable(long iters) {
         a20 = fmadd(a20, m, c), a21 = fmadd(a21, m, c), a22 = fmadd(a22, m, c), a23 = fmadd(a23, m, c);      \
     }
 
-T512 static double fma512(long iters) {
-    __m512 m = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(0.001f);
-    /* Distinct start values: identical chains would be merged into one by the compiler. */
-#define S(i) _mm512_set1_ps(0.5f + 0.01f * i)
-    __m512 a0 = S(0), a1 = S(1), a2 = S(2), a3 = S(3), a4 = S(4), a5 = S(5), a6 = S(6), a7 = S(7), a8 = S(8),
-           a9 = S(9), a10 = S(10), a11 = S(11), a12 = S(12), a13 = S(13), a14 = S(14), a15 = S(15),
-           a16 = S(16), a17 = S(17), a18 = S(18), a19 = S(19), a20 = S(20), a21 = S(21), a22 = S(22),
-           a23 = S(23);
-#undef S
-    FMA_BODY(_mm512_fmadd_ps, m, c)
-    __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
-                             _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
-    s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)),
-                                       _mm512_add_ps(_mm512_add_ps(a12, a13), _mm512_add_ps(a14, a15))));
-    s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a16, a17), _mm512_add_ps(a18, a19)),
-                                       _mm512_add_ps(_mm512_add_ps(a20, a21), _mm512_add_ps(a22, a23))));
-    return _mm512_reduce_add_ps(s);
-}
+/* A 512-bit peak kernel: 24 chains of op (an f32 FMA, or vdpbf16ps) on the operands m and c of
+ * type mt, summed at the end. Distinct start values: identical chains would be merged into one
+ * by the compiler. */
+#define S512(i) _mm512_set1_ps(0.5f + 0.01f * i)
+#define PEAK512(attr, name, op, mt, mval, cval)                                                              \
+    attr static double name(long iters) {                                                                    \
+        mt m = mval, c = cval;                                                                               \
+        __m512 a0 = S512(0), a1 = S512(1), a2 = S512(2), a3 = S512(3), a4 = S512(4), a5 = S512(5),           \
+               a6 = S512(6), a7 = S512(7), a8 = S512(8), a9 = S512(9), a10 = S512(10), a11 = S512(11),       \
+               a12 = S512(12), a13 = S512(13), a14 = S512(14), a15 = S512(15), a16 = S512(16),               \
+               a17 = S512(17), a18 = S512(18), a19 = S512(19), a20 = S512(20), a21 = S512(21),               \
+               a22 = S512(22), a23 = S512(23);                                                               \
+        FMA_BODY(op, m, c)                                                                                   \
+        __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),               \
+                                 _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));              \
+        s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)),   \
+                                           _mm512_add_ps(_mm512_add_ps(a12, a13), _mm512_add_ps(a14, a15)))); \
+        s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a16, a17), _mm512_add_ps(a18, a19)), \
+                                           _mm512_add_ps(_mm512_add_ps(a20, a21), _mm512_add_ps(a22, a23)))); \
+        return _mm512_reduce_add_ps(s);                                                                      \
+    }
 
-/* The same chains of vdpbf16ps (32 multiply-adds a lane pair, 64 FLOPs an instruction). */
-TBF static double dpbf16_512(long iters) {
-    __m512bh m = (__m512bh)_mm512_set1_epi32(0x3f7f3f7f), c = (__m512bh)_mm512_set1_epi32(0x3a833a83);
-#define S(i) _mm512_set1_ps(0.5f + 0.01f * i)
-    __m512 a0 = S(0), a1 = S(1), a2 = S(2), a3 = S(3), a4 = S(4), a5 = S(5), a6 = S(6), a7 = S(7), a8 = S(8),
-           a9 = S(9), a10 = S(10), a11 = S(11), a12 = S(12), a13 = S(13), a14 = S(14), a15 = S(15),
-           a16 = S(16), a17 = S(17), a18 = S(18), a19 = S(19), a20 = S(20), a21 = S(21), a22 = S(22),
-           a23 = S(23);
-#undef S
-    FMA_BODY(_mm512_dpbf16_ps, m, c)
-    __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
-                             _mm512_add_ps(_mm512_add_ps(a4, a5), _mm512_add_ps(a6, a7)));
-    s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a8, a9), _mm512_add_ps(a10, a11)),
-                                       _mm512_add_ps(_mm512_add_ps(a12, a13), _mm512_add_ps(a14, a15))));
-    s = _mm512_add_ps(s, _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a16, a17), _mm512_add_ps(a18, a19)),
-                                       _mm512_add_ps(_mm512_add_ps(a20, a21), _mm512_add_ps(a22, a23))));
-    return _mm512_reduce_add_ps(s);
-}
+PEAK512(T512, fma512, _mm512_fmadd_ps, __m512, _mm512_set1_ps(0.999f), _mm512_set1_ps(0.001f))
+/* vdpbf16ps: 32 multiply-adds in pairs, 64 FLOPs an instruction */
+PEAK512(TBF, dpbf16_512, _mm512_dpbf16_ps, __m512bh, (__m512bh)_mm512_set1_epi32(0x3f7f3f7f),
+        (__m512bh)_mm512_set1_epi32(0x3a833a83))
+#undef PEAK512
+#undef S512
 
 T256 static double fma256(long iters) {
     __m256 m = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(0.001f);
