@@ -390,12 +390,16 @@ static void test_matmul_bf16(void) {
 }
 
 /* Shapes big enough that both threads get work in every regime (GEMV up to B=8, GEMM above),
- * with N not a multiple of any block size, B around the GEMV/GEMM switch, and K = 2100 cut
- * into several GEMM K chunks (1024) with a tail. */
+ * with N not a multiple of any block size, B around the GEMV/GEMM switch; and K = 8300, which the
+ * GEMM cuts into K chunks (4096 k's, 8192 in bf16 pairs) with a tail, the sums carried over. */
 static void test_matmul_threaded_shapes(void) {
     static const int Bs[] = {1, 2, 4, 8, 9, 32, 65}, Ns[] = {1, 203}, Ks[] = {768, 2100};
+    static const int Bl[] = {9, 40}, Nl[] = {25}, Kl[] = {8300};
     ng_type types[] = {NG_F32, NG_F16, NG_BF16};
-    for (int t = 0; t < 3; t++) check_shapes(types[t], Bs, COUNT(Bs), Ns, COUNT(Ns), Ks, COUNT(Ks));
+    for (int t = 0; t < 3; t++) {
+        check_shapes(types[t], Bs, COUNT(Bs), Ns, COUNT(Ns), Ks, COUNT(Ks));
+        check_shapes(types[t], Bl, COUNT(Bl), Nl, COUNT(Nl), Kl, COUNT(Kl));
+    }
 }
 
 /* GEMV threads take steps from each other's shares once their own are done: with claims of one
