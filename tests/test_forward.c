@@ -208,7 +208,8 @@ static void test_bf16_prefill(void) {
         ng_model *m = load(dst);
         size_t nb, nx, nw;
         int *toks = read_bin(CONFIGS[c], "tokens.i32", &nb);
-        float *refx = read_bin(CONFIGS[c], "logits_bf16x.f32", &nx), *refw = read_bin(CONFIGS[c], "logits_bf16w.f32", &nw);
+        float *refx = read_bin(CONFIGS[c], "logits_bf16x.f32", &nx);
+        float *refw = read_bin(CONFIGS[c], "logits_bf16w.f32", &nw);
         size_t n = (size_t)64 * (m ? m->hp.n_vocab : 0), head = (size_t)BF16X_HEAD * (m ? m->hp.n_vocab : 0);
         if (m && toks && refx && refw && nb == 64 * 4 && nx == n * 4 && nw == n * 4) {
             double mag = 0;
@@ -223,8 +224,10 @@ static void test_bf16_prefill(void) {
                 printf("# %s bf16 prefill (chunks of %d): first %d positions %.3g from logits_bf16x, %.3g from "
                        "logits_bf16w; all %.3g from logits_bf16w (largest logit %.3g)\n",
                        CONFIGS[c], batches[i], BF16X_HEAD, hx, hw, dw, mag);
-                CHECK(hx <= 1e-4 && hw >= 1e-2, "%s chunks of %d: first %d positions %.3g from logits_bf16x (bound "
-                      "1e-4), %.3g from logits_bf16w (at least 1e-2)", CONFIGS[c], batches[i], BF16X_HEAD, hx, hw);
+                CHECK(hx <= 1e-4 && hw >= 1e-2,
+                      "%s chunks of %d: first %d positions %.3g from logits_bf16x (bound 1e-4), %.3g from "
+                      "logits_bf16w (at least 1e-2)",
+                      CONFIGS[c], batches[i], BF16X_HEAD, hx, hw);
                 CHECK(dw <= BF16_PREFILL_REL * mag, "%s chunks of %d: %.3g from logits_bf16w (bound %.3g)",
                       CONFIGS[c], batches[i], dw, BF16_PREFILL_REL * mag);
                 free(got);

@@ -469,8 +469,8 @@ static void test_matmul_bf16_dot(void) {
                 for (int n = 0; n < N; n++) {
                     float want = K * V[b % 5][on ? 1 : 0];
                     if (y[b * N + n] != want && bad++ < 3)
-                        fprintf(stderr, "bf16 products %s, %d threads: y[%d][%d] = %.9g, want %.9g\n", on ? "on" : "off",
-                                t, b, n, y[b * N + n], want);
+                        fprintf(stderr, "bf16 products %s, %d threads: y[%d][%d] = %.9g, want %.9g\n",
+                                on ? "on" : "off", t, b, n, y[b * N + n], want);
                 }
             CHECK(bad == 0, "%d wrong outputs (bf16 products %s, %d threads)", bad, on ? "on" : "off", t);
         }

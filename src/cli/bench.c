@@ -4,9 +4,10 @@
  * models' shapes (GPT-2 124M, TinyLlama 1.1B, LLaMA 7B). Every figure is printed beside the
  * limit it is judged by: decode tok/s as a share of the bandwidth floor (bytes of weights and
  * KV cache read per token / measured read bandwidth), prefill as a share of the measured f32
- * FMA peak (bf16 weights: of vdpbf16ps's peak, where the prefill runs on it). The fast kernels' output is checked against the portable path before anything is
- * timed. With --mmap the model is written to a GGUF file and run from the mapping, to show
- * the resident memory is the file's size, not a copy. */
+ * FMA peak (bf16 weights: of vdpbf16ps's peak, where the prefill runs on it). The fast kernels'
+ * output is checked against the portable path before anything is timed. With --mmap the model
+ * is written to a GGUF file and run from the mapping, to show the resident memory is the file's
+ * size, not a copy. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>

@@ -868,9 +868,10 @@ INL512 void tile_in(__m512 (*acc)[2], const float *y, int N, int n0, int nr, int
     for (int h = 0; h < 2; h++) {
         __m512i v[16];
 #pragma GCC unroll 16
-        for (int l = 0; l < 16; l++)
-            v[l] = 16 * h + l < bn ? _mm512_castps_si512(_mm512_maskz_loadu_ps(m, y + (size_t)(b0 + 16 * h + l) * N + n0))
-                                   : _mm512_setzero_si512();
+        for (int l = 0; l < 16; l++) {
+            const float *yr = y + (size_t)(b0 + 16 * h + l) * N + n0;
+            v[l] = 16 * h + l < bn ? _mm512_castps_si512(_mm512_maskz_loadu_ps(m, yr)) : _mm512_setzero_si512();
+        }
         transpose16(v);
 #pragma GCC unroll 12
         for (int i = 0; i < 12; i++) acc[i][h] = _mm512_castsi512_ps(v[i]);
