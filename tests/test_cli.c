@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "core/kernels.h"
 #include "core/util.h"
 #include "edge/complete.h"
 #include "model/model.h"
@@ -338,6 +339,31 @@ static void test_bench_batch(void) {
     free(err);
 }
 
+/* bench with bf16 weights: where this CPU has AVX512-BF16, the prefill runs on vdpbf16ps and is
+ * judged by its measured peak ("prefill_peak": "bf16", "peak_bf16_gflops" > 0); --no-bf16-dot
+ * (the common flag every model command takes) turns the bf16 products off, and then, as on
+ * other CPUs, the f32 peak judges it and none is measured for bf16. */
+static void test_bench_bf16(void) {
+    int has = ng_kernel_bf16_dot();
+    for (int off = 0; off < 2; off++) {
+        char *out = NULL, *err = NULL;
+        int rc = run(off ? BIN " bench --layers 1 --types bf16 --n-gen 2 --n-prompt 16 --json --no-bf16-dot"
+                         : BIN " bench --layers 1 --types bf16 --n-gen 2 --n-prompt 16 --json",
+                     &out, &err);
+        CHECK(rc == 0, "bench exited %d: %s", rc, err);
+        cJSON *js = cJSON_Parse(out);
+        cJSON *r = cJSON_GetArrayItem(cJSON_GetObjectItem(js, "results"), 0);
+        const char *kind = cJSON_GetStringValue(cJSON_GetObjectItem(r, "prefill_peak"));
+        double pk = cJSON_GetNumberValue(cJSON_GetObjectItem(js, "peak_bf16_gflops"));
+        int bf16 = has && !off;
+        CHECK(kind && !strcmp(kind, bf16 ? "bf16" : "f32") && (bf16 ? pk > 0 : pk == 0),
+              "AVX512-BF16 %d, --no-bf16-dot %d: prefill judged by '%s', bf16 peak %g", has, off, kind ? kind : "?",
+              pk);
+        cJSON_Delete(js);
+        free(out), free(err);
+    }
+}
+
 /* bench --profile: the extra decode run's parts are there, none negative, within the step, and
  * the weights' read rate is their bytes over the products' time. Times are not judged. */
 static void test_bench_profile(void) {
@@ -407,6 +433,7 @@ int main(void) {
     RUN(test_eval_score);
     RUN(test_bench_batch);
     RUN(test_bench_profile);
+    RUN(test_bench_bf16);
     RUN(test_bench_serve);
     RUN(test_bad_files);
     TEST_EXIT();
