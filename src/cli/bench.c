@@ -94,57 +94,40 @@ static double forward_flops(const ng_hparams *hp, int n, int pos) {
     return per_tok * n + 2.0 * E * hp->n_vocab + att; /* the output layer for the last token only */
 }
 
-/* Largest |a - b| of n logits, and the largest |b|. */
-static double logit_diff(const float *a, const float *b, int n, double *mag) {
+/* Largest |difference| of the last token's logits for an n-token prompt (n <= 16) run as the
+ * kernels stand and again after toggle(1), which toggle(0) undoes; the second run's largest
+ * |logit| in *mag. */
+static double logits_delta(const ng_model *m, int n, void (*toggle)(int), double *mag) {
+    int toks[16], V = m->hp.n_vocab;
+    for (int i = 0; i < n; i++) toks[i] = (i * 7919 + 13) % V;
+    float *a = xmalloc((size_t)V * sizeof *a), *b = xmalloc((size_t)V * sizeof *b);
+    ng_error err;
+    ng_state *s = ng_state_new(m, 2 * n, n);
+    if (ng_forward(m, s, toks, n, a, 0, &err)) ng_die("bench: %s", err.msg);
+    toggle(1);
+    ng_state_reset(s);
+    if (ng_forward(m, s, toks, n, b, 0, &err)) ng_die("bench: %s", err.msg);
+    toggle(0);
     double d = 0;
     *mag = 0;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < V; i++) {
         d = fmax(d, fabs((double)a[i] - b[i]));
         *mag = fmax(*mag, fabs((double)b[i]));
     }
+    ng_state_free(s);
+    free(a);
+    free(b);
     return d;
 }
 
-/* bf16 weights on AVX512-BF16: a 16-token prompt's last logits with the bf16 products (the
- * GEMM; the 8-token check below runs the GEMV) against f32 products on the same path. They differ
- * by the activations' rounding to bf16, a few % of the largest logit at most; a broken kernel, by
- * the logits' own size. Exits on disagreement. */
-static void validate_bf16_dot(const ng_model *m) {
-    if (ng_model_wtype(m) != NG_BF16 || !ng_kernel_bf16_dot()) return;
-    int toks[16];
-    for (int i = 0; i < 16; i++) toks[i] = (i * 7919 + 13) % m->hp.n_vocab;
-    float *a = xmalloc((size_t)m->hp.n_vocab * sizeof *a), *b = xmalloc((size_t)m->hp.n_vocab * sizeof *b);
-    ng_error err;
-    ng_state *s = ng_state_new(m, 32, 16);
-    if (ng_forward(m, s, toks, 16, a, 0, &err)) ng_die("bench: %s", err.msg);
-    ng_kernel_set_bf16_dot(0);
-    ng_state_reset(s);
-    if (ng_forward(m, s, toks, 16, b, 0, &err)) ng_die("bench: %s", err.msg);
-    ng_kernel_set_bf16_dot(1);
-    double mag, d = logit_diff(a, b, m->hp.n_vocab, &mag), bound = 0.15 * (1 + mag);
-    ng_state_free(s);
-    free(a);
-    free(b);
-    if (!(d <= bound))
-        ng_die("bench: the bf16 products disagree with f32 products (max diff %g, bound %g)", d, bound);
-}
+static void bf16_dot_off(int on) { ng_kernel_set_bf16_dot(!on); }
 
-/* Largest |fast - portable| of the last-token logits for a short prompt; exits on disagreement. */
+/* Largest |fast - portable| of the last-token logits for a short prompt; exits on disagreement.
+ * With bf16 weights on AVX512-BF16, a 16-token prompt (the GEMM; 8 tokens run the GEMV) with the
+ * bf16 products against f32 products on the same path as well: they differ by the activations'
+ * rounding to bf16, a few % of the largest logit at most. */
 static double validate(const ng_model *m) {
-    int toks[8];
-    for (int i = 0; i < 8; i++) toks[i] = (i * 7919 + 13) % m->hp.n_vocab;
-    float *a = xmalloc((size_t)m->hp.n_vocab * sizeof *a), *b = xmalloc((size_t)m->hp.n_vocab * sizeof *b);
-    ng_error err;
-    ng_state *s = ng_state_new(m, 16, 8);
-    if (ng_forward(m, s, toks, 8, a, 0, &err)) ng_die("bench: %s", err.msg);
-    ng_kernel_force_portable(1);
-    ng_state_reset(s);
-    if (ng_forward(m, s, toks, 8, b, 0, &err)) ng_die("bench: %s", err.msg);
-    ng_kernel_force_portable(0);
-    double mag, d = logit_diff(a, b, m->hp.n_vocab, &mag);
-    ng_state_free(s);
-    free(a);
-    free(b);
+    double mag, d = logits_delta(m, 8, ng_kernel_force_portable, &mag);
     /* The fast quantized paths round the activations to 8 bits as well (the portable path does
      * not), and the difference grows with depth: a looser bound than for float weights. A broken
      * kernel gives differences of the logits' own size. */
@@ -152,7 +135,12 @@ static double validate(const ng_model *m) {
     double bound = (quant ? 0.15 : 2e-3) * (1 + mag);
     if (!(d <= bound))
         ng_die("bench: fast kernels disagree with the portable path (max diff %g, bound %g)", d, bound);
-    validate_bf16_dot(m);
+    if (ng_model_wtype(m) == NG_BF16 && ng_kernel_bf16_dot()) {
+        double mb, db = logits_delta(m, 16, bf16_dot_off, &mb);
+        if (!(db <= 0.15 * (1 + mb)))
+            ng_die("bench: the bf16 products disagree with f32 products (max diff %g, bound %g)", db,
+                   0.15 * (1 + mb));
+    }
     return d;
 }
 
