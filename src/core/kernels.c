@@ -861,8 +861,14 @@ INL512 void transpose16(__m512i *v) {
 /* A 12 x 32 tile of y (columns n0.. of rows b0..) in and out of a micro-kernel's accumulators,
  * acc[i][h] lane l holding y[b0 + 16 h + l][n0 + i]: two 16 x 16 transposes and a masked load or
  * store of each row's nr values, instead of a scalar copy through memory (10% of a bf16 tile's
- * time). Rows past bn and columns past nr are 0 in, and not written out. */
-INL512 void tile_in(__m512 (*acc)[2], const float *y, int N, int n0, int nr, int b0, int bn) {
+ * time). Rows past bn and columns past nr are 0 in, and not written out. tile_in starts the sums
+ * at 0 for the first K chunk, and continues the previous chunk's from y for the others. */
+INL512 void tile_in(__m512 (*acc)[2], int first, const float *y, int N, int n0, int nr, int b0, int bn) {
+    if (first) {
+#pragma GCC unroll 12
+        for (int i = 0; i < 12; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+        return;
+    }
     __mmask16 m = (__mmask16)((1u << nr) - 1);
 #pragma GCC unroll 2
     for (int h = 0; h < 2; h++) {
@@ -931,12 +937,7 @@ T512 static void pack_w512(float *P, const void *w, size_t rs, ng_type wt, int n
 T512 static void micro512(float *y, const float *P, const float *XT, const float *bias, int Kp, int n0,
                           int nr, int b0, int bn, int N, int first, gemm_pf *pf) {
     __m512 acc[NR512][2];
-    if (!first) { /* continue the previous K chunk's sums */
-        tile_in(acc, y, N, n0, nr, b0, bn);
-    } else {
-#pragma GCC unroll 12
-        for (int i = 0; i < NR512; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-    }
+    tile_in(acc, first, y, N, n0, nr, b0, bn);
     for (int k = 0; k < Kp; k += KCH512) {
         const float *pw = P + (size_t)k * NR512, *px = XT + (size_t)k * BW512;
         for (int j = 0; j < KCH512; j++) {
@@ -1011,12 +1012,7 @@ TBF static void pack_w_bf16(float *P, const void *w, size_t rs, ng_type wt, int 
 TBF static void micro_bf16(float *y, const float *P, const float *XT, const float *bias, int Kp, int n0, int nr,
                            int b0, int bn, int N, int first, gemm_pf *pf) {
     __m512 acc[NRBF][2];
-    if (!first) {
-        tile_in(acc, y, N, n0, nr, b0, bn);
-    } else {
-#pragma GCC unroll 12
-        for (int i = 0; i < NRBF; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-    }
+    tile_in(acc, first, y, N, n0, nr, b0, bn);
     const uint32_t *pw0 = (const uint32_t *)P, *px0 = (const uint32_t *)XT;
     for (int k = 0; k < Kp; k += KCHBF) {
         const uint32_t *pw = pw0 + (size_t)(k / KCHBF) * NRBF * 16, *px = px0 + (size_t)(k / 2) * BWBF;
