@@ -6,7 +6,8 @@
  * from its llama2.c checkpoint. */
 #include "test.h"
 
-#include <sys/stat.h>
+#include "files.h"
+
 
 #include "core/kernels.h"
 #include "model/model.h"
@@ -195,12 +196,10 @@ static void test_bf16_prefill(void) {
         ng_kernel_set_bf16_dot(0);
         SKIP("this CPU has no AVX512-BF16");
     }
-    mkdir("build", 0755);
-    mkdir("build/tmp", 0755);
     for (int c = 0; c < N_CONFIGS; c++) {
-        char src[256], dst[256];
+        char src[256];
         snprintf(src, sizeof src, "tests/testdata/%s", CONFIGS[c]);
-        snprintf(dst, sizeof dst, "build/tmp/%s-bf16x.gguf", CONFIGS[c]);
+        const char *dst = test_tmp_path("forward_bf16x", CONFIGS[c], ".gguf");
         ng_model *hf = load(src);
         ng_error err;
         CHECK(hf && ng_model_save_gguf(hf, dst, NG_BF16, &err) == NG_OK, "save %s", dst);
@@ -238,15 +237,14 @@ static void test_bf16_prefill(void) {
         }
         free(toks), free(refx), free(refw);
         ng_model_free(m);
+        unlink(dst);
     }
     ng_kernel_set_bf16_dot(0);
 }
 
 static void test_gguf_copies(void) {
-    mkdir("build", 0755);
-    mkdir("build/tmp", 0755);
     for (int c = 0; c < N_CONFIGS; c++) {
-        char src[256], dst[256];
+        char src[256], tag[64];
         snprintf(src, sizeof src, "tests/testdata/%s", CONFIGS[c]);
         ng_model *hf = load(src);
         REQUIRE(hf, "load");
@@ -259,11 +257,13 @@ static void test_gguf_copies(void) {
             const char *ref;
         } types[] = {{NG_F32, NULL}, {NG_F16, "logits_f16w.f32"}, {NG_BF16, "logits_bf16w.f32"}};
         for (int i = 0; i < 3; i++) {
-            snprintf(dst, sizeof dst, "build/tmp/%s-%s.gguf", CONFIGS[c], ng_type_name(types[i].t));
+            snprintf(tag, sizeof tag, "%s-%s", CONFIGS[c], ng_type_name(types[i].t));
+            const char *dst = test_tmp_path("forward_copy", tag, ".gguf");
             ng_error err;
             int rc = ng_model_save_gguf(hf, dst, types[i].t, &err);
             CHECK(rc == NG_OK, "save %s: %s", dst, err.msg);
             ng_model *g = rc == NG_OK ? load(dst) : NULL;
+            unlink(dst); /* a loaded model keeps its mapping */
             CHECK(g != NULL, "reload %s", dst);
             if (!g) continue;
             CHECK(ng_model_wtype(g) == types[i].t, "%s: matrices are %s", dst, ng_type_name(ng_model_wtype(g)));
@@ -288,12 +288,10 @@ static void test_gguf_copies(void) {
  * a tied head stays tied, and the logits are bit-identical to the mapped model's, from GGUF and
  * from the Hugging Face folder. */
 static void test_no_mmap(void) {
-    mkdir("build", 0755);
-    mkdir("build/tmp", 0755);
     for (int c = 0; c < N_CONFIGS; c++) {
-        char src[256], dst[256];
+        char src[256];
         snprintf(src, sizeof src, "tests/testdata/%s", CONFIGS[c]);
-        snprintf(dst, sizeof dst, "build/tmp/%s-nommap.gguf", CONFIGS[c]);
+        const char *dst = test_tmp_path("forward_nommap", CONFIGS[c], ".gguf");
         size_t nb;
         int *toks = read_bin(CONFIGS[c], "tokens.i32", &nb);
         ng_model *hf = load(src);
@@ -319,6 +317,7 @@ static void test_no_mmap(void) {
             free(la_), free(lb_);
             ng_model_free(a), ng_model_free(b);
         }
+        unlink(dst);
         ng_model_free(hf);
         free(toks);
     }
