@@ -14,8 +14,10 @@
  *     |fast - ref| <= sum_k |w_k| (d_k/2 + 2^-20 |x_k|) + 2 (K + 2) 2^-24 M + 1e-30,
  * where M bounds the magnitudes the float sums see: sum_k |x_k| m_k (m_k = |w_k| for q8_0 and
  * q4_0, whose offsets are applied in integers; for q4_k |d sc q| + |dmin m|; for q6_k
- * 64 |d sc|) plus the same with d_k for x. The SIMD GEMM (B > 8) dequantizes to f32, so it
- * meets the f32 bound. Results are bit-identical for 1 and 2 threads on every path. */
+ * 64 |d sc|) plus the same with d_k for x. The int8 GEMM for q8_0 and q4_0 on AVX-512 VNNI
+ * (from 18 rows) rounds x the same way and sums the same exact block products, so it meets the
+ * same bound. The f32 SIMD GEMM (B > 64 without VNNI) dequantizes to f32, so it meets the f32
+ * bound. Results are bit-identical for 1 and 2 threads on every path. */
 #include "core/dtype.h"
 #include "core/kernels.h"
 #include "core/quant.h"
@@ -348,7 +350,8 @@ static int qcheck(ng_type t, int B, int N, int K, int *runs) {
     for (int p = 0; p < 3; p++) {
         if (ng_kernel_set_path(PATHS[p]) != 0) continue;
         /* the integer GEMV runs on the SIMD paths for B <= 64 (8 rows at a time), and for any B
-         * on AVX-512 VNNI; other batches and the portable path are f32 */
+         * on AVX-512 VNNI (where q8_0 and q4_0 take the int8 GEMM from 18 rows); other batches
+         * and the portable path are f32 */
         int qtype = t == NG_Q8_0 || t == NG_Q4_0 || t == NG_Q4_K || t == NG_Q6_K;
         int wide = p == 0 && ng_cpu_features()->avx512vnni;
         int integer = p < 2 && qtype && (B <= 64 || wide);
@@ -371,7 +374,7 @@ static int qcheck(ng_type t, int B, int N, int K, int *runs) {
 }
 
 static void check_type(ng_type t) {
-    static const int Bs[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 33};
+    static const int Bs[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 17, 18, 33};
     static const int Ns[] = {1, 7, 33};
     int qk = ng_type_block(t), bad = 0, runs = 0;
     int Ks[] = {qk, 256, 4096 + 256};
@@ -621,21 +624,75 @@ static void test_matmul_other_types(void) {
  * every path and for both integer kernels' types. */
 static void test_matmul_nonfinite(void) {
     static const ng_type ts[] = {NG_Q8_0, NG_Q4_0};
+    static const int Bs[] = {1, 24}; /* one row (GEMV); a batch (the int8 GEMM with VNNI) */
     const float bad_x[] = {NAN, INFINITY};
-    int finite = 0;
+    int finite = 0, nonfinite = 0;
     for (int it = 0; it < COUNT(ts); it++)
-        for (int iv = 0; iv < COUNT(bad_x); iv++)
-            for (int p = 0; p < 3; p++) {
-                if (ng_kernel_set_path(PATHS[p]) != 0) continue;
-                qcase c;
-                qcase_init(&c, ts[it], 1, 16, 160);
-                c.x[140] = bad_x[iv];
-                ng_matmul(c.y1, c.x, c.w, ts[it], NULL, 1, 16, 160);
-                for (int n = 0; n < 16; n++) finite += isfinite(c.y1[n]) != 0;
-                qcase_free(&c);
-            }
+        for (int ib = 0; ib < COUNT(Bs); ib++)
+            for (int iv = 0; iv < COUNT(bad_x); iv++)
+                for (int p = 0; p < 3; p++) {
+                    if (ng_kernel_set_path(PATHS[p]) != 0) continue;
+                    int B = Bs[ib], bad = B / 2; /* the row with the non-finite value */
+                    qcase c;
+                    qcase_init(&c, ts[it], B, 16, 160);
+                    c.x[(size_t)bad * 160 + 140] = bad_x[iv];
+                    ng_matmul(c.y1, c.x, c.w, ts[it], NULL, B, 16, 160);
+                    for (int b = 0; b < B; b++)
+                        for (int n = 0; n < 16; n++) {
+                            int f = isfinite(c.y1[b * 16 + n]) != 0;
+                            finite += b == bad && f, nonfinite += b != bad && !f;
+                        }
+                    qcase_free(&c);
+                }
     ng_kernel_set_path(NULL);
     CHECK(finite == 0, "%d finite outputs from a non-finite input", finite);
+    CHECK(nonfinite == 0, "%d non-finite outputs from finite rows", nonfinite);
+}
+
+/* Known answers at the ends of the code ranges, on every path: q8_0 codes -128 and 127, q4_0
+ * codes 0 and 15 (-8 and 7), weight scale 0.5, against activation rows of one value +-(1 + b)
+ * (codes +-127), K = 4224 (132 blocks), so that the int8 GEMM's u8 codes, its sum starts and
+ * its tails (24 rows; 40 weight rows) meet the largest sums: y = K * 0.5 * code * x. */
+static void test_matmul_code_extremes(void) {
+    static const ng_type ts[] = {NG_Q8_0, NG_Q4_0, NG_Q8_0R, NG_Q4_0R};
+    const int B = 24, N = 40, K = 4224;
+    int bad = 0, runs = 0;
+    float *x = malloc(sizeof(float) * B * K), *y = malloc(sizeof(float) * B * N);
+    for (int b = 0; b < B; b++)
+        for (int k = 0; k < K; k++) x[(size_t)b * K + k] = (b & 1 ? -1.0f : 1.0f) * (float)(1 + b);
+    for (int it = 0; it < COUNT(ts); it++) {
+        ng_type t = ts[it], base = ng_type_base(t);
+        size_t rs = ng_row_size(t, K), bs = ng_type_size(base);
+        uint8_t *w = malloc(rs * N);
+        for (int n = 0; n < N; n++)
+            for (int i = 0; i < K / 32; i++) {
+                uint8_t *blk = w + (size_t)n * rs + i * bs;
+                put_half(blk, 0.5f);
+                /* rows alternate between the lowest and the highest code */
+                memset(blk + 2, base == NG_Q8_0 ? (n & 1 ? 0x7f : 0x80) : (n & 1 ? 0xff : 0x00), bs - 2);
+            }
+        if (t != base) ng_reorder_rows(w, t, w, base, K, N);
+        for (int p = 0; p < 3; p++) {
+            if (ng_kernel_set_path(PATHS[p]) != 0) continue;
+            ng_set_threads(2);
+            ng_matmul(y, x, w, t, NULL, B, N, K);
+            for (int b = 0; b < B; b++)
+                for (int n = 0; n < N; n++) {
+                    int code = base == NG_Q8_0 ? (n & 1 ? 127 : -128) : (n & 1 ? 7 : -8);
+                    double want = (double)K * 0.5 * code * (b & 1 ? -1 : 1) * (1 + b), got = y[b * N + n];
+                    if (!(fabs(got - want) <= 1e-5 * fabs(want)) && bad++ < 4)
+                        fprintf(stderr, "%s %s [b=%d n=%d]: %.9g, want %.9g\n", PATHS[p], ng_type_name(t), b, n, got,
+                                want);
+                }
+            runs++;
+        }
+        free(w);
+    }
+    ng_kernel_set_path(NULL);
+    ng_set_threads(0);
+    free(x), free(y);
+    CHECK(runs > 0, "no path ran");
+    CHECK(bad == 0, "%d mismatches", bad);
 }
 
 /* The activations' 8-bit rounding (codes, scales, sums per block of 32) by the AVX-512 code,
@@ -916,6 +973,7 @@ int main(void) {
     RUN(test_matmul_q6_k);
     RUN(test_matmul_other_types);
     RUN(test_matmul_nonfinite);
+    RUN(test_matmul_code_extremes);
     RUN(test_quantize_x);
     mkdir("build", 0755);
     mkdir("build/tmp", 0755);

@@ -15,6 +15,8 @@
  *    activation block. The micro-kernel keeps NR x BW sums in registers and does one
  *    broadcast-FMA per (weight row, vector) per k. bf16 weights where the CPU has AVX512-BF16:
  *    the same blocks with pairs of k, the activations rounded to bf16 (vdpbf16ps, ISA512BF).
+ *    q8_0 and q4_0 with AVX-512 VNNI: an int8 GEMM (qmicro) on activations quantized to 8
+ *    bits, as in the integer GEMV (the other quantized types run that GEMV for any batch there).
  * Each output is computed by exactly one thread in an order that does not depend on the
  * thread count, so results are identical for any number of threads.
  *
@@ -426,6 +428,11 @@ static void quantize_x(xq8 *xq, const float *x, size_t nb) {
  * q4_k and q6_k 1.2-1.35x at 512 rows of TinyLlama's matrices, but about even on its down
  * projection). */
 #define QGEMV_MAX_B 64
+/* q8_0 and q4_0 (either order) with AVX-512 VNNI: batches from this many rows take the int8
+ * GEMM (qmicro), smaller ones the GEMV, whose weight rows need no packing. On one 2-core Zen 5
+ * VM, N = K = 2048, GEMM / GEMV speed: 12 rows 0.91 (q4_0) / 0.96 (q8_0), 16 rows 0.99 / 1.01,
+ * 20 rows 1.07 / 1.13, 24 rows 1.28 / 1.28; 512 rows about 2. */
+#define QGEMM_MIN_B 18
 /* Bytes ahead in each weight stream that the GEMV prefetches: the hardware prefetcher alone
  * leaves a few % of the read bandwidth unused at one thread on Zen 5. */
 #define GEMV_PREFETCH 2048
@@ -1947,6 +1954,147 @@ TV static void qgemv512_k(float *y, const xq8 *xq, const void *w, size_t rs, ng_
         k512_type(y, xq, w, rs, NG_Q6_K, bias, B, N, K, n0, n1);
 }
 
+
+/* -- q8_0 and q4_0 GEMM with AVX-512 VNNI --
+ * Many activation rows (a prompt, a step of many sequences) against quantized weights. The
+ * GEMV's lanes run along k, so each of its outputs ends in a horizontal sum and each product
+ * step reloads both operands; here the lanes run along 16 weight rows instead. A panel of QNR
+ * weight rows holds, per block of 32 k and group of 4 k, QR vectors of 16 rows' 4 codes as u8
+ * (wstep512's decoding, transposed: q4_0's codes 0..15 stand for -8..7, q8_0's are the code +
+ * 128), then the rows' scales; an activation row's 4 codes of a group (s8) are one broadcast,
+ * and one vpdpbusd adds 64 products into 16 outputs of that row. The micro-kernel keeps QNR
+ * weight rows x QBW activation rows: per block, 8 x QR panel vectors, 8 x QBW broadcasts and
+ * 8 x QR x QBW vpdpbusd into int32 sums that start at -offset x (the block's sum of activation
+ * codes), then per sum one conversion and one multiply-add by its row's scale times d_x. The
+ * block sums are exact, as in the GEMV, so the GEMV's error bound holds; each output sums its
+ * blocks in order, on one thread, whatever the thread count. A panel (32 x K codes, 396 KB at
+ * K = 11008) stays in L2 while the activation blocks stream past it.
+ * The broadcasts set the shape: on Zen 5 a vpbroadcastd from memory takes a vector pipe as
+ * vpdpbusd does (one thread, independent sums: 6.4 G vpdpbusd/s from registers, 4.1 G with a
+ * broadcast each, 2.2 G with the broadcast as vpdpbusd's memory operand), so each broadcast
+ * feeds QR vpdpbusd. One thread, B = 512, N = K = 2048, q4_0, speed against the integer GEMV
+ * in the same run, two runs each: 16 x 12 tiles 1.50 / 1.66, 32 x 6 1.67 / 1.69, 48 x 4 1.80 /
+ * 1.85, 64 x 3 1.37 / 1.39, 32 x 7 1.78 / 1.91 (32 x 6 in that run 1.70 / 1.84); on two threads
+ * at TinyLlama's shapes 32 x 6 and 48 x 4 were even (1000-1090 GOP/s), and panels of 32 rows
+ * leave no tails on LLaMA's 2048 / 5632 / 256 rows. */
+enum { QR = 2, QNR = 16 * QR, QBW = 6 };
+#define QP_BLK (QR * (8 * 64 + 64))     /* panel bytes per block: 8 x QR code vectors, QR x 16 f32 scales */
+#define QX_BLK (8 * QBW * 4 + QBW * 8) /* activation bytes per block: 8 x QBW groups, QBW sum starts, QBW scales */
+
+/* Rows w.. (nr of them, rs bytes apart) into the panel P, K / 32 blocks. */
+INLV void qpack_w_type(uint8_t *P, const void *w, size_t rs, ng_type wt, int nr, int K) {
+    const int sb = ng_type_base(wt) == NG_Q4_0 ? 72 : 136, nb = K / 32, ns = xs_steps(K);
+    for (int v = 0; v < QR; v++)
+        for (int s = 0; s < ns; s++) {
+            int rem = nb - 4 * s < 4 ? nb - 4 * s : 0; /* blocks in a partial last step */
+            __m512i u0[16], u1[16], dw[16];
+            for (int r = 0; r < 16; r++) {
+                __m512i u[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+                __m512 d = _mm512_setzero_ps();
+                const uint8_t *p = (const uint8_t *)w + (size_t)(16 * v + r) * rs + (size_t)s * sb;
+                if (16 * v + r < nr && rem)
+                    wstep512(p, wt, 1, rem * (sb / 4), u, &d);
+                else if (16 * v + r < nr)
+                    wstep512(p, wt, 0, 0, u, &d);
+                u0[r] = u[0], u1[r] = u[1], dw[r] = _mm512_castps_si512(d);
+            }
+            transpose16(u0);
+            transpose16(u1);
+            transpose16(dw);
+            /* lane j of a row's step holds group j / 4 of block j % 4 (u0: codes 0-15, u1: 16-31) */
+            for (int b = 0; b < 4 && 4 * s + b < nb; b++) {
+                uint8_t *q = P + (size_t)(4 * s + b) * QP_BLK;
+#pragma GCC unroll 4
+                for (int g = 0; g < 4; g++) {
+                    _mm512_store_si512(q + 64 * (g * QR + v), u0[4 * g + b]);
+                    _mm512_store_si512(q + 64 * ((g + 4) * QR + v), u1[4 * g + b]);
+                }
+                _mm512_store_si512(q + 64 * (8 * QR + v), dw[b]);
+            }
+        }
+}
+
+TV static void qpack_w(uint8_t *P, const void *w, size_t rs, ng_type wt, int nr, int K) {
+    switch (wt) {
+    case NG_Q4_0: qpack_w_type(P, w, rs, NG_Q4_0, nr, K); break;
+    case NG_Q4_0R: qpack_w_type(P, w, rs, NG_Q4_0R, nr, K); break;
+    case NG_Q8_0R: qpack_w_type(P, w, rs, NG_Q8_0R, nr, K); break;
+    default: qpack_w_type(P, w, rs, NG_Q8_0, nr, K); break;
+    }
+}
+
+/* Quantized activation rows b0..b0+bn-1 of xq into one block X ([block][group][QBW] codes,
+ * then QBW sum starts and QBW scales per block); rows past bn are zero. */
+static void qpack_x(uint8_t *X, const xq8 *xq, ng_type wt, int K, int b0, int bn) {
+    const int nb = K / 32, off = ng_type_base(wt) == NG_Q4_0 ? 8 : 128;
+    for (int blk = 0; blk < nb; blk++) {
+        int32_t *g = (int32_t *)(X + (size_t)blk * QX_BLK), *s0 = g + 8 * QBW;
+        float *d = (float *)(s0 + QBW);
+        for (int r = 0; r < QBW; r++) {
+            size_t i = (size_t)(b0 + r) * nb + blk;
+            for (int k = 0; k < 8; k++)
+                if (r < bn) memcpy(&g[k * QBW + r], xq->q + i * 32 + 4 * k, 4);
+                else g[k * QBW + r] = 0;
+            s0[r] = r < bn ? -off * xq->s[i] : 0;
+            d[r] = r < bn ? xq->d[i] : 0;
+        }
+    }
+}
+
+/* QNR weight rows (panel P) x QBW activation rows (block X) over nb blocks: y rows
+ * b0..b0+bn-1, columns n0..n0+nr-1. */
+TV static void qmicro(float *y, const uint8_t *P, const uint8_t *X, const float *bias, int nb, int n0, int nr,
+                      int b0, int bn, int N, gemm_pf *pf, int pfn) {
+    __m512 acc[QR][QBW];
+#pragma GCC unroll 4
+    for (int v = 0; v < QR; v++)
+#pragma GCC unroll 12
+        for (int c = 0; c < QBW; c++) acc[v][c] = _mm512_setzero_ps();
+    for (int blk = 0; blk < nb; blk++) {
+        const uint8_t *pw = P + (size_t)blk * QP_BLK;
+        const int32_t *px = (const int32_t *)(X + (size_t)blk * QX_BLK);
+        const float *dx = (const float *)(px + 9 * QBW);
+        for (int i = 0; i < pfn; i++) gemm_pf_step(pf);
+        __m512i s[QR][QBW];
+#pragma GCC unroll 12
+        for (int c = 0; c < QBW; c++) {
+            __m512i t = _mm512_set1_epi32(px[8 * QBW + c]);
+#pragma GCC unroll 4
+            for (int v = 0; v < QR; v++) s[v][c] = t;
+        }
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; g++) {
+            __m512i wv[QR];
+#pragma GCC unroll 4
+            for (int v = 0; v < QR; v++) wv[v] = _mm512_load_si512(pw + 64 * (g * QR + v));
+#pragma GCC unroll 12
+            for (int c = 0; c < QBW; c++) {
+                __m512i xb = _mm512_set1_epi32(px[g * QBW + c]);
+#pragma GCC unroll 4
+                for (int v = 0; v < QR; v++) s[v][c] = _mm512_dpbusd_epi32(s[v][c], wv[v], xb);
+            }
+        }
+#pragma GCC unroll 4
+        for (int v = 0; v < QR; v++) {
+            __m512 dw = _mm512_load_ps((const float *)(pw + 64 * (8 * QR + v)));
+#pragma GCC unroll 12
+            for (int c = 0; c < QBW; c++)
+                acc[v][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[v][c]), _mm512_mul_ps(dw, _mm512_set1_ps(dx[c])),
+                                            acc[v][c]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int v = 0; v < QR; v++) {
+        int n = nr - 16 * v;
+        if (n <= 0) break;
+        __mmask16 m = (__mmask16)(n >= 16 ? 0xFFFF : (1u << n) - 1);
+        __m512 bv = bias ? _mm512_maskz_loadu_ps(m, bias + n0 + 16 * v) : _mm512_setzero_ps();
+#pragma GCC unroll 12
+        for (int c = 0; c < QBW; c++)
+            if (c < bn) _mm512_mask_storeu_ps(y + (size_t)(b0 + c) * N + n0 + 16 * v, m, _mm512_add_ps(acc[v][c], bv));
+    }
+}
+
 #endif /* __x86_64__ */
 
 static const simd_isa *isa_for(int path) {
@@ -2072,6 +2220,15 @@ static int qgemv_wide(int path, ng_type wt) {
     ng_type b = ng_type_base(wt);
     return path == PATH_AVX512 && ng_cpu_features()->avx512vnni && (b == NG_Q8_0 || b == NG_Q4_0);
 }
+
+/* The int8 GEMM (ng_kernel_set_int8_gemm): on unless turned off, where qgemv_wide holds. */
+static int g_int8_gemm = 1;
+
+void ng_kernel_set_int8_gemm(int on) { g_int8_gemm = on != 0; }
+
+static int int8_gemm_on(int path, ng_type wt, int B) { return g_int8_gemm && B >= QGEMM_MIN_B && qgemv_wide(path, wt); }
+
+int ng_kernel_int8_gemm(int rows) { return int8_gemm_on(current_path(), NG_Q8_0, rows); }
 
 ng_type ng_matmul_native(ng_type wt) { return qgemv_wide(best_path(), wt) ? ng_type_reordered(wt) : wt; }
 
@@ -2237,13 +2394,69 @@ static void matmul_qgemv(int path, float *y, const float *x, const void *w, ng_t
 #endif
 }
 
+#if defined(__x86_64__)
+/* Each thread quantizes and packs its share of the activation blocks, then (after a barrier)
+ * takes its share of the work items, n-block-major as gemm_job's, packing each weight panel
+ * once and sweeping the activation blocks past it. */
+static void qgemm_job(void *ctx, int t, int T) {
+    const mm_job *j = ctx;
+    int B = j->B, N = j->N, K = j->K, nb = K / 32, bblk = j->bblk;
+    size_t xblk = (size_t)nb * QX_BLK;
+    for (int bb = t; bb < bblk; bb += T) {
+        int b0 = bb * QBW, bn = B - b0 < QBW ? B - b0 : QBW;
+        xq8 v = xq8_from(j->xq, b0, K);
+        quantize_x512(&v, j->x + (size_t)b0 * K, (size_t)bn * nb);
+        qpack_x(j->xs + bb * xblk, j->xq, j->wt, K, b0, bn);
+    }
+    uint8_t *P = (uint8_t *)grow(&tl_scratch, &tl_scratch_cap, (size_t)nb * QP_BLK / sizeof(float) + 1);
+    ng_team_barrier();
+    int64_t i0 = j->items * t / T, i1 = j->items * (t + 1) / T;
+    int packed = -1;
+    gemm_pf pf = {0};
+    /* prefetches per block step: the next panel's lines over this panel's steps */
+    int pfn = (int)(((size_t)QNR * j->rs / 64 + (size_t)bblk * nb - 1) / ((size_t)bblk * nb));
+    for (int64_t i = i0; i < i1; i++) {
+        int nblk = (int)(i / bblk), bb = (int)(i % bblk);
+        int n0 = nblk * QNR, nr = N - n0 < QNR ? N - n0 : QNR;
+        int b0 = bb * QBW, bn = B - b0 < QBW ? B - b0 : QBW;
+        if (nblk != packed) {
+            const char *wb = (const char *)j->w + (size_t)n0 * j->rs;
+            qpack_w(P, wb, j->rs, j->wt, nr, K);
+            packed = nblk;
+            int rn = N - n0 - QNR < QNR ? N - n0 - QNR : QNR; /* the next panel's rows (gemm_job) */
+            pf = (gemm_pf){wb + QNR * j->rs, j->rs, 0, j->rs, rn};
+        }
+        qmicro(j->y, P, j->xs + bb * xblk, j->bias, nb, n0, nr, b0, bn, N, &pf, pfn);
+    }
+}
+#endif
+
+/* The int8 GEMM (see qmicro) for a batch of B rows of x against q8_0 / q4_0 weights (either
+ * order), on AVX-512 VNNI. */
+static void matmul_qgemm(float *y, const float *x, const void *w, ng_type wt, const float *bias, int B, int N,
+                         int K, int nt) {
+#if defined(__x86_64__)
+    xq8 xq = xq8_alloc(B, K);
+    mm_job j = {.y = y, .x = x, .bias = bias, .w = w, .wt = wt, .B = B, .N = N, .K = K, .rs = ng_row_size(wt, K),
+                .xq = &xq};
+    j.bblk = (B + QBW - 1) / QBW;
+    j.items = (int64_t)((N + QNR - 1) / QNR) * j.bblk;
+    j.xs = (uint8_t *)grow(&tl_xs, &tl_xs_cap, (size_t)j.bblk * (K / 32) * QX_BLK / sizeof(float) + 1);
+    ng_team_run(nt > j.items ? (int)j.items : nt, qgemm_job, &j);
+#else
+    (void)y, (void)x, (void)w, (void)wt, (void)bias, (void)B, (void)N, (void)K, (void)nt;
+#endif
+}
+
 /* The regime ng_matmul runs a product in (see the top of this file). */
-enum { MM_PORTABLE, MM_QGEMV, MM_GEMV, MM_GEMM };
+enum { MM_PORTABLE, MM_QGEMV, MM_QGEMM, MM_GEMV, MM_GEMM };
 static int mm_regime(int path, ng_type wt, int B) {
     /* the kernel-order types have integer kernels only where they are native (AVX-512 VNNI) */
     int q = wt != ng_type_base(wt) ? qgemv_wide(path, wt) : qgemv_type_ok(wt);
     if (!isa_for(path) || (B <= GEMV_MAX_B && !simd_type(wt) && !q)) return MM_PORTABLE;
-    /* any batch: the 512-bit integer kernels beat the f32 GEMM (see QGEMV_MAX_B) */
+    if (int8_gemm_on(path, wt, B)) return MM_QGEMM;
+    /* any batch: the 512-bit integer kernels beat the f32 GEMM (see QGEMV_MAX_B), and for
+     * q8_0 / q4_0 the int8 GEMM beats the GEMV from QGEMM_MIN_B rows */
     if (q && (B <= QGEMV_MAX_B || (path == PATH_AVX512 && ng_cpu_features()->avx512vnni))) return MM_QGEMV;
     return B <= GEMV_MAX_B ? MM_GEMV : MM_GEMM;
 }
@@ -2256,6 +2469,7 @@ void ng_matmul(float *y, const float *x, const void *w, ng_type wt, const float 
     switch (mm_regime(path, wt, B)) {
     case MM_PORTABLE: matmul_portable(y, x, w, wt, bias, B, N, K, nt); break;
     case MM_QGEMV: matmul_qgemv(path, y, x, w, wt, bias, B, N, K, nt, NULL); break;
+    case MM_QGEMM: matmul_qgemm(y, x, w, wt, bias, B, N, K, nt); break;
     case MM_GEMV: matmul_gemv(isa, y, x, w, wt, bias, B, N, K, nt, NULL); break;
     default: matmul_gemm(gemm_isa(path, wt), y, x, w, wt, bias, B, N, K, nt); break;
     }
@@ -2944,7 +3158,18 @@ PEAK512(T512, fma512, _mm512_fmadd_ps, __m512, _mm512_set1_ps(0.999f), _mm512_se
 /* vdpbf16ps: 32 multiply-adds in pairs, 64 FLOPs an instruction */
 PEAK512(TBF, dpbf16_512, _mm512_dpbf16_ps, __m512bh, (__m512bh)_mm512_set1_epi32(0x3f7f3f7f),
         (__m512bh)_mm512_set1_epi32(0x3a833a83))
+/* vpdpbusd: 64 u8 x s8 multiply-adds, 128 integer operations an instruction, on the chains'
+ * bits (each step adds 4 to every lane: the floats they are summed as at the end stay finite).
+ * As asm: with the intrinsic and casts GCC 12 copied the chains through memory every step, a
+ * third of this rate on Zen 5. */
+INLV __m512 dpbusd_bits(__m512 a, __m512i m, __m512i c) {
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(a) : "v"(m), "v"(c));
+    return a;
+}
+PEAK512(TV, dpbusd512, dpbusd_bits, __m512i, _mm512_set1_epi8(1), _mm512_set1_epi8(1))
 #undef PEAK512
+
+
 #undef S512
 
 T256 static double fma256(long iters) {
@@ -2967,14 +3192,20 @@ T256 static double fma256(long iters) {
 }
 #endif
 
-/* Runs `iters` iterations of the widest kernel (of vdpbf16ps with bf16); returns FLOPs done per
- * thread. */
-static double fma_run(long iters, double *sink, int bf16) {
+enum { PEAK_F32, PEAK_BF16, PEAK_INT8 };
+
+/* Runs `iters` iterations of the widest kernel (of vdpbf16ps or vpdpbusd for PEAK_BF16 and
+ * PEAK_INT8); returns operations done per thread. */
+static double fma_run(long iters, double *sink, int kind) {
 #if defined(__x86_64__)
     int path = best_path();
-    if (bf16) {
+    if (kind == PEAK_BF16) {
         *sink += dpbf16_512(iters);
         return (double)iters * PEAK_CHAINS * 16 * 4;
+    }
+    if (kind == PEAK_INT8) {
+        *sink += dpbusd512(iters);
+        return (double)iters * PEAK_CHAINS * 16 * 8;
     }
     if (path == PATH_AVX512) {
         *sink += fma512(iters);
@@ -2992,23 +3223,23 @@ static double fma_run(long iters, double *sink, int bf16) {
 /* The peak measurement's team job: each thread's flops and chain sums. */
 typedef struct {
     long iters;
-    int bf16;
+    int kind;
     double *flops, *sinks;
 } peak_job;
 
 static void peak_run(void *ctx, int t, int T) {
     peak_job *j = ctx;
     (void)T;
-    j->flops[t] = fma_run(j->iters, &j->sinks[t], j->bf16);
+    j->flops[t] = fma_run(j->iters, &j->sinks[t], j->kind);
 }
 
-static double measure_peak(int threads, int bf16) {
+static double measure_peak(int threads, int kind) {
     if (threads <= 0) threads = ng_threads();
     double sink = 0;
     long iters = 1 << 16;
     for (;;) { /* calibrate on one thread: ~50 ms per run */
         double t0 = ng_time();
-        fma_run(iters, &sink, bf16);
+        fma_run(iters, &sink, kind);
         double dt = ng_time() - t0;
         if (dt > 0.01) {
             iters = (long)(iters * 0.05 / dt) + 1;
@@ -3017,7 +3248,7 @@ static double measure_peak(int threads, int bf16) {
         iters *= 4;
     }
     double best = 0;
-    peak_job j = {iters, bf16, xcalloc((size_t)threads, sizeof(double)), xcalloc((size_t)threads, sizeof(double))};
+    peak_job j = {iters, kind, xcalloc((size_t)threads, sizeof(double)), xcalloc((size_t)threads, sizeof(double))};
     for (int run = 0; run < 4; run++) {
         double flops = 0, t0 = ng_time();
         ng_team_run(threads, peak_run, &j);
@@ -3033,11 +3264,18 @@ static double measure_peak(int threads, int bf16) {
     return best;
 }
 
-double ng_measure_peak_flops(int threads) { return measure_peak(threads, 0); }
+double ng_measure_peak_flops(int threads) { return measure_peak(threads, PEAK_F32); }
 
 double ng_measure_peak_bf16_flops(int threads) {
 #if defined(__x86_64__)
-    if (best_path() == PATH_AVX512 && ng_cpu_features()->avx512bf16) return measure_peak(threads, 1);
+    if (best_path() == PATH_AVX512 && ng_cpu_features()->avx512bf16) return measure_peak(threads, PEAK_BF16);
+#endif
+    return 0;
+}
+
+double ng_measure_peak_int8_ops(int threads) {
+#if defined(__x86_64__)
+    if (best_path() == PATH_AVX512 && ng_cpu_features()->avx512vnni) return measure_peak(threads, PEAK_INT8);
 #endif
     return 0;
 }

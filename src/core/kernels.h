@@ -30,6 +30,13 @@ int ng_kernel_set_path(const char *name);
  * on other CPUs and in decode); ng_kernel_bf16_dot says whether the bf16 products run now. */
 void ng_kernel_set_bf16_dot(int on);
 int ng_kernel_bf16_dot(void);
+/* Products of q8_0 / q4_0 weights (either order) with 18 or more activation rows run an int8
+ * GEMM on AVX-512 VNNI's vpdpbusd, the activations rounded to 8 bits per block of 32 as in the
+ * integer GEMV (the same bound, about twice the prompt's speed); ng_kernel_set_int8_gemm(0)
+ * keeps them on the GEMV; ng_kernel_int8_gemm says whether a product of that many rows runs on
+ * it now. */
+void ng_kernel_set_int8_gemm(int on);
+int ng_kernel_int8_gemm(int rows);
 
 /* For tests: the bytes of weights a GEMV thread claims at a time from its share (and takes from
  * another thread's once its own is done); 0 restores the default. ng_kernel_steals counts the
@@ -105,5 +112,8 @@ double ng_measure_peak_flops(int threads);
 /* The same for AVX512-BF16's vdpbf16ps (2 FLOPs per pair of bf16 products), which the bf16
  * GEMM runs on; 0 where the CPU does not have it. */
 double ng_measure_peak_bf16_flops(int threads);
+/* The same for AVX-512 VNNI's vpdpbusd (64 u8 x s8 multiply-adds, 128 integer operations an
+ * instruction), which the int8 GEMM runs on; 0 where the CPU does not have it. */
+double ng_measure_peak_int8_ops(int threads);
 
 #endif
