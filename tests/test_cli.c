@@ -339,29 +339,41 @@ static void test_bench_batch(void) {
     free(err);
 }
 
-/* bench with bf16 weights: where this CPU has AVX512-BF16, the prefill runs on vdpbf16ps and is
- * judged by its measured peak ("prefill_peak": "bf16", "peak_bf16_gflops" > 0); --no-bf16-dot
- * (the common flag every model command takes) turns the bf16 products off, and then, as on
- * other CPUs, the f32 peak judges it and none is measured for bf16. */
-static void test_bench_bf16(void) {
-    int has = ng_kernel_bf16_dot();
+/* bench --json with weights of type `type` and a prompt of n tokens, with and without `flag`:
+ * where this CPU runs the fast instruction (has), the prefill is judged by its measured peak
+ * ("prefill_peak": kind, peak_key > 0); with the flag (a common flag every model command takes)
+ * it is off, and then, as on other CPUs, the f32 peak judges the prefill and none is measured
+ * for the instruction. */
+static void bench_peak_kind(const char *type, int n, const char *flag, const char *peak_key, const char *kind_on,
+                            int has) {
     for (int off = 0; off < 2; off++) {
-        char *out = NULL, *err = NULL;
-        int rc = run(off ? BIN " bench --layers 1 --types bf16 --n-gen 2 --n-prompt 16 --json --no-bf16-dot"
-                         : BIN " bench --layers 1 --types bf16 --n-gen 2 --n-prompt 16 --json",
-                     &out, &err);
+        char cmd[256], *out = NULL, *err = NULL;
+        snprintf(cmd, sizeof cmd, BIN " bench --layers 1 --types %s --n-gen 2 --n-prompt %d --json%s%s", type, n,
+                 off ? " " : "", off ? flag : "");
+        int rc = run(cmd, &out, &err);
         CHECK(rc == 0, "bench exited %d: %s", rc, err);
         cJSON *js = cJSON_Parse(out);
         cJSON *r = cJSON_GetArrayItem(cJSON_GetObjectItem(js, "results"), 0);
         const char *kind = cJSON_GetStringValue(cJSON_GetObjectItem(r, "prefill_peak"));
-        double pk = cJSON_GetNumberValue(cJSON_GetObjectItem(js, "peak_bf16_gflops"));
-        int bf16 = has && !off;
-        CHECK(kind && !strcmp(kind, bf16 ? "bf16" : "f32") && (bf16 ? pk > 0 : pk == 0),
-              "AVX512-BF16 %d, --no-bf16-dot %d: prefill judged by '%s', bf16 peak %g", has, off, kind ? kind : "?",
-              pk);
+        double pk = cJSON_GetNumberValue(cJSON_GetObjectItem(js, peak_key));
+        int on = has && !off;
+        CHECK(kind && !strcmp(kind, on ? kind_on : "f32") && (on ? pk > 0 : pk == 0),
+              "%s: instruction %d, %s %d: prefill judged by '%s', %s %g", type, has, flag, off, kind ? kind : "?",
+              peak_key, pk);
         cJSON_Delete(js);
         free(out), free(err);
     }
+}
+
+/* bf16 weights: the prefill runs on AVX512-BF16's vdpbf16ps where the CPU has it. */
+static void test_bench_bf16(void) {
+    bench_peak_kind("bf16", 16, "--no-bf16-dot", "peak_bf16_gflops", "bf16", ng_kernel_bf16_dot());
+}
+
+/* q8_0 / q4_0 weights: a prompt of 24 tokens runs on the int8 GEMM (AVX-512 VNNI's vpdpbusd)
+ * where the CPU has it. */
+static void test_bench_int8(void) {
+    bench_peak_kind("q4_0", 24, "--no-int8-gemm", "peak_int8_gops", "int8", ng_kernel_int8_gemm(24));
 }
 
 /* bench --profile: the extra decode run's parts are there, none negative, within the step, and
@@ -434,6 +446,7 @@ int main(void) {
     RUN(test_bench_batch);
     RUN(test_bench_profile);
     RUN(test_bench_bf16);
+    RUN(test_bench_int8);
     RUN(test_bench_serve);
     RUN(test_bad_files);
     TEST_EXIT();

@@ -4,8 +4,9 @@
  * models' shapes (GPT-2 124M, TinyLlama 1.1B, LLaMA 7B). Every figure is printed beside the
  * limit it is judged by: decode tok/s as a share of the bandwidth floor (bytes of weights and
  * KV cache read per token / measured read bandwidth), prefill as a share of the measured f32
- * FMA peak (bf16 weights: of vdpbf16ps's peak, where the prefill runs on it). The fast kernels'
- * output is checked against the portable path before anything is timed. With --mmap the model
+ * FMA peak (bf16 weights: of vdpbf16ps's peak, q8_0 / q4_0: of vpdpbusd's, where the prefill
+ * runs on them). The fast kernels' output is checked against the portable path before anything
+ * is timed. With --mmap the model
  * is written to a GGUF file and run from the mapping, to show the resident memory is the file's
  * size, not a copy. */
 #include <math.h>
@@ -39,6 +40,8 @@ static const char HELP[] =
     "  --kv-type T     f32 (default) or f16: the type of the cached keys and values\n"
     "  --no-bf16-dot   bf16 prefill with f32 products (by default it uses AVX512-BF16 where\n"
     "                  the CPU has it, and is judged by that instruction's measured peak)\n"
+    "  --no-int8-gemm  q8_0 / q4_0 prefill on the integer GEMV (by default an int8 GEMM on\n"
+    "                  AVX-512 VNNI where the CPU has it, judged by vpdpbusd's measured peak)\n"
     "  --profile       after the timed runs, one more decode run that times its parts: the\n"
     "                  matrix products (and the rate they read the weights at), attention, the rest\n"
     "  -t, --threads N threads (default: all cores)\n"
@@ -73,7 +76,7 @@ typedef struct {
     const char *model;
     ng_type type;
     int n_gen, n_prompt, skipped;
-    const char *peak_kind; /* the peak prefill is judged by: "f32" or "bf16" */
+    const char *peak_kind; /* the peak prefill is judged by: "f32", "bf16" or "int8" */
     double weight_bytes, decode_tps, decode_floor_pct, prefill_tps, prefill_gflops, prefill_peak_pct, max_diff;
     double file_mb, rss_mb;
     double floor_bw;               /* the read bandwidth the decode floor was judged by */
@@ -94,11 +97,12 @@ static double forward_flops(const ng_hparams *hp, int n, int pos) {
     return per_tok * n + 2.0 * E * hp->n_vocab + att; /* the output layer for the last token only */
 }
 
-/* Largest |difference| of the last token's logits for an n-token prompt (n <= 16) run as the
+/* Largest |difference| of the last token's logits for an n-token prompt (n <= 32) run as the
  * kernels stand and again after toggle(1), which toggle(0) undoes; the second run's largest
  * |logit| in *mag. */
 static double logits_delta(const ng_model *m, int n, void (*toggle)(int), double *mag) {
-    int toks[16], V = m->hp.n_vocab;
+    int toks[32], V = m->hp.n_vocab;
+    if (n > 32) n = 32;
     for (int i = 0; i < n; i++) toks[i] = (i * 7919 + 13) % V;
     float *a = xmalloc((size_t)V * sizeof *a), *b = xmalloc((size_t)V * sizeof *b);
     ng_error err;
@@ -121,11 +125,14 @@ static double logits_delta(const ng_model *m, int n, void (*toggle)(int), double
 }
 
 static void bf16_dot_off(int on) { ng_kernel_set_bf16_dot(!on); }
+static void int8_gemm_off(int on) { ng_kernel_set_int8_gemm(!on); }
 
 /* Largest |fast - portable| of the last-token logits for a short prompt; exits on disagreement.
  * With bf16 weights on AVX512-BF16, a 16-token prompt (the GEMM; 8 tokens run the GEMV) with the
  * bf16 products against f32 products on the same path as well: they differ by the activations'
- * rounding to bf16, a few % of the largest logit at most. */
+ * rounding to bf16, a few % of the largest logit at most. With q8_0 / q4_0 weights where the
+ * int8 GEMM runs, a 24-token prompt with it against the integer GEMV (both round the activations
+ * to 8 bits; they differ by the order of float sums, grown by the next layers' rounding). */
 static double validate(const ng_model *m) {
     double mag, d = logits_delta(m, 8, ng_kernel_force_portable, &mag);
     /* The fast quantized paths round the activations to 8 bits as well (the portable path does
@@ -141,7 +148,23 @@ static double validate(const ng_model *m) {
             ng_die("bench: the bf16 products disagree with f32 products (max diff %g, bound %g)", db,
                    0.15 * (1 + mb));
     }
+    ng_type base = ng_type_base(ng_model_wtype(m));
+    if ((base == NG_Q8_0 || base == NG_Q4_0) && ng_kernel_int8_gemm(24)) {
+        double mi, di = logits_delta(m, 24, int8_gemm_off, &mi);
+        if (!(di <= 0.15 * (1 + mi)))
+            ng_die("bench: the int8 GEMM disagrees with the integer GEMV (max diff %g, bound %g)", di,
+                   0.15 * (1 + mi));
+    }
     return d;
+}
+
+/* A note under the table when some row's prefill was judged by the peak of kind. */
+static void footnote(const bench_row *rows, int n, const char *kind, const char *fmt, double peak) {
+    for (int i = 0; i < n; i++)
+        if (!rows[i].skipped && !strcmp(rows[i].peak_kind, kind)) {
+            printf(fmt, peak / 1e9);
+            return;
+        }
 }
 
 static double current_rss_mb(void) {
@@ -334,8 +357,10 @@ int cmd_bench(int argc, char **argv) {
     ng_log("measuring memory-read bandwidth and f32 FMA peak...\n");
     double bw = ng_measure_read_bandwidth(threads), peak = ng_measure_peak_flops(threads);
     double peak_bf16 = ng_kernel_bf16_dot() ? ng_measure_peak_bf16_flops(threads) : 0;
+    double peak_int8 = ng_kernel_int8_gemm(1 << 20) ? ng_measure_peak_int8_ops(threads) : 0;
     ng_log("  read bandwidth %.1f GB/s, f32 peak %.1f GFLOP/s", bw / 1e9, peak / 1e9);
     if (peak_bf16 > 0) ng_log(", bf16 dot peak %.1f GFLOP/s", peak_bf16 / 1e9);
+    if (peak_int8 > 0) ng_log(", int8 dot peak %.1f GOP/s", peak_int8 / 1e9);
     ng_log("\n");
 
     bench_row rows[N_MODELS * 8];
@@ -359,18 +384,21 @@ int cmd_bench(int argc, char **argv) {
                 r->skipped = 1;
                 continue;
             }
-            /* bf16 prefill runs on vdpbf16ps where it can: judged by that instruction's peak */
+            /* bf16 prefill runs on vdpbf16ps where it can, q8_0 / q4_0 on vpdpbusd: judged by
+             * that instruction's peak */
             int on_bf16 = list[ti] == NG_BF16 && peak_bf16 > 0;
-            r->peak_kind = on_bf16 ? "bf16" : "f32";
-            run_one(bm, &hp, list[ti], np, ng, use_mmap, batch, profile, on_bf16 ? peak_bf16 : peak, r);
+            int on_int8 = (list[ti] == NG_Q8_0 || list[ti] == NG_Q4_0) && peak_int8 > 0 && ng_kernel_int8_gemm(np);
+            r->peak_kind = on_bf16 ? "bf16" : on_int8 ? "int8" : "f32";
+            run_one(bm, &hp, list[ti], np, ng, use_mmap, batch, profile,
+                    on_bf16 ? peak_bf16 : on_int8 ? peak_int8 : peak, r);
         }
     }
     double rss = (double)ng_peak_rss();
     if (o.json) {
         printf("{\"threads\":%d,\"kernels\":\"%s\",\"kv_type\":\"%s\",\"read_bandwidth_gbs\":%.2f,\"peak_gflops\":%.1f,"
-               "\"peak_bf16_gflops\":%.1f,\"peak_rss_mb\":%.1f,\"results\":[",
+               "\"peak_bf16_gflops\":%.1f,\"peak_int8_gops\":%.1f,\"peak_rss_mb\":%.1f,\"results\":[",
                threads, ng_kernel_path(), ng_type_name(ng_kv_type()), bw / 1e9, peak / 1e9, peak_bf16 / 1e9,
-               rss / 1e6);
+               peak_int8 / 1e9, rss / 1e6);
         int first = 1;
         for (int i = 0; i < n_rows; i++) {
             const bench_row *r = &rows[i];
@@ -398,6 +426,7 @@ int cmd_bench(int argc, char **argv) {
     } else {
         printf("\nmachine: read bandwidth %.1f GB/s, f32 FMA peak %.1f GFLOP/s", bw / 1e9, peak / 1e9);
         if (peak_bf16 > 0) printf(", bf16 dot peak %.1f GFLOP/s", peak_bf16 / 1e9);
+        if (peak_int8 > 0) printf(", int8 dot peak %.1f GOP/s", peak_int8 / 1e9);
         printf(", %d threads, kernels %s, %s KV cache\n", threads, ng_kernel_path(), ng_type_name(ng_kv_type()));
         char bh[64] = "";
         if (batch) snprintf(bh, sizeof bh, "  batch 1 tok/s  batch %-3d tok/s  speedup", batch);
@@ -431,13 +460,12 @@ int cmd_bench(int argc, char **argv) {
                    "bandwidth the floor was judged by; KV GB/s: the cached keys and values read per step, on\n"
                    "average, over attention's time)\n");
         }
-        if (peak_bf16 > 0)
-            for (int i = 0; i < n_rows; i++)
-                if (!rows[i].skipped && !strcmp(rows[i].peak_kind, "bf16")) {
-                    printf("(bf16 prefill runs on AVX512-BF16: %% of the bf16 dot peak, %.1f GFLOP/s)\n",
-                           peak_bf16 / 1e9);
-                    break;
-                }
+        footnote(rows, n_rows, "bf16", "(bf16 prefill runs on AVX512-BF16: %% of the bf16 dot peak, %.1f GFLOP/s)\n",
+                 peak_bf16);
+        footnote(rows, n_rows, "int8",
+                 "(q8_0 / q4_0 prefill runs on AVX-512 VNNI: %% of the int8 dot peak, %.1f GOP/s; its GOP/s\n"
+                 " count the model's multiply-adds as 2 operations, as for the float types)\n",
+                 peak_int8);
         printf("peak RSS %.1f MB\n", rss / 1e6);
     }
     return 0;
