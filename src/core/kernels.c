@@ -560,10 +560,15 @@ typedef struct {
     int rows;
 } gemm_pf;
 
-/* One prefetch of pf's next line, if any is left. */
+/* One prefetch of pf's next line, if any is left, into L2: fetched into L1, the first lines were
+ * gone again by the time the block was packed, pushed out by the activations the products stream
+ * through L1. In-process A/B of GPT-2 124M prefills of 128 tokens (one 2-core Zen 5 VM, 16
+ * alternating rounds), L1 -> L2: q4_0 40.6 -> 40.2 and 35.1 -> 34.6 ms, q8_0 41.0 -> 40.1 and
+ * 38.1 -> 36.7, f16 82.3 -> 81.7, bf16 48.6 -> 48.8; TinyLlama 1.1B q4_0, 512 tokens: 1173 ->
+ * 1150 ms. */
 static inline __attribute__((always_inline)) void gemm_pf_step(gemm_pf *pf) {
     if (pf->rows <= 0) return;
-    __builtin_prefetch(pf->p + pf->off, 0, 3);
+    __builtin_prefetch(pf->p + pf->off, 0, 2);
     if ((pf->off += 64) >= pf->seg) pf->off = 0, pf->p += pf->rs, pf->rows--;
 }
 
