@@ -4,11 +4,13 @@
  * weight shapes and f32/f16/bf16 weights:
  *   - decode (B=1): GB/s of weight bytes streamed, as % of the measured read bandwidth for
  *     the same thread count;
- *   - prefill (B=128): GFLOP/s (2*B*N*K per call), as % of the measured FMA peak.
+ *   - prefill (B=128): GFLOP/s (2*B*N*K per call), as % of the measured FMA peak (bf16 where
+ *     the bf16 GEMM runs on AVX512-BF16: of vdpbf16ps's measured peak).
  * Then for the LLaMA 7B and TinyLlama 1.1B weight shapes and the quantized types q8_0, q4_0,
  * q4_k, q6_k: decode (B=1) at 1 and 2 threads as % of the read bandwidth, and prefill (B=512,
- * 2 threads) in GFLOP/s and as a share of the f32 FMA peak ("equivalent": the integer GEMV and
- * the dequantize-then-f32 GEMM are not bound by that peak in the same way).
+ * 2 threads) in GFLOP/s (operations) and as a share of a measured peak: vpdpbusd's for q8_0 and
+ * q4_0 where the int8 GEMM runs on AVX-512 VNNI, else the f32 FMA peak ("equivalent": the
+ * integer GEMV and the dequantize-then-f32 GEMM are not bound by that peak in the same way).
  * Every configuration is validated against ng_matmul_ref before it is timed; a mismatch ends
  * the program with status 1. Timings are the best of several repetitions (the machine is
  * shared: run with OMP_WAIT_POLICY=passive when other jobs compete for the cores, since
@@ -164,8 +166,9 @@ static int bench_llama(int quick, const double *bw, const double *peak, qrow *ro
             void *w = malloc((size_t)bytes);
             random_weights(w, wt, N, K);
             for (int n = 0; n < NCHK; n++) ng_dequantize_row(wt, (char *)w + rs * n, wf + (size_t)n * K, K);
-            /* Validate decode (B=1, integer GEMV), a batched GEMV (B=8) and prefill (B=512, f32
-             * GEMM on dequantized weights) on 1 and 2 threads, on the first NCHK weight rows. */
+            /* Validate decode (B=1, integer GEMV), a batched GEMV (B=8) and prefill (B=512: the
+             * int8 GEMM, the integer GEMV or the f32 GEMM, by type and CPU) on 1 and 2 threads,
+             * on the first NCHK weight rows. */
             int Bv[3] = {1, 8, BP};
             for (int v = 0; v < 3; v++) {
                 ng_matmul_ref(ref, x, w, wt, NULL, Bv[v] == BP ? 16 : Bv[v], NCHK, K);
@@ -210,15 +213,17 @@ static int bench_llama(int quick, const double *bw, const double *peak, qrow *ro
     return failed;
 }
 
-static void print_llama(const qrow *rows, int nrows, const double *bw, const double *peak) {
+static void print_llama(const qrow *rows, int nrows, const double *bw, const double *peak, double peak8) {
     printf("\n%-5s %-11s %-5s | %-27s %-27s | %s\n", "model", "N x K", "type", "decode B=1, 1 thread",
            "decode B=1, 2 threads", "prefill B=512, 2 threads");
     for (int i = 0; i < nrows; i++) {
         const qrow *r = &rows[i];
+        int on8 = peak8 > 0 && (r->wt == NG_Q8_0 || r->wt == NG_Q4_0);
         printf("%-5s %5dx%-5d %-5s | %6.1f GB/s %5.1f%% of bw    | %6.1f GB/s %5.1f%% of bw    | "
-               "%6.1f GFLOP/s %5.1f%% of f32 peak (equivalent)\n",
+               "%6.1f GFLOP/s %5.1f%% of %s\n",
                r->model, r->N, r->K, ng_type_name(r->wt), r->gbs1, 100 * r->gbs1 * 1e9 / bw[1], r->gbs2,
-               100 * r->gbs2 * 1e9 / bw[2], r->gflops, 100 * r->gflops * 1e9 / peak[2]);
+               100 * r->gbs2 * 1e9 / bw[2], r->gflops, 100 * r->gflops * 1e9 / (on8 ? peak8 : peak[2]),
+               on8 ? "int8 peak" : "f32 peak (equivalent)");
     }
 }
 
@@ -258,7 +263,7 @@ int main(int argc, char **argv) {
     for (size_t s = 0; gpt2 && s < sizeof shapes / sizeof shapes[0]; s++) {
         int N = shapes[s].N, K = shapes[s].K;
         float *wf = malloc(sizeof(float) * (size_t)N * K);
-        float *x = malloc(sizeof(float) * (size_t)BP * K);
+        float *x = malloc(sizeof(float) * (size_t)BP * K), *xr = malloc(sizeof(float) * (size_t)BP * K);
         float *y = malloc(sizeof(float) * (size_t)BP * N), *ref = malloc(sizeof(float) * (size_t)BP * N);
         void *w = malloc(ng_row_size(NG_F32, K) * N);
         for (size_t i = 0; i < (size_t)N * K; i++) wf[i] = frand();
@@ -269,17 +274,23 @@ int main(int argc, char **argv) {
             float *wd = malloc(sizeof(float) * (size_t)N * K);
             ng_to_f32(wd, w, wt, (int64_t)N * K);
             double bytes = (double)ng_row_size(wt, K) * N;
-            /* Validate both regimes on both thread counts before timing anything. */
+            /* Validate both regimes on both thread counts before timing anything. The bf16
+             * GEMM on AVX512-BF16 multiplies x rounded to bf16: its reference does too. */
             int Bv[2] = {1, BP};
             for (int v = 0; v < 2; v++) {
                 int Bc = Bv[v];
                 /* The reference is slow for the lm head at B=128: check its first 8 rows there. */
                 int Bchk = (size_t)Bc * N * K > (size_t)1 << 30 ? 8 : Bc;
-                ng_matmul_ref(ref, x, w, wt, NULL, Bchk, N, K);
+                const float *xc = x;
+                if (wt == NG_BF16 && Bc > 8 && ng_kernel_bf16_dot()) {
+                    for (size_t i = 0; i < (size_t)Bchk * K; i++) xr[i] = ng_bf16_to_f32(ng_f32_to_bf16(x[i]));
+                    xc = xr;
+                }
+                ng_matmul_ref(ref, xc, w, wt, NULL, Bchk, N, K);
                 for (int t = 1; t <= 2; t++) {
                     ng_set_threads(t);
                     ng_matmul(y, x, w, wt, NULL, Bc, N, K);
-                    double e = check(y, ref, x, wd, Bchk, N, K);
+                    double e = check(y, ref, xc, wd, Bchk, N, K);
                     if (e > 1) {
                         printf("MISMATCH %s %s B=%d threads=%d: error %.2f x bound\n", shapes[s].what,
                                ng_type_name(wt), Bc, t, e);
@@ -310,7 +321,7 @@ int main(int argc, char **argv) {
             rows[nrows++] = r;
             fprintf(stderr, ".");
         }
-        free(wf), free(x), free(y), free(ref), free(w);
+        free(wf), free(x), free(xr), free(y), free(ref), free(w);
     }
     qrow qrows[32];
     int nq = 0;
@@ -319,16 +330,24 @@ int main(int argc, char **argv) {
     measure_limits(bw, peak);
     printf("kernel path: %s\n", ng_kernel_path());
     printf("read bandwidth: 1 thread %.1f GB/s, 2 threads %.1f GB/s\n", bw[1] / 1e9, bw[2] / 1e9);
-    printf("FMA peak f32:   1 thread %.1f GFLOP/s, 2 threads %.1f GFLOP/s\n\n", peak[1] / 1e9, peak[2] / 1e9);
+    printf("FMA peak f32:   1 thread %.1f GFLOP/s, 2 threads %.1f GFLOP/s\n", peak[1] / 1e9, peak[2] / 1e9);
+    /* the instructions the bf16 and int8 GEMMs run on, where they do: 2 threads */
+    double peakbf = ng_kernel_bf16_dot() ? ng_measure_peak_bf16_flops(2) : 0;
+    double peak8 = ng_kernel_int8_gemm(512) ? ng_measure_peak_int8_ops(2) : 0;
+    if (peakbf > 0) printf("vdpbf16ps peak: 2 threads %.1f GFLOP/s\n", peakbf / 1e9);
+    if (peak8 > 0) printf("vpdpbusd peak:  2 threads %.1f GOP/s\n", peak8 / 1e9);
+    printf("\n");
     printf("%-10s %-11s %-5s | %-30s %-30s | %s\n", "shape", "N x K", "type", "decode B=1, 1 thread",
            "decode B=1, 2 threads", "prefill B=128, 2 threads");
     for (int i = 0; i < nrows; i++) {
         const row *r = &rows[i];
+        int onbf = peakbf > 0 && r->wt == NG_BF16;
         printf("%-10s %5dx%-5d %-5s | %6.1f GB/s %5.1f%% of bw       | %6.1f GB/s %5.1f%% of bw       | "
-               "%6.1f GFLOP/s %5.1f%% of peak\n",
+               "%6.1f GFLOP/s %5.1f%% of %s peak\n",
                r->what, r->N, r->K, ng_type_name(r->wt), r->gbs1, 100 * r->gbs1 * 1e9 / bw[1], r->gbs2,
-               100 * r->gbs2 * 1e9 / bw[2], r->gflops, 100 * r->gflops * 1e9 / peak[2]);
+               100 * r->gbs2 * 1e9 / bw[2], r->gflops, 100 * r->gflops * 1e9 / (onbf ? peakbf : peak[2]),
+               onbf ? "bf16" : "f32");
     }
-    print_llama(qrows, nq, bw, peak);
+    print_llama(qrows, nq, bw, peak, peak8);
     return failed;
 }
