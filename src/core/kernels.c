@@ -1959,7 +1959,6 @@ TV static void qgemv512_k(float *y, const xq8 *xq, const void *w, size_t rs, ng_
         k512_type(y, xq, w, rs, NG_Q6_K, bias, B, N, K, n0, n1);
 }
 
-
 /* -- q8_0 and q4_0 GEMM with AVX-512 VNNI --
  * Many activation rows (a prompt, a step of many sequences) against quantized weights. The
  * GEMV's lanes run along k, so each of its outputs ends in a horizontal sum and each product
@@ -2419,7 +2418,8 @@ static void qgemm_job(void *ctx, int t, int T) {
     int packed = -1;
     gemm_pf pf = {0};
     /* prefetches per block step: the next panel's lines over this panel's steps */
-    int pfn = (int)(((size_t)QNR * j->rs / 64 + (size_t)bblk * nb - 1) / ((size_t)bblk * nb));
+    size_t steps = (size_t)bblk * nb;
+    int pfn = steps ? (int)(((size_t)QNR * j->rs / 64 + steps - 1) / steps) : 0;
     for (int64_t i = i0; i < i1; i++) {
         int nblk = (int)(i / bblk), bb = (int)(i % bblk);
         int n0 = nblk * QNR, nr = N - n0 < QNR ? N - n0 : QNR;
@@ -3173,8 +3173,6 @@ INLV __m512 dpbusd_bits(__m512 a, __m512i m, __m512i c) {
 }
 PEAK512(TV, dpbusd512, dpbusd_bits, __m512i, _mm512_set1_epi8(1), _mm512_set1_epi8(1))
 #undef PEAK512
-
-
 #undef S512
 
 T256 static double fma256(long iters) {
