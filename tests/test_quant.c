@@ -652,10 +652,11 @@ static void test_matmul_nonfinite(void) {
 /* Known answers at the ends of the code ranges, on every path: q8_0 codes -128 and 127, q4_0
  * codes 0 and 15 (-8 and 7), weight scale 0.5, against activation rows of one value +-(1 + b)
  * (codes +-127), K = 4224 (132 blocks), so that the int8 GEMM's u8 codes, its sum starts and
- * its tails (24 rows; 40 weight rows) meet the largest sums: y = K * 0.5 * code * x. */
+ * its tails (26 rows: 4 blocks of 6 and 2; 40 weight rows: a panel of 32 and 8) meet the
+ * largest sums: y = K * 0.5 * code * x. */
 static void test_matmul_code_extremes(void) {
     static const ng_type ts[] = {NG_Q8_0, NG_Q4_0, NG_Q8_0R, NG_Q4_0R};
-    const int B = 24, N = 40, K = 4224;
+    const int B = 26, N = 40, K = 4224;
     int bad = 0, runs = 0;
     float *x = malloc(sizeof(float) * B * K), *y = malloc(sizeof(float) * B * N);
     for (int b = 0; b < B; b++)

@@ -6,9 +6,8 @@
  * KV cache read per token / measured read bandwidth), prefill as a share of the measured f32
  * FMA peak (bf16 weights: of vdpbf16ps's peak, q8_0 / q4_0: of vpdpbusd's, where the prefill
  * runs on them). The fast kernels' output is checked against the portable path before anything
- * is timed. With --mmap the model
- * is written to a GGUF file and run from the mapping, to show the resident memory is the file's
- * size, not a copy. */
+ * is timed. With --mmap the model is written to a GGUF file and run from the mapping, to show
+ * the resident memory is the file's size, not a copy. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
