@@ -2028,20 +2028,37 @@ TV static void qpack_w(uint8_t *P, const void *w, size_t rs, ng_type wt, int nr,
 }
 
 /* Quantized activation rows b0..b0+bn-1 of xq into one block X ([block][group][QBW] codes,
- * then QBW sum starts and QBW scales per block); rows past bn are zero. */
-static void qpack_x(uint8_t *X, const xq8 *xq, ng_type wt, int K, int b0, int bn) {
+ * then QBW sum starts and QBW scales per block); rows past bn are zero. The codes go in as a
+ * transpose of the 6 rows' 8 groups: the rows paired in 3 vectors, each output vector picked
+ * from two of them and then the third. */
+_Static_assert(QBW == 6, "qpack_x transposes 6 activation rows");
+TV static void qpack_x(uint8_t *X, const xq8 *xq, ng_type wt, int K, int b0, int bn) {
     const int nb = K / 32, off = ng_type_base(wt) == NG_Q4_0 ? 8 : 128;
+    int32_t iab[3][16], ic[3][16];
+    __mmask16 mc[3] = {0, 0, 0};
+    for (int o = 0; o < 8 * QBW; o++) { /* output word o: group o / QBW of row o % QBW */
+        int r = o % QBW, g = o / QBW, k = o / 16, l = o % 16;
+        iab[k][l] = (r >= 2 ? 16 : 0) + (r % 2) * 8 + g; /* rows 0-1 in the first, 2-3 in the second */
+        ic[k][l] = (r % 2) * 8 + g;
+        if (r >= 4) mc[k] |= (__mmask16)(1u << l);
+    }
+    __m512i vab[3], vc[3];
+    for (int k = 0; k < 3; k++) vab[k] = _mm512_loadu_si512(iab[k]), vc[k] = _mm512_loadu_si512(ic[k]);
     for (int blk = 0; blk < nb; blk++) {
         int32_t *g = (int32_t *)(X + (size_t)blk * QX_BLK), *s0 = g + 8 * QBW;
         float *d = (float *)(s0 + QBW);
+        __m256i row[QBW];
         for (int r = 0; r < QBW; r++) {
             size_t i = (size_t)(b0 + r) * nb + blk;
-            for (int k = 0; k < 8; k++)
-                if (r < bn) memcpy(&g[k * QBW + r], xq->q + i * 32 + 4 * k, 4);
-                else g[k * QBW + r] = 0;
+            row[r] = r < bn ? _mm256_loadu_si256((const __m256i *)(xq->q + i * 32)) : _mm256_setzero_si256();
             s0[r] = r < bn ? -off * xq->s[i] : 0;
             d[r] = r < bn ? xq->d[i] : 0;
         }
+        __m512i p[3];
+        for (int k = 0; k < 3; k++) p[k] = _mm512_inserti64x4(_mm512_castsi256_si512(row[2 * k]), row[2 * k + 1], 1);
+        for (int k = 0; k < 3; k++)
+            _mm512_storeu_si512(g + 16 * k, _mm512_mask_permutexvar_epi32(_mm512_permutex2var_epi32(p[0], vab[k], p[1]),
+                                                                          mc[k], vc[k], p[2]));
     }
 }
 
