@@ -525,19 +525,25 @@ static void test_matmul_ref_exact(void) {
  * and values cached as f32 and as f16 (the reference then uses the f16 values). The key tiles'
  * positions past n are NaN (they must not reach the output). Scores are scaled so that the
  * softmax is peaked (an error in one score moves the output), and once more, for some counts,
- * far past expf's range (exponentials taken without subtracting the maximum overflow). */
+ * far past expf's range (exponentials taken without subtracting the maximum overflow).
+ * ng_attend_rows the same way: G causal rows of one head (row g over the first n - (G - 1 - g)
+ * positions); for some counts the last position's key and value are NaN, which only the last
+ * row may see (its output NaN, the others' exact). */
 static void test_attend(void) {
     static const int Gs[] = {1, 3, 5, 8, 12}, ds[] = {8, 64, 80, 128}, ns[] = {1, 15, 16, 17, 40, 63, 64, 65, 200};
     int bad = 0, runs = 0;
+    for (int rows = 0; rows < 2; rows++)
     for (int ig = 0; ig < 4 * COUNT(Gs); ig++) /* f32, then f16 caches; then both with huge scores */
         for (int id = 0; id < COUNT(ds); id++)
             for (int in = 0; in < COUNT(ns); in++) {
                 int G = Gs[ig % COUNT(Gs)], d = ds[id], n = ns[in], f16 = ig / COUNT(Gs) % 2, huge = ig >= 2 * COUNT(Gs);
                 if (huge && (n < 17 || id % 2 == 0)) continue;
+                if (rows && n < G) continue;
+                int poison = rows && G > 1 && in % 2; /* the last position's key and value NaN */
                 size_t qs = (size_t)d + 5, kvs = (size_t)d + 3, os = (size_t)d + 7;
                 float *q = malloc(sizeof(float) * qs * G), *k = malloc(sizeof(float) * kvs * n);
                 float *v = malloc(sizeof(float) * kvs * n), *o = malloc(sizeof(float) * os * G);
-                float *scratch = malloc(sizeof(float) * (size_t)G * n);
+                float *scratch = malloc(sizeof(float) * (size_t)(G > NG_ATT_ROWS ? G : NG_ATT_ROWS) * n);
                 double *ref = malloc(sizeof(double) * (size_t)G * d), *p = malloc(sizeof(double) * n);
                 size_t nk = (size_t)(n + NG_ATT_KT - 1) / NG_ATT_KT * NG_ATT_KT * d; /* whole tiles */
                 float *kt = malloc(sizeof(float) * nk), *vr = malloc(sizeof(float) * n * d);
@@ -548,6 +554,8 @@ static void test_attend(void) {
                     k[i] = frand(), v[i] = frand();
                     if (f16) k[i] = ng_f16_to_f32(ng_f32_to_f16(k[i])), v[i] = ng_f16_to_f32(ng_f32_to_f16(v[i]));
                 }
+                if (poison)
+                    for (int i = 0; i < d; i++) k[(n - 1) * kvs + i] = v[(n - 1) * kvs + i] = NAN;
                 for (int t = 0; t < n; t++) {
                     ng_attend_put_key(kt, NG_F32, t, d, k + t * kvs);
                     ng_attend_put_key(k16, NG_F16, t, d, k + t * kvs);
@@ -557,32 +565,36 @@ static void test_attend(void) {
                 float scale = (huge ? 400.0f : 1.0f) / sqrtf((float)d);
                 for (int g = 0; g < G; g++) {
                     double mx = -1e300, sum = 0;
-                    for (int t = 0; t < n; t++) {
+                    int len = rows ? n - (G - 1 - g) : n;
+                    for (int t = 0; t < len; t++) {
                         double a = 0;
                         for (int i = 0; i < d; i++) a += (double)q[g * qs + i] * k[t * kvs + i];
                         p[t] = a * scale;
                         mx = p[t] > mx ? p[t] : mx;
                     }
-                    for (int t = 0; t < n; t++) sum += (p[t] = exp(p[t] - mx));
+                    for (int t = 0; t < len; t++) sum += (p[t] = exp(p[t] - mx));
                     for (int i = 0; i < d; i++) {
                         double a = 0;
-                        for (int t = 0; t < n; t++) a += p[t] / sum * v[t * kvs + i];
-                        ref[g * d + i] = a;
+                        for (int t = 0; t < len; t++) a += p[t] / sum * v[t * kvs + i];
+                        ref[g * d + i] = poison && len == n ? NAN : a;
                     }
                 }
                 for (int pth = 0; pth < 3; pth++) {
                     if (ng_kernel_set_path(PATHS[pth]) != 0) continue;
                     for (size_t i = 0; i < os * G; i++) o[i] = NAN; /* the gaps between rows stay NaN */
-                    if (f16) ng_attend(o, os, q, qs, G, k16, v16, NG_F16, n, d, scale, scratch);
+                    if (rows && f16) ng_attend_rows(o, os, q, qs, G, k16, v16, NG_F16, n - G, d, scale, scratch);
+                    else if (rows) ng_attend_rows(o, os, q, qs, G, kt, vr, NG_F32, n - G, d, scale, scratch);
+                    else if (f16) ng_attend(o, os, q, qs, G, k16, v16, NG_F16, n, d, scale, scratch);
                     else ng_attend(o, os, q, qs, G, kt, vr, NG_F32, n, d, scale, scratch);
                     for (int g = 0; g < G; g++)
                         for (size_t i = 0; i < os; i++) {
                             double got = o[g * os + i];
                             /* huge scores: their float rounding (~1e-5 of ~100) moves the weights */
-                            int ok = i < (size_t)d ? fabs(got - ref[g * d + i]) <= (huge ? 1e-3 : 2e-5) : isnan(got);
+                            double want = i < (size_t)d ? ref[g * d + i] : NAN;
+                            int ok = isnan(want) ? isnan(got) : fabs(got - want) <= (huge ? 1e-3 : 2e-5);
                             if (!ok && bad++ < 3)
-                                fprintf(stderr, "%s %s G=%d d=%d n=%d [g=%d i=%zu]: %.9g vs %.9g\n", PATHS[pth],
-                                        f16 ? "f16" : "f32", G, d, n, g, i, got, i < (size_t)d ? ref[g * d + i] : NAN);
+                                fprintf(stderr, "%s %s %s G=%d d=%d n=%d [g=%d i=%zu]: %.9g vs %.9g\n", PATHS[pth],
+                                        rows ? "rows" : "heads", f16 ? "f16" : "f32", G, d, n, g, i, got, want);
                         }
                     runs++;
                 }
@@ -590,7 +602,7 @@ static void test_attend(void) {
                 free(q), free(k), free(v), free(o), free(scratch), free(ref), free(p), free(k16), free(v16);
                 free(kt), free(vr);
             }
-    CHECK(runs >= 256, "only %d runs", runs);
+    CHECK(runs >= 512, "only %d runs", runs);
     CHECK(bad == 0, "%d mismatches", bad);
 }
 

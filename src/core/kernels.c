@@ -2539,6 +2539,7 @@ void ng_matmul_multi(float *const *y, const float *x, const void *const *w, ng_t
 #define ATT_TILES 4
 #define ATT_HEADS 4
 #define ATT_WIDE 8
+_Static_assert(NG_ATT_ROWS <= ATT_WIDE, "ng_attend_rows' rows are one group of the kernel's heads");
 /* Positions ahead that the values are prefetched in the AVX-512 output pass. */
 #define ATT_PF 32
 /* Blocks of key tiles ahead that the scores prefetch; the last blocks, with no keys that far
@@ -2751,25 +2752,44 @@ INL512 void value_step(__m512 o[][8], const float *scratch, int n, int g0, const
     }
 }
 
+/* value_step for a position that only some of the GC rows take (ng_attend_rows): row c takes it
+ * when t < base + c. */
+INL512 void value_step_tail(__m512 o[][8], const float *scratch, int n, int g0, const int GC, const void *v,
+                            const ng_type kvt, const int HC, int t, int base) {
+    __m512 vv[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < HC; i++) vv[i] = ldkv(v, kvt, (size_t)t * HC * 16 + 16 * i);
+#pragma GCC unroll 4
+    for (int c = 0; c < GC; c++) {
+        if (t >= base + c) continue;
+        __m512 pt = _mm512_set1_ps(scratch[(size_t)(g0 + c) * n + t]);
+#pragma GCC unroll 8
+        for (int i = 0; i < HC; i++) o[c][i] = _mm512_fmadd_ps(pt, vv[i], o[c][i]);
+    }
+}
+
 /* Output rows of the GC heads from g0 (head size HC * 16), each scaled by its inv (1 / the sum
  * of its softmax numerators in scratch): each value row is loaded once for the GC heads (one
  * head: even and odd positions in two sets of sums, for twice the FMA chains); rows are
  * prefetched ATT_PF positions ahead (prefetches past the cache's end are harmless: they never
- * fault). */
+ * fault). Row g0 + c sums positions t < base + step * c: all n (step 0), or for ng_attend_rows'
+ * causal rows (step 1) one more each, the positions that only the later rows take summed with
+ * those rows alone, so that each row's sums are exactly those of its own positions. */
 INL512 void values512(float *out, size_t o_stride, const float *scratch, int n, int g0, const int GC, const void *v,
-                      const ng_type kvt, const int HC, const float *inv) {
+                      const ng_type kvt, const int HC, const float *inv, int base, int step) {
     __m512 o[4][8], o2[1][8];
 #pragma GCC unroll 4
     for (int c = 0; c < GC; c++)
 #pragma GCC unroll 8
         for (int i = 0; i < HC; i++) o[c][i] = o2[0][i] = _mm512_setzero_ps();
-    int t = 0;
+    int t = 0, end = base + step * (GC - 1);
     if (GC == 1)
-        for (; t + 2 <= n; t += 2) {
+        for (; t + 2 <= base; t += 2) {
             value_step(o, scratch, n, g0, 1, v, kvt, HC, t);
             value_step(o2, scratch, n, g0, 1, v, kvt, HC, t + 1);
         }
-    for (; t < n; t++) value_step(o, scratch, n, g0, GC, v, kvt, HC, t);
+    for (; t < base; t++) value_step(o, scratch, n, g0, GC, v, kvt, HC, t);
+    for (; t < end; t++) value_step_tail(o, scratch, n, g0, GC, v, kvt, HC, t, base);
 #pragma GCC unroll 4
     for (int c = 0; c < GC; c++)
 #pragma GCC unroll 8
@@ -2803,17 +2823,18 @@ T512 static float max512(const float *x, size_t n); /* with the vmath copies bel
  * 1 / row g's sum). softmax_rows' running maximum and sum are chains of dependent vector
  * operations and its exponential has no FMAs: with 8 heads over 528 positions it was a quarter of
  * the kernel's time (vmath's ng_exp_sum here instead of exp512: 8.6 vs 8.0 us a call). */
-INL512 void softmax512(float *scratch, int G, int n, float *inv) {
+INL512 void softmax512(float *scratch, int G, int n, int step, float *inv) {
     for (int g = 0; g < G; g++) {
         float *r = scratch + (size_t)g * n;
-        const __m512 vmx = _mm512_set1_ps(max512(r, (size_t)n));
+        int len = n - step * (G - 1 - g); /* row g's positions (ng_attend_rows: step 1) */
+        const __m512 vmx = _mm512_set1_ps(max512(r, (size_t)len));
         __m512 sm[4];
 #pragma GCC unroll 4
         for (int u = 0; u < 4; u++) sm[u] = _mm512_setzero_ps();
-        for (int i = 0; i < n; i += 64)
+        for (int i = 0; i < len; i += 64)
 #pragma GCC unroll 4
             for (int u = 0; u < 4; u++) {
-                int left = n - i - 16 * u;
+                int left = len - i - 16 * u;
                 __mmask16 mk = left >= 16 ? (__mmask16)0xffff : left > 0 ? (__mmask16)((1u << left) - 1) : 0;
                 __m512 p = _mm512_maskz_mov_ps(mk, exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(mk, r + i + 16 * u), vmx)));
                 _mm512_mask_storeu_ps(r + i + 16 * u, mk, p);
@@ -2828,9 +2849,12 @@ static _Thread_local size_t tl_inv_cap;
 
 /* AVX-512: scores a block of ATT_TILES key tiles at a time for up to ATT_WIDE heads (the
  * keys ATT_AHEAD blocks on, or the first values, prefetched meanwhile); then, for head sizes
- * 64 and 128, values512 for a few heads at a time. Other head sizes take values_body. */
+ * 64 and 128, values512 for a few heads at a time. Other head sizes take values_body. The G
+ * rows are heads over n positions each (step 0), or ng_attend_rows' causal rows (step 1: row g
+ * over n - (G - 1 - g)), whose scores are taken over all n and then left out past each row's
+ * own positions. */
 INL512 void attend512_kv(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const void *k,
-                         const void *v, const ng_type kvt, int n, int d, float scale, float *scratch) {
+                         const void *v, const ng_type kvt, int n, int d, float scale, float *scratch, int step) {
     const size_t es = kvt == NG_F16 ? 2 : 4;
     int tiles = (n + NG_ATT_KT - 1) / NG_ATT_KT, kend = (tiles + ATT_TILES - 1) / ATT_TILES * ATT_TILES;
     const size_t tb = (size_t)NG_ATT_KT * d * es; /* a key tile's bytes; as many hold 16 value rows */
@@ -2855,31 +2879,35 @@ INL512 void attend512_kv(float *out, size_t o_stride, const float *q, size_t q_s
         }
     }
     float *inv = grow(&tl_inv, &tl_inv_cap, (size_t)G);
-    softmax512(scratch, G, n, inv);
+    softmax512(scratch, G, n, step, inv);
     const int HC = d / 16;
     if (d != 64 && d != 128) {
-        for (int g = 0; g < G; g++)
-            for (int t = 0; t < n; t++) scratch[(size_t)g * n + t] *= inv[g];
-        values_body(out, o_stride, scratch, G, v, kvt, n, d, 1);
+        for (int g = 0; g < G; g++) {
+            int len = n - step * (G - 1 - g);
+            float *r = scratch + (size_t)g * n;
+            for (int t = 0; t < len; t++) r[t] *= inv[g];
+            if (step) values_body(out + (size_t)g * o_stride, o_stride, r, 1, v, kvt, len, d, 1);
+        }
+        if (!step) values_body(out, o_stride, scratch, G, v, kvt, n, d, 1);
         return;
     }
     for (int g0 = 0; g0 < G; g0 += 16 / HC) {
-        int gc = G - g0 < 16 / HC ? G - g0 : 16 / HC;
+        int gc = G - g0 < 16 / HC ? G - g0 : 16 / HC, base = n - step * (G - 1 - g0);
         if (HC == 4) switch (gc) {
-            case 1: values512(out, o_stride, scratch, n, g0, 1, v, kvt, 4, inv); break;
-            case 2: values512(out, o_stride, scratch, n, g0, 2, v, kvt, 4, inv); break;
-            case 3: values512(out, o_stride, scratch, n, g0, 3, v, kvt, 4, inv); break;
-            default: values512(out, o_stride, scratch, n, g0, 4, v, kvt, 4, inv); break;
+            case 1: values512(out, o_stride, scratch, n, g0, 1, v, kvt, 4, inv, base, step); break;
+            case 2: values512(out, o_stride, scratch, n, g0, 2, v, kvt, 4, inv, base, step); break;
+            case 3: values512(out, o_stride, scratch, n, g0, 3, v, kvt, 4, inv, base, step); break;
+            default: values512(out, o_stride, scratch, n, g0, 4, v, kvt, 4, inv, base, step); break;
             }
-        else if (gc == 1) values512(out, o_stride, scratch, n, g0, 1, v, kvt, 8, inv);
-        else values512(out, o_stride, scratch, n, g0, 2, v, kvt, 8, inv);
+        else if (gc == 1) values512(out, o_stride, scratch, n, g0, 1, v, kvt, 8, inv, base, step);
+        else values512(out, o_stride, scratch, n, g0, 2, v, kvt, 8, inv, base, step);
     }
 }
 
 T512 static void attend512(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const void *k,
-                           const void *v, ng_type kvt, int n, int d, float scale, float *scratch) {
-    if (kvt == NG_F16) attend512_kv(out, o_stride, q, q_stride, G, k, v, NG_F16, n, d, scale, scratch);
-    else attend512_kv(out, o_stride, q, q_stride, G, k, v, NG_F32, n, d, scale, scratch);
+                           const void *v, ng_type kvt, int n, int d, float scale, float *scratch, int step) {
+    if (kvt == NG_F16) attend512_kv(out, o_stride, q, q_stride, G, k, v, NG_F16, n, d, scale, scratch, step);
+    else attend512_kv(out, o_stride, q, q_stride, G, k, v, NG_F32, n, d, scale, scratch, step);
 }
 
 T256 static void attend256(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const void *k,
@@ -2888,16 +2916,38 @@ T256 static void attend256(float *out, size_t o_stride, const float *q, size_t q
 }
 #endif
 
-void ng_attend(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const void *k, const void *v,
-               ng_type kvt, int n, int d, float scale, float *scratch) {
+static void attend_check(ng_type kvt, int d) {
     if (kvt != NG_F32 && (kvt != NG_F16 || d > NG_ATT_MAX_F16_HEAD))
         ng_die("attention: cached keys of type %s with heads of %d", ng_type_name(kvt), d);
+}
+
+void ng_attend(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const void *k, const void *v,
+               ng_type kvt, int n, int d, float scale, float *scratch) {
+    attend_check(kvt, d);
 #if defined(__x86_64__)
     int path = current_path();
-    if (path == PATH_AVX512) return attend512(out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch);
+    if (path == PATH_AVX512) return attend512(out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch, 0);
     if (path == PATH_AVX2) return attend256(out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch);
 #endif
     attend_portable(out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch);
+}
+
+void ng_attend_rows(float *out, size_t o_stride, const float *q, size_t q_stride, int R, const void *k, const void *v,
+                    ng_type kvt, int n0, int d, float scale, float *scratch) {
+    attend_check(kvt, d);
+#if defined(__x86_64__)
+    if (current_path() == PATH_AVX512) {
+        for (int r0 = 0; r0 < R; r0 += NG_ATT_ROWS) { /* the kernel's causal rows are consecutive */
+            int rn = R - r0 < NG_ATT_ROWS ? R - r0 : NG_ATT_ROWS;
+            attend512(out + (size_t)r0 * o_stride, o_stride, q + (size_t)r0 * q_stride, q_stride, rn, k, v, kvt,
+                      n0 + r0 + rn, d, scale, scratch, 1);
+        }
+        return;
+    }
+#endif
+    for (int r = 0; r < R; r++)
+        ng_attend(out + (size_t)r * o_stride, o_stride, q + (size_t)r * q_stride, q_stride, 1, k, v, kvt, n0 + r + 1,
+                  d, scale, scratch);
 }
 
 /* ---- activations ---- */
