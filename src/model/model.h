@@ -109,6 +109,7 @@ typedef struct ng_state {
     struct ng_state **row_seq; /* (max_batch) the sequence (KV cache) each row belongs to */
     int *row_pos;              /* (max_batch) each row's position in its sequence */
     int *row_index;            /* (2 max_batch) 0..max_batch-1, then output-row scratch */
+    int *att_blk;              /* (max_batch + 1) attention's blocks of rows (forward.c) */
     const struct ng_lora **row_lora; /* (max_batch) each row's adapter, from its sequence */
     int any_lora;
 } ng_state;
