@@ -543,11 +543,13 @@ static void test_matmul_fresh_row(void) {
  * GEMV), q8_0r and q4_0r (the integer GEMV), on 1 to 4 threads taking single steps from each
  * other's shares (as test_matmul_steal_q), batches of 1 to 8 rows and of 9 (separate products);
  * matrices of 16-row groups (one set with biases, one matrix without), and a set with a matrix
- * of 40 rows (separate products). Outputs start as NaN, so a row no thread wrote shows. The
- * one-job path must have run exactly where it should. */
+ * of 40 rows (separate products). Batches of 24 and 40 rows: q8_0r and q4_0r on the int8 GEMM
+ * as one job (40 rows: a partial panel between two matrices' panels), the others separate.
+ * Outputs start as NaN, so a row no thread wrote shows. The one-job path must have run exactly
+ * where it should. */
 static void test_matmul_multi(void) {
     static const ng_type ts[] = {NG_F32, NG_F16, NG_Q8_0R, NG_Q4_0R};
-    static const int sets[][3] = {{128, 32, 32}, {64, 16, 0}, {48, 40, 16}}, Bs[] = {1, 3, 8, 9};
+    static const int sets[][3] = {{128, 32, 32}, {64, 16, 0}, {48, 40, 16}}, Bs[] = {1, 3, 8, 9, 24, 40};
     const int K = 512;
     int bad = 0, runs = 0, one_job = 0;
     long jobs0 = ng_kernel_multi_jobs();
@@ -592,8 +594,9 @@ static void test_matmul_multi(void) {
                                 fprintf(stderr, "%s B=%d set %d matrix %d, %d threads: differs\n", ng_type_name(t), B,
                                         is, m, nt);
                         runs++;
-                        /* one job: a decode batch of 16-row groups, on a GEMV */
-                        one_job += B <= 8 && is != 2 && (t == NG_F32 || t == NG_F16 ? simd : vnni);
+                        /* one job: a decode batch of 16-row groups, on a GEMV; a batch on the int8 GEMM */
+                        one_job += B <= 8 ? is != 2 && (t == NG_F32 || t == NG_F16 ? simd : vnni)
+                                          : t != base && ng_kernel_int8_gemm(B);
                     }
                 for (int m = 0; m < n; m++) free(w[m]), free(y1[m]), free(y2[m]), free(bias[m]);
                 free(x);

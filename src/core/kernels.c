@@ -2447,36 +2447,51 @@ static void qgemm_job(void *ctx, int t, int T) {
     /* prefetches per block step: the next panel's lines over this panel's steps */
     size_t steps = (size_t)bblk * nb;
     int pfn = steps ? (int)(((size_t)QNR * j->rs / 64 + steps - 1) / steps) : 0;
+    float *y = j->y;
+    const void *w = j->w;
+    const float *bias = j->bias;
+    int n0 = 0, nr = 0;
     for (int64_t i = i0; i < i1; i++) {
         int nblk = (int)(i / bblk), bb = (int)(i % bblk);
-        int n0 = nblk * QNR, nr = N - n0 < QNR ? N - n0 : QNR;
         int b0 = bb * QBW, bn = B - b0 < QBW ? B - b0 : QBW;
         if (nblk != packed) {
-            const char *wb = (const char *)j->w + (size_t)n0 * j->rs;
+            n0 = nblk * QNR;
+            if (j->multi) { /* panel nblk of all the matrices' panels */
+                const mm_multi *mm = j->multi;
+                int m = 0;
+                while (n0 >= (mm->N[m] + QNR - 1) / QNR * QNR) n0 -= (mm->N[m] + QNR - 1) / QNR * QNR, m++;
+                y = mm->y[m], w = mm->w[m], bias = mm->bias[m], N = mm->N[m];
+            }
+            nr = N - n0 < QNR ? N - n0 : QNR;
+            const char *wb = (const char *)w + (size_t)n0 * j->rs;
             qpack_w(P, wb, j->rs, j->wt, nr, K);
             packed = nblk;
             int rn = N - n0 - QNR < QNR ? N - n0 - QNR : QNR; /* the next panel's rows (gemm_job) */
             pf = (gemm_pf){wb + QNR * j->rs, j->rs, 0, j->rs, rn};
         }
-        qmicro(j->y, P, j->xs + bb * xblk, j->bias, nb, n0, nr, b0, bn, N, &pf, pfn);
+        qmicro(y, P, j->xs + bb * xblk, bias, nb, n0, nr, b0, bn, N, &pf, pfn);
     }
 }
 #endif
 
 /* The int8 GEMM (see qmicro) for a batch of B rows of x against q8_0 / q4_0 weights (either
- * order), on AVX-512 VNNI. */
+ * order), on AVX-512 VNNI; with mm, against each of its matrices (y, w, bias, N unused), x
+ * quantized and packed once for all of them and their panels shared out as one matrix's. */
 static void matmul_qgemm(float *y, const float *x, const void *w, ng_type wt, const float *bias, int B, int N,
-                         int K, int nt) {
+                         int K, int nt, const mm_multi *mm) {
 #if defined(__x86_64__)
     xq8 xq = xq8_alloc(B, K);
     mm_job j = {.y = y, .x = x, .bias = bias, .w = w, .wt = wt, .B = B, .N = N, .K = K, .rs = ng_row_size(wt, K),
-                .xq = &xq};
+                .xq = &xq, .multi = mm};
     j.bblk = (B + QBW - 1) / QBW;
-    j.items = (int64_t)((N + QNR - 1) / QNR) * j.bblk;
+    int panels = (N + QNR - 1) / QNR;
+    if (mm)
+        for (int m = panels = 0; m < mm->n; m++) panels += (mm->N[m] + QNR - 1) / QNR;
+    j.items = (int64_t)panels * j.bblk;
     j.xs = (uint8_t *)grow(&tl_xs, &tl_xs_cap, (size_t)j.bblk * (K / 32) * QX_BLK / sizeof(float) + 1);
     ng_team_run(nt > j.items ? (int)j.items : nt, qgemm_job, &j);
 #else
-    (void)y, (void)x, (void)w, (void)wt, (void)bias, (void)B, (void)N, (void)K, (void)nt;
+    (void)y, (void)x, (void)w, (void)wt, (void)bias, (void)B, (void)N, (void)K, (void)nt, (void)mm;
 #endif
 }
 
@@ -2501,7 +2516,7 @@ void ng_matmul(float *y, const float *x, const void *w, ng_type wt, const float 
     switch (mm_regime(path, wt, B)) {
     case MM_PORTABLE: matmul_portable(y, x, w, wt, bias, B, N, K, nt); break;
     case MM_QGEMV: matmul_qgemv(path, y, x, w, wt, bias, B, N, K, nt, NULL); break;
-    case MM_QGEMM: matmul_qgemm(y, x, w, wt, bias, B, N, K, nt); break;
+    case MM_QGEMM: matmul_qgemm(y, x, w, wt, bias, B, N, K, nt, NULL); break;
     case MM_GEMV: matmul_gemv(isa, y, x, w, wt, bias, B, N, K, nt, NULL); break;
     default: matmul_gemm(gemm_isa(path, wt), y, x, w, wt, bias, B, N, K, nt); break;
     }
@@ -2517,9 +2532,10 @@ void ng_matmul_multi(float *const *y, const float *x, const void *const *w, ng_t
                      int n, int B, const int *N, int K) {
     if (B <= 0) return;
     ops_for(wt);
-    int path = current_path(), regime = mm_regime(path, wt, B), fused = n > 1 && n <= MM_MAX && B <= GEMV_MAX_B;
-    fused = fused && (regime == MM_GEMV || (regime == MM_QGEMV && qgemv_wide(path, wt)));
-    for (int m = 0; m < n && fused; m++) fused = N[m] > 0 && N[m] % 16 == 0;
+    int path = current_path(), regime = mm_regime(path, wt, B), fused = n > 1 && n <= MM_MAX;
+    fused = fused && ((B <= GEMV_MAX_B && (regime == MM_GEMV || (regime == MM_QGEMV && qgemv_wide(path, wt)))) ||
+                      regime == MM_QGEMM);
+    for (int m = 0; m < n && fused; m++) fused = N[m] > 0 && (N[m] % 16 == 0 || regime == MM_QGEMM);
     if (!fused) {
         for (int m = 0; m < n; m++) ng_matmul(y[m], x, w[m], wt, bias ? bias[m] : NULL, B, N[m], K);
         return;
@@ -2531,7 +2547,8 @@ void ng_matmul_multi(float *const *y, const float *x, const void *const *w, ng_t
         mm.row0[m + 1] = mm.row0[m] + N[m];
     }
     int rows = mm.row0[n], nt = threads_for((double)B * rows * K);
-    if (regime == MM_QGEMV) matmul_qgemv(path, NULL, x, NULL, wt, NULL, B, rows, K, nt, &mm);
+    if (regime == MM_QGEMM) matmul_qgemm(NULL, x, NULL, wt, NULL, B, rows, K, nt, &mm);
+    else if (regime == MM_QGEMV) matmul_qgemv(path, NULL, x, NULL, wt, NULL, B, rows, K, nt, &mm);
     else matmul_gemv(isa_for(path), NULL, x, NULL, wt, NULL, B, rows, K, nt, &mm);
 }
 
