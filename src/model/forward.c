@@ -270,7 +270,7 @@ static void embed_row(float *out, const ng_tensor *t, int64_t row) {
 typedef struct {
     const ng_hparams *hp;
     ng_state *w;
-    int l, G, GS, heads_per_row, work, B;
+    int l, G, GS, heads_per_row, work;
     int blocks; /* blocks of rows (w->att_blk; items: a head's block), or 0 */
     int append; /* each item appends its row's key and value first (see attention) */
     const float *q0;
@@ -363,16 +363,16 @@ static int rows_distinct(const ng_state *w, int B) {
  * heads share a KV head, go as items of one head and NG_ATT_ROWS rows (ng_attend_rows), so that
  * each key and value load serves as many rows: a head of a prompt alone loaded every key once per
  * row and multiply-add. In a batch with such rows (a serve step with a prompt's piece) every row
- * goes so, the others as blocks of one row. In-process A/B on one 2-core Zen 5 VM (10 alternating rounds, all faster):
- * GPT-2 124M prefill of 512 tokens f32 / f16 -16%, bf16 -27%, q8_0 / q4_0 -33% (attention
- * from 34% of a q4_0 prefill's samples to 12%); of 128 tokens f16 -9%, q4_0 -11%; LLaMA 7B's
- * shape (4 layers), 512 tokens, f16 -9%, q4_0 -17%. */
+ * goes so, the others as blocks of one row. In-process A/B on one 2-core Zen 5 VM (10
+ * alternating rounds, all faster): GPT-2 124M prefill of 512 tokens f32 / f16 -16%, bf16 -27%,
+ * q8_0 / q4_0 -33% (attention from 34% of a q4_0 prefill's samples to 12%); of 128 tokens f16
+ * -9%, q4_0 -11%; LLaMA 7B's shape (4 layers), 512 tokens, f16 -9%, q4_0 -17%. */
 static void attention(const ng_hparams *hp, ng_state *w, int l, const float *q0, size_t q_stride, int B) {
     int H = hp->n_head, hd = ng_head_dim(hp);
     int threads = w->n_score_rows < ng_threads() ? w->n_score_rows : ng_threads();
     if (threads > ATT_BLOCKS) threads = ATT_BLOCKS;
     /* heads per item: a KV head's (att_group), unless that leaves fewer items than two per thread */
-    att_job j = {.hp = hp, .w = w, .l = l, .G = att_group(hp), .q0 = q0, .q_stride = q_stride, .B = B,
+    att_job j = {.hp = hp, .w = w, .l = l, .G = att_group(hp), .q0 = q0, .q_stride = q_stride,
                  .scale = 1.0f / sqrtf((float)hd)};
     j.GS = j.G; /* the scratch rows per thread */
     if (B * H / j.G < 2 * threads) j.G = 1;
