@@ -333,6 +333,23 @@ static void append_kv(const ng_hparams *hp, const ng_state *w, int l, int b, int
                 seq->kv_type, hd);
 }
 
+/* Appending a batch's keys and values before its attention (a prompt's) as a team job: each
+ * thread appends every row's for a share of the KV heads, whose caches are apart. In-process A/B
+ * on one 2-core Zen 5 VM against thread 0 alone: GPT-2 124M q4_0 prefill of 512 tokens -2.0%
+ * (faster in 8 of 12 rounds), 128 tokens -1.2% (13 of 20); TinyLlama 1.1B q8_0, 512, -2.2%. */
+typedef struct {
+    const ng_hparams *hp;
+    const ng_state *w;
+    int l, B;
+} append_job;
+
+static void append_run(void *ctx, int t, int T) {
+    const append_job *j = ctx;
+    int H = j->hp->n_head_kv;
+    for (int h = H * t / T; h < H * (t + 1) / T; h++)
+        for (int b = 0; b < j->B; b++) append_kv(j->hp, j->w, j->l, b, h);
+}
+
 static void attention_item(const att_job *j, int wi, float *scratch) {
     const ng_hparams *hp = j->hp;
     const ng_state *w = j->w;
@@ -429,9 +446,11 @@ static void attention(const ng_hparams *hp, ng_state *w, int l, const float *q0,
     }
     for (int t = 0; t < threads; t++) atomic_init(&j.ctr[t].next, 0);
     j.append = j.G == H / hp->n_head_kv && rows_distinct(w, B);
-    if (!j.append)
-        for (int b = 0; b < B; b++)
-            for (int h = 0; h < hp->n_head_kv; h++) append_kv(hp, w, l, b, h);
+    if (!j.append) {
+        append_job aj = {hp, w, l, B};
+        int nt = (size_t)B * 2 * (size_t)ng_kv_dim(hp) >= ROWS_TEAM_MIN ? ng_threads() : 1;
+        ng_team_run(nt < hp->n_head_kv ? nt : hp->n_head_kv, append_run, &aj);
+    }
     int longest = 0;
     for (int b = 0; b < B; b++) longest = w->row_pos[b] + 1 > longest ? w->row_pos[b] + 1 : longest;
     double t0 = tl_prof ? ng_time() : 0;
