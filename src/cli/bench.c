@@ -126,6 +126,13 @@ static double logits_delta(const ng_model *m, int n, void (*toggle)(int), double
 static void bf16_dot_off(int on) { ng_kernel_set_bf16_dot(!on); }
 static void int8_gemm_off(int on) { ng_kernel_set_int8_gemm(!on); }
 
+/* Exits unless an n-token prompt's logits with the products toggle(1) selects are within 15% of
+ * the largest logit of those as the kernels stand; what names the disagreement. */
+static void check_toggle(const ng_model *m, int n, void (*toggle)(int), const char *what) {
+    double mag, d = logits_delta(m, n, toggle, &mag);
+    if (!(d <= 0.15 * (1 + mag))) ng_die("bench: %s (max diff %g, bound %g)", what, d, 0.15 * (1 + mag));
+}
+
 /* Largest |fast - portable| of the last-token logits for a short prompt; exits on disagreement.
  * With bf16 weights on AVX512-BF16, a 16-token prompt (the GEMM; 8 tokens run the GEMV) with the
  * bf16 products against f32 products on the same path as well: they differ by the activations'
@@ -141,19 +148,11 @@ static double validate(const ng_model *m) {
     double bound = (quant ? 0.15 : 2e-3) * (1 + mag);
     if (!(d <= bound))
         ng_die("bench: fast kernels disagree with the portable path (max diff %g, bound %g)", d, bound);
-    if (ng_model_wtype(m) == NG_BF16 && ng_kernel_bf16_dot()) {
-        double mb, db = logits_delta(m, 16, bf16_dot_off, &mb);
-        if (!(db <= 0.15 * (1 + mb)))
-            ng_die("bench: the bf16 products disagree with f32 products (max diff %g, bound %g)", db,
-                   0.15 * (1 + mb));
-    }
+    if (ng_model_wtype(m) == NG_BF16 && ng_kernel_bf16_dot())
+        check_toggle(m, 16, bf16_dot_off, "the bf16 products disagree with f32 products");
     ng_type base = ng_type_base(ng_model_wtype(m));
-    if ((base == NG_Q8_0 || base == NG_Q4_0) && ng_kernel_int8_gemm(24)) {
-        double mi, di = logits_delta(m, 24, int8_gemm_off, &mi);
-        if (!(di <= 0.15 * (1 + mi)))
-            ng_die("bench: the int8 GEMM disagrees with the integer GEMV (max diff %g, bound %g)", di,
-                   0.15 * (1 + mi));
-    }
+    if ((base == NG_Q8_0 || base == NG_Q4_0) && ng_kernel_int8_gemm(24))
+        check_toggle(m, 24, int8_gemm_off, "the int8 GEMM disagrees with the integer GEMV");
     return d;
 }
 

@@ -1995,6 +1995,9 @@ enum { QR = 2, QNR = 16 * QR, QBW = 6 };
 #define QP_BLK (QR * (8 * 64 + 64))     /* panel bytes per block: 8 x QR code vectors, QR x 16 f32 scales */
 #define QX_BLK (8 * QBW * 4 + QBW * 8) /* activation bytes per block: 8 x QBW groups, QBW sum starts, QBW scales */
 
+/* Panels of QNR weight rows that N rows take (the last one partial). */
+static inline int qpanels(int N) { return (N + QNR - 1) / QNR; }
+
 /* Rows w.. (nr of them, rs bytes apart) into the panel P, K / 32 blocks. */
 INLV void qpack_w_type(uint8_t *P, const void *w, size_t rs, ng_type wt, int nr, int K) {
     const int sb = ng_type_base(wt) == NG_Q4_0 ? 72 : 136, nb = K / 32, ns = xs_steps(K);
@@ -2462,7 +2465,7 @@ static void qgemm_job(void *ctx, int t, int T) {
             if (j->multi) { /* panel nblk of all the matrices' panels */
                 const mm_multi *mm = j->multi;
                 int m = 0;
-                while (n0 >= (mm->N[m] + QNR - 1) / QNR * QNR) n0 -= (mm->N[m] + QNR - 1) / QNR * QNR, m++;
+                while (n0 >= qpanels(mm->N[m]) * QNR) n0 -= qpanels(mm->N[m]) * QNR, m++;
                 y = mm->y[m], w = mm->w[m], bias = mm->bias[m], N = mm->N[m];
             }
             nr = N - n0 < QNR ? N - n0 : QNR;
@@ -2486,9 +2489,9 @@ static void matmul_qgemm(float *y, const float *x, const void *w, ng_type wt, co
     mm_job j = {.y = y, .x = x, .bias = bias, .w = w, .wt = wt, .B = B, .N = N, .K = K, .rs = ng_row_size(wt, K),
                 .multi = mm};
     j.bblk = (B + QBW - 1) / QBW;
-    int panels = (N + QNR - 1) / QNR;
+    int panels = qpanels(N);
     if (mm)
-        for (int m = panels = 0; m < mm->n; m++) panels += (mm->N[m] + QNR - 1) / QNR;
+        for (int m = panels = 0; m < mm->n; m++) panels += qpanels(mm->N[m]);
     j.items = (int64_t)panels * j.bblk;
     j.xs = (uint8_t *)grow(&tl_xs, &tl_xs_cap, (size_t)j.bblk * (K / 32) * QX_BLK / sizeof(float) + 1);
     ng_team_run(nt > j.items ? (int)j.items : nt, qgemm_job, &j);
@@ -2534,10 +2537,11 @@ void ng_matmul_multi(float *const *y, const float *x, const void *const *w, ng_t
                      int n, int B, const int *N, int K) {
     if (B <= 0) return;
     ops_for(wt);
-    int path = current_path(), regime = mm_regime(path, wt, B), fused = n > 1 && n <= MM_MAX;
-    fused = fused && ((B <= GEMV_MAX_B && (regime == MM_GEMV || (regime == MM_QGEMV && qgemv_wide(path, wt)))) ||
-                      regime == MM_QGEMM);
-    for (int m = 0; m < n && fused; m++) fused = N[m] > 0 && (N[m] % 16 == 0 || regime == MM_QGEMM);
+    int path = current_path(), regime = mm_regime(path, wt, B), qgemm = regime == MM_QGEMM;
+    /* the GEMVs share 16-row groups; the int8 GEMM shares panels, a matrix's last one partial */
+    int gemv = B <= GEMV_MAX_B && (regime == MM_GEMV || (regime == MM_QGEMV && qgemv_wide(path, wt)));
+    int fused = n > 1 && n <= MM_MAX && (gemv || qgemm);
+    for (int m = 0; m < n && fused; m++) fused = N[m] > 0 && (qgemm || N[m] % 16 == 0);
     if (!fused) {
         for (int m = 0; m < n; m++) ng_matmul(y[m], x, w[m], wt, bias ? bias[m] : NULL, B, N[m], K);
         return;
@@ -2549,7 +2553,7 @@ void ng_matmul_multi(float *const *y, const float *x, const void *const *w, ng_t
         mm.row0[m + 1] = mm.row0[m] + N[m];
     }
     int rows = mm.row0[n], nt = threads_for((double)B * rows * K);
-    if (regime == MM_QGEMM) matmul_qgemm(NULL, x, NULL, wt, NULL, B, rows, K, nt, &mm);
+    if (qgemm) matmul_qgemm(NULL, x, NULL, wt, NULL, B, rows, K, nt, &mm);
     else if (regime == MM_QGEMV) matmul_qgemv(path, NULL, x, NULL, wt, NULL, B, rows, K, nt, &mm);
     else matmul_gemv(isa_for(path), NULL, x, NULL, wt, NULL, B, rows, K, nt, &mm);
 }

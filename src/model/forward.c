@@ -257,11 +257,16 @@ static void rows_job_run(void *ctx, int t, int T) {
  * f16 -7% (11 of 16); TinyLlama 1.1B q8_0, 512 tokens, -4% (4 of 4). */
 #define ROWS_TEAM_MIN 32768
 
+/* Threads for a batch's row-wise work of `values` values in `items` independent pieces. */
+static int rows_threads(size_t values, int items) {
+    int nt = values >= ROWS_TEAM_MIN ? ng_threads() : 1;
+    return nt < items ? nt : items;
+}
+
 static void rows_run(rows_op op, const ng_hparams *hp, float *out, const float *x, const ng_tensor *w,
                      const ng_tensor *b, int B, int n) {
     rows_job j = {op, hp, out, x, w, b, B, n};
-    int nt = (size_t)B * (size_t)n >= ROWS_TEAM_MIN ? ng_threads() : 1;
-    if (nt > B) nt = B;
+    int nt = rows_threads((size_t)B * (size_t)n, B);
     if (nt > 1) ng_team_run(nt, rows_job_run, &j);
     else rows_range(&j, 0, B);
 }
@@ -448,8 +453,7 @@ static void attention(const ng_hparams *hp, ng_state *w, int l, const float *q0,
     j.append = j.G == H / hp->n_head_kv && rows_distinct(w, B);
     if (!j.append) {
         append_job aj = {hp, w, l, B};
-        int nt = (size_t)B * 2 * (size_t)ng_kv_dim(hp) >= ROWS_TEAM_MIN ? ng_threads() : 1;
-        ng_team_run(nt < hp->n_head_kv ? nt : hp->n_head_kv, append_run, &aj);
+        ng_team_run(rows_threads((size_t)B * 2 * (size_t)ng_kv_dim(hp), hp->n_head_kv), append_run, &aj);
     }
     int longest = 0;
     for (int b = 0; b < B; b++) longest = w->row_pos[b] + 1 > longest ? w->row_pos[b] + 1 : longest;
