@@ -2607,17 +2607,19 @@ void ng_attend_put_key(void *k, ng_type kvt, int t, int d, const float *key) {
     for (int i = 0; i < d; i++) ((float *)k)[ng_key_index(t, i, d)] = key[i];
 }
 
-/* The softmax of each of G rows of n scores, in place (compiled for the caller's path). */
-static inline __attribute__((always_inline)) void softmax_rows(float *scratch, int G, int n) {
+/* The softmax of each of G rows of n scores, in place (compiled for the caller's path); row g
+ * over its first n - step * (G - 1 - g) scores (step 1: ng_attend_rows' causal rows). */
+static inline __attribute__((always_inline)) void softmax_rows(float *scratch, int G, int n, int step) {
     for (int g = 0; g < G; g++) {
         float *s = scratch + (size_t)g * n, mx = -INFINITY, sum = 0;
+        int len = n - step * (G - 1 - g);
 #pragma omp simd reduction(max : mx)
-        for (int t = 0; t < n; t++) mx = s[t] > mx ? s[t] : mx;
+        for (int t = 0; t < len; t++) mx = s[t] > mx ? s[t] : mx;
 #pragma omp simd reduction(+ : sum)
-        for (int t = 0; t < n; t++) sum += (s[t] = ng_vexp(s[t] - mx));
+        for (int t = 0; t < len; t++) sum += (s[t] = ng_vexp(s[t] - mx));
         float inv = 1.0f / sum;
 #pragma omp simd
-        for (int t = 0; t < n; t++) s[t] *= inv;
+        for (int t = 0; t < len; t++) s[t] *= inv;
     }
 }
 
@@ -2650,14 +2652,18 @@ static inline __attribute__((always_inline)) const float *kv_f32(const void *bas
 static _Thread_local float tl_kv[NG_ATT_KT * NG_ATT_MAX_F16_HEAD];
 
 /* The output pass for every path (and for AVX-512's other head sizes): out + g * o_stride =
- * sum_t p_t v_t, each value row converted once for the G heads. */
+ * sum_t p_t v_t, each value row converted once for the G heads; row g over its first
+ * n - step * (G - 1 - g) positions (see softmax_rows), so that a later row's position, NaN
+ * included, never reaches an earlier row. */
 static inline __attribute__((always_inline)) void values_body(float *out, size_t o_stride, const float *scratch,
                                                               int G, const void *v, ng_type kvt, int n, int d,
-                                                              const int f16c) {
+                                                              const int f16c, int step) {
     for (int g = 0; g < G; g++) memset(out + (size_t)g * o_stride, 0, (size_t)d * sizeof *out);
     for (int t = 0; t < n; t++) {
         const float *vt = kv_f32(v, kvt, (size_t)t * d, d, tl_kv, f16c);
-        for (int g = 0; g < G; g++) {
+        /* the rows that take position t: row g's positions end at n - step * (G - 1 - g) */
+        int g1 = step && G - (n - t) > 0 ? G - (n - t) : 0;
+        for (int g = g1; g < G; g++) {
             float *o = out + (size_t)g * o_stride, pt = scratch[(size_t)g * n + t];
 #pragma omp simd
             for (int i = 0; i < d; i++) o[i] += pt * vt[i];
@@ -2666,11 +2672,15 @@ static inline __attribute__((always_inline)) void values_body(float *out, size_t
 }
 
 /* One body for every path: the loops are written for the vectorizer, and each path compiles it
- * for its own vector width. A key tile's scores are NG_ATT_KT independent sums, one per lane. */
+ * for its own vector width. A key tile's scores are NG_ATT_KT independent sums, one per lane.
+ * The G rows are heads over n positions each (step 0), or ng_attend_rows' causal rows (step 1:
+ * row g over n - (G - 1 - g)), whose key tiles and value rows are then loaded once for the G
+ * rows; a row's scores past its positions are computed and not read. Each row's result is the
+ * same bits as a call for it alone. */
 static inline __attribute__((always_inline)) void attend_body(float *out, size_t o_stride, const float *q,
                                                               size_t q_stride, int G, const void *k,
                                                               const void *v, ng_type kvt, int n, int d, float scale,
-                                                              float *scratch, const int f16c) {
+                                                              float *scratch, const int f16c, int step) {
     for (int t0 = 0; t0 < n; t0 += NG_ATT_KT) {
         const float *kt = kv_f32(k, kvt, (size_t)t0 * d, NG_ATT_KT * d, tl_kv, f16c);
         int m = n - t0 < NG_ATT_KT ? n - t0 : NG_ATT_KT;
@@ -2685,13 +2695,13 @@ static inline __attribute__((always_inline)) void attend_body(float *out, size_t
             for (int l = 0; l < m; l++) scratch[(size_t)g * n + t0 + l] = acc[l] * scale;
         }
     }
-    softmax_rows(scratch, G, n);
-    values_body(out, o_stride, scratch, G, v, kvt, n, d, f16c);
+    softmax_rows(scratch, G, n, step);
+    values_body(out, o_stride, scratch, G, v, kvt, n, d, f16c, step);
 }
 
 static void attend_portable(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const void *k,
-                            const void *v, ng_type kvt, int n, int d, float scale, float *scratch) {
-    attend_body(out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch, 0);
+                            const void *v, ng_type kvt, int n, int d, float scale, float *scratch, int step) {
+    attend_body(out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch, 0, step);
 }
 
 #if defined(__x86_64__)
@@ -2929,9 +2939,9 @@ INL512 void attend512_kv(float *out, size_t o_stride, const float *q, size_t q_s
             int len = n - step * (G - 1 - g);
             float *r = scratch + (size_t)g * n;
             for (int t = 0; t < len; t++) r[t] *= inv[g];
-            if (step) values_body(out + (size_t)g * o_stride, o_stride, r, 1, v, kvt, len, d, 1);
+            if (step) values_body(out + (size_t)g * o_stride, o_stride, r, 1, v, kvt, len, d, 1, 0);
         }
-        if (!step) values_body(out, o_stride, scratch, G, v, kvt, n, d, 1);
+        if (!step) values_body(out, o_stride, scratch, G, v, kvt, n, d, 1, 0);
         return;
     }
     for (int g0 = 0; g0 < G; g0 += 16 / HC) {
@@ -2954,8 +2964,8 @@ T512 static void attend512(float *out, size_t o_stride, const float *q, size_t q
 }
 
 T256 static void attend256(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const void *k,
-                           const void *v, ng_type kvt, int n, int d, float scale, float *scratch) {
-    attend_body(out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch, 1);
+                           const void *v, ng_type kvt, int n, int d, float scale, float *scratch, int step) {
+    attend_body(out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch, 1, step);
 }
 #endif
 
@@ -2970,27 +2980,31 @@ void ng_attend(float *out, size_t o_stride, const float *q, size_t q_stride, int
 #if defined(__x86_64__)
     int path = current_path();
     if (path == PATH_AVX512) return attend512(out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch, 0);
-    if (path == PATH_AVX2) return attend256(out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch);
+    if (path == PATH_AVX2) return attend256(out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch, 0);
 #endif
-    attend_portable(out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch);
+    attend_portable(out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch, 0);
 }
 
 void ng_attend_rows(float *out, size_t o_stride, const float *q, size_t q_stride, int R, const void *k, const void *v,
                     ng_type kvt, int n0, int d, float scale, float *scratch) {
     attend_check(kvt, d);
+    int path = current_path();
+    for (int r0 = 0; r0 < R; r0 += NG_ATT_ROWS) { /* the kernels' causal rows are consecutive */
+        int rn = R - r0 < NG_ATT_ROWS ? R - r0 : NG_ATT_ROWS;
+        float *o = out + (size_t)r0 * o_stride;
+        const float *qr = q + (size_t)r0 * q_stride;
 #if defined(__x86_64__)
-    if (current_path() == PATH_AVX512) {
-        for (int r0 = 0; r0 < R; r0 += NG_ATT_ROWS) { /* the kernel's causal rows are consecutive */
-            int rn = R - r0 < NG_ATT_ROWS ? R - r0 : NG_ATT_ROWS;
-            attend512(out + (size_t)r0 * o_stride, o_stride, q + (size_t)r0 * q_stride, q_stride, rn, k, v, kvt,
-                      n0 + r0 + rn, d, scale, scratch, 1);
+        if (path == PATH_AVX512) {
+            attend512(o, o_stride, qr, q_stride, rn, k, v, kvt, n0 + r0 + rn, d, scale, scratch, 1);
+            continue;
         }
-        return;
-    }
+        if (path == PATH_AVX2) {
+            attend256(o, o_stride, qr, q_stride, rn, k, v, kvt, n0 + r0 + rn, d, scale, scratch, 1);
+            continue;
+        }
 #endif
-    for (int r = 0; r < R; r++)
-        ng_attend(out + (size_t)r * o_stride, o_stride, q + (size_t)r * q_stride, q_stride, 1, k, v, kvt, n0 + r + 1,
-                  d, scale, scratch);
+        attend_portable(o, o_stride, qr, q_stride, rn, k, v, kvt, n0 + r0 + rn, d, scale, scratch, 1);
+    }
 }
 
 /* ---- activations ---- */

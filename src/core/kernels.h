@@ -96,12 +96,12 @@ void ng_attend(float *out, size_t o_stride, const float *q, size_t q_stride, int
                ng_type kvt, int n, int d, float scale, float *scratch);
 /* Causal attention of R query rows of one head at consecutive positions n0 .. n0 + R - 1 (a
  * prompt's rows): row r (its d values at q + r * q_stride, its output at out + r * o_stride)
- * attends over positions t <= n0 + r, all of them cached in k and v as for ng_attend. With
- * AVX-512, NG_ATT_ROWS rows at a time share each key and value load (a head of a prompt alone
- * loads every key once per row: the loads, not the multiply-adds, set its pace); each row's
- * result is its own positions' (nothing from the later rows' positions reaches it, not even
- * non-finite values) but summed in another order than ng_attend's for one head. Elsewhere R
- * calls of ng_attend. scratch holds NG_ATT_ROWS * (n0 + R) floats. */
+ * attends over positions t <= n0 + r, all of them cached in k and v as for ng_attend.
+ * NG_ATT_ROWS rows at a time share each key and value load (a head of a prompt alone loads
+ * every key once per row: the loads, not the multiply-adds, set its pace); each row's result is
+ * its own positions' (nothing from the later rows' positions reaches it, not even non-finite
+ * values). With AVX-512 it is summed in another order than ng_attend's for one head; on the
+ * other paths it is the same bits. scratch holds NG_ATT_ROWS * (n0 + R) floats. */
 #define NG_ATT_ROWS 8
 void ng_attend_rows(float *out, size_t o_stride, const float *q, size_t q_stride, int R, const void *k, const void *v,
                     ng_type kvt, int n0, int d, float scale, float *scratch);
