@@ -6,6 +6,7 @@
 #   sh tools/deps.sh --llamacpp also node and llama.cpp's CPU build from the npm package
 #                               node-llama-cpp (x86-64), for the test that llama.cpp reads the
 #                               GGUF files netgpt writes (tests/test_llamacpp.c; skipped without)
+#   sh tools/deps.sh --cross    also the aarch64 cross compiler, for `make check-cross`
 #   sh tools/deps.sh --all      also what `make fixtures` needs (python3-torch, node + the npm
 #                               reference packages)
 set -e
@@ -20,6 +21,7 @@ for arg in "$@"; do
     --fuzz) pkgs="$pkgs clang libclang-rt-14-dev" ;;
     --ui) pkgs="$pkgs chromium nodejs fonts-noto-cjk" ;;
     --llamacpp) pkgs="$pkgs nodejs"; llamacpp=1 ;;
+    --cross) pkgs="$pkgs gcc-aarch64-linux-gnu libc6-dev-arm64-cross" ;;
     --all) pkgs="$pkgs clang libclang-rt-14-dev python3-torch nodejs npm"; npm=1 ;;
     *) echo "deps: unknown option $arg" >&2; exit 2 ;;
     esac

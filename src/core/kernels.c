@@ -369,6 +369,7 @@ typedef struct xq8 {
     float *ds16; /* [B][K/16] d * (sum of q over each half block) */
 } xq8;
 
+#if defined(__x86_64__) /* the integer kernels' activations (the portable path has none) */
 static _Thread_local float *tl_xq;
 static _Thread_local size_t tl_xq_cap;
 
@@ -418,6 +419,7 @@ static void quantize_x(xq8 *xq, const float *x, size_t nb) {
         xq8_sums(xq, i, amax, nan, h[0], h[1]);
     }
 }
+#endif
 
 /* ---- SIMD paths ---- */
 
@@ -543,6 +545,7 @@ static inline int steps_next(steps_it *it) {
     return 1;
 }
 
+#if defined(__x86_64__) /* the GEMMs' (the portable path has none) */
 /* Transposes activation rows b0..b0+bn-1 into one XT block [Kp][bw], zero-padded in both k
  * (up to Kp) and b (up to bw), so the micro-kernel never needs a tail. k-outer order makes the
  * stores contiguous; the bn source rows are read as bn short sequential streams. */
@@ -556,6 +559,7 @@ static void pack_x(float *dst, const float *x, int b0, int bn, int K, int Kp, in
         for (; j < bw; j++) d[j] = 0;
     }
 }
+#endif
 
 /* The GEMM's next weight block, fetched while the current one's products run (the micro-kernel
  * issues a prefetch per step): rows of seg bytes, rs apart, from p; rows left to fetch and the
@@ -2277,7 +2281,6 @@ static xq8 xq8_from(const xq8 *xq, int b0, int K) {
     xq8 v = {xq->q + (size_t)b0 * K, xq->d + nb, xq->s + nb, xq->ds + nb, xq->ds16 + 2 * nb};
     return v;
 }
-#endif
 
 /* Quantizes rows b0..b1-1 of x into xq and, for the 512-bit kernel (xs not NULL), arranges them. */
 static void prepare_rows(int path, const float *x, xq8 *xq, uint8_t *xs, ng_type wt, int K, int b0, int b1) {
@@ -2288,6 +2291,7 @@ static void prepare_rows(int path, const float *x, xq8 *xq, uint8_t *xs, ng_type
         quantize_x(&v, x + (size_t)b0 * K, (size_t)(b1 - b0) * K / 32);
     if (xs) arrange_x(xs, xq, wt, K, b0, b1);
 }
+#endif
 
 /* Activation rows of one pass over the weights, when a batch has more than GEMV_MAX_B: as many
  * as keep their quantized values within about QX_CACHE bytes (an L2's share), so that the groups
@@ -2988,7 +2992,9 @@ void ng_attend(float *out, size_t o_stride, const float *q, size_t q_stride, int
 void ng_attend_rows(float *out, size_t o_stride, const float *q, size_t q_stride, int R, const void *k, const void *v,
                     ng_type kvt, int n0, int d, float scale, float *scratch) {
     attend_check(kvt, d);
+#if defined(__x86_64__)
     int path = current_path();
+#endif
     for (int r0 = 0; r0 < R; r0 += NG_ATT_ROWS) { /* the kernels' causal rows are consecutive */
         int rn = R - r0 < NG_ATT_ROWS ? R - r0 : NG_ATT_ROWS;
         float *o = out + (size_t)r0 * o_stride;
