@@ -135,7 +135,7 @@ static void test_convert_generate(void) {
     run(c2, &c, NULL);
     CHECK(a && b && c && strcmp(a, b) == 0 && strlen(a) > 10, "same seed, different output:\n%s\n%s",
           a ? a : "(no output)", b ? b : "(no output)");
-    CHECK(a && c && strcmp(a, c) != 0, "different seeds, same output: %s", a);
+    CHECK(a && c && strcmp(a, c) != 0, "different seeds, same output: %s", a ? a : "(no output)");
     free(a), free(b), free(c);
 
     /* prompt + -n beyond the context: a clear error, not a truncation */
