@@ -2978,38 +2978,34 @@ static void attend_check(ng_type kvt, int d) {
         ng_die("attention: cached keys of type %s with heads of %d", ng_type_name(kvt), d);
 }
 
+/* The path's kernel: G heads over n positions (step 0), or G causal rows (step 1; see attend_body). */
+static void attend_on(int path, float *out, size_t o_stride, const float *q, size_t q_stride, int G,
+                      const void *k, const void *v, ng_type kvt, int n, int d, float scale, float *scratch,
+                      int step) {
+#if defined(__x86_64__)
+    if (path == PATH_AVX512)
+        return attend512(out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch, step);
+    if (path == PATH_AVX2)
+        return attend256(out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch, step);
+#endif
+    (void)path;
+    attend_portable(out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch, step);
+}
+
 void ng_attend(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const void *k, const void *v,
                ng_type kvt, int n, int d, float scale, float *scratch) {
     attend_check(kvt, d);
-#if defined(__x86_64__)
-    int path = current_path();
-    if (path == PATH_AVX512) return attend512(out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch, 0);
-    if (path == PATH_AVX2) return attend256(out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch, 0);
-#endif
-    attend_portable(out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch, 0);
+    attend_on(current_path(), out, o_stride, q, q_stride, G, k, v, kvt, n, d, scale, scratch, 0);
 }
 
 void ng_attend_rows(float *out, size_t o_stride, const float *q, size_t q_stride, int R, const void *k, const void *v,
                     ng_type kvt, int n0, int d, float scale, float *scratch) {
     attend_check(kvt, d);
-#if defined(__x86_64__)
     int path = current_path();
-#endif
     for (int r0 = 0; r0 < R; r0 += NG_ATT_ROWS) { /* the kernels' causal rows are consecutive */
         int rn = R - r0 < NG_ATT_ROWS ? R - r0 : NG_ATT_ROWS;
-        float *o = out + (size_t)r0 * o_stride;
-        const float *qr = q + (size_t)r0 * q_stride;
-#if defined(__x86_64__)
-        if (path == PATH_AVX512) {
-            attend512(o, o_stride, qr, q_stride, rn, k, v, kvt, n0 + r0 + rn, d, scale, scratch, 1);
-            continue;
-        }
-        if (path == PATH_AVX2) {
-            attend256(o, o_stride, qr, q_stride, rn, k, v, kvt, n0 + r0 + rn, d, scale, scratch, 1);
-            continue;
-        }
-#endif
-        attend_portable(o, o_stride, qr, q_stride, rn, k, v, kvt, n0 + r0 + rn, d, scale, scratch, 1);
+        attend_on(path, out + (size_t)r0 * o_stride, o_stride, q + (size_t)r0 * q_stride, q_stride, rn, k, v,
+                  kvt, n0 + r0 + rn, d, scale, scratch, 1);
     }
 }
 
