@@ -238,8 +238,10 @@ static void test_array_conversions(void) {
 static void test_cpu_features(void) {
     const ng_cpu *c = ng_cpu_features();
     const char *p = ng_kernel_path();
-    printf("# cpu: avx2=%d fma=%d f16c=%d avx512f=%d bw=%d vl=%d vnni=%d bf16=%d amx=%d; path %s\n", c->avx2,
-           c->fma, c->f16c, c->avx512f, c->avx512bw, c->avx512vl, c->avx512vnni, c->avx512bf16, c->amx, p);
+    printf("# cpu: avx2=%d fma=%d f16c=%d avx512f=%d bw=%d vl=%d vnni=%d bf16=%d amx=%d avx-vnni=%d; path %s\n",
+           c->avx2, c->fma, c->f16c, c->avx512f, c->avx512bw, c->avx512vl, c->avx512vnni, c->avx512bf16, c->amx,
+           c->avxvnni, p);
+    CHECK(!c->avxvnni || c->avx2, "avx-vnni without avx2");
     CHECK(!c->avx512f || c->avx2, "avx512f without avx2");
     CHECK(strcmp(p, "avx512") == 0 ? c->avx512f && c->avx512bw && c->avx512vl : 1,
           "path avx512 without features");

@@ -343,6 +343,9 @@ static const char *const PATHS[] = {"avx512", "avx2", "portable"};
 
 /* Every path this CPU runs, on 1 and 2 threads (bit-identical), against the reference; the
  * reference itself against dequantize-then-f32. Returns the number of failures. */
+/* qcheck's runs that compared the AVX2 path with and without AVX-VNNI. */
+static int g_avx_vnni_runs;
+
 static int qcheck(ng_type t, int B, int N, int K, int *runs) {
     qcase c;
     qcase_init(&c, t, B, N, K);
@@ -365,6 +368,16 @@ static int qcheck(ng_type t, int B, int N, int K, int *runs) {
             fprintf(stderr, "%s %s B=%d N=%d K=%d: 1 and 2 threads differ\n", PATHS[p], ng_type_name(t), B, N, K);
             bad++;
         }
+        if (ng_kernel_avx_vnni()) { /* AVX-VNNI's block sums against AVX2's three instructions: the same bits */
+            ng_kernel_set_avx_vnni(0);
+            ng_matmul(c.y1, c.x, c.w, t, NULL, B, N, K);
+            ng_kernel_set_avx_vnni(1);
+            if (memcmp(c.y1, c.y2, sizeof(float) * B * N) != 0) {
+                fprintf(stderr, "avx2 %s B=%d N=%d K=%d: AVX-VNNI and AVX2 sums differ\n", ng_type_name(t), B, N, K);
+                bad++;
+            }
+            g_avx_vnni_runs++;
+        }
         (*runs)++;
     }
     ng_kernel_set_path(NULL);
@@ -378,6 +391,7 @@ static void check_type(ng_type t) {
     static const int Ns[] = {1, 7, 33};
     int qk = ng_type_block(t), bad = 0, runs = 0;
     int Ks[] = {qk, 256, 4096 + 256};
+    g_avx_vnni_runs = 0;
     for (int ib = 0; ib < COUNT(Bs); ib++)
         for (int in = 0; in < COUNT(Ns); in++)
             for (int ik = 0; ik < COUNT(Ks) && bad < 10; ik++) {
@@ -393,6 +407,11 @@ static void check_type(ng_type t) {
     bad += qcheck(t, 90, 3, 4096 + 256, &runs);
     CHECK(runs > 0, "no path ran");
     CHECK(bad == 0, "%d mismatches for %s", bad, ng_type_name(t));
+    if (t == ng_type_base(t)) { /* the AVX2 GEMV serves the plain types (B <= 64) */
+        printf("# %s: %d runs with AVX-VNNI on the AVX2 path%s\n", ng_type_name(t), g_avx_vnni_runs,
+               ng_cpu_features()->avxvnni ? "" : " (no AVX-VNNI here)");
+        CHECK(!ng_cpu_features()->avxvnni || g_avx_vnni_runs > 0, "AVX-VNNI not run for %s", ng_type_name(t));
+    }
 }
 
 static void test_matmul_q8_0(void) { check_type(NG_Q8_0); }

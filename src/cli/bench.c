@@ -41,6 +41,10 @@ static const char HELP[] =
     "                  the CPU has it, and is judged by that instruction's measured peak)\n"
     "  --no-int8-gemm  q8_0 / q4_0 prefill on the integer GEMV (by default an int8 GEMM on\n"
     "                  AVX-512 VNNI where the CPU has it, judged by vpdpbusd's measured peak)\n"
+    "  --kernels P     run the avx2 or portable kernels on a CPU that has better (what a\n"
+    "                  smaller machine's kernels do here; the f32 peak is then that path's)\n"
+    "  --no-avx-vnni   on the AVX2 path, the integer dot products on vpmaddubsw + vpmaddwd even\n"
+    "                  where the CPU has AVX-VNNI (Alder Lake and later, Zen 5)\n"
     "  --profile       after the timed runs, one more decode run that times its parts: the\n"
     "                  matrix products (and the rate they read the weights at), attention, the rest\n"
     "  -t, --threads N threads (default: all cores)\n"
@@ -351,7 +355,8 @@ int cmd_bench(int argc, char **argv) {
     ng_set_threads(o.threads);
     int threads = ng_threads();
     double ram = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
-    ng_log("netgpt bench: %d threads, kernels: %s\n", threads, ng_kernel_path());
+    ng_log("netgpt bench: %d threads, kernels: %s%s\n", threads, ng_kernel_path(),
+           ng_kernel_avx_vnni() ? " with AVX-VNNI" : "");
     ng_log("measuring memory-read bandwidth and f32 FMA peak...\n");
     double bw = ng_measure_read_bandwidth(threads), peak = ng_measure_peak_flops(threads);
     double peak_bf16 = ng_kernel_bf16_dot() ? ng_measure_peak_bf16_flops(threads) : 0;
@@ -393,10 +398,11 @@ int cmd_bench(int argc, char **argv) {
     }
     double rss = (double)ng_peak_rss();
     if (o.json) {
-        printf("{\"threads\":%d,\"kernels\":\"%s\",\"kv_type\":\"%s\",\"read_bandwidth_gbs\":%.2f,\"peak_gflops\":%.1f,"
-               "\"peak_bf16_gflops\":%.1f,\"peak_int8_gops\":%.1f,\"peak_rss_mb\":%.1f,\"results\":[",
-               threads, ng_kernel_path(), ng_type_name(ng_kv_type()), bw / 1e9, peak / 1e9, peak_bf16 / 1e9,
-               peak_int8 / 1e9, rss / 1e6);
+        printf("{\"threads\":%d,\"kernels\":\"%s\",\"avx_vnni\":%s,\"kv_type\":\"%s\",\"read_bandwidth_gbs\":%.2f,"
+               "\"peak_gflops\":%.1f,\"peak_bf16_gflops\":%.1f,\"peak_int8_gops\":%.1f,\"peak_rss_mb\":%.1f,"
+               "\"results\":[",
+               threads, ng_kernel_path(), ng_kernel_avx_vnni() ? "true" : "false", ng_type_name(ng_kv_type()), bw / 1e9,
+               peak / 1e9, peak_bf16 / 1e9, peak_int8 / 1e9, rss / 1e6);
         int first = 1;
         for (int i = 0; i < n_rows; i++) {
             const bench_row *r = &rows[i];
@@ -425,7 +431,8 @@ int cmd_bench(int argc, char **argv) {
         printf("\nmachine: read bandwidth %.1f GB/s, f32 FMA peak %.1f GFLOP/s", bw / 1e9, peak / 1e9);
         if (peak_bf16 > 0) printf(", bf16 dot peak %.1f GFLOP/s", peak_bf16 / 1e9);
         if (peak_int8 > 0) printf(", int8 dot peak %.1f GOP/s", peak_int8 / 1e9);
-        printf(", %d threads, kernels %s, %s KV cache\n", threads, ng_kernel_path(), ng_type_name(ng_kv_type()));
+        printf(", %d threads, kernels %s%s, %s KV cache\n", threads, ng_kernel_path(),
+               ng_kernel_avx_vnni() ? " with AVX-VNNI" : "", ng_type_name(ng_kv_type()));
         char bh[64] = "";
         if (batch) snprintf(bh, sizeof bh, "  batch 1 tok/s  batch %-3d tok/s  speedup", batch);
         printf("%-15s %-5s %10s %12s %14s %8s %13s %15s %10s%s%s\n", "model", "type", "weights", "decode tok/s",

@@ -80,7 +80,10 @@ static void detect_x86(ng_cpu *c) {
     c->avx512vnni = c->avx512f && ((cx >> 11) & 1);
     c->amx = os_amx && ((d >> 24) & 1);
     unsigned max7 = a;
-    if (max7 >= 1 && __get_cpuid_count(7, 1, &a, &b, &cx, &d)) c->avx512bf16 = c->avx512f && ((a >> 5) & 1);
+    if (max7 >= 1 && __get_cpuid_count(7, 1, &a, &b, &cx, &d)) {
+        c->avx512bf16 = c->avx512f && ((a >> 5) & 1);
+        c->avxvnni = c->avx2 && ((a >> 4) & 1);
+    }
 }
 #endif
 
@@ -114,9 +117,17 @@ static int current_path(void) { return g_forced_path >= 0 ? g_forced_path : best
 
 const char *ng_kernel_path(void) { return PATH_NAMES[current_path()]; }
 
-void ng_kernel_force_portable(int on) { g_forced_path = on ? PATH_PORTABLE : -1; }
+/* The forced path (or -1) that ng_kernel_force_portable(0) restores, while force_portable holds. */
+static int g_unforced_path = -1, g_portable_held;
+
+void ng_kernel_force_portable(int on) {
+    if (on && !g_portable_held) g_unforced_path = g_forced_path;
+    g_forced_path = on ? PATH_PORTABLE : g_portable_held ? g_unforced_path : -1;
+    g_portable_held = on != 0;
+}
 
 int ng_kernel_set_path(const char *name) {
+    g_portable_held = 0;
     if (!name) {
         g_forced_path = -1;
         return 0;
@@ -1250,11 +1261,18 @@ static const simd_isa ISA256 = {NR256, BW256, KCH256, 1, pack_x, gemv256, pack_w
 #define TQ_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
 /* acc + per-lane sums of 4 products u (unsigned bytes) * s (signed bytes). vnni is a constant
- * after inlining; the instruction is written as asm so that this helper (and the kernels built
- * on it) can be inlined into the AVX2 entry point, which must not contain EVEX code. */
+ * after inlining: VNNI_EVEX (AVX-512 VNNI's vpdpbusd on 256 bits), VNNI_VEX (AVX-VNNI's), or 0
+ * (AVX2's vpmaddubsw + vpmaddwd + vpaddd: the same sums, as no pair saturates). The instruction
+ * is written as asm so that this helper (and the kernels built on it) can be inlined into the
+ * AVX2 entry points, whose target has neither extension. */
+enum { VNNI_EVEX = 1, VNNI_VEX = 2 };
 INLQ __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s, const int vnni) {
-    if (vnni) {
+    if (vnni == VNNI_EVEX) {
         __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(s));
+        return acc;
+    }
+    if (vnni == VNNI_VEX) {
+        __asm__("%{vex%} vpdpbusd %2, %1, %0" : "+x"(acc) : "x"(u), "x"(s));
         return acc;
     }
     return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
@@ -1490,9 +1508,14 @@ TQ static void qgemv_avx2(float *y, const xq8 *xq, const void *w, size_t rs, ng_
     qgemv_any(y, xq, w, rs, wt, bias, B, N, K, n0, n1, 0);
 }
 
+TQ static void qgemv_avxvnni(float *y, const xq8 *xq, const void *w, size_t rs, ng_type wt, const float *bias,
+                             int B, int N, int K, int n0, int n1) {
+    qgemv_any(y, xq, w, rs, wt, bias, B, N, K, n0, n1, VNNI_VEX);
+}
+
 TQ_VNNI static void qgemv_vnni(float *y, const xq8 *xq, const void *w, size_t rs, ng_type wt, const float *bias,
                                int B, int N, int K, int n0, int n1) {
-    qgemv_any(y, xq, w, rs, wt, bias, B, N, K, n0, n1, 1);
+    qgemv_any(y, xq, w, rs, wt, bias, B, N, K, n0, n1, VNNI_EVEX);
 }
 
 /* -- q8_0 and q4_0 with AVX-512 VNNI, GEMV --
@@ -2272,7 +2295,16 @@ static int int8_gemm_on(int path, ng_type wt, int B) { return g_int8_gemm && B >
 
 int ng_kernel_int8_gemm(int rows) { return int8_gemm_on(current_path(), NG_Q8_0, rows); }
 
-ng_type ng_matmul_native(ng_type wt) { return qgemv_wide(best_path(), wt) ? ng_type_reordered(wt) : wt; }
+/* AVX-VNNI on the AVX2 path (ng_kernel_set_avx_vnni): on unless turned off, where the CPU has it. */
+static int g_avx_vnni = 1;
+
+void ng_kernel_set_avx_vnni(int on) { g_avx_vnni = on != 0; }
+
+static int avx_vnni_on(int path) { return g_avx_vnni && path == PATH_AVX2 && ng_cpu_features()->avxvnni; }
+
+int ng_kernel_avx_vnni(void) { return avx_vnni_on(current_path()); }
+
+ng_type ng_matmul_native(ng_type wt) { return qgemv_wide(current_path(), wt) ? ng_type_reordered(wt) : wt; }
 
 #if defined(__x86_64__)
 /* Row b0's view of quantized activations (rows b0.. of xq). */
@@ -2314,7 +2346,8 @@ static void qgemv_job(void *ctx, int t, int T) {
     const mm_job *j = ctx;
     int B = j->B, N = j->N, K = j->K, pass = j->pass;
     void (*kern)(float *, const xq8 *, const void *, size_t, ng_type, const float *, int, int, int, int, int) =
-        j->path != PATH_AVX512 || !ng_cpu_features()->avx512vnni ? qgemv_avx2
+        avx_vnni_on(j->path)                                      ? qgemv_avxvnni
+        : j->path != PATH_AVX512 || !ng_cpu_features()->avx512vnni ? qgemv_avx2
         : j->wt == NG_Q4_K || j->wt == NG_Q6_K                   ? qgemv512_k
                                                                  : qgemv_vnni;
     if (j->shared) {
@@ -3241,13 +3274,19 @@ double ng_measure_read_bandwidth(int threads) {
  * on current cores), run for a fixed count calibrated to about 50 ms, best of four runs. */
 #define PEAK_CHAINS 24
 
+/* The portable path's: its multiply and add are two dependent instructions (no contraction), so
+ * 4 x PEAK_CHAINS floats in 4-wide vectors (SSE, NEON) keep both pipes busy; 24 left them half
+ * idle (its GEMM measured 118% of that peak). */
+#define PORTABLE_CHAINS (4 * PEAK_CHAINS)
+
 static double fma_portable(long iters) {
-    float a[PEAK_CHAINS];
-    for (int i = 0; i < PEAK_CHAINS; i++) a[i] = (float)i;
+    float a[PORTABLE_CHAINS];
+    for (int i = 0; i < PORTABLE_CHAINS; i++) a[i] = (float)i;
     for (long it = 0; it < iters; it++)
-        for (int i = 0; i < PEAK_CHAINS; i++) a[i] = a[i] * 0.999f + 0.001f;
+#pragma omp simd
+        for (int i = 0; i < PORTABLE_CHAINS; i++) a[i] = a[i] * 0.999f + 0.001f;
     float s = 0;
-    for (int i = 0; i < PEAK_CHAINS; i++) s += a[i];
+    for (int i = 0; i < PORTABLE_CHAINS; i++) s += a[i];
     return s;
 }
 
@@ -3327,7 +3366,7 @@ enum { PEAK_F32, PEAK_BF16, PEAK_INT8 };
  * PEAK_INT8); returns operations done per thread. */
 static double fma_run(long iters, double *sink, int kind) {
 #if defined(__x86_64__)
-    int path = best_path();
+    int path = current_path();
     if (kind == PEAK_BF16) {
         *sink += dpbf16_512(iters);
         return (double)iters * PEAK_CHAINS * 16 * 4;
@@ -3346,7 +3385,7 @@ static double fma_run(long iters, double *sink, int kind) {
     }
 #endif
     *sink += fma_portable(iters);
-    return (double)iters * PEAK_CHAINS * 2;
+    return (double)iters * PORTABLE_CHAINS * 2;
 }
 
 /* The peak measurement's team job: each thread's flops and chain sums. */
@@ -3397,14 +3436,14 @@ double ng_measure_peak_flops(int threads) { return measure_peak(threads, PEAK_F3
 
 double ng_measure_peak_bf16_flops(int threads) {
 #if defined(__x86_64__)
-    if (best_path() == PATH_AVX512 && ng_cpu_features()->avx512bf16) return measure_peak(threads, PEAK_BF16);
+    if (current_path() == PATH_AVX512 && ng_cpu_features()->avx512bf16) return measure_peak(threads, PEAK_BF16);
 #endif
     return 0;
 }
 
 double ng_measure_peak_int8_ops(int threads) {
 #if defined(__x86_64__)
-    if (best_path() == PATH_AVX512 && ng_cpu_features()->avx512vnni) return measure_peak(threads, PEAK_INT8);
+    if (current_path() == PATH_AVX512 && ng_cpu_features()->avx512vnni) return measure_peak(threads, PEAK_INT8);
 #endif
     return 0;
 }

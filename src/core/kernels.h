@@ -13,12 +13,13 @@
 
 /* CPU features found at run time. */
 typedef struct {
-    int avx2, fma, f16c, avx512f, avx512bw, avx512vl, avx512vnni, avx512bf16, amx;
+    int avx2, fma, f16c, avx512f, avx512bw, avx512vl, avx512vnni, avx512bf16, amx, avxvnni;
 } ng_cpu;
 const ng_cpu *ng_cpu_features(void);
 /* "avx512" / "avx2" / "portable": which matmul path ng_matmul takes on this machine. */
 const char *ng_kernel_path(void);
-/* Forces the portable path (for tests and benchmarks); 0 restores run-time choice. */
+/* Forces the portable path (for tests and benchmarks); 0 restores the path forced before it by
+ * ng_kernel_set_path, or run-time choice. */
 void ng_kernel_force_portable(int on);
 /* Forces a path by name ("portable", "avx2", "avx512"; NULL restores run-time choice).
  * Returns -1 (and changes nothing) for an unknown name or one this CPU cannot run. */
@@ -37,6 +38,12 @@ int ng_kernel_bf16_dot(void);
  * it now. */
 void ng_kernel_set_int8_gemm(int on);
 int ng_kernel_int8_gemm(int rows);
+/* On the AVX2 path, the integer GEMV's u8 x s8 block sums take AVX-VNNI's vpdpbusd (VEX, 256
+ * bits: Intel's Alder Lake and later client and Atom cores, AMD Zen 5) where the CPU has it,
+ * instead of vpmaddubsw + vpmaddwd + vpaddd: the same exact sums in one instruction.
+ * ng_kernel_set_avx_vnni(0) keeps the three; ng_kernel_avx_vnni says whether it runs now. */
+void ng_kernel_set_avx_vnni(int on);
+int ng_kernel_avx_vnni(void);
 
 /* For tests: the bytes of weights a GEMV thread claims at a time from its share (and takes from
  * another thread's once its own is done); 0 restores the default. ng_kernel_steals counts the
@@ -70,8 +77,9 @@ void ng_matmul_multi(float *const *y, const float *x, const void *const *w, ng_t
                      int n, int B, const int *N, int K);
 /* The same computed plainly, one thread, in order: the reference. */
 void ng_matmul_ref(float *y, const float *x, const void *w, ng_type wt, const float *bias, int B, int N, int K);
-/* The type of wt's values that ng_matmul reads fastest on this machine: q4_0r / q8_0r (see
- * core/quant.h) for q4_0 / q8_0 where the AVX-512 VNNI kernels run, wt itself otherwise. */
+/* The type of wt's values that ng_matmul reads fastest on the path it takes now: q4_0r / q8_0r
+ * (see core/quant.h) for q4_0 / q8_0 where the AVX-512 VNNI kernels run, wt itself otherwise
+ * (so a model made after forcing the AVX2 path keeps the order that path's kernels read). */
 ng_type ng_matmul_native(ng_type wt);
 /* 1 when ng_matmul / ng_matmul_ref accept weights of type wt (others end the program). */
 int ng_matmul_supported(ng_type wt);
@@ -120,7 +128,7 @@ double ng_act_exp_sum(float *y, const float *x, size_t n, float mx, float scale)
 
 /* Measured limits of this machine, for benchmarks: sustained memory-read bandwidth in bytes/s
  * using `threads` threads over a buffer much larger than the caches, and peak f32 FMA
- * throughput in FLOP/s with the widest vectors this CPU has. */
+ * throughput in FLOP/s with the vectors of the path the kernels take now. */
 double ng_measure_read_bandwidth(int threads);
 double ng_measure_peak_flops(int threads);
 /* The same for AVX512-BF16's vdpbf16ps (2 FLOPs per pair of bf16 products), which the bf16
