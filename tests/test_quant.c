@@ -341,11 +341,11 @@ static int qcompare(const qcase *c, const float *y, const float *ref, const floa
 
 static const char *const PATHS[] = {"avx512", "avx2", "portable"};
 
-/* Every path this CPU runs, on 1 and 2 threads (bit-identical), against the reference; the
- * reference itself against dequantize-then-f32. Returns the number of failures. */
 /* qcheck's runs that compared the AVX2 path with and without AVX-VNNI. */
 static int g_avx_vnni_runs;
 
+/* Every path this CPU runs, on 1 and 2 threads (bit-identical), against the reference; the
+ * reference itself against dequantize-then-f32. Returns the number of failures. */
 static int qcheck(ng_type t, int B, int N, int K, int *runs) {
     qcase c;
     qcase_init(&c, t, B, N, K);
@@ -358,7 +358,9 @@ static int qcheck(ng_type t, int B, int N, int K, int *runs) {
         int qtype = t == NG_Q8_0 || t == NG_Q4_0 || t == NG_Q4_K || t == NG_Q6_K;
         int wide = p == 0 && ng_cpu_features()->avx512vnni;
         int integer = p < 2 && qtype && (B <= 64 || wide);
-        if (t != ng_type_base(t)) integer = wide; /* the kernel-order types: only there */
+        /* the kernel-order types: only where they are native (on AVX2: q4_0r, and q8_0r with
+         * AVX-VNNI), there for any batch */
+        if (t != ng_type_base(t)) integer = wide || (p == 1 && (t == NG_Q4_0R || ng_kernel_avx_vnni()));
         ng_set_threads(1);
         ng_matmul(c.y1, c.x, c.w, t, NULL, B, N, K);
         ng_set_threads(2);
@@ -368,7 +370,9 @@ static int qcheck(ng_type t, int B, int N, int K, int *runs) {
             fprintf(stderr, "%s %s B=%d N=%d K=%d: 1 and 2 threads differ\n", PATHS[p], ng_type_name(t), B, N, K);
             bad++;
         }
-        if (ng_kernel_avx_vnni()) { /* AVX-VNNI's block sums against AVX2's three instructions: the same bits */
+        /* AVX-VNNI's block sums against AVX2's three instructions: the same bits (q8_0r has no
+         * integer kernel without it) */
+        if (ng_kernel_avx_vnni() && t != NG_Q8_0R) {
             ng_kernel_set_avx_vnni(0);
             ng_matmul(c.y1, c.x, c.w, t, NULL, B, N, K);
             ng_kernel_set_avx_vnni(1);
@@ -407,7 +411,7 @@ static void check_type(ng_type t) {
     bad += qcheck(t, 90, 3, 4096 + 256, &runs);
     CHECK(runs > 0, "no path ran");
     CHECK(bad == 0, "%d mismatches for %s", bad, ng_type_name(t));
-    if (t == ng_type_base(t)) { /* the AVX2 GEMV serves the plain types (B <= 64) */
+    if (t != NG_Q8_0R) { /* the AVX2 GEMV's types (B <= 64) */
         printf("# %s: %d runs with AVX-VNNI on the AVX2 path%s\n", ng_type_name(t), g_avx_vnni_runs,
                ng_cpu_features()->avxvnni ? "" : " (no AVX-VNNI here)");
         CHECK(!ng_cpu_features()->avxvnni || g_avx_vnni_runs > 0, "AVX-VNNI not run for %s", ng_type_name(t));

@@ -40,7 +40,8 @@ static const char HELP[] =
     "  --no-bf16-dot   bf16 prefill with f32 products (by default it uses AVX512-BF16 where\n"
     "                  the CPU has it, and is judged by that instruction's measured peak)\n"
     "  --no-int8-gemm  q8_0 / q4_0 prefill on the integer GEMV (by default an int8 GEMM on\n"
-    "                  AVX-512 VNNI where the CPU has it, judged by vpdpbusd's measured peak)\n"
+    "                  AVX-512 VNNI where the CPU has it, judged by vpdpbusd's measured peak;\n"
+    "                  on the AVX2 path the integer GEMV, judged by its instructions' peak)\n"
     "  --kernels P     run the avx2 or portable kernels on a CPU that has better (what a\n"
     "                  smaller machine's kernels do here; the f32 peak is then that path's)\n"
     "  --no-avx-vnni   on the AVX2 path, the integer dot products on vpmaddubsw + vpmaddwd even\n"
@@ -360,7 +361,7 @@ int cmd_bench(int argc, char **argv) {
     ng_log("measuring memory-read bandwidth and f32 FMA peak...\n");
     double bw = ng_measure_read_bandwidth(threads), peak = ng_measure_peak_flops(threads);
     double peak_bf16 = ng_kernel_bf16_dot() ? ng_measure_peak_bf16_flops(threads) : 0;
-    double peak_int8 = ng_kernel_int8_gemm(1 << 20) ? ng_measure_peak_int8_ops(threads) : 0;
+    double peak_int8 = ng_measure_peak_int8_ops(threads);
     ng_log("  read bandwidth %.1f GB/s, f32 peak %.1f GFLOP/s", bw / 1e9, peak / 1e9);
     if (peak_bf16 > 0) ng_log(", bf16 dot peak %.1f GFLOP/s", peak_bf16 / 1e9);
     if (peak_int8 > 0) ng_log(", int8 dot peak %.1f GOP/s", peak_int8 / 1e9);
@@ -387,10 +388,14 @@ int cmd_bench(int argc, char **argv) {
                 r->skipped = 1;
                 continue;
             }
-            /* bf16 prefill runs on vdpbf16ps where it can, q8_0 / q4_0 on vpdpbusd: judged by
-             * that instruction's peak */
+            /* bf16 prefill runs on vdpbf16ps where it can, q8_0 / q4_0 on the int8 GEMM
+             * (vpdpbusd) with AVX-512 VNNI, and on the AVX2 path (kernel order: not a mapped
+             * file's) the integer GEMV: judged by that instruction's peak */
             int on_bf16 = list[ti] == NG_BF16 && peak_bf16 > 0;
-            int on_int8 = (list[ti] == NG_Q8_0 || list[ti] == NG_Q4_0) && peak_int8 > 0 && ng_kernel_int8_gemm(np);
+            ng_type wt = use_mmap ? list[ti] : ng_matmul_native(list[ti]);
+            int avx2_int = !strcmp(ng_kernel_path(), "avx2") && ng_kernel_int8_rows(wt, np);
+            int on_int8 = (list[ti] == NG_Q8_0 || list[ti] == NG_Q4_0) && peak_int8 > 0 &&
+                          (ng_kernel_int8_gemm(np) || avx2_int);
             r->peak_kind = on_bf16 ? "bf16" : on_int8 ? "int8" : "f32";
             run_one(bm, &hp, list[ti], np, ng, use_mmap, batch, profile,
                     on_bf16 ? peak_bf16 : on_int8 ? peak_int8 : peak, r);
@@ -467,10 +472,16 @@ int cmd_bench(int argc, char **argv) {
         }
         footnote(rows, n_rows, "bf16", "(bf16 prefill runs on AVX512-BF16: %% of the bf16 dot peak, %.1f GFLOP/s)\n",
                  peak_bf16);
-        footnote(rows, n_rows, "int8",
-                 "(q8_0 / q4_0 prefill runs on AVX-512 VNNI: %% of the int8 dot peak, %.1f GOP/s; its GOP/s\n"
-                 " count the model's multiply-adds as 2 operations, as for the float types)\n",
-                 peak_int8);
+        const char *on = strcmp(ng_kernel_path(), "avx2") ? "AVX-512 VNNI"
+                         : ng_kernel_avx_vnni()             ? "AVX-VNNI (256 bits)"
+                                                            : "vpmaddubsw + vpmaddwd";
+        for (int i = 0; i < n_rows; i++)
+            if (!rows[i].skipped && !strcmp(rows[i].peak_kind, "int8")) {
+                printf("(q8_0 / q4_0 prefill runs on %s: %% of the int8 dot peak, %.1f GOP/s; its GOP/s\n"
+                       " count the model's multiply-adds as 2 operations, as for the float types)\n",
+                       on, peak_int8 / 1e9);
+                break;
+            }
         printf("peak RSS %.1f MB\n", rss / 1e6);
     }
     return 0;

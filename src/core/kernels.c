@@ -1408,10 +1408,85 @@ INLQ void blk_q6_k(__m256 *acc, const uint8_t *blk, const xq8 *xq, int kb, int K
     (void)vnni;
 }
 
-/* R weight rows (at w + row[r] * rs) against NB activation rows, walked block by block side by
+/* The AVX-512 GEMV's activation layout (below; also read by the AVX2 path's q4_0r / q8_0r).
+ * Lanes: the int32 lane j of a step's vectors holds block j % 4 (4 products of its 4-byte group
+ * j / 4 in each half), so that the 4 blocks' scales and sum starts are 16-byte vectors:
+ * broadcast (d_x) or zero-extended (sum starts) by the load itself. A row of activations is
+ * arranged as its xs_steps codes of 128 bytes (the 4 blocks' first halves, then their second
+ * halves, in that lane order), then as many 32-byte tails: 4 int32 sum starts
+ * (-offset * sum(x) of each block) and 4 f32 scales d_x. 160 bytes a step, not 256 with the
+ * starts and scales spread over 16 lanes: a batch of 8 rows reads its activations from L2 for
+ * every weight row pair, and those bytes, not the multiplies, set the pace. */
+#define XS_CODES 128
+#define XS_TAIL 32
+static int xs_steps(int K) { return (K / 32 + 3) / 4; }
+/* bytes of one arranged row (a multiple of 64: every row's codes stay 64-byte aligned) */
+static size_t xs_row(int K) { return ((size_t)xs_steps(K) * (XS_CODES + XS_TAIL) + 63) & ~(size_t)63; }
+
+/* -- q4_0r and q8_0r (kernel order) on the AVX2 path --
+ * The AVX-512 GEMV's layout below (a step: 4 blocks' codes in 64 bytes (q4_0r: nibble pairs) or
+ * 128 (q8_0r: the codes + 128), then their 4 f16 scales; arrange_x's activations facing them)
+ * read as 256-bit halves: int32 lane j of either half holds block j % 4, so a step of a row is 4
+ * u8 x s8 dot products into one vector of sums that starts at the blocks' -offset * sum(x), then
+ * one conversion and one multiply-add by d_w * d_x, with the 4 scales one 8-byte load and
+ * vcvtph2ps. blk_q4_0 spends about 14 instructions on each block; this, about 4. q8_0r's codes
+ * run to 255, where vpmaddubsw's pair sums would saturate: it is native here only with AVX-VNNI
+ * (qgemv_native). Rows are whole steps (ng_reorder_rows). */
+/* One step of a q4_0r / q8_0r row at p: codes as u8 in u[0..3] (facing the arranged activations'
+ * 4 x 32 bytes), the 4 blocks' scales in dw (lane j: block j % 4); the step's lines GEMV_PREFETCH
+ * bytes on prefetched. */
+INLQ void rdecode256(const uint8_t *p, ng_type wt, __m256i *u, __m256 *dw) {
+    const __m256i m4 = _mm256_set1_epi8(15);
+    const char *f = (const char *)p + GEMV_PREFETCH;
+    _mm_prefetch(f, _MM_HINT_T0);
+    _mm_prefetch(f + 64, _MM_HINT_T0);
+    if (wt == NG_Q8_0R) _mm_prefetch(f + 128, _MM_HINT_T0);
+    int64_t scales;
+    memcpy(&scales, p + (wt == NG_Q4_0R ? 64 : 128), 8);
+    *dw = _mm256_cvtph_ps(_mm_set1_epi64x(scales));
+    __m256i v0 = ld256(p), v1 = ld256(p + 32);
+    if (wt == NG_Q8_0R) {
+        u[0] = v0, u[1] = v1, u[2] = ld256(p + 64), u[3] = ld256(p + 96);
+    } else {
+        u[0] = _mm256_and_si256(v0, m4), u[1] = _mm256_and_si256(v1, m4);
+        u[2] = _mm256_and_si256(_mm256_srli_epi16(v0, 4), m4);
+        u[3] = _mm256_and_si256(_mm256_srli_epi16(v1, 4), m4);
+    }
+}
+
+/* acc + one row's step (codes u, scales dw) against one arranged activation row (codes at x, tail
+ * at t): two chains of two dot products (vpdpbusd's latency, ~5 cycles, on one chain of four held
+ * TinyLlama's q4_0r decode ~20% below vpmaddubsw's), then d_w * d_x. */
+INLQ __m256 rdot256(__m256 acc, const __m256i *u, __m256 dw, const uint8_t *x, const uint8_t *t, const int vnni) {
+    __m256i c = _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)t));
+    __m256i i = dot_u8s8(dot_u8s8(c, u[0], ld256(x), vnni), u[1], ld256(x + 32), vnni);
+    __m256i i2 = dot_u8s8(dot_u8s8(_mm256_setzero_si256(), u[2], ld256(x + 64), vnni), u[3], ld256(x + 96), vnni);
+    __m256 dx = _mm256_broadcast_ps((const __m128 *)(t + 16));
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(i, i2)), _mm256_mul_ps(dw, dx), acc);
+}
+
+/* One step of R rows (at p[r]) against NB arranged activation rows (row b's codes for the step at
+ * xc + b * xb, its tail at xt + b * xb). AVX2 has 16 vector registers: one activation row takes
+ * the rows one after another (each row's codes dead before the next's), so that the sums stay
+ * in registers (the R rows' codes decoded first spilled them: 10% slower from memory); a batch
+ * decodes each row's step once for its NB rows (R <= 2 there). */
+INLQ void rstep256(__m256 acc[][GEMV_MAX_B], const uint8_t *const *p, const uint8_t *xc, const uint8_t *xt,
+                   size_t xb, ng_type wt, const int NB, const int R, const int vnni) {
+    __m256i u[4];
+    __m256 dw;
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+        rdecode256(p[r], wt, u, &dw);
+#pragma GCC unroll 8
+        for (int b = 0; b < NB; b++) acc[r][b] = rdot256(acc[r][b], u, dw, xc + b * xb, xt + b * xb, vnni);
+    }
+}
+
+/* R weight rows (at w + row[r] * rs) against NB activation rows, walked block by block (the
+ * kernel-order types: step by step, against the rows arranged in xs, xb bytes apart) side by
  * side so that R read streams are in flight. wt, NB, R, vnni are constants after inlining. */
-INLQ void qgemv_rows(float *y, const xq8 *xq, const void *w, size_t rs, ng_type wt, const float *bias, const int NB,
-                     const int R, const int *row, int N, int K, const int vnni) {
+INLQ void qgemv_rows(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, const void *w, size_t rs, ng_type wt,
+                     const float *bias, const int NB, const int R, const int *row, int N, int K, const int vnni) {
     const int qk = wt == NG_Q8_0 || wt == NG_Q4_0 ? 32 : 256;
     const int bs = wt == NG_Q8_0 ? 34 : wt == NG_Q4_0 ? 18 : wt == NG_Q4_K ? 144 : 210;
     const uint8_t *wr[4];
@@ -1422,7 +1497,16 @@ INLQ void qgemv_rows(float *y, const xq8 *xq, const void *w, size_t rs, ng_type 
 #pragma GCC unroll 8
         for (int b = 0; b < NB; b++) acc[r][b] = _mm256_setzero_ps();
     }
-    for (int kb = 0; kb < K / qk; kb++) {
+    if (wt == NG_Q4_0R || wt == NG_Q8_0R) {
+        const int sb = wt == NG_Q4_0R ? 72 : 136, ns = xs_steps(K);
+        const uint8_t *xt = xs + (size_t)ns * XS_CODES; /* the steps' tails */
+        for (int s = 0; s < ns; s++) {
+            rstep256(acc, wr, xs + (size_t)s * XS_CODES, xt + (size_t)s * XS_TAIL, xb, wt, NB, R, vnni);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) wr[r] += sb;
+        }
+    }
+    for (int kb = 0; kb < (wt == NG_Q4_0R || wt == NG_Q8_0R ? 0 : K / qk); kb++) {
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             const uint8_t *blk = wr[r] + (size_t)kb * bs;
@@ -1449,73 +1533,79 @@ INLQ void qgemv_rows(float *y, const xq8 *xq, const void *w, size_t rs, ng_type 
 }
 
 /* Rows n0..n1-1 as R interleaved sub-runs (as gemv512_body). */
-INLQ void qgemv_body(float *y, const xq8 *xq, const void *w, size_t rs, ng_type wt, const float *bias, const int NB,
-                     int N, int K, int n0, int n1, const int vnni) {
+INLQ void qgemv_body(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, const void *w, size_t rs, ng_type wt,
+                     const float *bias, const int NB, int N, int K, int n0, int n1, const int vnni) {
     const int R = NB == 1 ? 4 : NB == 2 ? 2 : 1;
     int len = (n1 - n0) / R, row[4];
     for (int i = 0; i < len; i++) {
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) row[r] = n0 + r * len + i;
-        qgemv_rows(y, xq, w, rs, wt, bias, NB, R, row, N, K, vnni);
+        qgemv_rows(y, xq, xs, xb, w, rs, wt, bias, NB, R, row, N, K, vnni);
     }
-    for (int n = n0 + R * len; n < n1; n++) qgemv_rows(y, xq, w, rs, wt, bias, NB, 1, &n, N, K, vnni);
+    for (int n = n0 + R * len; n < n1; n++) qgemv_rows(y, xq, xs, xb, w, rs, wt, bias, NB, 1, &n, N, K, vnni);
 }
 
-INLQ void qgemv_type(float *y, const xq8 *xq, const void *w, size_t rs, ng_type wt, const float *bias, int B, int N,
-                     int K, int n0, int n1, const int vnni) {
+INLQ void qgemv_type(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, const void *w, size_t rs, ng_type wt,
+                     const float *bias, int B, int N, int K, int n0, int n1, const int vnni) {
     switch (B) {
     case 1:
-        qgemv_body(y, xq, w, rs, wt, bias, 1, N, K, n0, n1, vnni);
+        qgemv_body(y, xq, xs, xb, w, rs, wt, bias, 1, N, K, n0, n1, vnni);
         break;
     case 2:
-        qgemv_body(y, xq, w, rs, wt, bias, 2, N, K, n0, n1, vnni);
+        qgemv_body(y, xq, xs, xb, w, rs, wt, bias, 2, N, K, n0, n1, vnni);
         break;
     case 3:
-        qgemv_body(y, xq, w, rs, wt, bias, 3, N, K, n0, n1, vnni);
+        qgemv_body(y, xq, xs, xb, w, rs, wt, bias, 3, N, K, n0, n1, vnni);
         break;
     case 4:
-        qgemv_body(y, xq, w, rs, wt, bias, 4, N, K, n0, n1, vnni);
+        qgemv_body(y, xq, xs, xb, w, rs, wt, bias, 4, N, K, n0, n1, vnni);
         break;
     case 5:
-        qgemv_body(y, xq, w, rs, wt, bias, 5, N, K, n0, n1, vnni);
+        qgemv_body(y, xq, xs, xb, w, rs, wt, bias, 5, N, K, n0, n1, vnni);
         break;
     case 6:
-        qgemv_body(y, xq, w, rs, wt, bias, 6, N, K, n0, n1, vnni);
+        qgemv_body(y, xq, xs, xb, w, rs, wt, bias, 6, N, K, n0, n1, vnni);
         break;
     case 7:
-        qgemv_body(y, xq, w, rs, wt, bias, 7, N, K, n0, n1, vnni);
+        qgemv_body(y, xq, xs, xb, w, rs, wt, bias, 7, N, K, n0, n1, vnni);
         break;
     default:
-        qgemv_body(y, xq, w, rs, wt, bias, 8, N, K, n0, n1, vnni);
+        qgemv_body(y, xq, xs, xb, w, rs, wt, bias, 8, N, K, n0, n1, vnni);
         break;
     }
 }
 
-INLQ void qgemv_any(float *y, const xq8 *xq, const void *w, size_t rs, ng_type wt, const float *bias, int B, int N,
-                    int K, int n0, int n1, const int vnni) {
+INLQ void qgemv_any(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, const void *w, size_t rs, ng_type wt,
+                    const float *bias, int B, int N, int K, int n0, int n1, const int vnni) {
     if (wt == NG_Q8_0)
-        qgemv_type(y, xq, w, rs, NG_Q8_0, bias, B, N, K, n0, n1, vnni);
+        qgemv_type(y, xq, xs, xb, w, rs, NG_Q8_0, bias, B, N, K, n0, n1, vnni);
     else if (wt == NG_Q4_0)
-        qgemv_type(y, xq, w, rs, NG_Q4_0, bias, B, N, K, n0, n1, vnni);
+        qgemv_type(y, xq, xs, xb, w, rs, NG_Q4_0, bias, B, N, K, n0, n1, vnni);
+    else if (wt == NG_Q4_0R)
+        qgemv_type(y, xq, xs, xb, w, rs, NG_Q4_0R, bias, B, N, K, n0, n1, vnni);
+    else if (wt == NG_Q8_0R) /* with vnni only (see qgemv_native) */
+        qgemv_type(y, xq, xs, xb, w, rs, NG_Q8_0R, bias, B, N, K, n0, n1, vnni);
     else if (wt == NG_Q4_K)
-        qgemv_type(y, xq, w, rs, NG_Q4_K, bias, B, N, K, n0, n1, vnni);
+        qgemv_type(y, xq, xs, xb, w, rs, NG_Q4_K, bias, B, N, K, n0, n1, vnni);
     else
-        qgemv_type(y, xq, w, rs, NG_Q6_K, bias, B, N, K, n0, n1, vnni);
+        qgemv_type(y, xq, xs, xb, w, rs, NG_Q6_K, bias, B, N, K, n0, n1, vnni);
 }
 
-TQ static void qgemv_avx2(float *y, const xq8 *xq, const void *w, size_t rs, ng_type wt, const float *bias, int B,
-                          int N, int K, int n0, int n1) {
-    qgemv_any(y, xq, w, rs, wt, bias, B, N, K, n0, n1, 0);
+/* The entry points: AVX2's three instructions for each u8 x s8 sum, AVX-VNNI's vpdpbusd, or
+ * AVX-512 VNNI's on 256 bits. xs: the activations arranged (arrange_x) for q4_0r / q8_0r. */
+TQ static void qgemv_avx2(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, const void *w, size_t rs,
+                          ng_type wt, const float *bias, int B, int N, int K, int n0, int n1) {
+    qgemv_any(y, xq, xs, xb, w, rs, wt, bias, B, N, K, n0, n1, 0);
 }
 
-TQ static void qgemv_avxvnni(float *y, const xq8 *xq, const void *w, size_t rs, ng_type wt, const float *bias,
-                             int B, int N, int K, int n0, int n1) {
-    qgemv_any(y, xq, w, rs, wt, bias, B, N, K, n0, n1, VNNI_VEX);
+TQ static void qgemv_avxvnni(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, const void *w, size_t rs,
+                             ng_type wt, const float *bias, int B, int N, int K, int n0, int n1) {
+    qgemv_any(y, xq, xs, xb, w, rs, wt, bias, B, N, K, n0, n1, VNNI_VEX);
 }
 
-TQ_VNNI static void qgemv_vnni(float *y, const xq8 *xq, const void *w, size_t rs, ng_type wt, const float *bias,
-                               int B, int N, int K, int n0, int n1) {
-    qgemv_any(y, xq, w, rs, wt, bias, B, N, K, n0, n1, VNNI_EVEX);
+TQ_VNNI static void qgemv_vnni(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, const void *w, size_t rs,
+                               ng_type wt, const float *bias, int B, int N, int K, int n0, int n1) {
+    qgemv_any(y, xq, xs, xb, w, rs, wt, bias, B, N, K, n0, n1, VNNI_EVEX);
 }
 
 /* -- q8_0 and q4_0 with AVX-512 VNNI, GEMV --
@@ -1543,25 +1633,38 @@ TQ_VNNI static void qgemv_vnni(float *y, const xq8 *xq, const void *w, size_t rs
 #define TV __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")))
 #define INLV static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512vnni,f16c,fma")))
 
-/* Lanes: the int32 lane j of a step's vectors holds block j % 4 (4 products of its 4-byte group
- * j / 4 in each half), so that the 4 blocks' scales and sum starts are 16-byte vectors:
- * broadcast (d_x) or zero-extended (sum starts) by the load itself. A row of activations is
- * arranged as its xs_steps codes of 128 bytes (the 4 blocks' first halves, then their second
- * halves, in that lane order), then as many 32-byte tails: 4 int32 sum starts
- * (-offset * sum(x) of each block) and 4 f32 scales d_x. 160 bytes a step, not 256 with the
- * starts and scales spread over 16 lanes: a batch of 8 rows reads its activations from L2 for
- * every weight row pair, and those bytes, not the multiplies, set the pace. */
-#define XS_CODES 128
-#define XS_TAIL 32
-static int xs_steps(int K) { return (K / 32 + 3) / 4; }
-/* bytes of one arranged row (a multiple of 64: every row's codes stay 64-byte aligned) */
-static size_t xs_row(int K) { return ((size_t)xs_steps(K) * (XS_CODES + XS_TAIL) + 63) & ~(size_t)63; }
 
 static _Thread_local float *tl_xs;
 static _Thread_local size_t tl_xs_cap;
 
 /* Scratch (the calling thread's) for B arranged rows; row b starts at b * xs_row(K) bytes. */
 static uint8_t *arrange_alloc(int B, int K) { return (uint8_t *)grow(&tl_xs, &tl_xs_cap, ((size_t)B * xs_row(K) + 3) / 4); }
+
+/* arrange_x in plain C, for the AVX2 path: the same bytes. */
+static void arrange_x_c(uint8_t *buf, const xq8 *xq, ng_type wt, int K, int b0, int b1) {
+    const int nb = K / 32, ns = xs_steps(K), off = ng_type_base(wt) == NG_Q4_0 ? -8 : -128;
+    const size_t xb = xs_row(K);
+    for (int b = b0; b < b1; b++) {
+        uint8_t *row = buf + (size_t)b * xb;
+        for (int s = 0; s < ns; s++) {
+            uint8_t *p = row + (size_t)s * XS_CODES, *t = row + (size_t)ns * XS_CODES + (size_t)s * XS_TAIL;
+            for (int l = 0; l < 32; l++) { /* word l: block l % 4, its word l % 16 / 4 (+ 4 in the second half) */
+                int blk = 4 * s + l % 4, wd = l % 16 / 4 + 4 * (l / 16);
+                uint32_t v = 0;
+                if (blk < nb) memcpy(&v, xq->q + (size_t)b * K + (size_t)blk * 32 + 4 * wd, 4);
+                memcpy(p + 4 * l, &v, 4);
+            }
+            int32_t st[4] = {0};
+            float d[4] = {0};
+            for (int k = 0; k < 4 && 4 * s + k < nb; k++) {
+                size_t o = (size_t)b * nb + 4 * s + k;
+                st[k] = off * xq->s[o], d[k] = xq->d[o];
+            }
+            memcpy(t, st, sizeof st);
+            memcpy(t + 16, d, sizeof d);
+        }
+    }
+}
 
 /* Arranges rows b0..b1-1 of the quantized activations into buf for the kernel. Blocks past
  * K / 32 are zero. */
@@ -1988,8 +2091,8 @@ INLV void k512_type(float *y, const xq8 *xq, const void *w, size_t rs, ng_type w
     }
 }
 
-TV static void qgemv512_k(float *y, const xq8 *xq, const void *w, size_t rs, ng_type wt, const float *bias, int B,
-                          int N, int K, int n0, int n1) {
+TV static void qgemv512_k(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, const void *w, size_t rs,
+                          ng_type wt, const float *bias, int B, int N, int K, int n0, int n1) {
     if (wt == NG_Q4_K)
         k512_type(y, xq, w, rs, NG_Q4_K, bias, B, N, K, n0, n1);
     else
@@ -2295,6 +2398,14 @@ static int int8_gemm_on(int path, ng_type wt, int B) { return g_int8_gemm && B >
 
 int ng_kernel_int8_gemm(int rows) { return int8_gemm_on(current_path(), NG_Q8_0, rows); }
 
+static int mm_regime(int path, ng_type wt, int B);
+enum { MM_PORTABLE, MM_QGEMV, MM_QGEMM, MM_GEMV, MM_GEMM };
+
+int ng_kernel_int8_rows(ng_type wt, int rows) {
+    int r = mm_regime(current_path(), wt, rows);
+    return r == MM_QGEMV || r == MM_QGEMM;
+}
+
 /* AVX-VNNI on the AVX2 path (ng_kernel_set_avx_vnni): on unless turned off, where the CPU has it. */
 static int g_avx_vnni = 1;
 
@@ -2304,7 +2415,16 @@ static int avx_vnni_on(int path) { return g_avx_vnni && path == PATH_AVX2 && ng_
 
 int ng_kernel_avx_vnni(void) { return avx_vnni_on(current_path()); }
 
-ng_type ng_matmul_native(ng_type wt) { return qgemv_wide(current_path(), wt) ? ng_type_reordered(wt) : wt; }
+/* Where the kernel-order types (q4_0r, q8_0r) have an integer GEMV: AVX-512 VNNI (any batch), and
+ * the AVX2 path (q8_0r only with AVX-VNNI: see rstep256). */
+static int qgemv_native(int path, ng_type wt) {
+    ng_type r = ng_type_reordered(ng_type_base(wt));
+    return qgemv_wide(path, wt) || (path == PATH_AVX2 && (r == NG_Q4_0R || (r == NG_Q8_0R && avx_vnni_on(path))));
+}
+
+ng_type ng_matmul_native(ng_type wt) {
+    return wt == ng_type_base(wt) && qgemv_native(current_path(), wt) ? ng_type_reordered(wt) : wt;
+}
 
 #if defined(__x86_64__)
 /* Row b0's view of quantized activations (rows b0.. of xq). */
@@ -2321,7 +2441,8 @@ static void prepare_rows(int path, const float *x, xq8 *xq, uint8_t *xs, ng_type
         quantize_x512(&v, x + (size_t)b0 * K, (size_t)(b1 - b0) * K / 32);
     else
         quantize_x(&v, x + (size_t)b0 * K, (size_t)(b1 - b0) * K / 32);
-    if (xs) arrange_x(xs, xq, wt, K, b0, b1);
+    if (xs && path == PATH_AVX512) arrange_x(xs, xq, wt, K, b0, b1);
+    else if (xs) arrange_x_c(xs, xq, wt, K, b0, b1);
 }
 #endif
 
@@ -2345,7 +2466,8 @@ static void q512_share_prefetch(const mm_job *j, int t, int T) {
 static void qgemv_job(void *ctx, int t, int T) {
     const mm_job *j = ctx;
     int B = j->B, N = j->N, K = j->K, pass = j->pass;
-    void (*kern)(float *, const xq8 *, const void *, size_t, ng_type, const float *, int, int, int, int, int) =
+    void (*kern)(float *, const xq8 *, const uint8_t *, size_t, const void *, size_t, ng_type, const float *, int, int,
+                 int, int, int) =
         avx_vnni_on(j->path)                                      ? qgemv_avxvnni
         : j->path != PATH_AVX512 || !ng_cpu_features()->avx512vnni ? qgemv_avx2
         : j->wt == NG_Q4_K || j->wt == NG_Q6_K                   ? qgemv512_k
@@ -2385,7 +2507,8 @@ static void qgemv_job(void *ctx, int t, int T) {
                              j->bias, gn, N, K, r0, r1, (steps_src){NULL, 1});
                 } else {
                     xq8 v = xq8_from(j->xq, g, K);
-                    kern(j->y + (size_t)g * N, &v, j->w, j->rs, j->wt, j->bias, gn, N, K, r0, r1);
+                    kern(j->y + (size_t)g * N, &v, j->xs ? j->xs + (size_t)g * j->xb : NULL, j->xb, j->w, j->rs,
+                         j->wt, j->bias, gn, N, K, r0, r1);
                 }
             }
         }
@@ -2439,8 +2562,9 @@ static void matmul_qgemv(int path, float *y, const float *x, const void *w, ng_t
     mm_job j = {.y = y, .x = x, .bias = bias, .w = w, .wt = wt, .B = B, .N = N, .K = K, .rs = ng_row_size(wt, K),
                 .path = path, .xq = &xq, .groups = (N + 15) / 16, .multi = mm};
     j.wide = qgemv_wide(path, wt);
-    j.xs = j.wide ? arrange_alloc(B, K) : NULL;
-    j.xb = j.wide ? xs_row(K) : 0;
+    int arranged = j.wide || wt != ng_type_base(wt); /* the kernel-order types read arranged rows on any path */
+    j.xs = arranged ? arrange_alloc(B, K) : NULL;
+    j.xb = arranged ? xs_row(K) : 0;
     if (nt > j.groups) nt = j.groups;
     /* A batch's rows are quantized (and arranged) by the threads, a share each, before they
      * meet at a barrier. One row is too little work for a barrier: thread 0 prepares it inside
@@ -2455,7 +2579,7 @@ static void matmul_qgemv(int path, float *y, const float *x, const void *w, ng_t
     _Atomic int ready = 0;
     if (!j.shared && nt > 1) j.ready = &ready;
     else if (!j.shared) prepare_rows(path, x, &xq, j.xs, wt, K, 0, B);
-    size_t xrow = j.wide ? j.xb : (size_t)K * 9 / 8; /* bytes of one row's quantized activations */
+    size_t xrow = arranged ? j.xb : (size_t)K * 9 / 8; /* bytes of one row's quantized activations */
     j.pass = B;
     if (B > GEMV_MAX_B) {
         int pass = (int)(QX_CACHE / xrow) / GEMV_MAX_B * GEMV_MAX_B;
@@ -2548,15 +2672,18 @@ static void matmul_qgemm(float *y, const float *x, const void *w, ng_type wt, co
 }
 
 /* The regime ng_matmul runs a product in (see the top of this file). */
-enum { MM_PORTABLE, MM_QGEMV, MM_QGEMM, MM_GEMV, MM_GEMM };
 static int mm_regime(int path, ng_type wt, int B) {
-    /* the kernel-order types have integer kernels only where they are native (AVX-512 VNNI) */
-    int q = wt != ng_type_base(wt) ? qgemv_wide(path, wt) : qgemv_type_ok(wt);
+    /* the kernel-order types have integer kernels only where they are native (qgemv_native) */
+    int q = wt != ng_type_base(wt) ? qgemv_native(path, wt) : qgemv_type_ok(wt);
     if (!isa_for(path) || (B <= GEMV_MAX_B && !simd_type(wt) && !q)) return MM_PORTABLE;
     if (int8_gemm_on(path, wt, B)) return MM_QGEMM;
     /* any batch: the 512-bit integer kernels beat the f32 GEMM (see QGEMV_MAX_B), and for
-     * q8_0 / q4_0 the int8 GEMM beats the GEMV from QGEMM_MIN_B rows */
-    if (q && (B <= QGEMV_MAX_B || (path == PATH_AVX512 && ng_cpu_features()->avx512vnni))) return MM_QGEMV;
+     * q8_0 / q4_0 the int8 GEMM beats the GEMV from QGEMM_MIN_B rows; so do the AVX2 path's
+     * kernel-order ones (rstep256: GPT-2 124M q4_0r, 128-token prompts on one 2-core Zen 5 VM
+     * with the AVX2 kernels forced, 1502 tok/s with AVX-VNNI, 1265 without, against 600 with the
+     * dequantizing GEMM) */
+    int any_b = (path == PATH_AVX512 && ng_cpu_features()->avx512vnni) || wt != ng_type_base(wt);
+    if (q && (B <= QGEMV_MAX_B || any_b)) return MM_QGEMV;
     return B <= GEMV_MAX_B ? MM_GEMV : MM_GEMM;
 }
 
@@ -3340,6 +3467,32 @@ PEAK512(TV, dpbusd512, dpbusd_bits, __m512i, _mm512_set1_epi8(1), _mm512_set1_ep
 #undef PEAK512
 #undef S512
 
+/* The AVX2 path's integer dot products, 32 u8 x s8 multiply-adds (64 operations) a step of each
+ * of 12 chains: AVX-VNNI's vpdpbusd (as asm; the chains are named variables, which GCC keeps in
+ * registers, where an array of them went through memory every step), or vpmaddubsw + vpmaddwd +
+ * vpaddd on the chain's own bytes (constant operands would be computed once for all chains).
+ * The sums are integers: their floats at the end need only be finite. */
+#define DOT256_STEP(a)                                                                                       \
+    do {                                                                                                     \
+        if (vnni) __asm__("%{vex%} vpdpbusd %2, %1, %0" : "+x"(a) : "x"(m), "x"(m));                          \
+        else a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(a, m), ones));                   \
+    } while (0)
+T256 static double peak_dot256(long iters, const int vnni) {
+    const __m256i m = _mm256_set1_epi8(1), ones = _mm256_set1_epi16(1);
+    __m256i a0 = _mm256_set1_epi32(0), a1 = _mm256_set1_epi32(1), a2 = _mm256_set1_epi32(2), a3 = _mm256_set1_epi32(3),
+            a4 = _mm256_set1_epi32(4), a5 = _mm256_set1_epi32(5), a6 = _mm256_set1_epi32(6), a7 = _mm256_set1_epi32(7),
+            a8 = _mm256_set1_epi32(8), a9 = _mm256_set1_epi32(9), a10 = _mm256_set1_epi32(10), a11 = _mm256_set1_epi32(11);
+    for (long it = 0; it < iters; it++) {
+        DOT256_STEP(a0); DOT256_STEP(a1); DOT256_STEP(a2); DOT256_STEP(a3); DOT256_STEP(a4); DOT256_STEP(a5);
+        DOT256_STEP(a6); DOT256_STEP(a7); DOT256_STEP(a8); DOT256_STEP(a9); DOT256_STEP(a10); DOT256_STEP(a11);
+    }
+    __m256i s = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(a0, a1), _mm256_add_epi32(a2, a3)),
+                                 _mm256_add_epi32(_mm256_add_epi32(a4, a5), _mm256_add_epi32(a6, a7)));
+    s = _mm256_add_epi32(s, _mm256_add_epi32(_mm256_add_epi32(a8, a9), _mm256_add_epi32(a10, a11)));
+    return hsum256(_mm256_cvtepi32_ps(s));
+}
+#undef DOT256_STEP
+
 T256 static double fma256(long iters) {
     __m256 m = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(0.001f);
     /* 16 ymm registers: 12 chains + 2 constants still cover 4-cycle latency x 2 ports. */
@@ -3370,6 +3523,10 @@ static double fma_run(long iters, double *sink, int kind) {
     if (kind == PEAK_BF16) {
         *sink += dpbf16_512(iters);
         return (double)iters * PEAK_CHAINS * 16 * 4;
+    }
+    if (kind == PEAK_INT8 && path == PATH_AVX2) {
+        *sink += avx_vnni_on(path) ? peak_dot256(iters, 1) : peak_dot256(iters, 0);
+        return (double)iters * 12 * 64;
     }
     if (kind == PEAK_INT8) {
         *sink += dpbusd512(iters);
@@ -3443,7 +3600,9 @@ double ng_measure_peak_bf16_flops(int threads) {
 
 double ng_measure_peak_int8_ops(int threads) {
 #if defined(__x86_64__)
-    if (current_path() == PATH_AVX512 && ng_cpu_features()->avx512vnni) return measure_peak(threads, PEAK_INT8);
+    int path = current_path();
+    if ((path == PATH_AVX512 && ng_cpu_features()->avx512vnni) || path == PATH_AVX2)
+        return measure_peak(threads, PEAK_INT8);
 #endif
     return 0;
 }

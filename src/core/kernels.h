@@ -38,6 +38,9 @@ int ng_kernel_bf16_dot(void);
  * it now. */
 void ng_kernel_set_int8_gemm(int on);
 int ng_kernel_int8_gemm(int rows);
+/* 1 when a product of `rows` activation rows against weights of type wt runs on integer dot
+ * products (the int8 GEMM, or the integer GEMV) on the path the kernels take now. */
+int ng_kernel_int8_rows(ng_type wt, int rows);
 /* On the AVX2 path, the integer GEMV's u8 x s8 block sums take AVX-VNNI's vpdpbusd (VEX, 256
  * bits: Intel's Alder Lake and later client and Atom cores, AMD Zen 5) where the CPU has it,
  * instead of vpmaddubsw + vpmaddwd + vpaddd: the same exact sums in one instruction.
@@ -134,8 +137,10 @@ double ng_measure_peak_flops(int threads);
 /* The same for AVX512-BF16's vdpbf16ps (2 FLOPs per pair of bf16 products), which the bf16
  * GEMM runs on; 0 where the CPU does not have it. */
 double ng_measure_peak_bf16_flops(int threads);
-/* The same for AVX-512 VNNI's vpdpbusd (64 u8 x s8 multiply-adds, 128 integer operations an
- * instruction), which the int8 GEMM runs on; 0 where the CPU does not have it. */
+/* The same for the integer dot products of the path the kernels take now: AVX-512 VNNI's
+ * vpdpbusd (64 u8 x s8 multiply-adds, 128 integer operations an instruction), which the int8
+ * GEMM runs on; on the AVX2 path AVX-VNNI's (32 a 256-bit instruction), or else vpmaddubsw +
+ * vpmaddwd + vpaddd (32 for the three); 0 where there are none (portable, AVX-512 without VNNI). */
 double ng_measure_peak_int8_ops(int threads);
 
 #endif
