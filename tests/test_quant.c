@@ -353,11 +353,11 @@ static int qcheck(ng_type t, int B, int N, int K, int *runs) {
     for (int p = 0; p < 3; p++) {
         if (ng_kernel_set_path(PATHS[p]) != 0) continue;
         /* the integer GEMV runs on the SIMD paths for B <= 64 (8 rows at a time), and for any B
-         * on AVX-512 VNNI (where q8_0 and q4_0 take the int8 GEMM from 18 rows); other batches
-         * and the portable path are f32 */
+         * on AVX-512 VNNI (where q8_0 and q4_0 take the int8 GEMM from 18 rows) and for q4_0 on
+         * AVX2; other batches and the portable path are f32 */
         int qtype = t == NG_Q8_0 || t == NG_Q4_0 || t == NG_Q4_K || t == NG_Q6_K;
         int wide = p == 0 && ng_cpu_features()->avx512vnni;
-        int integer = p < 2 && qtype && (B <= 64 || wide);
+        int integer = p < 2 && qtype && (B <= 64 || wide || (p == 1 && t == NG_Q4_0));
         /* the kernel-order types: only where they are native (on AVX2: q4_0r, and q8_0r with
          * AVX-VNNI), there for any batch */
         if (t != ng_type_base(t)) integer = wide || (p == 1 && (t == NG_Q4_0R || ng_kernel_avx_vnni()));
@@ -487,6 +487,7 @@ static void test_matmul_q8_0_q4_0_steps(void) {
                     bad += qcheck(ts[it], Bs[ib], Ns[in], Ks[ik], &runs);
                 }
     bad += qcheck(NG_Q4_0, 1, 203, 96, &runs);
+    bad += qcheck(NG_Q4_0, 3, 41, 416, &runs); /* AVX2: 3 steps of 4 blocks and one block */
     bad += qcheck(NG_Q8_0, 3, 203, 160, &runs);
     printf("# %s; %d runs\n", ng_cpu_features()->avx512vnni ? "AVX-512 VNNI kernel covered" : "no AVX-512 VNNI here", runs);
     CHECK(bad == 0, "%d mismatches", bad);

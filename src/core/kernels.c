@@ -1431,20 +1431,40 @@ static size_t xs_row(int K) { return ((size_t)xs_steps(K) * (XS_CODES + XS_TAIL)
  * one conversion and one multiply-add by d_w * d_x, with the 4 scales one 8-byte load and
  * vcvtph2ps. blk_q4_0 spends about 14 instructions on each block; this, about 4. q8_0r's codes
  * run to 255, where vpmaddubsw's pair sums would saturate: it is native here only with AVX-VNNI
- * (qgemv_native). Rows are whole steps (ng_reorder_rows). */
-/* One step of a q4_0r / q8_0r row at p: codes as u8 in u[0..3] (facing the arranged activations'
- * 4 x 32 bytes), the 4 blocks' scales in dw (lane j: block j % 4); the step's lines GEMV_PREFETCH
- * bytes on prefetched. */
+ * (qgemv_native). Rows are whole steps (ng_reorder_rows).
+ * A mapped file's q4_0 (ggml's order) takes the same step from 4 blocks in place: their 16-byte
+ * code arrays, two to a vector, are a 4 x 4 transpose of 32-bit words away from the kernel order
+ * (vpunpckldq / vpunpckhdq, then one vpermd each), and the 4 scales are gathered by word
+ * inserts: about 7 instructions a block; a row's last K / 32 % 4 blocks take blk_q4_0. */
+/* One step of a q4_0r / q8_0r / q4_0 row at p: codes as u8 in u[0..3] (facing the arranged
+ * activations' 4 x 32 bytes), the 4 blocks' scales in dw (lane j: block j % 4); the step's
+ * lines GEMV_PREFETCH bytes on prefetched. */
 INLQ void rdecode256(const uint8_t *p, ng_type wt, __m256i *u, __m256 *dw) {
     const __m256i m4 = _mm256_set1_epi8(15);
     const char *f = (const char *)p + GEMV_PREFETCH;
     _mm_prefetch(f, _MM_HINT_T0);
     _mm_prefetch(f + 64, _MM_HINT_T0);
     if (wt == NG_Q8_0R) _mm_prefetch(f + 128, _MM_HINT_T0);
-    int64_t scales;
-    memcpy(&scales, p + (wt == NG_Q4_0R ? 64 : 128), 8);
-    *dw = _mm256_cvtph_ps(_mm_set1_epi64x(scales));
-    __m256i v0 = ld256(p), v1 = ld256(p + 32);
+    __m256i v0, v1;
+    if (wt == NG_Q4_0) {
+        uint64_t scales = 0; /* gathered in integer registers: word inserts took the vector pipes */
+        for (int k = 0; k < 4; k++) {
+            uint16_t h;
+            memcpy(&h, p + 18 * k, 2);
+            scales |= (uint64_t)h << 16 * k;
+        }
+        *dw = _mm256_cvtph_ps(_mm_set1_epi64x((long long)scales));
+        const __m256i a = _mm256_loadu2_m128i((const __m128i *)(p + 20), (const __m128i *)(p + 2)); /* blocks 0 | 1 */
+        const __m256i b = _mm256_loadu2_m128i((const __m128i *)(p + 56), (const __m128i *)(p + 38)); /* 2 | 3 */
+        const __m256i idx = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        v0 = _mm256_permutevar8x32_epi32(_mm256_unpacklo_epi32(a, b), idx); /* words 0, 1 of blocks 0..3 */
+        v1 = _mm256_permutevar8x32_epi32(_mm256_unpackhi_epi32(a, b), idx); /* words 2, 3 */
+    } else {
+        int64_t scales;
+        memcpy(&scales, p + (wt == NG_Q4_0R ? 64 : 128), 8);
+        *dw = _mm256_cvtph_ps(_mm_set1_epi64x(scales));
+        v0 = ld256(p), v1 = ld256(p + 32);
+    }
     if (wt == NG_Q8_0R) {
         u[0] = v0, u[1] = v1, u[2] = ld256(p + 64), u[3] = ld256(p + 96);
     } else {
@@ -1497,16 +1517,18 @@ INLQ void qgemv_rows(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, cons
 #pragma GCC unroll 8
         for (int b = 0; b < NB; b++) acc[r][b] = _mm256_setzero_ps();
     }
-    if (wt == NG_Q4_0R || wt == NG_Q8_0R) {
-        const int sb = wt == NG_Q4_0R ? 72 : 136, ns = xs_steps(K);
-        const uint8_t *xt = xs + (size_t)ns * XS_CODES; /* the steps' tails */
-        for (int s = 0; s < ns; s++) {
-            rstep256(acc, wr, xs + (size_t)s * XS_CODES, xt + (size_t)s * XS_TAIL, xb, wt, NB, R, vnni);
+    int kb0 = 0; /* the blocks that steps of 4 cover */
+    if (wt == NG_Q4_0R || wt == NG_Q8_0R || (wt == NG_Q4_0 && xs)) {
+        const int sb = wt == NG_Q8_0R ? 136 : 72, ns = xs_steps(K), full = wt == NG_Q4_0 ? K / 128 : ns;
+        const uint8_t *xt = xs + (size_t)ns * XS_CODES, *p[4]; /* the steps' tails */
+        for (int s = 0; s < full; s++) {
 #pragma GCC unroll 4
-            for (int r = 0; r < R; r++) wr[r] += sb;
+            for (int r = 0; r < R; r++) p[r] = wr[r] + (size_t)s * sb;
+            rstep256(acc, p, xs + (size_t)s * XS_CODES, xt + (size_t)s * XS_TAIL, xb, wt, NB, R, vnni);
         }
+        kb0 = wt == NG_Q4_0 ? 4 * full : K / qk;
     }
-    for (int kb = 0; kb < (wt == NG_Q4_0R || wt == NG_Q8_0R ? 0 : K / qk); kb++) {
+    for (int kb = kb0; kb < K / qk; kb++) {
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
             const uint8_t *blk = wr[r] + (size_t)kb * bs;
@@ -2562,7 +2584,8 @@ static void matmul_qgemv(int path, float *y, const float *x, const void *w, ng_t
     mm_job j = {.y = y, .x = x, .bias = bias, .w = w, .wt = wt, .B = B, .N = N, .K = K, .rs = ng_row_size(wt, K),
                 .path = path, .xq = &xq, .groups = (N + 15) / 16, .multi = mm};
     j.wide = qgemv_wide(path, wt);
-    int arranged = j.wide || wt != ng_type_base(wt); /* the kernel-order types read arranged rows on any path */
+    /* the kernel-order types read arranged rows on any path, q4_0 on AVX2 too */
+    int arranged = j.wide || wt != ng_type_base(wt) || (path == PATH_AVX2 && wt == NG_Q4_0);
     j.xs = arranged ? arrange_alloc(B, K) : NULL;
     j.xb = arranged ? xs_row(K) : 0;
     if (nt > j.groups) nt = j.groups;
@@ -2682,7 +2705,8 @@ static int mm_regime(int path, ng_type wt, int B) {
      * kernel-order ones (rstep256: GPT-2 124M q4_0r, 128-token prompts on one 2-core Zen 5 VM
      * with the AVX2 kernels forced, 1502 tok/s with AVX-VNNI, 1265 without, against 600 with the
      * dequantizing GEMM) */
-    int any_b = (path == PATH_AVX512 && ng_cpu_features()->avx512vnni) || wt != ng_type_base(wt);
+    int any_b = (path == PATH_AVX512 && ng_cpu_features()->avx512vnni) || wt != ng_type_base(wt) ||
+                (path == PATH_AVX2 && wt == NG_Q4_0);
     if (q && (B <= QGEMV_MAX_B || any_b)) return MM_QGEMV;
     return B <= GEMV_MAX_B ? MM_GEMV : MM_GEMM;
 }
