@@ -42,6 +42,9 @@ static const char HELP[] =
     "      --no-bf16-dot      bf16 weights: keep the prompt's activations f32 (default: rounded\n"
     "                         to bf16 for AVX512-BF16's products where the CPU has them, 1.7x\n"
     "                         the prompt's speed)\n"
+    "      --kernels P        avx512, avx2 or portable: run that path's kernels (default: the\n"
+    "                         best this CPU has)\n"
+    "      --no-avx-vnni      AVX2 path: integer dot products without AVX-VNNI\n"
     "  -t, --threads N        threads (default: all cores)\n"
     "      --json             print one JSON object with text, ids and timings at the end\n"
     "  -q, --quiet            no timings on stderr\n";
