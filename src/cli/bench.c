@@ -403,11 +403,11 @@ int cmd_bench(int argc, char **argv) {
     }
     double rss = (double)ng_peak_rss();
     if (o.json) {
-        printf("{\"threads\":%d,\"kernels\":\"%s\",\"avx_vnni\":%s,\"kv_type\":\"%s\",\"read_bandwidth_gbs\":%.2f,"
-               "\"peak_gflops\":%.1f,\"peak_bf16_gflops\":%.1f,\"peak_int8_gops\":%.1f,\"peak_rss_mb\":%.1f,"
-               "\"results\":[",
-               threads, ng_kernel_path(), ng_kernel_avx_vnni() ? "true" : "false", ng_type_name(ng_kv_type()), bw / 1e9,
-               peak / 1e9, peak_bf16 / 1e9, peak_int8 / 1e9, rss / 1e6);
+        printf("{\"threads\":%d,\"kernels\":\"%s\",\"avx_vnni\":%s,\"kv_type\":\"%s\","
+               "\"read_bandwidth_gbs\":%.2f,\"peak_gflops\":%.1f,\"peak_bf16_gflops\":%.1f,"
+               "\"peak_int8_gops\":%.1f,\"peak_rss_mb\":%.1f,\"results\":[",
+               threads, ng_kernel_path(), ng_kernel_avx_vnni() ? "true" : "false", ng_type_name(ng_kv_type()),
+               bw / 1e9, peak / 1e9, peak_bf16 / 1e9, peak_int8 / 1e9, rss / 1e6);
         int first = 1;
         for (int i = 0; i < n_rows; i++) {
             const bench_row *r = &rows[i];

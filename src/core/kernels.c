@@ -1454,8 +1454,9 @@ INLQ void rdecode256(const uint8_t *p, ng_type wt, __m256i *u, __m256 *dw) {
             scales |= (uint64_t)h << 16 * k;
         }
         *dw = _mm256_cvtph_ps(_mm_set1_epi64x((long long)scales));
-        const __m256i a = _mm256_loadu2_m128i((const __m128i *)(p + 20), (const __m128i *)(p + 2)); /* blocks 0 | 1 */
-        const __m256i b = _mm256_loadu2_m128i((const __m128i *)(p + 56), (const __m128i *)(p + 38)); /* 2 | 3 */
+        /* blocks 0 | 1 and 2 | 3 */
+        const __m256i a = _mm256_loadu2_m128i((const __m128i *)(p + 20), (const __m128i *)(p + 2));
+        const __m256i b = _mm256_loadu2_m128i((const __m128i *)(p + 56), (const __m128i *)(p + 38));
         const __m256i idx = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
         v0 = _mm256_permutevar8x32_epi32(_mm256_unpacklo_epi32(a, b), idx); /* words 0, 1 of blocks 0..3 */
         v1 = _mm256_permutevar8x32_epi32(_mm256_unpackhi_epi32(a, b), idx); /* words 2, 3 */
@@ -1615,6 +1616,9 @@ INLQ void qgemv_any(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, const
 
 /* The entry points: AVX2's three instructions for each u8 x s8 sum, AVX-VNNI's vpdpbusd, or
  * AVX-512 VNNI's on 256 bits. xs: the activations arranged (arrange_x) for q4_0r / q8_0r. */
+typedef void (*qgemv_fn)(float *, const xq8 *, const uint8_t *, size_t, const void *, size_t, ng_type, const float *,
+                         int, int, int, int, int);
+
 TQ static void qgemv_avx2(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, const void *w, size_t rs,
                           ng_type wt, const float *bias, int B, int N, int K, int n0, int n1) {
     qgemv_any(y, xq, xs, xb, w, rs, wt, bias, B, N, K, n0, n1, 0);
@@ -2444,8 +2448,15 @@ static int qgemv_native(int path, ng_type wt) {
     return qgemv_wide(path, wt) || (path == PATH_AVX2 && (r == NG_Q4_0R || (r == NG_Q8_0R && avx_vnni_on(path))));
 }
 
+/* On the AVX2 path only q4_0 is rearranged: q8_0r's steps read 57-58 GB/s where the
+ * block-at-a-time q8_0 kernel with AVX-VNNI read 65-73 (2 threads, a 2048 x 5632 matrix from
+ * memory, one 2-core Zen 5 VM, in one process), and decode outweighs a prompt at the edge (q8_0r
+ * would take GPT-2 124M's 128-token prompt from 899-912 to 1551-1614 tok/s; plain q8_0 on the
+ * integer GEMV instead of the f32 GEMM, 674-731 against 717-719, gained nothing). */
 ng_type ng_matmul_native(ng_type wt) {
-    return wt == ng_type_base(wt) && qgemv_native(current_path(), wt) ? ng_type_reordered(wt) : wt;
+    int path = current_path();
+    int pays = qgemv_wide(path, wt) || (path == PATH_AVX2 && wt == NG_Q4_0);
+    return wt == ng_type_base(wt) && pays ? ng_type_reordered(wt) : wt;
 }
 
 #if defined(__x86_64__)
@@ -2488,8 +2499,7 @@ static void q512_share_prefetch(const mm_job *j, int t, int T) {
 static void qgemv_job(void *ctx, int t, int T) {
     const mm_job *j = ctx;
     int B = j->B, N = j->N, K = j->K, pass = j->pass;
-    void (*kern)(float *, const xq8 *, const uint8_t *, size_t, const void *, size_t, ng_type, const float *, int, int,
-                 int, int, int) =
+    qgemv_fn kern =
         avx_vnni_on(j->path)                                      ? qgemv_avxvnni
         : j->path != PATH_AVX512 || !ng_cpu_features()->avx512vnni ? qgemv_avx2
         : j->wt == NG_Q4_K || j->wt == NG_Q6_K                   ? qgemv512_k
@@ -3503,9 +3513,10 @@ PEAK512(TV, dpbusd512, dpbusd_bits, __m512i, _mm512_set1_epi8(1), _mm512_set1_ep
     } while (0)
 T256 static double peak_dot256(long iters, const int vnni) {
     const __m256i m = _mm256_set1_epi8(1), ones = _mm256_set1_epi16(1);
-    __m256i a0 = _mm256_set1_epi32(0), a1 = _mm256_set1_epi32(1), a2 = _mm256_set1_epi32(2), a3 = _mm256_set1_epi32(3),
-            a4 = _mm256_set1_epi32(4), a5 = _mm256_set1_epi32(5), a6 = _mm256_set1_epi32(6), a7 = _mm256_set1_epi32(7),
-            a8 = _mm256_set1_epi32(8), a9 = _mm256_set1_epi32(9), a10 = _mm256_set1_epi32(10), a11 = _mm256_set1_epi32(11);
+#define I(i) _mm256_set1_epi32(i)
+    __m256i a0 = I(0), a1 = I(1), a2 = I(2), a3 = I(3), a4 = I(4), a5 = I(5), a6 = I(6), a7 = I(7), a8 = I(8),
+            a9 = I(9), a10 = I(10), a11 = I(11);
+#undef I
     for (long it = 0; it < iters; it++) {
         DOT256_STEP(a0); DOT256_STEP(a1); DOT256_STEP(a2); DOT256_STEP(a3); DOT256_STEP(a4); DOT256_STEP(a5);
         DOT256_STEP(a6); DOT256_STEP(a7); DOT256_STEP(a8); DOT256_STEP(a9); DOT256_STEP(a10); DOT256_STEP(a11);
