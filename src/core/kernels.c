@@ -1434,8 +1434,8 @@ static size_t xs_row(int K) { return ((size_t)xs_steps(K) * (XS_CODES + XS_TAIL)
  * (qgemv_native). Rows are whole steps (ng_reorder_rows).
  * A mapped file's q4_0 (ggml's order) takes the same step from 4 blocks in place: their 16-byte
  * code arrays, two to a vector, are a 4 x 4 transpose of 32-bit words away from the kernel order
- * (vpunpckldq / vpunpckhdq, then one vpermd each), and the 4 scales are gathered by word
- * inserts: about 7 instructions a block; a row's last K / 32 % 4 blocks take blk_q4_0. */
+ * (vpunpckldq / vpunpckhdq, then one vpermd each), and the 4 scales are gathered in an integer
+ * register: about 7 instructions a block; a row's last K / 32 % 4 blocks take blk_q4_0. */
 /* One step of a q4_0r / q8_0r / q4_0 row at p: codes as u8 in u[0..3] (facing the arranged
  * activations' 4 x 32 bytes), the 4 blocks' scales in dw (lane j: block j % 4); the step's
  * lines GEMV_PREFETCH bytes on prefetched. */
@@ -1476,8 +1476,8 @@ INLQ void rdecode256(const uint8_t *p, ng_type wt, __m256i *u, __m256 *dw) {
 }
 
 /* acc + one row's step (codes u, scales dw) against one arranged activation row (codes at x, tail
- * at t): two chains of two dot products (vpdpbusd's latency, ~5 cycles, on one chain of four held
- * TinyLlama's q4_0r decode ~20% below vpmaddubsw's), then d_w * d_x. */
+ * at t): two chains of two dot products (vpdpbusd's latency is ~5 cycles: one chain of four would
+ * wait ~20 a step), then d_w * d_x. */
 INLQ __m256 rdot256(__m256 acc, const __m256i *u, __m256 dw, const uint8_t *x, const uint8_t *t, const int vnni) {
     __m256i c = _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)t));
     __m256i i = dot_u8s8(dot_u8s8(c, u[0], ld256(x), vnni), u[1], ld256(x + 32), vnni);
@@ -1489,8 +1489,9 @@ INLQ __m256 rdot256(__m256 acc, const __m256i *u, __m256 dw, const uint8_t *x, c
 /* One step of R rows (at p[r]) against NB arranged activation rows (row b's codes for the step at
  * xc + b * xb, its tail at xt + b * xb). AVX2 has 16 vector registers: one activation row takes
  * the rows one after another (each row's codes dead before the next's), so that the sums stay
- * in registers (the R rows' codes decoded first spilled them: 10% slower from memory); a batch
- * decodes each row's step once for its NB rows (R <= 2 there). */
+ * in registers (with the R rows' codes decoded first they went through the stack: q4_0r with
+ * AVX-VNNI from memory 44.7 -> 54.3 GB/s); a batch decodes each row's step once for its NB rows
+ * (R <= 2 there). */
 INLQ void rstep256(__m256 acc[][GEMV_MAX_B], const uint8_t *const *p, const uint8_t *xc, const uint8_t *xt,
                    size_t xb, ng_type wt, const int NB, const int R, const int vnni) {
     __m256i u[4];
@@ -1504,8 +1505,9 @@ INLQ void rstep256(__m256 acc[][GEMV_MAX_B], const uint8_t *const *p, const uint
 }
 
 /* R weight rows (at w + row[r] * rs) against NB activation rows, walked block by block (the
- * kernel-order types: step by step, against the rows arranged in xs, xb bytes apart) side by
- * side so that R read streams are in flight. wt, NB, R, vnni are constants after inlining. */
+ * kernel-order types, and q4_0 when xs is given: step by step, against the rows arranged in xs,
+ * xb bytes apart) side by side so that R read streams are in flight. wt, NB, R, vnni are
+ * constants after inlining. */
 INLQ void qgemv_rows(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, const void *w, size_t rs, ng_type wt,
                      const float *bias, const int NB, const int R, const int *row, int N, int K, const int vnni) {
     const int qk = wt == NG_Q8_0 || wt == NG_Q4_0 ? 32 : 256;
@@ -1615,7 +1617,8 @@ INLQ void qgemv_any(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, const
 }
 
 /* The entry points: AVX2's three instructions for each u8 x s8 sum, AVX-VNNI's vpdpbusd, or
- * AVX-512 VNNI's on 256 bits. xs: the activations arranged (arrange_x) for q4_0r / q8_0r. */
+ * AVX-512 VNNI's on 256 bits. xs: the activations arranged (arrange_x) for q4_0r / q8_0r, and
+ * for q4_0 on the AVX2 path (NULL otherwise). */
 typedef void (*qgemv_fn)(float *, const xq8 *, const uint8_t *, size_t, const void *, size_t, ng_type, const float *,
                          int, int, int, int, int);
 
@@ -2442,7 +2445,7 @@ static int avx_vnni_on(int path) { return g_avx_vnni && path == PATH_AVX2 && ng_
 int ng_kernel_avx_vnni(void) { return avx_vnni_on(current_path()); }
 
 /* Where the kernel-order types (q4_0r, q8_0r) have an integer GEMV: AVX-512 VNNI (any batch), and
- * the AVX2 path (q8_0r only with AVX-VNNI: see rstep256). */
+ * the AVX2 path (q8_0r only with AVX-VNNI: see rdecode256's comment). */
 static int qgemv_native(int path, ng_type wt) {
     ng_type r = ng_type_reordered(ng_type_base(wt));
     return qgemv_wide(path, wt) || (path == PATH_AVX2 && (r == NG_Q4_0R || (r == NG_Q8_0R && avx_vnni_on(path))));
@@ -2712,9 +2715,9 @@ static int mm_regime(int path, ng_type wt, int B) {
     if (int8_gemm_on(path, wt, B)) return MM_QGEMM;
     /* any batch: the 512-bit integer kernels beat the f32 GEMM (see QGEMV_MAX_B), and for
      * q8_0 / q4_0 the int8 GEMM beats the GEMV from QGEMM_MIN_B rows; so do the AVX2 path's
-     * kernel-order ones (rstep256: GPT-2 124M q4_0r, 128-token prompts on one 2-core Zen 5 VM
+     * steps of 4 blocks (rstep256: GPT-2 124M q4_0r, 128-token prompts on one 2-core Zen 5 VM
      * with the AVX2 kernels forced, 1502 tok/s with AVX-VNNI, 1265 without, against 600 with the
-     * dequantizing GEMM) */
+     * dequantizing GEMM; a mapped file's q4_0 in the same steps 1237-1477 against 806-840) */
     int any_b = (path == PATH_AVX512 && ng_cpu_features()->avx512vnni) || wt != ng_type_base(wt) ||
                 (path == PATH_AVX2 && wt == NG_Q4_0);
     if (q && (B <= QGEMV_MAX_B || any_b)) return MM_QGEMV;
