@@ -2451,14 +2451,15 @@ static int qgemv_native(int path, ng_type wt) {
     return qgemv_wide(path, wt) || (path == PATH_AVX2 && (r == NG_Q4_0R || (r == NG_Q8_0R && avx_vnni_on(path))));
 }
 
-/* On the AVX2 path only q4_0 is rearranged: q8_0r's steps read 57-58 GB/s where the
- * block-at-a-time q8_0 kernel with AVX-VNNI read 65-73 (2 threads, a 2048 x 5632 matrix from
- * memory, one 2-core Zen 5 VM, in one process), and decode outweighs a prompt at the edge (q8_0r
- * would take GPT-2 124M's 128-token prompt from 899-912 to 1551-1614 tok/s; plain q8_0 on the
- * integer GEMV instead of the f32 GEMM, 674-731 against 717-719, gained nothing). */
+/* On the AVX2 path q4_0 is rearranged, and q8_0 where AVX-VNNI runs q8_0r: with it, matrices of
+ * GPT-2 124M's shapes (2 threads, 16 of them in turn, alternating the two orders in one process
+ * on one 2-core Zen 5 VM) read 1.13-1.52x faster in kernel order than the block-at-a-time q8_0
+ * kernel's, and TinyLlama's 2048 x 5632 1.01-1.20x; GPT-2 124M's 128-token prompt 899-912 ->
+ * 1551-1614 tok/s. */
 ng_type ng_matmul_native(ng_type wt) {
     int path = current_path();
-    int pays = qgemv_wide(path, wt) || (path == PATH_AVX2 && wt == NG_Q4_0);
+    int avx2 = path == PATH_AVX2 && (wt == NG_Q4_0 || (wt == NG_Q8_0 && avx_vnni_on(path)));
+    int pays = qgemv_wide(path, wt) || avx2;
     return wt == ng_type_base(wt) && pays ? ng_type_reordered(wt) : wt;
 }
 
