@@ -389,8 +389,9 @@ int cmd_bench(int argc, char **argv) {
                 continue;
             }
             /* bf16 prefill runs on vdpbf16ps where it can, q8_0 / q4_0 on the int8 GEMM
-             * (vpdpbusd) with AVX-512 VNNI, and on the AVX2 path (kernel order: not a mapped
-             * file's) the integer GEMV: judged by that instruction's peak */
+             * (vpdpbusd) with AVX-512 VNNI, and on the AVX2 path, where the weights' order allows
+             * (q4_0 either; q8_0 in kernel order, not a mapped file's), on the integer GEMV:
+             * judged by that instruction's peak */
             int on_bf16 = list[ti] == NG_BF16 && peak_bf16 > 0;
             ng_type wt = use_mmap ? list[ti] : ng_matmul_native(list[ti]);
             int avx2_int = !strcmp(ng_kernel_path(), "avx2") && ng_kernel_int8_rows(wt, np);
