@@ -162,10 +162,10 @@ static double validate(const ng_model *m) {
 }
 
 /* A note under the table when some row's prefill was judged by the peak of kind. */
-static void footnote(const bench_row *rows, int n, const char *kind, const char *fmt, double peak) {
+static void footnote(const bench_row *rows, int n, const char *kind, const char *fmt, const char *on, double peak) {
     for (int i = 0; i < n; i++)
         if (!rows[i].skipped && !strcmp(rows[i].peak_kind, kind)) {
-            printf(fmt, peak / 1e9);
+            printf(fmt, on, peak / 1e9);
             return;
         }
 }
@@ -471,18 +471,15 @@ int cmd_bench(int argc, char **argv) {
                    "bandwidth the floor was judged by; KV GB/s: the cached keys and values read per step, on\n"
                    "average, over attention's time)\n");
         }
-        footnote(rows, n_rows, "bf16", "(bf16 prefill runs on AVX512-BF16: %% of the bf16 dot peak, %.1f GFLOP/s)\n",
-                 peak_bf16);
+        footnote(rows, n_rows, "bf16", "(bf16 prefill runs on %s: %% of the bf16 dot peak, %.1f GFLOP/s)\n",
+                 "AVX512-BF16", peak_bf16);
         const char *on = strcmp(ng_kernel_path(), "avx2") ? "AVX-512 VNNI"
                          : ng_kernel_avx_vnni()             ? "AVX-VNNI (256 bits)"
                                                             : "vpmaddubsw + vpmaddwd";
-        for (int i = 0; i < n_rows; i++)
-            if (!rows[i].skipped && !strcmp(rows[i].peak_kind, "int8")) {
-                printf("(q8_0 / q4_0 prefill runs on %s: %% of the int8 dot peak, %.1f GOP/s; its GOP/s\n"
-                       " count the model's multiply-adds as 2 operations, as for the float types)\n",
-                       on, peak_int8 / 1e9);
-                break;
-            }
+        footnote(rows, n_rows, "int8",
+                 "(q8_0 / q4_0 prefill runs on %s: %% of the int8 dot peak, %.1f GOP/s; its GOP/s\n"
+                 " count the model's multiply-adds as 2 operations, as for the float types)\n",
+                 on, peak_int8);
         printf("peak RSS %.1f MB\n", rss / 1e6);
     }
     return 0;

@@ -2451,16 +2451,13 @@ static int qgemv_native(int path, ng_type wt) {
     return qgemv_wide(path, wt) || (path == PATH_AVX2 && (r == NG_Q4_0R || (r == NG_Q8_0R && avx_vnni_on(path))));
 }
 
-/* On the AVX2 path q4_0 is rearranged, and q8_0 where AVX-VNNI runs q8_0r: with it, matrices of
- * GPT-2 124M's shapes (2 threads, 16 of them in turn, alternating the two orders in one process
- * on one 2-core Zen 5 VM) read 1.13-1.52x faster in kernel order than the block-at-a-time q8_0
- * kernel's, and TinyLlama's 2048 x 5632 1.01-1.20x; GPT-2 124M's 128-token prompt 899-912 ->
- * 1551-1614 tok/s. */
+/* Wherever the kernel order has its kernel (qgemv_native). On the AVX2 path that is q4_0, and
+ * q8_0 where AVX-VNNI runs q8_0r: with it, matrices of GPT-2 124M's shapes (2 threads, 16 of
+ * them in turn, alternating the two orders in one process on one 2-core Zen 5 VM) read
+ * 1.13-1.52x faster in kernel order than the block-at-a-time q8_0 kernel's, and TinyLlama's
+ * 2048 x 5632 1.01-1.20x; GPT-2 124M's 128-token prompt 899-912 -> 1551-1614 tok/s. */
 ng_type ng_matmul_native(ng_type wt) {
-    int path = current_path();
-    int avx2 = path == PATH_AVX2 && (wt == NG_Q4_0 || (wt == NG_Q8_0 && avx_vnni_on(path)));
-    int pays = qgemv_wide(path, wt) || avx2;
-    return wt == ng_type_base(wt) && pays ? ng_type_reordered(wt) : wt;
+    return wt == ng_type_base(wt) && qgemv_native(current_path(), wt) ? ng_type_reordered(wt) : wt;
 }
 
 #if defined(__x86_64__)
@@ -3141,9 +3138,8 @@ INL512 void attend512_kv(float *out, size_t o_stride, const float *q, size_t q_s
             int len = n - step * (G - 1 - g);
             float *r = scratch + (size_t)g * n;
             for (int t = 0; t < len; t++) r[t] *= inv[g];
-            if (step) values_body(out + (size_t)g * o_stride, o_stride, r, 1, v, kvt, len, d, 1, 0);
         }
-        if (!step) values_body(out, o_stride, scratch, G, v, kvt, n, d, 1, 0);
+        values_body(out, o_stride, scratch, G, v, kvt, n, d, 1, step);
         return;
     }
     for (int g0 = 0; g0 < G; g0 += 16 / HC) {
