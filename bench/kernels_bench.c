@@ -333,7 +333,7 @@ int main(int argc, char **argv) {
     printf("FMA peak f32:   1 thread %.1f GFLOP/s, 2 threads %.1f GFLOP/s\n", peak[1] / 1e9, peak[2] / 1e9);
     /* the instructions the bf16 and int8 GEMMs run on, where they do: 2 threads */
     double peakbf = ng_kernel_bf16_dot() ? ng_measure_peak_bf16_flops(2) : 0;
-    double peak8 = ng_kernel_int8_gemm(512) ? ng_measure_peak_int8_ops(2) : 0;
+    double peak8 = ng_kernel_int8_gemm(NG_Q8_0, 512) ? ng_measure_peak_int8_ops(2) : 0;
     if (peakbf > 0) printf("vdpbf16ps peak: 2 threads %.1f GFLOP/s\n", peakbf / 1e9);
     if (peak8 > 0) printf("vpdpbusd peak:  2 threads %.1f GOP/s\n", peak8 / 1e9);
     printf("\n");

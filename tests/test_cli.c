@@ -378,7 +378,7 @@ static void test_bench_bf16(void) {
 /* q8_0 / q4_0 weights: a prompt of 24 tokens runs on the int8 GEMM (AVX-512 VNNI's vpdpbusd)
  * where the CPU has it. */
 static void test_bench_int8(void) {
-    bench_peak_kind("q4_0", 24, "--no-int8-gemm", "peak_int8_gops", "int8", ng_kernel_int8_gemm(24));
+    bench_peak_kind("q4_0", 24, "--no-int8-gemm", "peak_int8_gops", "int8", ng_kernel_int8_gemm(NG_Q4_0, 24));
 }
 
 /* --kernels avx2 (where this CPU runs AVX2): q4_0 weights, rearranged into kernel order, take

@@ -342,7 +342,7 @@ static int qcompare(const qcase *c, const float *y, const float *ref, const floa
 static const char *const PATHS[] = {"avx512", "avx2", "portable"};
 
 /* qcheck's runs that compared the AVX2 path with and without AVX-VNNI. */
-static int g_avx_vnni_runs;
+static int g_avx_vnni_runs, g_gemm256_runs, g_gemm256_same;
 
 /* Every path this CPU runs, on 1 and 2 threads (bit-identical), against the reference; the
  * reference itself against dequantize-then-f32. Returns the number of failures. */
@@ -361,6 +361,9 @@ static int qcheck(ng_type t, int B, int N, int K, int *runs) {
         /* the kernel-order types: only where they are native (on AVX2: q4_0r, and q8_0r with
          * AVX-VNNI), there for any batch */
         if (t != ng_type_base(t)) integer = wide || (p == 1 && (t == NG_Q4_0R || ng_kernel_avx_vnni()));
+        /* the AVX2 path's int8 GEMM (with AVX-VNNI, q4_0 from 32 rows, q8_0 from 64) */
+        int gemm256 = p == 1 && ng_kernel_int8_gemm(t, B);
+        integer |= gemm256;
         ng_set_threads(1);
         ng_matmul(c.y1, c.x, c.w, t, NULL, B, N, K);
         ng_set_threads(2);
@@ -370,9 +373,23 @@ static int qcheck(ng_type t, int B, int N, int K, int *runs) {
             fprintf(stderr, "%s %s B=%d N=%d K=%d: 1 and 2 threads differ\n", PATHS[p], ng_type_name(t), B, N, K);
             bad++;
         }
+        /* the AVX2 GEMM against the AVX-512 GEMM: the same bits (both add each block's exact sum
+         * times its scales in block order) */
+        if (gemm256 && ng_cpu_features()->avx512vnni) {
+            ng_kernel_set_path("avx512");
+            ng_matmul(c.y1, c.x, c.w, t, NULL, B, N, K);
+            ng_kernel_set_path("avx2");
+            if (memcmp(c.y1, c.y2, sizeof(float) * B * N) != 0) {
+                fprintf(stderr, "avx2 %s B=%d N=%d K=%d: the AVX2 and AVX-512 int8 GEMMs differ\n", ng_type_name(t), B,
+                        N, K);
+                bad++;
+            }
+            g_gemm256_same++;
+        }
+        g_gemm256_runs += gemm256;
         /* AVX-VNNI's block sums against AVX2's three instructions: the same bits (q8_0r has no
-         * integer kernel without it) */
-        if (ng_kernel_avx_vnni() && t != NG_Q8_0R) {
+         * integer kernel without it; the GEMM runs only with AVX-VNNI) */
+        if (ng_kernel_avx_vnni() && t != NG_Q8_0R && !gemm256) {
             ng_kernel_set_avx_vnni(0);
             ng_matmul(c.y1, c.x, c.w, t, NULL, B, N, K);
             ng_kernel_set_avx_vnni(1);
@@ -395,7 +412,7 @@ static void check_type(ng_type t) {
     static const int Ns[] = {1, 7, 33};
     int qk = ng_type_block(t), bad = 0, runs = 0;
     int Ks[] = {qk, 256, 4096 + 256};
-    g_avx_vnni_runs = 0;
+    g_avx_vnni_runs = g_gemm256_runs = g_gemm256_same = 0;
     for (int ib = 0; ib < COUNT(Bs); ib++)
         for (int in = 0; in < COUNT(Ns); in++)
             for (int ik = 0; ik < COUNT(Ks) && bad < 10; ik++) {
@@ -415,6 +432,12 @@ static void check_type(ng_type t) {
         printf("# %s: %d runs with AVX-VNNI on the AVX2 path%s\n", ng_type_name(t), g_avx_vnni_runs,
                ng_cpu_features()->avxvnni ? "" : " (no AVX-VNNI here)");
         CHECK(!ng_cpu_features()->avxvnni || g_avx_vnni_runs > 0, "AVX-VNNI not run for %s", ng_type_name(t));
+    }
+    ng_type b = ng_type_base(t);
+    if (b == NG_Q8_0 || b == NG_Q4_0) { /* B = 70 and 90 take the AVX2 path's GEMM where it runs */
+        printf("# %s: %d runs on the AVX2 path's int8 GEMM, %d of them against the AVX-512 GEMM's bits\n",
+               ng_type_name(t), g_gemm256_runs, g_gemm256_same);
+        CHECK(!ng_cpu_features()->avxvnni || g_gemm256_runs > 0, "the AVX2 GEMM not run for %s", ng_type_name(t));
     }
 }
 
@@ -620,7 +643,7 @@ static void test_matmul_multi(void) {
                         runs++;
                         /* one job: a decode batch of 16-row groups, on a GEMV; a batch on the int8 GEMM */
                         one_job += B <= 8 ? is != 2 && (t == NG_F32 || t == NG_F16 ? simd : vnni)
-                                          : t != base && ng_kernel_int8_gemm(B);
+                                          : t != base && ng_kernel_int8_gemm(t, B);
                     }
                 for (int m = 0; m < n; m++) free(w[m]), free(y1[m]), free(y2[m]), free(bias[m]);
                 free(x);

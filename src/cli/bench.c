@@ -40,8 +40,8 @@ static const char HELP[] =
     "  --no-bf16-dot   bf16 prefill with f32 products (by default it uses AVX512-BF16 where\n"
     "                  the CPU has it, and is judged by that instruction's measured peak)\n"
     "  --no-int8-gemm  q8_0 / q4_0 prefill on the integer GEMV (by default an int8 GEMM on\n"
-    "                  AVX-512 VNNI where the CPU has it, judged by vpdpbusd's measured peak;\n"
-    "                  on the AVX2 path the integer GEMV, judged by its instructions' peak)\n"
+    "                  AVX-512 VNNI, or AVX-VNNI on the AVX2 path, where the CPU has it; either\n"
+    "                  way judged by the measured peak of the integer instructions that ran)\n"
     "  --kernels P     run the avx2 or portable kernels on a CPU that has better (what a\n"
     "                  smaller machine's kernels do here; the f32 peak is then that path's)\n"
     "  --no-avx-vnni   on the AVX2 path, the integer dot products on vpmaddubsw + vpmaddwd even\n"
@@ -142,8 +142,9 @@ static void check_toggle(const ng_model *m, int n, void (*toggle)(int), const ch
  * With bf16 weights on AVX512-BF16, a 16-token prompt (the GEMM; 8 tokens run the GEMV) with the
  * bf16 products against f32 products on the same path as well: they differ by the activations'
  * rounding to bf16, a few % of the largest logit at most. With q8_0 / q4_0 weights where the
- * int8 GEMM runs, a 24-token prompt with it against the integer GEMV (both round the activations
- * to 8 bits; they differ by the order of float sums, grown by the next layers' rounding). */
+ * int8 GEMM runs, a 24-token prompt (64 on the AVX2 path, whose GEMM starts at more rows) with it
+ * against the integer GEMV (both round the activations to 8 bits; they differ by the order of
+ * float sums, grown by the next layers' rounding). */
 static double validate(const ng_model *m) {
     double mag, d = logits_delta(m, 8, ng_kernel_force_portable, &mag);
     /* The fast quantized paths round the activations to 8 bits as well (the portable path does
@@ -156,8 +157,9 @@ static double validate(const ng_model *m) {
     if (ng_model_wtype(m) == NG_BF16 && ng_kernel_bf16_dot())
         check_toggle(m, 16, bf16_dot_off, "the bf16 products disagree with f32 products");
     ng_type base = ng_type_base(ng_model_wtype(m));
-    if ((base == NG_Q8_0 || base == NG_Q4_0) && ng_kernel_int8_gemm(24))
-        check_toggle(m, 24, int8_gemm_off, "the int8 GEMM disagrees with the integer GEMV");
+    int rows = ng_kernel_int8_gemm(base, 24) ? 24 : 64;
+    if ((base == NG_Q8_0 || base == NG_Q4_0) && ng_kernel_int8_gemm(base, rows))
+        check_toggle(m, rows, int8_gemm_off, "the int8 GEMM disagrees with the integer GEMV");
     return d;
 }
 
@@ -389,14 +391,15 @@ int cmd_bench(int argc, char **argv) {
                 continue;
             }
             /* bf16 prefill runs on vdpbf16ps where it can, q8_0 / q4_0 on the int8 GEMM
-             * (vpdpbusd) with AVX-512 VNNI, and on the AVX2 path, where the weights' order allows
-             * (q4_0 either; q8_0 in kernel order, not a mapped file's), on the integer GEMV:
-             * judged by that instruction's peak */
+             * (vpdpbusd) with AVX-512 VNNI or (256-bit) with AVX-VNNI on the AVX2 path, and
+             * otherwise on the AVX2 path, where the weights' order allows (q4_0 either; q8_0 in
+             * kernel order, not a mapped file's), on the integer GEMV: judged by that
+             * instruction's peak */
             int on_bf16 = list[ti] == NG_BF16 && peak_bf16 > 0;
             ng_type wt = use_mmap ? list[ti] : ng_matmul_native(list[ti]);
             int avx2_int = !strcmp(ng_kernel_path(), "avx2") && ng_kernel_int8_rows(wt, np);
             int on_int8 = (list[ti] == NG_Q8_0 || list[ti] == NG_Q4_0) && peak_int8 > 0 &&
-                          (ng_kernel_int8_gemm(np) || avx2_int);
+                          (ng_kernel_int8_gemm(wt, np) || avx2_int);
             r->peak_kind = on_bf16 ? "bf16" : on_int8 ? "int8" : "f32";
             run_one(bm, &hp, list[ti], np, ng, use_mmap, batch, profile,
                     on_bf16 ? peak_bf16 : on_int8 ? peak_int8 : peak, r);

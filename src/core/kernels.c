@@ -16,7 +16,8 @@
  *    broadcast-FMA per (weight row, vector) per k. bf16 weights where the CPU has AVX512-BF16:
  *    the same blocks with pairs of k, the activations rounded to bf16 (vdpbf16ps, ISA512BF).
  *    q8_0 and q4_0 with AVX-512 VNNI: an int8 GEMM (qmicro) on activations quantized to 8
- *    bits, as in the integer GEMV (the other quantized types run that GEMV for any batch there).
+ *    bits, as in the integer GEMV (the other quantized types run that GEMV for any batch there);
+ *    on the AVX2 path with AVX-VNNI the same GEMM in 256-bit tiles (qmicro256), from more rows.
  * Each output is computed by exactly one thread in an order that does not depend on the
  * thread count, so results are identical for any number of threads.
  *
@@ -446,6 +447,13 @@ static void quantize_x(xq8 *xq, const float *x, size_t nb) {
  * VM, N = K = 2048, GEMM / GEMV speed: 12 rows 0.91 (q4_0) / 0.96 (q8_0), 16 rows 0.99 / 1.01,
  * 20 rows 1.07 / 1.13, 24 rows 1.28 / 1.28; 512 rows about 2. */
 #define QGEMM_MIN_B 18
+/* The same on the AVX2 path (with AVX-VNNI), where the GEMM's 256-bit tiles are smaller and its
+ * weight panels cost relatively more to pack. On one 2-core Zen 5 VM with the AVX2 kernels
+ * forced, GEMM / GEMV speed, q4_0r at N = K = 2048: 20 rows 0.92, 24 1.00, 32 1.03, 48 1.20, 512
+ * 1.46; at GPT-2's 2304 x 768: 24 rows 1.07, 32 1.13, 512 1.69; q8_0r at 2048 x 2048: 48 rows
+ * 0.87, 64 0.97, 128 1.26, 512 1.39. */
+#define QGEMM256_MIN_B_Q4 32
+#define QGEMM256_MIN_B_Q8 64
 /* Bytes ahead in each weight stream that the GEMV prefetches: the hardware prefetcher alone
  * leaves a few % of the read bandwidth unused at one thread on Zen 5. */
 #define GEMV_PREFETCH 2048
@@ -2154,8 +2162,8 @@ enum { QR = 2, QNR = 16 * QR, QBW = 6 };
 #define QP_BLK (QR * (8 * 64 + 64))     /* panel bytes per block: 8 x QR code vectors, QR x 16 f32 scales */
 #define QX_BLK (8 * QBW * 4 + QBW * 8) /* activation bytes per block: 8 x QBW groups, QBW sum starts, QBW scales */
 
-/* Panels of QNR weight rows that N rows take (the last one partial). */
-static inline int qpanels(int N) { return (N + QNR - 1) / QNR; }
+/* Panels of pr weight rows (QNR, or the AVX2 path's QNR2) that N rows take (the last one partial). */
+static inline int qpanels(int N, int pr) { return (N + pr - 1) / pr; }
 
 /* Rows w.. (nr of them, rs bytes apart) into the panel P, K / 32 blocks. */
 INLV void qpack_w_type(uint8_t *P, const void *w, size_t rs, ng_type wt, int nr, int K) {
@@ -2288,6 +2296,182 @@ TV static void qmicro(float *y, const uint8_t *P, const uint8_t *X, const float 
     }
 }
 
+
+/* -- q8_0 and q4_0 GEMM on the AVX2 path --
+ * qmicro's scheme on 256-bit vectors, for the AVX2 path's prompts: a panel of QNR2 weight rows
+ * holds, per block of 32 k, 8 groups of the 16 rows' 4 codes as u8 (two vectors of 8 rows: the
+ * AVX-512 panel's layout at QR = 1), then the 16 rows' scales; the activation blocks are
+ * qpack_x's (QBW rows), taken QBW2 rows at a time. The tile, 16 weight rows x 3 activation rows,
+ * keeps 6 int32 sums and 6 f32 accumulators in registers beside 2 weight vectors and a
+ * broadcast: 15 of AVX2's 16. The sums are AVX-VNNI's vpdpbusd: the GEMM runs only where the CPU
+ * has it (see int8_gemm_on). Each output adds its blocks' exact sums times its scales in block
+ * order, as qmicro does: the same bits as the AVX-512 GEMM. On one 2-core Zen 5 VM with the AVX2
+ * kernels forced, 512 rows against q4_0r at N = K = 2048: 497 GOP/s, 55% of the 256-bit
+ * vpdpbusd's measured peak (the AVX-512 GEMM's tiles of 32 x 6 with 512-bit sums: see qmicro). */
+enum { QNR2 = 16, QBW2 = 3 };
+#define QP2_BLK (8 * 64 + 64) /* panel bytes per block: 8 groups x 16 rows x 4 codes, 16 f32 scales */
+_Static_assert(QBW % QBW2 == 0, "the activation blocks split into whole tiles");
+
+INLQ uint32_t ld32(const uint8_t *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* q4_0's 16 bytes of nibble pairs as its 32 codes in order (u8, 0..15). */
+INLQ __m256i nibbles256(__m128i qs) {
+    const __m128i m4 = _mm_set1_epi8(15);
+    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), m4), _mm_and_si128(qs, m4));
+}
+
+/* Block b of a row at p of type wt: its 32 codes in order as u8 (q4_0: 0..15 for -8..7; q8_0:
+ * the code + 128) and its scale in *d. In kernel order (see core/quant.h) block j % 4 of a run
+ * has its 4-byte groups at words j, j + 4, j + 8, j + 12 (q8_0r: then the same 64 bytes on). */
+INLQ __m256i qblock256(const uint8_t *p, ng_type wt, int b, float *d) {
+    int j = b % 4;
+    switch (wt) {
+    case NG_Q4_0: p += (size_t)b * 18, *d = half_at(p); return nibbles256(_mm_loadu_si128((const __m128i *)(p + 2)));
+    case NG_Q8_0: p += (size_t)b * 34, *d = half_at(p); return _mm256_xor_si256(ld256(p + 2), _mm256_set1_epi8((char)0x80));
+    case NG_Q4_0R:
+        p += (size_t)(b / 4) * 72 + 4 * j, *d = half_at(p + 64 - 4 * j + 2 * j);
+        return nibbles256(_mm_setr_epi32((int)ld32(p), (int)ld32(p + 16), (int)ld32(p + 32), (int)ld32(p + 48)));
+    default: /* NG_Q8_0R */
+        p += (size_t)(b / 4) * 136 + 4 * j, *d = half_at(p + 128 - 4 * j + 2 * j);
+        return _mm256_setr_epi32((int)ld32(p), (int)ld32(p + 16), (int)ld32(p + 32), (int)ld32(p + 48), (int)ld32(p + 64),
+                                 (int)ld32(p + 80), (int)ld32(p + 96), (int)ld32(p + 112));
+    }
+}
+
+/* Transposes 8 x 8 32-bit words: word i of r[j] goes to word j of r[i]. */
+INLQ void transpose8x32(__m256i *r) {
+    __m256i t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int h = 0; h < 2; h++) { /* rows 4h..4h+3: words 0 / 4, 1 / 5, 2 / 6, 3 / 7 of the lanes */
+        u[4 * h] = _mm256_unpacklo_epi64(t[4 * h], t[4 * h + 2]);
+        u[4 * h + 1] = _mm256_unpackhi_epi64(t[4 * h], t[4 * h + 2]);
+        u[4 * h + 2] = _mm256_unpacklo_epi64(t[4 * h + 1], t[4 * h + 3]);
+        u[4 * h + 3] = _mm256_unpackhi_epi64(t[4 * h + 1], t[4 * h + 3]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2x128_si256(u[i], u[4 + i], 0x20);
+        r[i + 4] = _mm256_permute2x128_si256(u[i], u[4 + i], 0x31);
+    }
+}
+
+/* Rows w.. (nr <= QNR2 of them, rs bytes apart) into the panel P, K / 32 blocks; rows past nr
+ * are zero. */
+INLQ void qpack_w256_type(uint8_t *P, const void *w, size_t rs, ng_type wt, int nr, int K) {
+    for (int b = 0; b < K / 32; b++) {
+        uint8_t *q = P + (size_t)b * QP2_BLK;
+        float *sc = (float *)(q + 8 * 64);
+        for (int h = 0; h < 2; h++) {
+            __m256i c[8];
+            for (int r = 0; r < 8; r++) {
+                int n = 8 * h + r;
+                float d = 0;
+                c[r] = n < nr ? qblock256((const uint8_t *)w + (size_t)n * rs, wt, b, &d) : _mm256_setzero_si256();
+                sc[n] = d;
+            }
+            transpose8x32(c);
+            for (int g = 0; g < 8; g++) _mm256_store_si256((__m256i *)(q + 64 * g + 32 * h), c[g]);
+        }
+    }
+}
+
+TQ static void qpack_w256(uint8_t *P, const void *w, size_t rs, ng_type wt, int nr, int K) {
+    switch (wt) {
+    case NG_Q4_0: qpack_w256_type(P, w, rs, NG_Q4_0, nr, K); break;
+    case NG_Q4_0R: qpack_w256_type(P, w, rs, NG_Q4_0R, nr, K); break;
+    case NG_Q8_0R: qpack_w256_type(P, w, rs, NG_Q8_0R, nr, K); break;
+    default: qpack_w256_type(P, w, rs, NG_Q8_0, nr, K); break;
+    }
+}
+
+/* qpack_x in plain C: the same bytes. */
+static void qpack_x_c(uint8_t *X, const xq8 *xq, ng_type wt, int K, int b0, int bn) {
+    const int nb = K / 32, off = ng_type_base(wt) == NG_Q4_0 ? 8 : 128;
+    for (int blk = 0; blk < nb; blk++) {
+        int32_t *g = (int32_t *)(X + (size_t)blk * QX_BLK), *s0 = g + 8 * QBW;
+        float *d = (float *)(s0 + QBW);
+        for (int r = 0; r < QBW; r++) {
+            size_t i = (size_t)(b0 + r) * nb + blk;
+            for (int k = 0; k < 8; k++) {
+                int32_t v = 0;
+                if (r < bn) memcpy(&v, xq->q + i * 32 + 4 * k, 4);
+                g[k * QBW + r] = v;
+            }
+            s0[r] = r < bn ? -off * xq->s[i] : 0;
+            d[r] = r < bn ? xq->d[i] : 0;
+        }
+    }
+}
+
+/* QNR2 weight rows (panel P) x the bn <= QBW activation rows of block X, QBW2 at a time, over nb
+ * blocks: y rows b0..b0+bn-1, columns n0..n0+nr-1. vnni as dot_u8s8's (qmicro256: AVX-VNNI). */
+INLQ void qmicro256_body(float *y, const uint8_t *P, const uint8_t *X, const float *bias, int nb, int n0, int nr,
+                         int b0, int bn, int N, gemm_pf *pf, int pfn, const int vnni) {
+    for (int c0 = 0; c0 < bn; c0 += QBW2) {
+        __m256 acc[2][QBW2];
+#pragma GCC unroll 2
+        for (int v = 0; v < 2; v++)
+#pragma GCC unroll 3
+            for (int c = 0; c < QBW2; c++) acc[v][c] = _mm256_setzero_ps();
+        for (int blk = 0; blk < nb; blk++) {
+            const uint8_t *pw = P + (size_t)blk * QP2_BLK;
+            const int32_t *px = (const int32_t *)(X + (size_t)blk * QX_BLK) + c0;
+            const float *dx = (const float *)(px + 9 * QBW);
+            if (c0 == 0)
+                for (int i = 0; i < pfn; i++) gemm_pf_step(pf);
+            __m256i s[2][QBW2];
+#pragma GCC unroll 3
+            for (int c = 0; c < QBW2; c++) s[0][c] = s[1][c] = _mm256_set1_epi32(px[8 * QBW + c]);
+#pragma GCC unroll 8
+            for (int g = 0; g < 8; g++) {
+                __m256i w0 = _mm256_load_si256((const __m256i *)(pw + 64 * g));
+                __m256i w1 = _mm256_load_si256((const __m256i *)(pw + 64 * g + 32));
+#pragma GCC unroll 3
+                for (int c = 0; c < QBW2; c++) {
+                    __m256i xb = _mm256_set1_epi32(px[g * QBW + c]);
+                    s[0][c] = dot_u8s8(s[0][c], w0, xb, vnni);
+                    s[1][c] = dot_u8s8(s[1][c], w1, xb, vnni);
+                }
+            }
+#pragma GCC unroll 2
+            for (int v = 0; v < 2; v++) {
+                __m256 dw = _mm256_load_ps((const float *)(pw + 8 * 64) + 8 * v);
+#pragma GCC unroll 3
+                for (int c = 0; c < QBW2; c++)
+                    acc[v][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[v][c]), _mm256_mul_ps(dw, _mm256_set1_ps(dx[c])),
+                                                acc[v][c]);
+            }
+        }
+        for (int v = 0; v < 2; v++) {
+            int n = nr - 8 * v;
+            if (n <= 0) break;
+            float bv[8] = {0}, o[8];
+            if (bias) memcpy(bv, bias + n0 + 8 * v, (size_t)(n < 8 ? n : 8) * sizeof(float));
+            for (int c = 0; c < QBW2 && c0 + c < bn; c++) {
+                float *dst = y + (size_t)(b0 + c0 + c) * N + n0 + 8 * v;
+                __m256 r = _mm256_add_ps(acc[v][c], _mm256_loadu_ps(bv));
+                if (n >= 8) {
+                    _mm256_storeu_ps(dst, r);
+                } else {
+                    _mm256_storeu_ps(o, r);
+                    memcpy(dst, o, (size_t)n * sizeof(float));
+                }
+            }
+        }
+    }
+}
+
+TQ static void qmicro256(float *y, const uint8_t *P, const uint8_t *X, const float *bias, int nb, int n0, int nr,
+                         int b0, int bn, int N, gemm_pf *pf, int pfn) {
+    qmicro256_body(y, P, X, bias, nb, n0, nr, b0, bn, N, pf, pfn, VNNI_VEX);
+}
+
 #endif /* __x86_64__ */
 
 static const simd_isa *isa_for(int path) {
@@ -2418,14 +2602,24 @@ static int qgemv_wide(int path, ng_type wt) {
     return path == PATH_AVX512 && ng_cpu_features()->avx512vnni && (b == NG_Q8_0 || b == NG_Q4_0);
 }
 
-/* The int8 GEMM (ng_kernel_set_int8_gemm): on unless turned off, where qgemv_wide holds. */
+/* The int8 GEMM (ng_kernel_set_int8_gemm): on unless turned off, where qgemv_wide holds, and on
+ * the AVX2 path where AVX-VNNI runs (see qmicro256: without it, vpmaddubsw + vpmaddwd + vpaddd
+ * for each sum left the GEMM slower than the integer GEMV at every batch, 0.69-0.93x for q4_0r
+ * at 16-512 rows of TinyLlama's 2048 x 2048). */
 static int g_int8_gemm = 1;
 
 void ng_kernel_set_int8_gemm(int on) { g_int8_gemm = on != 0; }
 
-static int int8_gemm_on(int path, ng_type wt, int B) { return g_int8_gemm && B >= QGEMM_MIN_B && qgemv_wide(path, wt); }
+static int avx_vnni_on(int path);
 
-int ng_kernel_int8_gemm(int rows) { return int8_gemm_on(current_path(), NG_Q8_0, rows); }
+static int int8_gemm_on(int path, ng_type wt, int B) {
+    ng_type b = ng_type_base(wt);
+    if (!g_int8_gemm || (b != NG_Q8_0 && b != NG_Q4_0)) return 0;
+    if (qgemv_wide(path, wt)) return B >= QGEMM_MIN_B;
+    return avx_vnni_on(path) && B >= (b == NG_Q4_0 ? QGEMM256_MIN_B_Q4 : QGEMM256_MIN_B_Q8);
+}
+
+int ng_kernel_int8_gemm(ng_type wt, int rows) { return int8_gemm_on(current_path(), wt, rows); }
 
 static int mm_regime(int path, ng_type wt, int B);
 enum { MM_PORTABLE, MM_QGEMV, MM_QGEMM, MM_GEMV, MM_GEMM };
@@ -2642,14 +2836,22 @@ static void matmul_qgemv(int path, float *y, const float *x, const void *w, ng_t
  * shape (6 layers) q4_0, 512 tokens, +1.0% (3 of 6: within the noise). */
 static void qgemm_job(void *ctx, int t, int T) {
     const mm_job *j = ctx;
-    int B = j->B, N = j->N, K = j->K, nb = K / 32, bblk = j->bblk;
+    int B = j->B, N = j->N, K = j->K, nb = K / 32, bblk = j->bblk, wide = j->path == PATH_AVX512;
+    int pr = wide ? QNR : QNR2; /* panel rows */
     size_t xblk = (size_t)nb * QX_BLK;
     xq8 v = xq8_alloc(QBW, K); /* this thread's, for one block of rows at a time: it stays in L1 */
     for (int bb = bblk * t / T; bb < bblk * (t + 1) / T; bb++) {
         int b0 = bb * QBW, bn = B - b0 < QBW ? B - b0 : QBW;
-        quantize_x512(&v, j->x + (size_t)b0 * K, (size_t)bn * nb);
-        qpack_x(j->xs + bb * xblk, &v, j->wt, K, 0, bn);
+        if (wide) {
+            quantize_x512(&v, j->x + (size_t)b0 * K, (size_t)bn * nb);
+            qpack_x(j->xs + bb * xblk, &v, j->wt, K, 0, bn);
+        } else {
+            quantize_x(&v, j->x + (size_t)b0 * K, (size_t)bn * nb);
+            qpack_x_c(j->xs + bb * xblk, &v, j->wt, K, 0, bn);
+        }
     }
+    void (*micro)(float *, const uint8_t *, const uint8_t *, const float *, int, int, int, int, int, int, gemm_pf *,
+                  int) = wide ? qmicro : qmicro256;
     uint8_t *P = (uint8_t *)grow(&tl_scratch, &tl_scratch_cap, (size_t)nb * QP_BLK / sizeof(float) + 1);
     ng_team_barrier();
     int64_t i0 = j->items * t / T, i1 = j->items * (t + 1) / T;
@@ -2657,7 +2859,7 @@ static void qgemm_job(void *ctx, int t, int T) {
     gemm_pf pf = {0};
     /* prefetches per block step: the next panel's lines over this panel's steps */
     size_t steps = (size_t)bblk * nb;
-    int pfn = steps ? (int)(((size_t)QNR * j->rs / 64 + steps - 1) / steps) : 0;
+    int pfn = steps ? (int)(((size_t)pr * j->rs / 64 + steps - 1) / steps) : 0;
     float *y = j->y;
     const void *w = j->w;
     const float *bias = j->bias;
@@ -2666,21 +2868,22 @@ static void qgemm_job(void *ctx, int t, int T) {
         int nblk = (int)(i / bblk), bb = (int)(i % bblk);
         int b0 = bb * QBW, bn = B - b0 < QBW ? B - b0 : QBW;
         if (nblk != packed) {
-            n0 = nblk * QNR;
+            n0 = nblk * pr;
             if (j->multi) { /* panel nblk of all the matrices' panels */
                 const mm_multi *mm = j->multi;
                 int m = 0;
-                while (n0 >= qpanels(mm->N[m]) * QNR) n0 -= qpanels(mm->N[m]) * QNR, m++;
+                while (n0 >= qpanels(mm->N[m], pr) * pr) n0 -= qpanels(mm->N[m], pr) * pr, m++;
                 y = mm->y[m], w = mm->w[m], bias = mm->bias[m], N = mm->N[m];
             }
-            nr = N - n0 < QNR ? N - n0 : QNR;
+            nr = N - n0 < pr ? N - n0 : pr;
             const char *wb = (const char *)w + (size_t)n0 * j->rs;
-            qpack_w(P, wb, j->rs, j->wt, nr, K);
+            if (wide) qpack_w(P, wb, j->rs, j->wt, nr, K);
+            else qpack_w256(P, wb, j->rs, j->wt, nr, K);
             packed = nblk;
-            int rn = N - n0 - QNR < QNR ? N - n0 - QNR : QNR; /* the next panel's rows (gemm_job) */
-            pf = (gemm_pf){wb + QNR * j->rs, j->rs, 0, j->rs, rn};
+            int rn = N - n0 - pr < pr ? N - n0 - pr : pr; /* the next panel's rows (gemm_job) */
+            pf = (gemm_pf){wb + pr * j->rs, j->rs, 0, j->rs, rn};
         }
-        qmicro(y, P, j->xs + bb * xblk, bias, nb, n0, nr, b0, bn, N, &pf, pfn);
+        micro(y, P, j->xs + bb * xblk, bias, nb, n0, nr, b0, bn, N, &pf, pfn);
     }
 }
 #endif
@@ -2688,20 +2891,20 @@ static void qgemm_job(void *ctx, int t, int T) {
 /* The int8 GEMM (see qmicro) for a batch of B rows of x against q8_0 / q4_0 weights (either
  * order), on AVX-512 VNNI; with mm, against each of its matrices (y, w, bias, N unused), x
  * quantized and packed once for all of them and their panels shared out as one matrix's. */
-static void matmul_qgemm(float *y, const float *x, const void *w, ng_type wt, const float *bias, int B, int N,
-                         int K, int nt, const mm_multi *mm) {
+static void matmul_qgemm(int path, float *y, const float *x, const void *w, ng_type wt, const float *bias, int B,
+                         int N, int K, int nt, const mm_multi *mm) {
 #if defined(__x86_64__)
     mm_job j = {.y = y, .x = x, .bias = bias, .w = w, .wt = wt, .B = B, .N = N, .K = K, .rs = ng_row_size(wt, K),
-                .multi = mm};
+                .multi = mm, .path = path};
     j.bblk = (B + QBW - 1) / QBW;
-    int panels = qpanels(N);
+    int pr = path == PATH_AVX512 ? QNR : QNR2, panels = qpanels(N, pr);
     if (mm)
-        for (int m = panels = 0; m < mm->n; m++) panels += qpanels(mm->N[m]);
+        for (int m = panels = 0; m < mm->n; m++) panels += qpanels(mm->N[m], pr);
     j.items = (int64_t)panels * j.bblk;
     j.xs = (uint8_t *)grow(&tl_xs, &tl_xs_cap, (size_t)j.bblk * (K / 32) * QX_BLK / sizeof(float) + 1);
     ng_team_run(nt > j.items ? (int)j.items : nt, qgemm_job, &j);
 #else
-    (void)y, (void)x, (void)w, (void)wt, (void)bias, (void)B, (void)N, (void)K, (void)nt, (void)mm;
+    (void)path, (void)y, (void)x, (void)w, (void)wt, (void)bias, (void)B, (void)N, (void)K, (void)nt, (void)mm;
 #endif
 }
 
@@ -2730,7 +2933,7 @@ void ng_matmul(float *y, const float *x, const void *w, ng_type wt, const float 
     switch (mm_regime(path, wt, B)) {
     case MM_PORTABLE: matmul_portable(y, x, w, wt, bias, B, N, K, nt); break;
     case MM_QGEMV: matmul_qgemv(path, y, x, w, wt, bias, B, N, K, nt, NULL); break;
-    case MM_QGEMM: matmul_qgemm(y, x, w, wt, bias, B, N, K, nt, NULL); break;
+    case MM_QGEMM: matmul_qgemm(path, y, x, w, wt, bias, B, N, K, nt, NULL); break;
     case MM_GEMV: matmul_gemv(isa, y, x, w, wt, bias, B, N, K, nt, NULL); break;
     default: matmul_gemm(gemm_isa(path, wt), y, x, w, wt, bias, B, N, K, nt); break;
     }
@@ -2762,7 +2965,7 @@ void ng_matmul_multi(float *const *y, const float *x, const void *const *w, ng_t
         mm.row0[m + 1] = mm.row0[m] + N[m];
     }
     int rows = mm.row0[n], nt = threads_for((double)B * rows * K);
-    if (qgemm) matmul_qgemm(NULL, x, NULL, wt, NULL, B, rows, K, nt, &mm);
+    if (qgemm) matmul_qgemm(path, NULL, x, NULL, wt, NULL, B, rows, K, nt, &mm);
     else if (regime == MM_QGEMV) matmul_qgemv(path, NULL, x, NULL, wt, NULL, B, rows, K, nt, &mm);
     else matmul_gemv(isa_for(path), NULL, x, NULL, wt, NULL, B, rows, K, nt, &mm);
 }
