@@ -361,7 +361,7 @@ static int qcheck(ng_type t, int B, int N, int K, int *runs) {
         /* the kernel-order types: only where they are native (on AVX2: q4_0r, and q8_0r with
          * AVX-VNNI), there for any batch */
         if (t != ng_type_base(t)) integer = wide || (p == 1 && (t == NG_Q4_0R || ng_kernel_avx_vnni()));
-        /* the AVX2 path's int8 GEMM (with AVX-VNNI, q4_0 from 32 rows, q8_0 from 64) */
+        /* the AVX2 path's int8 GEMM (with AVX-VNNI, from 32 rows) */
         int gemm256 = p == 1 && ng_kernel_int8_gemm(t, B);
         integer |= gemm256;
         ng_set_threads(1);

@@ -449,11 +449,10 @@ static void quantize_x(xq8 *xq, const float *x, size_t nb) {
 #define QGEMM_MIN_B 18
 /* The same on the AVX2 path (with AVX-VNNI), where the GEMM's 256-bit tiles are smaller and its
  * weight panels cost relatively more to pack. On one 2-core Zen 5 VM with the AVX2 kernels
- * forced, GEMM / GEMV speed, q4_0r at N = K = 2048: 20 rows 0.92, 24 1.00, 32 1.03, 48 1.20, 512
- * 1.46; at GPT-2's 2304 x 768: 24 rows 1.07, 32 1.13, 512 1.69; q8_0r at 2048 x 2048: 48 rows
- * 0.87, 64 0.97, 128 1.26, 512 1.39. */
-#define QGEMM256_MIN_B_Q4 32
-#define QGEMM256_MIN_B_Q8 64
+ * forced, GEMM / GEMV speed, q4_0r at N = K = 2048: 20 rows 0.88, 24 0.99, 32 1.06, 48 1.14, 512
+ * 1.46; at GPT-2's 2304 x 768: 24 rows 1.07, 32 1.13, 512 1.69; q8_0r at 2048 x 2048: 24 rows
+ * 0.96, 32 1.03, 64 1.21, 512 1.45; at 2304 x 768: 24 rows 1.01, 32 1.08, 512 1.60. */
+#define QGEMM256_MIN_B 32
 /* Bytes ahead in each weight stream that the GEMV prefetches: the hardware prefetcher alone
  * leaves a few % of the read bandwidth unused at one thread on Zen 5. */
 #define GEMV_PREFETCH 2048
@@ -2312,34 +2311,21 @@ enum { QNR2 = 16, QBW2 = 3 };
 #define QP2_BLK (8 * 64 + 64) /* panel bytes per block: 8 groups x 16 rows x 4 codes, 16 f32 scales */
 _Static_assert(QBW % QBW2 == 0, "the activation blocks split into whole tiles");
 
-INLQ uint32_t ld32(const uint8_t *p) {
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
 /* q4_0's 16 bytes of nibble pairs as its 32 codes in order (u8, 0..15). */
 INLQ __m256i nibbles256(__m128i qs) {
     const __m128i m4 = _mm_set1_epi8(15);
     return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), m4), _mm_and_si128(qs, m4));
 }
 
-/* Block b of a row at p of type wt: its 32 codes in order as u8 (q4_0: 0..15 for -8..7; q8_0:
- * the code + 128) and its scale in *d. In kernel order (see core/quant.h) block j % 4 of a run
- * has its 4-byte groups at words j, j + 4, j + 8, j + 12 (q8_0r: then the same 64 bytes on). */
+/* Block b of a row at p of file type wt (q4_0 or q8_0): its 32 codes in order as u8 (q4_0: 0..15
+ * for -8..7; q8_0: the code + 128) and its scale in *d. */
 INLQ __m256i qblock256(const uint8_t *p, ng_type wt, int b, float *d) {
-    int j = b % 4;
-    switch (wt) {
-    case NG_Q4_0: p += (size_t)b * 18, *d = half_at(p); return nibbles256(_mm_loadu_si128((const __m128i *)(p + 2)));
-    case NG_Q8_0: p += (size_t)b * 34, *d = half_at(p); return _mm256_xor_si256(ld256(p + 2), _mm256_set1_epi8((char)0x80));
-    case NG_Q4_0R:
-        p += (size_t)(b / 4) * 72 + 4 * j, *d = half_at(p + 64 - 4 * j + 2 * j);
-        return nibbles256(_mm_setr_epi32((int)ld32(p), (int)ld32(p + 16), (int)ld32(p + 32), (int)ld32(p + 48)));
-    default: /* NG_Q8_0R */
-        p += (size_t)(b / 4) * 136 + 4 * j, *d = half_at(p + 128 - 4 * j + 2 * j);
-        return _mm256_setr_epi32((int)ld32(p), (int)ld32(p + 16), (int)ld32(p + 32), (int)ld32(p + 48), (int)ld32(p + 64),
-                                 (int)ld32(p + 80), (int)ld32(p + 96), (int)ld32(p + 112));
+    if (wt == NG_Q4_0) {
+        p += (size_t)b * 18, *d = half_at(p);
+        return nibbles256(_mm_loadu_si128((const __m128i *)(p + 2)));
     }
+    p += (size_t)b * 34, *d = half_at(p);
+    return _mm256_xor_si256(ld256(p + 2), _mm256_set1_epi8((char)0x80));
 }
 
 /* Transposes 8 x 8 32-bit words: word i of r[j] goes to word j of r[i]. */
@@ -2361,9 +2347,55 @@ INLQ void transpose8x32(__m256i *r) {
     }
 }
 
+/* The 4 blocks of a kernel-order step at p (q4_0r or q8_0r) as qblock256 gives them, into c[0..3]
+ * and d[0..3]: the 4 x 4 words of each 64 bytes of codes (group g of block j at word 4g + j)
+ * transposed in registers (vpunpck[lh]dq, then vpermd), where qblock256 gathers each block's 4
+ * or 8 words one at a time. */
+INLQ void qstep256(const uint8_t *p, ng_type wt, __m256i *c, float *d) {
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    __m256i t[2][2]; /* [half of the codes][blocks 0, 1 | blocks 2, 3] */
+    for (int h = 0; h < (wt == NG_Q8_0R ? 2 : 1); h++) {
+        __m256i a = ld256(p + 64 * h), b = ld256(p + 64 * h + 32); /* groups 0, 1 | groups 2, 3 */
+        t[h][0] = _mm256_permutevar8x32_epi32(_mm256_unpacklo_epi32(a, b), order);
+        t[h][1] = _mm256_permutevar8x32_epi32(_mm256_unpackhi_epi32(a, b), order);
+    }
+    for (int j = 0; j < 4; j++) d[j] = half_at(p + (wt == NG_Q8_0R ? 128 : 64) + 2 * j);
+    for (int q = 0; q < 2; q++) {
+        if (wt == NG_Q8_0R) { /* block 2q: the low halves' 16 codes, then the high halves' */
+            c[2 * q] = _mm256_permute2x128_si256(t[0][q], t[1][q], 0x20);
+            c[2 * q + 1] = _mm256_permute2x128_si256(t[0][q], t[1][q], 0x31);
+        } else { /* q4_0's 16 bytes of nibble pairs each */
+            c[2 * q] = nibbles256(_mm256_castsi256_si128(t[0][q]));
+            c[2 * q + 1] = nibbles256(_mm256_extracti128_si256(t[0][q], 1));
+        }
+    }
+}
+
 /* Rows w.. (nr <= QNR2 of them, rs bytes apart) into the panel P, K / 32 blocks; rows past nr
- * are zero. */
+ * are zero. In kernel order a step's 4 blocks at a time (qstep256). */
 INLQ void qpack_w256_type(uint8_t *P, const void *w, size_t rs, ng_type wt, int nr, int K) {
+    if (wt == NG_Q4_0R || wt == NG_Q8_0R) { /* K a multiple of 128: whole steps */
+        const size_t sb = wt == NG_Q4_0R ? 72 : 136;
+        for (int st = 0; st < K / 128; st++)
+            for (int h = 0; h < 2; h++) {
+                __m256i c[4][8];
+                float d[4][8];
+                for (int r = 0; r < 8; r++) {
+                    int n = 8 * h + r;
+                    __m256i u[4];
+                    float e[4] = {0, 0, 0, 0};
+                    if (n < nr) qstep256((const uint8_t *)w + (size_t)n * rs + st * sb, wt, u, e);
+                    for (int j = 0; j < 4; j++) c[j][r] = n < nr ? u[j] : _mm256_setzero_si256(), d[j][r] = e[j];
+                }
+                for (int j = 0; j < 4; j++) {
+                    uint8_t *q = P + (size_t)(4 * st + j) * QP2_BLK;
+                    transpose8x32(c[j]);
+                    for (int g = 0; g < 8; g++) _mm256_store_si256((__m256i *)(q + 64 * g + 32 * h), c[j][g]);
+                    memcpy(q + 8 * 64 + 32 * h, d[j], sizeof d[j]);
+                }
+            }
+        return;
+    }
     for (int b = 0; b < K / 32; b++) {
         uint8_t *q = P + (size_t)b * QP2_BLK;
         float *sc = (float *)(q + 8 * 64);
@@ -2616,7 +2648,7 @@ static int int8_gemm_on(int path, ng_type wt, int B) {
     ng_type b = ng_type_base(wt);
     if (!g_int8_gemm || (b != NG_Q8_0 && b != NG_Q4_0)) return 0;
     if (qgemv_wide(path, wt)) return B >= QGEMM_MIN_B;
-    return avx_vnni_on(path) && B >= (b == NG_Q4_0 ? QGEMM256_MIN_B_Q4 : QGEMM256_MIN_B_Q8);
+    return avx_vnni_on(path) && B >= QGEMM256_MIN_B;
 }
 
 int ng_kernel_int8_gemm(ng_type wt, int rows) { return int8_gemm_on(current_path(), wt, rows); }

@@ -34,9 +34,9 @@ int ng_kernel_bf16_dot(void);
 /* Products of q8_0 / q4_0 weights (either order) with 18 or more activation rows run an int8
  * GEMM on AVX-512 VNNI's vpdpbusd, the activations rounded to 8 bits per block of 32 as in the
  * integer GEMV (the same bound, about twice the prompt's speed); on the AVX2 path the same GEMM
- * in 256-bit tiles where the CPU has AVX-VNNI (the same bits), from 32 rows for q4_0 and 64 for
- * q8_0. ng_kernel_set_int8_gemm(0) keeps them on the GEMV; ng_kernel_int8_gemm says whether a
- * product of that many rows against weights of type wt runs on it now. */
+ * in 256-bit tiles where the CPU has AVX-VNNI (the same bits), from 32 rows.
+ * ng_kernel_set_int8_gemm(0) keeps them on the GEMV; ng_kernel_int8_gemm says whether a product
+ * of that many rows against weights of type wt runs on it now. */
 void ng_kernel_set_int8_gemm(int on);
 int ng_kernel_int8_gemm(ng_type wt, int rows);
 /* 1 when a product of `rows` activation rows against weights of type wt runs on integer dot
