@@ -593,62 +593,68 @@ static void test_matmul_fresh_row(void) {
  * of 40 rows (separate products). Batches of 24 and 40 rows: q8_0r and q4_0r on the int8 GEMM
  * as one job (40 rows: a partial panel between two matrices' panels), the others separate.
  * Outputs start as NaN, so a row no thread wrote shows. The one-job path must have run exactly
- * where it should. */
+ * where it should. All of it on the best path, then on the AVX2 path (f32 and f16 as one job in
+ * decode, q8_0r and q4_0r at 40 rows on its int8 GEMM where AVX-VNNI runs it). */
 static void test_matmul_multi(void) {
     static const ng_type ts[] = {NG_F32, NG_F16, NG_Q8_0R, NG_Q4_0R};
     static const int sets[][3] = {{128, 32, 32}, {64, 16, 0}, {48, 40, 16}}, Bs[] = {1, 3, 8, 9, 24, 40};
     const int K = 512;
     int bad = 0, runs = 0, one_job = 0;
     long jobs0 = ng_kernel_multi_jobs();
-    int simd = strcmp(ng_kernel_path(), "portable") != 0, vnni = simd && ng_cpu_features()->avx512vnni;
+    int simd = strcmp(ng_kernel_path(), "portable") != 0;
     ng_kernel_set_steal_bytes(1);
-    for (int it = 0; it < COUNT(ts); it++) {
-        ng_type t = ts[it], base = ng_type_base(t);
-        for (int is = 0; is < COUNT(sets); is++)
-            for (int ib = 0; ib < COUNT(Bs); ib++) {
-                int n = sets[is][2] ? 3 : 2, B = Bs[ib], *N = (int *)sets[is];
-                size_t rs = ng_row_size(t, K);
-                void *w[3];
-                float *y1[3], *y2[3], *bias[3] = {NULL, NULL, NULL}, *x = malloc(sizeof(float) * B * K);
-                for (int i = 0; i < B * K; i++) x[i] = frand();
-                for (int m = 0; m < n; m++) {
-                    w[m] = malloc(rs * N[m]);
-                    if (t == NG_F32 || t == NG_F16) {
-                        float *wf = malloc(sizeof(float) * N[m] * K);
-                        for (int i = 0; i < N[m] * K; i++) wf[i] = frand();
-                        ng_from_f32(w[m], wf, t, (int64_t)N[m] * K);
-                        free(wf);
-                    } else {
-                        random_blocks(base, w[m], rs * N[m] / ng_type_size(base));
-                        if (t != base) ng_reorder_rows(w[m], t, w[m], base, K, N[m]);
+    for (int ip = 0; ip < 2; ip++) { /* the best path, then the AVX2 path (its int8 GEMM at 40 rows) */
+        if (ip == 1 && (!simd || ng_kernel_set_path("avx2") != 0)) break;
+        int vnni = ip == 0 && simd && ng_cpu_features()->avx512vnni;
+        for (int it = 0; it < COUNT(ts); it++) {
+            ng_type t = ts[it], base = ng_type_base(t);
+            for (int is = 0; is < COUNT(sets); is++)
+                for (int ib = 0; ib < COUNT(Bs); ib++) {
+                    int n = sets[is][2] ? 3 : 2, B = Bs[ib], *N = (int *)sets[is];
+                    size_t rs = ng_row_size(t, K);
+                    void *w[3];
+                    float *y1[3], *y2[3], *bias[3] = {NULL, NULL, NULL}, *x = malloc(sizeof(float) * B * K);
+                    for (int i = 0; i < B * K; i++) x[i] = frand();
+                    for (int m = 0; m < n; m++) {
+                        w[m] = malloc(rs * N[m]);
+                        if (t == NG_F32 || t == NG_F16) {
+                            float *wf = malloc(sizeof(float) * N[m] * K);
+                            for (int i = 0; i < N[m] * K; i++) wf[i] = frand();
+                            ng_from_f32(w[m], wf, t, (int64_t)N[m] * K);
+                            free(wf);
+                        } else {
+                            random_blocks(base, w[m], rs * N[m] / ng_type_size(base));
+                            if (t != base) ng_reorder_rows(w[m], t, w[m], base, K, N[m]);
+                        }
+                        y1[m] = malloc(sizeof(float) * B * N[m]), y2[m] = malloc(sizeof(float) * B * N[m]);
+                        if (is == 0 && m != 1) { /* biases, on all but the middle matrix */
+                            bias[m] = malloc(sizeof(float) * N[m]);
+                            for (int i = 0; i < N[m]; i++) bias[m][i] = frand();
+                        }
+                        ng_set_threads(1);
+                        ng_matmul(y1[m], x, w[m], t, bias[m], B, N[m], K);
                     }
-                    y1[m] = malloc(sizeof(float) * B * N[m]), y2[m] = malloc(sizeof(float) * B * N[m]);
-                    if (is == 0 && m != 1) { /* biases, on all but the middle matrix */
-                        bias[m] = malloc(sizeof(float) * N[m]);
-                        for (int i = 0; i < N[m]; i++) bias[m][i] = frand();
-                    }
-                    ng_set_threads(1);
-                    ng_matmul(y1[m], x, w[m], t, bias[m], B, N[m], K);
+                    for (int nt = 1; nt <= 4; nt++)
+                        for (int rep = 0; rep < 4; rep++) {
+                            ng_set_threads(nt);
+                            for (int m = 0; m < n; m++) memset(y2[m], 0xff, sizeof(float) * B * N[m]);
+                            ng_matmul_multi(y2, x, (const void *const *)w, t,
+                                            is == 0 ? (const float *const *)bias : NULL, n, B, N, K);
+                            for (int m = 0; m < n; m++)
+                                if (memcmp(y1[m], y2[m], sizeof(float) * B * N[m]) != 0 && bad++ < 3)
+                                    fprintf(stderr, "%s %s B=%d set %d matrix %d, %d threads: differs\n",
+                                            ng_kernel_path(), ng_type_name(t), B, is, m, nt);
+                            runs++;
+                            /* one job: a decode batch of 16-row groups, on a GEMV; a batch on the int8 GEMM */
+                            one_job += B <= 8 ? is != 2 && (t == NG_F32 || t == NG_F16 ? simd : vnni)
+                                              : t != base && ng_kernel_int8_gemm(t, B);
+                        }
+                    for (int m = 0; m < n; m++) free(w[m]), free(y1[m]), free(y2[m]), free(bias[m]);
+                    free(x);
                 }
-                for (int nt = 1; nt <= 4; nt++)
-                    for (int rep = 0; rep < 4; rep++) {
-                        ng_set_threads(nt);
-                        for (int m = 0; m < n; m++) memset(y2[m], 0xff, sizeof(float) * B * N[m]);
-                        ng_matmul_multi(y2, x, (const void *const *)w, t, is == 0 ? (const float *const *)bias : NULL, n,
-                                        B, N, K);
-                        for (int m = 0; m < n; m++)
-                            if (memcmp(y1[m], y2[m], sizeof(float) * B * N[m]) != 0 && bad++ < 3)
-                                fprintf(stderr, "%s B=%d set %d matrix %d, %d threads: differs\n", ng_type_name(t), B,
-                                        is, m, nt);
-                        runs++;
-                        /* one job: a decode batch of 16-row groups, on a GEMV; a batch on the int8 GEMM */
-                        one_job += B <= 8 ? is != 2 && (t == NG_F32 || t == NG_F16 ? simd : vnni)
-                                          : t != base && ng_kernel_int8_gemm(t, B);
-                    }
-                for (int m = 0; m < n; m++) free(w[m]), free(y1[m]), free(y2[m]), free(bias[m]);
-                free(x);
-            }
+        }
     }
+    ng_kernel_set_path(NULL);
     ng_kernel_set_steal_bytes(0);
     ng_set_threads(0);
     long jobs = ng_kernel_multi_jobs() - jobs0;

@@ -2295,7 +2295,6 @@ TV static void qmicro(float *y, const uint8_t *P, const uint8_t *X, const float 
     }
 }
 
-
 /* -- q8_0 and q4_0 GEMM on the AVX2 path --
  * qmicro's scheme on 256-bit vectors, for the AVX2 path's prompts: a panel of QNR2 weight rows
  * holds, per block of 32 k, 8 groups of the 16 rows' 4 codes as u8 (two vectors of 8 rows: the
@@ -2920,9 +2919,10 @@ static void qgemm_job(void *ctx, int t, int T) {
 }
 #endif
 
-/* The int8 GEMM (see qmicro) for a batch of B rows of x against q8_0 / q4_0 weights (either
- * order), on AVX-512 VNNI; with mm, against each of its matrices (y, w, bias, N unused), x
- * quantized and packed once for all of them and their panels shared out as one matrix's. */
+/* The int8 GEMM (see qmicro, qmicro256) for a batch of B rows of x against q8_0 / q4_0 weights
+ * (either order), on AVX-512 VNNI or the AVX2 path's AVX-VNNI; with mm, against each of its
+ * matrices (y, w, bias, N unused), x quantized and packed once for all of them and their panels
+ * shared out as one matrix's. */
 static void matmul_qgemm(int path, float *y, const float *x, const void *w, ng_type wt, const float *bias, int B,
                          int N, int K, int nt, const mm_multi *mm) {
 #if defined(__x86_64__)
