@@ -9,13 +9,15 @@
  * Then for the LLaMA 7B and TinyLlama 1.1B weight shapes and the quantized types q8_0, q4_0,
  * q4_k, q6_k: decode (B=1) at 1 and 2 threads as % of the read bandwidth, and prefill (B=512,
  * 2 threads) in GFLOP/s (operations) and as a share of a measured peak: vpdpbusd's for q8_0 and
- * q4_0 where the int8 GEMM runs on AVX-512 VNNI, else the f32 FMA peak ("equivalent": the
- * integer GEMV and the dequantize-then-f32 GEMM are not bound by that peak in the same way).
+ * q4_0 where the int8 GEMM runs (AVX-512 VNNI, or AVX-VNNI's 256-bit instruction on the AVX2
+ * path), else the f32 FMA peak ("equivalent": the integer GEMV and the dequantize-then-f32 GEMM
+ * are not bound by that peak in the same way). --kernels avx2|portable runs that path's kernels
+ * on a CPU that has better (--portable: the same as --kernels portable).
  * Every configuration is validated against ng_matmul_ref before it is timed; a mismatch ends
  * the program with status 1. Timings are the best of several repetitions (the machine is
  * shared: run with OMP_WAIT_POLICY=passive when other jobs compete for the cores, since
  * spinning OpenMP workers then lose their time slices). Usage:
- *   kernels_bench [--quick] [--portable] [--only gpt2|llama] */
+ *   kernels_bench [--quick] [--kernels avx512|avx2|portable] [--portable] [--only gpt2|llama] */
 #include "core/dtype.h"
 #include "core/kernels.h"
 #include "core/quant.h"
@@ -234,12 +236,20 @@ int main(int argc, char **argv) {
             quick = 1;
         else if (strcmp(argv[i], "--portable") == 0)
             ng_kernel_force_portable(1);
+        else if (strcmp(argv[i], "--kernels") == 0 && i + 1 < argc) {
+            if (ng_kernel_set_path(argv[++i]) != 0) {
+                fprintf(stderr, "%s: --kernels: '%s' is not a path this CPU runs (avx512, avx2, portable)\n",
+                        argv[0], argv[i]);
+                return 2;
+            }
+        }
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc && strcmp(argv[i + 1], "gpt2") == 0)
             llama = 0, i++;
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc && strcmp(argv[i + 1], "llama") == 0)
             gpt2 = 0, i++;
         else {
-            fprintf(stderr, "usage: %s [--quick] [--portable] [--only gpt2|llama]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--quick] [--kernels avx512|avx2|portable] [--portable] [--only gpt2|llama]\n",
+                    argv[0]);
             return 2;
         }
     }
