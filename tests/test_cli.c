@@ -382,8 +382,9 @@ static void test_bench_int8(void) {
 }
 
 /* --kernels avx2 (where this CPU runs AVX2): q4_0 weights, rearranged into kernel order, take
- * the AVX2 integer GEMV for a prompt of 80 tokens, judged by the int8 peak of its instructions;
- * bench says whether AVX-VNNI ran, and --no-avx-vnni turns it off. An unknown path is refused. */
+ * integer dot products for a prompt of 80 tokens (the int8 GEMM with AVX-VNNI, the integer GEMV
+ * without), judged by the int8 peak of their instructions; bench says whether AVX-VNNI ran, and
+ * --no-avx-vnni turns it off. An unknown path is refused. */
 static void test_bench_kernels_avx2(void) {
     char *out = NULL, *err = NULL;
     CHECK(run(BIN " bench --kernels nonsense", NULL, &err) == 2 && strstr(err, "--kernels"), "--kernels nonsense: %s",

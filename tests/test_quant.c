@@ -434,7 +434,7 @@ static void check_type(ng_type t) {
         CHECK(!ng_cpu_features()->avxvnni || g_avx_vnni_runs > 0, "AVX-VNNI not run for %s", ng_type_name(t));
     }
     ng_type b = ng_type_base(t);
-    if (b == NG_Q8_0 || b == NG_Q4_0) { /* B = 70 and 90 take the AVX2 path's GEMM where it runs */
+    if (b == NG_Q8_0 || b == NG_Q4_0) { /* B = 33, 70 and 90 take the AVX2 path's GEMM where it runs */
         printf("# %s: %d runs on the AVX2 path's int8 GEMM, %d of them against the AVX-512 GEMM's bits\n",
                ng_type_name(t), g_gemm256_runs, g_gemm256_same);
         CHECK(!ng_cpu_features()->avxvnni || g_gemm256_runs > 0, "the AVX2 GEMM not run for %s", ng_type_name(t));

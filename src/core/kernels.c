@@ -1308,10 +1308,14 @@ INLQ void blk_q8_0(__m256 *acc, const uint8_t *blk, const xq8 *xq, int kb, int K
 }
 
 /* q4_0: codes 0..15 stand for code - 8; the -8 * sum(x) of the block starts the integer sum. */
+/* q4_0's 16 bytes of nibble pairs as its 32 codes in order (u8, 0..15). */
+INLQ __m256i nibbles256(__m128i qs) {
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(qs, 4), qs), _mm256_set1_epi8(15));
+}
+
 INLQ void blk_q4_0(__m256 *acc, const uint8_t *blk, const xq8 *xq, int kb, int K, const int NB, const int vnni) {
     float dw = half_at(blk);
-    __m128i t = _mm_loadu_si128((const __m128i *)(blk + 2));
-    __m256i u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(t, 4), t), _mm256_set1_epi8(15));
+    __m256i u = nibbles256(_mm_loadu_si128((const __m128i *)(blk + 2)));
     int nb32 = K / 32;
 #pragma GCC unroll 8
     for (int b = 0; b < NB; b++) {
@@ -1443,6 +1447,15 @@ static size_t xs_row(int K) { return ((size_t)xs_steps(K) * (XS_CODES + XS_TAIL)
  * code arrays, two to a vector, are a 4 x 4 transpose of 32-bit words away from the kernel order
  * (vpunpckldq / vpunpckhdq, then one vpermd each), and the 4 scales are gathered in an integer
  * register: about 7 instructions a block; a row's last K / 32 % 4 blocks take blk_q4_0. */
+/* The 4 x 4 transpose of 32-bit words between 4 blocks' code words and the kernel order: a holds
+ * the words of two groups (or blocks) | two more, b the other four; *v0 and *v1 get words 0, 1 and
+ * 2, 3 of each of the other index (vpunpck[lh]dq, then vpermd). Its own inverse. */
+INLQ void words4x4(__m256i a, __m256i b, __m256i *v0, __m256i *v1) {
+    const __m256i idx = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    *v0 = _mm256_permutevar8x32_epi32(_mm256_unpacklo_epi32(a, b), idx);
+    *v1 = _mm256_permutevar8x32_epi32(_mm256_unpackhi_epi32(a, b), idx);
+}
+
 /* One step of a q4_0r / q8_0r / q4_0 row at p: codes as u8 in u[0..3] (facing the arranged
  * activations' 4 x 32 bytes), the 4 blocks' scales in dw (lane j: block j % 4); the step's
  * lines GEMV_PREFETCH bytes on prefetched. */
@@ -1464,9 +1477,7 @@ INLQ void rdecode256(const uint8_t *p, ng_type wt, __m256i *u, __m256 *dw) {
         /* blocks 0 | 1 and 2 | 3 */
         const __m256i a = _mm256_loadu2_m128i((const __m128i *)(p + 20), (const __m128i *)(p + 2));
         const __m256i b = _mm256_loadu2_m128i((const __m128i *)(p + 56), (const __m128i *)(p + 38));
-        const __m256i idx = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
-        v0 = _mm256_permutevar8x32_epi32(_mm256_unpacklo_epi32(a, b), idx); /* words 0, 1 of blocks 0..3 */
-        v1 = _mm256_permutevar8x32_epi32(_mm256_unpackhi_epi32(a, b), idx); /* words 2, 3 */
+        words4x4(a, b, &v0, &v1); /* words 0, 1 of blocks 0..3; words 2, 3 */
     } else {
         int64_t scales;
         memcpy(&scales, p + (wt == NG_Q4_0R ? 64 : 128), 8);
@@ -2310,12 +2321,6 @@ enum { QNR2 = 16, QBW2 = 3 };
 #define QP2_BLK (8 * 64 + 64) /* panel bytes per block: 8 groups x 16 rows x 4 codes, 16 f32 scales */
 _Static_assert(QBW % QBW2 == 0, "the activation blocks split into whole tiles");
 
-/* q4_0's 16 bytes of nibble pairs as its 32 codes in order (u8, 0..15). */
-INLQ __m256i nibbles256(__m128i qs) {
-    const __m128i m4 = _mm_set1_epi8(15);
-    return _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(qs, 4), m4), _mm_and_si128(qs, m4));
-}
-
 /* Block b of a row at p of file type wt (q4_0 or q8_0): its 32 codes in order as u8 (q4_0: 0..15
  * for -8..7; q8_0: the code + 128) and its scale in *d. */
 INLQ __m256i qblock256(const uint8_t *p, ng_type wt, int b, float *d) {
@@ -2348,16 +2353,11 @@ INLQ void transpose8x32(__m256i *r) {
 
 /* The 4 blocks of a kernel-order step at p (q4_0r or q8_0r) as qblock256 gives them, into c[0..3]
  * and d[0..3]: the 4 x 4 words of each 64 bytes of codes (group g of block j at word 4g + j)
- * transposed in registers (vpunpck[lh]dq, then vpermd), where qblock256 gathers each block's 4
- * or 8 words one at a time. */
+ * transposed in registers (words4x4, as rdecode256 puts a file's q4_0 into kernel order). */
 INLQ void qstep256(const uint8_t *p, ng_type wt, __m256i *c, float *d) {
-    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     __m256i t[2][2]; /* [half of the codes][blocks 0, 1 | blocks 2, 3] */
-    for (int h = 0; h < (wt == NG_Q8_0R ? 2 : 1); h++) {
-        __m256i a = ld256(p + 64 * h), b = ld256(p + 64 * h + 32); /* groups 0, 1 | groups 2, 3 */
-        t[h][0] = _mm256_permutevar8x32_epi32(_mm256_unpacklo_epi32(a, b), order);
-        t[h][1] = _mm256_permutevar8x32_epi32(_mm256_unpackhi_epi32(a, b), order);
-    }
+    for (int h = 0; h < (wt == NG_Q8_0R ? 2 : 1); h++) /* groups 0, 1 | groups 2, 3 */
+        words4x4(ld256(p + 64 * h), ld256(p + 64 * h + 32), &t[h][0], &t[h][1]);
     for (int j = 0; j < 4; j++) d[j] = half_at(p + (wt == NG_Q8_0R ? 128 : 64) + 2 * j);
     for (int q = 0; q < 2; q++) {
         if (wt == NG_Q8_0R) { /* block 2q: the low halves' 16 codes, then the high halves' */
@@ -2633,6 +2633,15 @@ static int qgemv_wide(int path, ng_type wt) {
     return path == PATH_AVX512 && ng_cpu_features()->avx512vnni && (b == NG_Q8_0 || b == NG_Q4_0);
 }
 
+/* AVX-VNNI on the AVX2 path (ng_kernel_set_avx_vnni): on unless turned off, where the CPU has it. */
+static int g_avx_vnni = 1;
+
+void ng_kernel_set_avx_vnni(int on) { g_avx_vnni = on != 0; }
+
+static int avx_vnni_on(int path) { return g_avx_vnni && path == PATH_AVX2 && ng_cpu_features()->avxvnni; }
+
+int ng_kernel_avx_vnni(void) { return avx_vnni_on(current_path()); }
+
 /* The int8 GEMM (ng_kernel_set_int8_gemm): on unless turned off, where qgemv_wide holds, and on
  * the AVX2 path where AVX-VNNI runs (see qmicro256: without it, vpmaddubsw + vpmaddwd + vpaddd
  * for each sum left the GEMM slower than the integer GEMV at every batch, 0.69-0.93x for q4_0r
@@ -2640,8 +2649,6 @@ static int qgemv_wide(int path, ng_type wt) {
 static int g_int8_gemm = 1;
 
 void ng_kernel_set_int8_gemm(int on) { g_int8_gemm = on != 0; }
-
-static int avx_vnni_on(int path);
 
 static int int8_gemm_on(int path, ng_type wt, int B) {
     ng_type b = ng_type_base(wt);
@@ -2659,15 +2666,6 @@ int ng_kernel_int8_rows(ng_type wt, int rows) {
     int r = mm_regime(current_path(), wt, rows);
     return r == MM_QGEMV || r == MM_QGEMM;
 }
-
-/* AVX-VNNI on the AVX2 path (ng_kernel_set_avx_vnni): on unless turned off, where the CPU has it. */
-static int g_avx_vnni = 1;
-
-void ng_kernel_set_avx_vnni(int on) { g_avx_vnni = on != 0; }
-
-static int avx_vnni_on(int path) { return g_avx_vnni && path == PATH_AVX2 && ng_cpu_features()->avxvnni; }
-
-int ng_kernel_avx_vnni(void) { return avx_vnni_on(current_path()); }
 
 /* Where the kernel-order types (q4_0r, q8_0r) have an integer GEMV: AVX-512 VNNI (any batch), and
  * the AVX2 path (q8_0r only with AVX-VNNI: see rdecode256's comment). */
@@ -2693,13 +2691,16 @@ static xq8 xq8_from(const xq8 *xq, int b0, int K) {
     return v;
 }
 
+/* Quantizes the nb blocks of 32 values at x into xq with path's code (the same bits either way). */
+static void quantize_on(int path, xq8 *xq, const float *x, size_t nb) {
+    if (path == PATH_AVX512) quantize_x512(xq, x, nb);
+    else quantize_x(xq, x, nb);
+}
+
 /* Quantizes rows b0..b1-1 of x into xq and, for the 512-bit kernel (xs not NULL), arranges them. */
 static void prepare_rows(int path, const float *x, xq8 *xq, uint8_t *xs, ng_type wt, int K, int b0, int b1) {
     xq8 v = xq8_from(xq, b0, K);
-    if (path == PATH_AVX512)
-        quantize_x512(&v, x + (size_t)b0 * K, (size_t)(b1 - b0) * K / 32);
-    else
-        quantize_x(&v, x + (size_t)b0 * K, (size_t)(b1 - b0) * K / 32);
+    quantize_on(path, &v, x + (size_t)b0 * K, (size_t)(b1 - b0) * K / 32);
     if (xs && path == PATH_AVX512) arrange_x(xs, xq, wt, K, b0, b1);
     else if (xs) arrange_x_c(xs, xq, wt, K, b0, b1);
 }
@@ -2873,13 +2874,9 @@ static void qgemm_job(void *ctx, int t, int T) {
     xq8 v = xq8_alloc(QBW, K); /* this thread's, for one block of rows at a time: it stays in L1 */
     for (int bb = bblk * t / T; bb < bblk * (t + 1) / T; bb++) {
         int b0 = bb * QBW, bn = B - b0 < QBW ? B - b0 : QBW;
-        if (wide) {
-            quantize_x512(&v, j->x + (size_t)b0 * K, (size_t)bn * nb);
-            qpack_x(j->xs + bb * xblk, &v, j->wt, K, 0, bn);
-        } else {
-            quantize_x(&v, j->x + (size_t)b0 * K, (size_t)bn * nb);
-            qpack_x_c(j->xs + bb * xblk, &v, j->wt, K, 0, bn);
-        }
+        quantize_on(j->path, &v, j->x + (size_t)b0 * K, (size_t)bn * nb);
+        if (wide) qpack_x(j->xs + bb * xblk, &v, j->wt, K, 0, bn);
+        else qpack_x_c(j->xs + bb * xblk, &v, j->wt, K, 0, bn);
     }
     void (*micro)(float *, const uint8_t *, const uint8_t *, const float *, int, int, int, int, int, int, gemm_pf *,
                   int) = wide ? qmicro : qmicro256;
