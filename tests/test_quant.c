@@ -240,6 +240,96 @@ static void test_quant_roundtrip(void) {
     }
 }
 
+/* The first index where a and b (n bytes) differ, or -1. */
+static int first_diff(const uint8_t *a, const uint8_t *b, int n) {
+    for (int i = 0; i < n; i++)
+        if (a[i] != b[i]) return i;
+    return -1;
+}
+
+/* q4_k and q6_k from values on a grid the formats hold exactly: the quantizer's bytes must be
+ * the ones this file packs itself from the format's definition (test_layout_k4's and
+ * test_layout_q6_k's layouts). Each sub-block's codes span 0..15 (q6_k: the value of largest
+ * magnitude at -32), and a sub-block with scale 63 (q6_k: 127) and one with min 63 fix d and
+ * dmin at powers of two, so nothing rounds. */
+static void test_quant_k_exact(void) {
+    uint8_t want4[144], got4[144], want6[210], got6[210];
+    float x[256];
+    int sc[8], mn[8];
+    const float d = 0x1p-8f, dmin = 0x1p-9f;
+    for (int j = 0; j < 8; j++) sc[j] = j == 2 ? 63 : 20 + 5 * j, mn[j] = j == 5 ? 63 : (j * 19) % 50;
+    put_half(want4, d), put_half(want4 + 2, dmin);
+    pack_scales_k4(want4 + 4, sc, mn);
+    memset(want4 + 16, 0, 128);
+    for (int i = 0; i < 256; i++) {
+        int j = i / 32, l = i % 32, c = i / 64, q = (l * 7 + j) % 16;
+        want4[16 + 32 * c + l] |= (uint8_t)((i / 32) & 1 ? q << 4 : q);
+        x[i] = d * (float)sc[j] * (float)q - dmin * (float)mn[j];
+    }
+    ng_quantize_row(NG_Q4_K, x, got4, 256);
+    CHECK(first_diff(got4, want4, 144) < 0, "q4_k: byte %d differs from the packed grid's", first_diff(got4, want4, 144));
+    const float d6 = 0x1p-14f;
+    int8_t sc6[16];
+    memset(want6, 0, sizeof want6);
+    put_half(want6 + 208, d6);
+    for (int g = 0; g < 16; g++) sc6[g] = (int8_t)(g == 9 ? 127 : 40 + 5 * g), want6[192 + g] = (uint8_t)sc6[g];
+    for (int i = 0; i < 256; i++) {
+        int h = i / 128, q4 = (i / 32) % 4, l = i % 32, k = i % 16 == 3 ? -32 : (i * 13 + i / 16) % 63 - 31;
+        int q = k + 32;
+        want6[64 * h + 32 * (q4 & 1) + l] |= (uint8_t)(q4 < 2 ? q & 15 : (q & 15) << 4);
+        want6[128 + 32 * h + l] |= (uint8_t)((q >> 4) << (2 * q4));
+        x[i] = d6 * (float)sc6[i / 16] * (float)k;
+    }
+    ng_quantize_row(NG_Q6_K, x, got6, 256);
+    CHECK(first_diff(got6, want6, 210) < 0, "q6_k: byte %d differs from the packed grid's", first_diff(got6, want6, 210));
+}
+
+/* Relative rms error of t on x (n values) through a quantize / dequantize round trip. */
+static double quant_rel_rms(ng_type t, const float *x, int n) {
+    uint8_t *q = malloc(ng_row_size(t, n));
+    float *y = malloc(sizeof(float) * (size_t)n);
+    ng_quantize_row(t, x, q, n);
+    ng_dequantize_row(t, q, y, n);
+    double e = 0, r = 0;
+    for (int i = 0; i < n; i++) e += ((double)y[i] - x[i]) * ((double)y[i] - x[i]), r += (double)x[i] * x[i];
+    free(q), free(y);
+    return sqrt(e / r);
+}
+
+/* Values of several shapes (bell-shaped, all positive, rare outliers, sub-blocks of different
+ * scales): the k-quants' errors against q8_0 and q4_0 on the same values. Bell-shaped values
+ * (sums of 4 uniforms) measure rms / rms(x): q8_0 0.005, q6_k 0.019, q4_k 0.065, q4_0 0.086; the
+ * bounds leave a margin and keep the order q8_0 < q6_k < q4_k < q4_0 in every shape. A wrong
+ * scale, min or code order gives errors of order 1. */
+static void test_quant_k_error(void) {
+    enum { N = 256 * 64 };
+    static float x[N];
+    for (int shape = 0; shape < 4; shape++) {
+        for (int i = 0; i < N; i++) {
+            float v = (frand() + frand() + frand() + frand()) * 0.5f;
+            x[i] = shape == 1 ? fabsf(v) + 0.1f : shape == 2 && rnd() % 97 == 0 ? 8 * v : shape == 3 ? v * (float)(1 + (i / 32) % 7) : v;
+        }
+        double e8 = quant_rel_rms(NG_Q8_0, x, N), e6 = quant_rel_rms(NG_Q6_K, x, N), e4k = quant_rel_rms(NG_Q4_K, x, N),
+               e4 = quant_rel_rms(NG_Q4_0, x, N);
+        printf("# shape %d: rms error / rms: q8_0 %.4f, q6_k %.4f, q4_k %.4f, q4_0 %.4f\n", shape, e8, e6, e4k, e4);
+        CHECK(e8 < e6 && e6 < e4k && e4k < e4, "shape %d: errors out of order", shape);
+        CHECK(e6 <= 0.03 && e4k <= 0.1, "shape %d: q6_k %.4f, q4_k %.4f", shape, e6, e4k);
+    }
+    /* zeros, a constant row, and a row of one sign come back as they are (up to a step) */
+    float z[256], y[256];
+    uint8_t q[210];
+    static const ng_type ts[] = {NG_Q4_K, NG_Q6_K};
+    for (int c = 0; c < 3; c++)
+        for (int k = 0; k < 2; k++) {
+            for (int i = 0; i < 256; i++) z[i] = c == 0 ? 0.0f : c == 1 ? -0.375f : 0.25f + 0.001f * (float)i;
+            ng_quantize_row(ts[k], z, q, 256);
+            ng_dequantize_row(ts[k], q, y, 256);
+            double e = 0;
+            for (int i = 0; i < 256; i++) e = fmax(e, fabs((double)y[i] - z[i]));
+            CHECK(e <= (c == 2 ? 0.02 : 1e-3), "%s, row %d: max error %g", ng_type_name(ts[k]), c, e);
+        }
+}
+
 /* ---- kernels ---- */
 
 /* Random blocks of type t (any byte pattern is a valid block) with sane f16 scales. */
@@ -911,8 +1001,8 @@ static void test_cli_quantize_errors(void) {
     free(out);
     CHECK(run(BIN " eval --help", &out, NULL) == 0 && strstr(out, "usage: netgpt eval"), "help");
     free(out);
-    int rc = run(BIN " quantize " TESTDATA("llama-tiny-a") " build/tmp/x.gguf q4_k", NULL, &err);
-    CHECK(rc == 2 && err && strstr(err, "q4_k"), "unsupported type: rc %d", rc);
+    int rc = run(BIN " quantize " TESTDATA("llama-tiny-a") " build/tmp/x.gguf q5_k", NULL, &err);
+    CHECK(rc == 2 && err && strstr(err, "q5_k"), "unsupported type: rc %d", rc);
     free(err);
     rc = run(BIN " quantize " TESTDATA("llama-tiny-a") " build/tmp/x.gguf", NULL, &err);
     CHECK(rc == 2, "missing type: rc %d", rc);
@@ -1017,6 +1107,8 @@ int main(void) {
     RUN(test_layout_k4);
     RUN(test_layout_q6_k);
     RUN(test_quant_roundtrip);
+    RUN(test_quant_k_exact);
+    RUN(test_quant_k_error);
     RUN(test_matmul_q8_0);
     RUN(test_matmul_q4_0);
     RUN(test_matmul_q8_0r);

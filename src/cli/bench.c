@@ -28,8 +28,9 @@ static const char HELP[] =
     "speed of models with random weights in real models' shapes, for each weight type.\n"
     "\n"
     "  --shape NAME    gpt2-124m (default), tinyllama-1.1b, llama-7b, or all\n"
-    "  --types LIST    comma-separated weight types (default f32,f16,bf16,q8_0,q4_0; types\n"
-    "                  whose weights would not fit in memory are skipped)\n"
+    "  --types LIST    comma-separated weight types (default f32,f16,bf16,q8_0,q4_0; also q6_k,\n"
+    "                  q4_k, the k-quants of common downloads; types whose weights would not\n"
+    "                  fit in memory are skipped)\n"
     "  --n-gen N       tokens generated in the decode test (default 128; 64 for 1.1B, 16 for 7B)\n"
     "  --n-prompt N    prompt tokens in the prefill test (default 128; 512 for LLaMA shapes)\n"
     "  --layers N      override the number of layers (fewer for a quick run)\n"
@@ -343,7 +344,7 @@ int cmd_bench(int argc, char **argv) {
     for (char *tk = strtok(buf, ","); tk; tk = strtok(NULL, ",")) {
         int t = ng_type_parse(tk);
         if (t < 0 || !ng_type_can_quant((ng_type)t)) {
-            fprintf(stderr, "netgpt bench: --types: '%s' is not one of f32, f16, bf16, q8_0, q4_0\n", tk);
+            fprintf(stderr, "netgpt bench: --types: '%s' is not one of f32, f16, bf16, q8_0, q6_k, q4_k, q4_0\n", tk);
             return 2;
         }
         if (n_types < 8) list[n_types++] = (ng_type)t;

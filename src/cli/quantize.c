@@ -12,7 +12,8 @@ static const char HELP[] =
     "\n"
     "Writes the model IN (a GGUF file or a Hugging Face model folder) as GGUF with its weight\n"
     "matrices in TYPE, tokenizer and metadata kept. Norms and biases stay f32; a matrix whose\n"
-    "rows are not a whole number of 32-value blocks is written as f16 (as llama.cpp does).\n"
+    "rows are not a whole number of TYPE's blocks (32 values, 256 for q6_k / q4_k) is written as\n"
+    "f16 (as llama.cpp does).\n"
     "Input matrices of any type netgpt reads (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1,\n"
     "q4_k, q5_k, q6_k) are dequantized to f32 first, then converted.\n"
     "\n"
@@ -21,6 +22,9 @@ static const char HELP[] =
     "a rank below 32) in f16; --lora loads either.\n"
     "\n"
     "TYPE: q8_0  8-bit, 34 bytes per 32 weights (8.5 bits each), nearly lossless\n"
+    "      q6_k  6-bit, 210 bytes per 256 weights (6.56 bits each): 16 int8 scales per block\n"
+    "      q4_k  4-bit, 144 bytes per 256 weights (4.5 bits each): 8 sub-blocks, each with a\n"
+    "            6-bit scale and minimum fitted by least squares; closer than q4_0 at the same size\n"
     "      q4_0  4-bit, 18 bytes per 32 weights (4.5 bits each)\n"
     "      f16, bf16, f32\n"
     "\n"
@@ -76,7 +80,7 @@ int cmd_quantize(int argc, char **argv) {
     const char *in = o.pos[0], *out = o.pos[1], *type = o.pos[2];
     int t = ng_type_parse(type);
     if (t < 0 || !ng_type_can_quant((ng_type)t)) {
-        fprintf(stderr, "netgpt quantize: type '%s' is not one of q8_0, q4_0, f16, bf16, f32\n", type);
+        fprintf(stderr, "netgpt quantize: type '%s' is not one of q8_0, q6_k, q4_k, q4_0, f16, bf16, f32\n", type);
         return 2;
     }
     ng_error gerr;

@@ -141,6 +141,111 @@ static void dequant_q6_k(const uint8_t *b, float *y) {
     }
 }
 
+/* The integer code of x on a grid of step 1 / inv from offset -m, clamped to 0..top (written
+ * so that the loops over a sub-block vectorize). */
+static inline int grid_code(float x, float inv, float m, int top) {
+    float v = (x + m) * inv;
+    v = v > 0 ? v : 0; /* comparisons rather than fmaxf / fminf, which are calls here */
+    v = v < (float)top ? v : (float)top;
+    return (int)(v + 0.5f);
+}
+
+/* Scale s >= 0 and min m >= 0 of a q4_k sub-block of 32 (x ~ s * q - m, q in 0..15): for the
+ * range's grid and grids a little finer and coarser, the least-squares s and m of the codes each
+ * gives (m kept >= 0, so that zero stays on the value side of the minimum), the smallest
+ * residual winning. The sums over the codes are in 8 lanes so that the loops vectorize. */
+static void fit_scale_min(const float *x, float *s_out, float *m_out) {
+    float lo = x[0], hi = x[0], sx = 0, sxx = 0;
+    for (int i = 0; i < 32; i++) lo = x[i] < lo ? x[i] : lo, hi = x[i] > hi ? x[i] : hi;
+    for (int i = 0; i < 32; i++) sx += x[i], sxx += x[i] * x[i];
+    if (lo > 0) lo = 0;
+    *s_out = (hi - lo) / 15, *m_out = -lo;
+    if (!(hi > lo)) return;
+    float best_e = INFINITY;
+    for (int step = -4; step <= 4; step++) {
+        float inv = (15.0f + 0.25f * (float)step) / (hi - lo), lq[8] = {0}, lqq[8] = {0}, lqx[8] = {0};
+        for (int i = 0; i < 32; i += 8)
+            for (int l = 0; l < 8; l++) {
+                float q = (float)grid_code(x[i + l], inv, -lo, 15);
+                lq[l] += q, lqq[l] += q * q, lqx[l] += q * x[i + l];
+            }
+        float sq = 0, sqq = 0, sqx = 0;
+        for (int l = 0; l < 8; l++) sq += lq[l], sqq += lqq[l], sqx += lqx[l];
+        float den = 32 * sqq - sq * sq, s = den > 0 ? (32 * sqx - sq * sx) / den : 1 / inv, m = (s * sq - sx) / 32;
+        if (m < 0) s = sqq > 0 ? sqx / sqq : 1 / inv, m = 0; /* the fit with no offset */
+        if (!(s > 0)) continue;
+        /* sum of (s q - m - x)^2 over the codes, from the sums */
+        float e = s * s * sqq + 32 * m * m + sxx - 2 * s * m * sq - 2 * s * sqx + 2 * m * sx;
+        if (e < best_e) best_e = e, *s_out = s, *m_out = m;
+    }
+}
+
+/* q4_k: the 8 sub-blocks' scales and mins fitted (fit_scale_min), then quantized to 6 bits
+ * against d = largest scale / 63 and dmin = largest min / 63 (as f16), and the codes taken on
+ * the quantized grid. The 12 scale bytes are scale_min_k4's packing. */
+static void quant_q4_k(const float *x, uint8_t *b) {
+    float s[8], m[8], smax = 0, mmax = 0;
+    for (int j = 0; j < 8; j++) {
+        fit_scale_min(x + 32 * j, &s[j], &m[j]);
+        smax = fmaxf(smax, s[j]), mmax = fmaxf(mmax, m[j]);
+    }
+    put_half(b, smax / 63), put_half(b + 2, mmax / 63);
+    float d = half_at(b), dmin = half_at(b + 2);
+    uint8_t *sc = b + 4, *qs = b + 16, q[256];
+    memset(sc, 0, 12);
+    for (int j = 0; j < 8; j++) {
+        int ls = d > 0 ? (int)lroundf(s[j] / d) : 0, lm = dmin > 0 ? (int)lroundf(m[j] / dmin) : 0;
+        ls = ls > 63 ? 63 : ls, lm = lm > 63 ? 63 : lm;
+        if (j < 4) {
+            sc[j] |= (uint8_t)ls, sc[j + 4] |= (uint8_t)lm;
+        } else {
+            sc[j + 4] = (uint8_t)((ls & 15) | ((lm & 15) << 4));
+            sc[j - 4] |= (uint8_t)((ls >> 4) << 6), sc[j] |= (uint8_t)((lm >> 4) << 6);
+        }
+        float step = d * (float)ls, inv = step > 0 ? 1 / step : 0;
+        for (int i = 0; i < 32; i++) q[32 * j + i] = (uint8_t)grid_code(x[32 * j + i], inv, dmin * (float)lm, 15);
+    }
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) qs[32 * c + l] = (uint8_t)(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
+}
+
+/* q6_k: each sub-block of 16 maps its value of largest magnitude to -32 (the full signed range
+ * on its side, as q4_0), the 16 scales then quantized to int8 against d = the largest |scale| /
+ * 127 (as f16), and the codes taken on the quantized grid. */
+static void quant_q6_k(const float *x, uint8_t *b) {
+    float s[16], smax = 0, sabs = 0;
+    for (int j = 0; j < 16; j++) {
+        float amax = 0, max = 0;
+        for (int i = 0; i < 16; i++)
+            if (fabsf(x[16 * j + i]) > amax) amax = fabsf(x[16 * j + i]), max = x[16 * j + i];
+        s[j] = max / -32.0f;
+        if (fabsf(s[j]) > sabs) sabs = fabsf(s[j]), smax = s[j];
+    }
+    /* the scale of largest magnitude maps to -128 or 127 by its sign, the others in between */
+    put_half(b + 208, smax < 0 ? smax / -128.0f : smax / 127.0f);
+    float d = half_at(b + 208);
+    int8_t *sc = (int8_t *)(b + 192);
+    uint8_t *ql = b, *qh = b + 128, q[256];
+    for (int j = 0; j < 16; j++) {
+        int ls = d > 0 ? (int)lroundf(s[j] / d) : 0;
+        ls = ls > 127 ? 127 : ls < -128 ? -128 : ls;
+        sc[j] = (int8_t)ls;
+        float step = d * (float)ls;
+        for (int i = 0; i < 16; i++) {
+            int v = step != 0 ? (int)lroundf(x[16 * j + i] / step) : 0;
+            q[16 * j + i] = (uint8_t)((v < -32 ? -32 : v > 31 ? 31 : v) + 32);
+        }
+    }
+    memset(qh, 0, 64);
+    for (int h = 0; h < 2; h++)
+        for (int l = 0; l < 32; l++) {
+            const uint8_t *v = q + 128 * h + l;
+            ql[64 * h + l] = (uint8_t)((v[0] & 15) | ((v[64] & 15) << 4));
+            ql[64 * h + l + 32] = (uint8_t)((v[32] & 15) | ((v[96] & 15) << 4));
+            qh[32 * h + l] = (uint8_t)((v[0] >> 4) | ((v[32] >> 4) << 2) | ((v[64] >> 4) << 4) | ((v[96] >> 4) << 6));
+        }
+}
+
 /* ---- kernel order (q4_0r, q8_0r) ------------------------------------------------------------ */
 
 /* One run of 4 blocks of base type q4_0 or q8_0 (72 or 136 bytes) from file order (in) into
@@ -184,7 +289,8 @@ int ng_type_can_dequant(ng_type t) {
 }
 
 int ng_type_can_quant(ng_type t) {
-    return t == NG_F32 || t == NG_F16 || t == NG_BF16 || t == NG_Q8_0 || t == NG_Q4_0;
+    return t == NG_F32 || t == NG_F16 || t == NG_BF16 || t == NG_Q8_0 || t == NG_Q4_0 || t == NG_Q4_K ||
+           t == NG_Q6_K;
 }
 
 void ng_dequantize_row(ng_type t, const void *src, float *dst, int64_t n) {
@@ -224,8 +330,11 @@ void ng_quantize_row(ng_type t, const float *src, void *dst, int64_t n) {
     }
     uint8_t *b = dst;
     size_t bs = ng_type_size(t);
-    for (int64_t i = 0; i < n / 32; i++, b += bs, src += 32) {
+    int qk = ng_type_block(t);
+    for (int64_t i = 0; i < n / qk; i++, b += bs, src += qk) {
         if (t == NG_Q8_0) quant_q8_0(src, b);
+        else if (t == NG_Q4_K) quant_q4_k(src, b);
+        else if (t == NG_Q6_K) quant_q6_k(src, b);
         else quant_q4_0(src, b);
     }
 }

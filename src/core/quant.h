@@ -1,5 +1,5 @@
 /* quant — ggml's block-quantized weight formats: their exact byte layouts, reference
- * quantization (q8_0, q4_0, the types netgpt writes) and dequantization of every type a
+ * quantization (q8_0, q6_k, q4_k, q4_0: the types netgpt writes) and dequantization of every type a
  * llama.cpp file commonly holds (q4_0, q4_1, q5_0, q5_1, q8_0, q4_k, q5_k, q6_k).
  *
  * Layouts (little-endian, `half` = IEEE f16), each block covering QK values:
@@ -27,7 +27,7 @@
 
 /* 1 when dequantizing type t is supported (float types included). */
 int ng_type_can_dequant(ng_type t);
-/* 1 when quantizing to type t is supported (f32/f16/bf16, q8_0, q4_0). */
+/* 1 when quantizing to type t is supported (f32/f16/bf16, q8_0, q6_k, q4_k, q4_0). */
 int ng_type_can_quant(ng_type t);
 /* Converts n values (a multiple of t's block size) of type t to f32. */
 void ng_dequantize_row(ng_type t, const void *src, float *dst, int64_t n);

@@ -805,6 +805,8 @@ static uint32_t file_type_of(ng_type t) {
     case NG_F16: return 1;
     case NG_Q4_0: return 2;
     case NG_Q8_0: return 7;
+    case NG_Q4_K: return 14; /* llama.cpp's "mostly Q4_K_S": every matrix q4_k */
+    case NG_Q6_K: return 18;
     case NG_BF16: return 32;
     default: return 0;
     }
@@ -849,14 +851,14 @@ static ng_type save_type(const ng_tensor *t, ng_type wtype) {
 
 int ng_model_save_gguf(const ng_model *m, const char *path, ng_type wtype, ng_error *err) {
     if (!ng_type_can_quant(wtype))
-        return ng_error_set(err, "cannot write type %s (supported: f32, f16, bf16, q8_0, q4_0)", ng_type_name(wtype));
+        return ng_error_set(err, "cannot write type %s (supported: f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)", ng_type_name(wtype));
     const ng_hparams *hp = &m->hp;
     const arch_info *a = &ARCHS[hp->arch];
     gguf_writer *w = gguf_writer_new();
     gguf_set_str(w, "general.architecture", a->name);
     gguf_set_str(w, "general.name", m->name);
     gguf_set_u32(w, "general.file_type", file_type_of(wtype));
-    if (wtype == NG_Q8_0 || wtype == NG_Q4_0) gguf_set_u32(w, "general.quantization_version", 2);
+    if (!is_float_type(wtype)) gguf_set_u32(w, "general.quantization_version", 2);
     write_hparams(m, w);
     if (m->tok) tok_write_gguf(m->tok, w);
 
