@@ -6,8 +6,9 @@
  * file's weight type, and the top token agrees at every position.
  *
  * Files: the shipped default models (GPT-2 in q4_0 and LLaMA in q8_0, trained weights and real
- * vocabularies), each rewritten by `netgpt quantize` as the other types of q8_0, q4_0, f16 and
- * bf16; a GGUF LoRA
+ * vocabularies), each rewritten by `netgpt quantize` as the other types of q8_0, q6_k, q4_k,
+ * q4_0, f16 and bf16 (llama.cpp rounds the activations of k-quant products per 256 values, netgpt
+ * per 32: within the q4_0 bound); a GGUF LoRA
  * adapter that `netgpt train` writes for each (every target matrix, GPT-2's fused qkv
  * included), applied by both engines; and llama2.c's stories260K (a LLaMA with grouped-query
  * attention) imported by `netgpt convert --from llama2c` when ../shared/models has it. */
@@ -60,7 +61,7 @@ static void *read_all(const char *path, size_t *n) {
  * them): f32 1e-6, f16 5e-4, bf16 7e-3, q8_0/q4_0 2e-2. A RoPE base 1.5x off in netgpt gives
  * 0.11-0.21, a LoRA scale of 0.9 instead of 1 gives 0.14-0.24. */
 static double bound_for(const char *what) {
-    if (strstr(what, "q4_0") || strstr(what, "q8_0")) return 5e-2;
+    if (strstr(what, "q4_0") || strstr(what, "q8_0") || strstr(what, "_k")) return 5e-2;
     if (strstr(what, "bf16")) return 2e-2;
     if (strstr(what, "f16")) return 3e-3;
     return 1e-4;
@@ -198,8 +199,8 @@ static void check_model(const char *src, const char *name) {
     char what[96];
     snprintf(what, sizeof what, "%s %s", name, shipped);
     check_file(src, NULL, what);
-    const char *types[] = {"q8_0", "q4_0", "f16", "bf16"};
-    for (int i = 0; i < 4; i++) {
+    const char *types[] = {"q8_0", "q6_k", "q4_k", "q4_0", "f16", "bf16"};
+    for (int i = 0; i < (int)(sizeof types / sizeof types[0]); i++) {
         if (!strcmp(types[i], shipped)) continue;
         char out[256], cmd[640];
         snprintf(out, sizeof out, DIR "/%s-%s.gguf", name, types[i]);

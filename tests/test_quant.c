@@ -938,6 +938,61 @@ static void test_model_llama_tiny(void) {
     ng_model_free(m);
 }
 
+/* rms(a - b) / rms(b) over n values. */
+static double rel_rms(const float *a, const float *b, size_t n) {
+    double e = 0, r = 0;
+    for (size_t i = 0; i < n; i++) e += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), r += (double)b[i] * b[i];
+    return sqrt(e / r);
+}
+
+/* A random LLaMA whose rows are whole k-quant blocks (256 and 512 values), written as q8_0,
+ * q6_k, q4_k and q4_0 and loaded back: every matrix in the type written, the logits of a
+ * 24-token prompt (the batched kernels) and of its first 8 tokens one at a time (the GEMV)
+ * against the f32 model's. The errors keep the formats' order (measured rms error / rms:
+ * q8_0 0.016, q6_k 0.043, q4_k 0.18, q4_0 0.19); a kernel that reads a block wrongly gives
+ * about 1.4. */
+static void test_model_k_quants(void) {
+    ng_hparams hp = {.arch = NG_ARCH_LLAMA, .n_vocab = 512, .n_ctx = 64, .n_embd = 256, .n_head = 4, .n_head_kv = 2,
+                     .n_layer = 2, .n_ff = 512, .norm_eps = 1e-5f, .rope_theta = 10000, .rope_scale = 1};
+    enum { NT = 24, ND = 8 };
+    int toks[NT];
+    for (int i = 0; i < NT; i++) toks[i] = (i * 89 + 5) % hp.n_vocab;
+    ng_error err;
+    ng_model *m = ng_model_random(&hp, NG_F32, 11);
+    size_t V = (size_t)hp.n_vocab;
+    float *want = malloc(sizeof(float) * NT * V), *got = malloc(sizeof(float) * NT * V), *dec = malloc(sizeof(float) * ND * V);
+    ng_state *s = ng_state_new(m, NT, NT);
+    REQUIRE(ng_forward(m, s, toks, NT, want, 1, &err) == NG_OK, "%s", err.msg);
+    ng_state_free(s);
+    static const ng_type ts[] = {NG_Q8_0, NG_Q6_K, NG_Q4_K, NG_Q4_0};
+    double prev = 0;
+    for (int c = 0; c < COUNT(ts); c++) {
+        char path[64];
+        snprintf(path, sizeof path, "build/tmp/quant-k-%s.gguf", ng_type_name(ts[c]));
+        REQUIRE(ng_model_save_gguf(m, path, ts[c], &err) == NG_OK, "%s", err.msg);
+        ng_model *q = ng_model_load(path, &err);
+        REQUIRE(q, "%s", err.msg);
+        CHECK(ng_type_base(q->layers[1].down_w->type) == ts[c] && ng_type_base(q->tok_embd->type) == ts[c],
+              "%s: loaded as %s / %s", ng_type_name(ts[c]), ng_type_name(q->layers[1].down_w->type),
+              ng_type_name(q->tok_embd->type));
+        s = ng_state_new(q, NT, NT);
+        REQUIRE(ng_forward(q, s, toks, NT, got, 1, &err) == NG_OK, "%s", err.msg);
+        ng_state_reset(s);
+        for (int i = 0; i < ND; i++) REQUIRE(ng_forward(q, s, toks + i, 1, dec + i * V, 0, &err) == NG_OK, "%s", err.msg);
+        double eb = rel_rms(got, want, NT * V), ed = rel_rms(dec, want, ND * V), bd = rel_rms(dec, got, ND * V);
+        printf("# %s: logits' rms error / rms %.3f (prompt), %.3f (one at a time); one at a time vs prompt %.3f\n",
+               ng_type_name(ts[c]), eb, ed, bd);
+        CHECK(eb > prev && eb <= 0.7 && ed <= 0.7, "%s: errors %.3f, %.3f (the type before: %.3f)", ng_type_name(ts[c]),
+              eb, ed, prev);
+        CHECK(bd <= 0.5 * eb + 0.02, "%s: the kernels disagree: %.3f", ng_type_name(ts[c]), bd);
+        prev = eb;
+        ng_state_free(s);
+        ng_model_free(q);
+    }
+    free(want), free(got), free(dec);
+    ng_model_free(m);
+}
+
 static int argmax(const float *v, int n) {
     int b = 0;
     for (int i = 1; i < n; i++)
@@ -1127,6 +1182,7 @@ int main(void) {
     mkdir("build", 0755);
     mkdir("build/tmp", 0755);
     RUN(test_model_llama_tiny);
+    RUN(test_model_k_quants);
     RUN(test_model_stories_q8_0);
     RUN(test_cli_quantize_errors);
     RUN(test_cli_quantize_llama_tiny);

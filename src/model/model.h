@@ -71,7 +71,7 @@ ng_model *ng_model_load(const char *path, ng_error *err);
  * (tokenizer may be NULL: no tokenizer). The checkpoint's RoPE is interleaved, as ours. */
 ng_model *ng_model_load_llama2c(const char *path, const char *tokenizer, ng_error *err);
 /* A model of the given shape and architecture with deterministic random weights of type wtype
- * (f32/f16/bf16/q8_0/q4_0) for matrices, made in memory (benchmarks, tests). */
+ * (f32/f16/bf16/q8_0/q6_k/q4_k/q4_0) for matrices, made in memory (benchmarks, tests). */
 ng_model *ng_model_random(const ng_hparams *hp, ng_type wtype, uint64_t seed);
 void ng_model_free(ng_model *m);
 /* on = 1 (the default): weights are read through the file's memory mapping (no copy, pages
