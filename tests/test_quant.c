@@ -330,6 +330,31 @@ static void test_quant_k_error(void) {
         }
 }
 
+/* ng_convert_rows shares the rows out over the threads: the same bytes on 1, 2 and 3 threads,
+ * and each row as ng_quantize_row writes it alone. */
+static void test_convert_threads(void) {
+    enum { COLS = 512, ROWS = 97 };
+    static float x[ROWS * COLS];
+    for (int i = 0; i < ROWS * COLS; i++) x[i] = frand() * (float)(1 + i % 5);
+    static const ng_type ts[] = {NG_Q8_0, NG_Q4_K, NG_Q6_K, NG_F16};
+    for (int k = 0; k < COUNT(ts); k++) {
+        size_t rb = ng_row_size(ts[k], COLS);
+        uint8_t *one = malloc(rb);
+        ng_set_threads(1);
+        uint8_t *a = ng_convert_rows(x, NG_F32, ts[k], COLS, ROWS);
+        for (int nt = 2; nt <= 3; nt++) {
+            ng_set_threads(nt);
+            uint8_t *b = ng_convert_rows(x, NG_F32, ts[k], COLS, ROWS);
+            CHECK(memcmp(a, b, rb * ROWS) == 0, "%s: %d threads differ from one", ng_type_name(ts[k]), nt);
+            free(b);
+        }
+        ng_quantize_row(ts[k], x + (size_t)(ROWS - 1) * COLS, one, COLS);
+        CHECK(memcmp(one, a + rb * (ROWS - 1), rb) == 0, "%s: the last row differs", ng_type_name(ts[k]));
+        free(a), free(one);
+    }
+    ng_set_threads(0);
+}
+
 /* ---- kernels ---- */
 
 /* Random blocks of type t (any byte pattern is a valid block) with sane f16 scales. */
@@ -1164,6 +1189,7 @@ int main(void) {
     RUN(test_quant_roundtrip);
     RUN(test_quant_k_exact);
     RUN(test_quant_k_error);
+    RUN(test_convert_threads);
     RUN(test_matmul_q8_0);
     RUN(test_matmul_q4_0);
     RUN(test_matmul_q8_0r);

@@ -2,6 +2,8 @@
  * fast dot products that use these layouts live in kernels.c. */
 #include "core/quant.h"
 
+#include "core/kernels.h"
+#include "core/team.h"
 #include "core/util.h"
 
 #include <math.h>
@@ -339,18 +341,36 @@ void ng_quantize_row(ng_type t, const float *src, void *dst, int64_t n) {
     }
 }
 
+/* A conversion through f32 as a team job: thread t converts its share of the rows, with a row
+ * of f32 of its own. */
+typedef struct {
+    const void *src;
+    char *dst;
+    ng_type from, to;
+    int64_t cols, rows;
+} convert_job;
+
+static void convert_run(void *ctx, int t, int nt) {
+    const convert_job *j = ctx;
+    size_t in_rb = ng_row_size(j->from, j->cols), out_rb = ng_row_size(j->to, j->cols);
+    float *f = xmalloc((size_t)(j->cols ? j->cols : 1) * sizeof *f);
+    for (int64_t r = j->rows * t / nt; r < j->rows * (t + 1) / nt; r++) {
+        ng_dequantize_row(j->from, (const char *)j->src + in_rb * (size_t)r, f, j->cols);
+        ng_quantize_row(j->to, f, j->dst + out_rb * (size_t)r, j->cols);
+    }
+    free(f);
+}
+
 void *ng_convert_rows(const void *src, ng_type from, ng_type to, int64_t cols, int64_t rows) {
-    size_t in_rb = ng_row_size(from, cols), out_rb = ng_row_size(to, cols);
+    size_t out_rb = ng_row_size(to, cols);
     char *dst = xmalloc(out_rb * (size_t)(rows ? rows : 1));
     if (from != to && ng_type_base(from) == ng_type_base(to)) { /* a rearrangement */
         ng_reorder_rows(dst, to, src, from, cols, rows);
         return dst;
     }
-    float *f = xmalloc((size_t)(cols ? cols : 1) * sizeof *f);
-    for (int64_t r = 0; r < rows; r++) {
-        ng_dequantize_row(from, (const char *)src + in_rb * (size_t)r, f, cols);
-        ng_quantize_row(to, f, dst + out_rb * (size_t)r, cols);
-    }
-    free(f);
+    /* rows are independent: the threads' shares give the same bytes as one thread */
+    convert_job j = {src, dst, from, to, cols, rows};
+    int nt = (double)cols * (double)rows < (1 << 16) ? 1 : ng_threads();
+    ng_team_run(nt > rows ? (int)(rows ? rows : 1) : nt, convert_run, &j);
     return dst;
 }

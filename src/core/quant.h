@@ -42,8 +42,9 @@ static inline ng_type ng_type_base(ng_type t) { return t == NG_Q4_0R ? NG_Q4_0 :
  * q8_0r, exactly (the same bytes); dst may be src. */
 void ng_reorder_rows(void *dst, ng_type to, const void *src, ng_type from, int64_t cols, int64_t rows);
 /* rows rows of cols values of type from as a new malloc'd buffer of type to, row by row
- * through f32 (cols a multiple of both types' block sizes); a rearrangement (q8_0r to q8_0, ...)
- * is exact. */
+ * through f32 (cols a multiple of both types' block sizes), the rows shared out over
+ * ng_threads() threads (the same bytes for any count); a rearrangement (q8_0r to q8_0, ...) is
+ * exact. */
 void *ng_convert_rows(const void *src, ng_type from, ng_type to, int64_t cols, int64_t rows);
 
 #endif
