@@ -711,7 +711,7 @@ static void test_matmul_fresh_row(void) {
  * where it should. All of it on the best path, then on the AVX2 path (f32 and f16 as one job in
  * decode, q8_0r and q4_0r at 40 rows on its int8 GEMM where AVX-VNNI runs it). */
 static void test_matmul_multi(void) {
-    static const ng_type ts[] = {NG_F32, NG_F16, NG_Q8_0R, NG_Q4_0R};
+    static const ng_type ts[] = {NG_F32, NG_F16, NG_Q8_0R, NG_Q4_0R, NG_Q4_K};
     static const int sets[][3] = {{128, 32, 32}, {64, 16, 0}, {48, 40, 16}}, Bs[] = {1, 3, 8, 9, 24, 40};
     const int K = 512;
     int bad = 0, runs = 0, one_job = 0;
@@ -760,9 +760,10 @@ static void test_matmul_multi(void) {
                                     fprintf(stderr, "%s %s B=%d set %d matrix %d, %d threads: differs\n",
                                             ng_kernel_path(), ng_type_name(t), B, is, m, nt);
                             runs++;
-                            /* one job: a decode batch of 16-row groups, on a GEMV; a batch on the int8 GEMM */
-                            one_job += B <= 8 ? is != 2 && (t == NG_F32 || t == NG_F16 ? simd : vnni)
-                                              : t != base && ng_kernel_int8_gemm(t, B);
+                            /* one job: a decode batch of 16-row groups, on a GEMV (not q4_k's); a batch on
+                             * the int8 GEMM */
+                            one_job += B <= 8 ? is != 2 && t != NG_Q4_K && (t == NG_F32 || t == NG_F16 ? simd : vnni)
+                                              : ng_kernel_int8_gemm(t, B);
                         }
                     for (int m = 0; m < n; m++) free(w[m]), free(y1[m]), free(y2[m]), free(bias[m]);
                     free(x);

@@ -4,7 +4,7 @@
  * models' shapes (GPT-2 124M, TinyLlama 1.1B, LLaMA 7B). Every figure is printed beside the
  * limit it is judged by: decode tok/s as a share of the bandwidth floor (bytes of weights and
  * KV cache read per token / measured read bandwidth), prefill as a share of the measured f32
- * FMA peak (bf16 weights: of vdpbf16ps's peak, q8_0 / q4_0: of vpdpbusd's, where the prefill
+ * FMA peak (bf16 weights: of vdpbf16ps's peak, quantized ones: of vpdpbusd's, where the prefill
  * runs on them). The fast kernels' output is checked against the portable path before anything
  * is timed. With --mmap the model is written to a GGUF file and run from the mapping, to show
  * the resident memory is the file's size, not a copy. */
@@ -391,16 +391,14 @@ int cmd_bench(int argc, char **argv) {
                 r->skipped = 1;
                 continue;
             }
-            /* bf16 prefill runs on vdpbf16ps where it can, q8_0 / q4_0 on the int8 GEMM
-             * (vpdpbusd) with AVX-512 VNNI or (256-bit) with AVX-VNNI on the AVX2 path, and
-             * otherwise on the AVX2 path, where the weights' order allows (q4_0 either; q8_0 in
-             * kernel order, not a mapped file's), on the integer GEMV: judged by that
+            /* bf16 prefill runs on vdpbf16ps where it can, the quantized types on integer
+             * kernels where the path has them for the prompt's rows (the int8 GEMM: q8_0 / q4_0
+             * with AVX-512 VNNI or AVX-VNNI, q4_k with AVX-512 VNNI; the integer GEMV: q6_k with
+             * AVX-512 VNNI, q4_0 and kernel-order q8_0 on the AVX2 path): judged by that
              * instruction's peak */
             int on_bf16 = list[ti] == NG_BF16 && peak_bf16 > 0;
             ng_type wt = use_mmap ? list[ti] : ng_matmul_native(list[ti]);
-            int avx2_int = !strcmp(ng_kernel_path(), "avx2") && ng_kernel_int8_rows(wt, np);
-            int on_int8 = (list[ti] == NG_Q8_0 || list[ti] == NG_Q4_0) && peak_int8 > 0 &&
-                          (ng_kernel_int8_gemm(wt, np) || avx2_int);
+            int on_int8 = ng_type_block(list[ti]) > 1 && peak_int8 > 0 && ng_kernel_int8_rows(wt, np);
             r->peak_kind = on_bf16 ? "bf16" : on_int8 ? "int8" : "f32";
             run_one(bm, &hp, list[ti], np, ng, use_mmap, batch, profile,
                     on_bf16 ? peak_bf16 : on_int8 ? peak_int8 : peak, r);
@@ -481,7 +479,7 @@ int cmd_bench(int argc, char **argv) {
                          : ng_kernel_avx_vnni()             ? "AVX-VNNI (256 bits)"
                                                             : "vpmaddubsw + vpmaddwd";
         footnote(rows, n_rows, "int8",
-                 "(q8_0 / q4_0 prefill runs on %s: %% of the int8 dot peak, %.1f GOP/s; its GOP/s\n"
+                 "(quantized prefill runs on %s: %% of the int8 dot peak, %.1f GOP/s; its GOP/s\n"
                  " count the model's multiply-adds as 2 operations, as for the float types)\n",
                  on, peak_int8);
         printf("peak RSS %.1f MB\n", rss / 1e6);

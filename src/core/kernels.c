@@ -15,9 +15,10 @@
  *    activation block. The micro-kernel keeps NR x BW sums in registers and does one
  *    broadcast-FMA per (weight row, vector) per k. bf16 weights where the CPU has AVX512-BF16:
  *    the same blocks with pairs of k, the activations rounded to bf16 (vdpbf16ps, ISA512BF).
- *    q8_0 and q4_0 with AVX-512 VNNI: an int8 GEMM (qmicro) on activations quantized to 8
+ *    q8_0, q4_0 and q4_k with AVX-512 VNNI: an int8 GEMM (qmicro) on activations quantized to 8
  *    bits, as in the integer GEMV (the other quantized types run that GEMV for any batch there);
- *    on the AVX2 path with AVX-VNNI the same GEMM in 256-bit tiles (qmicro256), from more rows.
+ *    on the AVX2 path with AVX-VNNI the same GEMM in 256-bit tiles (qmicro256) for q8_0 and
+ *    q4_0, from more rows.
  * Each output is computed by exactly one thread in an order that does not depend on the
  * thread count, so results are identical for any number of threads.
  *
@@ -2167,43 +2168,90 @@ TV static void qgemv512_k(float *y, const xq8 *xq, const uint8_t *xs, size_t xb,
  * in the same run, two runs each: 16 x 12 tiles 1.50 / 1.66, 32 x 6 1.67 / 1.69, 48 x 4 1.80 /
  * 1.85, 64 x 3 1.37 / 1.39, 32 x 7 1.78 / 1.91 (32 x 6 in that run 1.70 / 1.84); on two threads
  * at TinyLlama's shapes 32 x 6 and 48 x 4 were even (1000-1090 GOP/s), and panels of 32 rows
- * leave no tails on LLaMA's 2048 / 5632 / 256 rows. */
+ * leave no tails on LLaMA's 2048 / 5632 / 256 rows.
+ * q4_k (qmicro_k) is a q4_0 whose blocks are its sub-blocks of 32: codes 0..15 with no offset,
+ * scale d sc_j; its minimum (w = d sc_j q - dmin m_j) adds one multiply-add per sum and block,
+ * -dmin m_j times the block's sum of x (d_x times its codes' sum), from a third vector of the
+ * panel's rows. GPT-2 124M's 128-token prompt: 2090 -> 4440 tok/s (bench, one 2-core Zen 5 VM),
+ * q4_0's 4400. */
 enum { QR = 2, QNR = 16 * QR, QBW = 6 };
-#define QP_BLK (QR * (8 * 64 + 64))     /* panel bytes per block: 8 x QR code vectors, QR x 16 f32 scales */
-#define QX_BLK (8 * QBW * 4 + QBW * 8) /* activation bytes per block: 8 x QBW groups, QBW sum starts, QBW scales */
+#define QP_BLK (QR * (8 * 64 + 64))       /* panel bytes per block: 8 x QR code vectors, QR x 16 f32 scales */
+#define QP_BLK_K (QR * (8 * 64 + 128))    /* the same for q4_k, whose QR x 16 f32 mins follow the scales */
+#define QX_BLK (8 * QBW * 4 + QBW * 12)  /* activation bytes per block: 8 x QBW groups, QBW sum starts, QBW
+                                          * scales, QBW scales times code sums (q4_k's mins) */
+
+/* The codes' offset that each block's sum starts from (times the activation codes' sum): q4_0's
+ * 8, q8_0's 128 (its codes + 128 as u8), none for q4_k (its minimum is a float term). */
+static inline int qx_offset(ng_type wt) { return wt == NG_Q4_K ? 0 : ng_type_base(wt) == NG_Q4_0 ? 8 : 128; }
+
+/* Panel bytes per block for weights of type wt. */
+static inline size_t qp_blk(ng_type wt) { return wt == NG_Q4_K ? QP_BLK_K : QP_BLK; }
+
+/* Lane j of a q4_k step's u[0] (u[1]: + 4): dword group j / 4 of sub-block j % 4, which sits in
+ * the low nibbles (even sub-blocks) or the high ones (odd) of the step's first 32 bytes
+ * (sub-blocks 0, 1) or its last 32 (2, 3). */
+static const int32_t Q4K_GROUPS[16] = {0, 16, 8, 24, 1, 17, 9, 25, 2, 18, 10, 26, 3, 19, 11, 27};
+static const int32_t Q4K_SCALES[2][16] = {{0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3},
+                                          {4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7, 4, 5, 6, 7}};
+
+/* Step s2 (0 or 1: sub-blocks 4 s2 .. 4 s2 + 3) of the q4_k super-block at p as wstep512 gives
+ * one of q4_0's: codes (0..15, no offset) in u[0] (each sub-block's first 16) and u[1] (its last
+ * 16), lane j holding group j / 4 of sub-block j % 4; d times the sub-blocks' scales in dw and
+ * dmin times their mins in mw (lane j: sub-block j % 4). Sub-block 2c is the low nibbles of the
+ * 32 bytes of codes c, 2c + 1 their high nibbles. */
+INLV void wstep512_q4_k(const uint8_t *p, int s2, __m512i *u, __m512 *dw, __m512 *mw) {
+    const __m512i m4 = _mm512_set1_epi8(15);
+    __m512i q = _mm512_loadu_si512(p + 16 + 64 * s2);
+    __m512i lo = _mm512_and_si512(q, m4), hi = _mm512_and_si512(_mm512_srli_epi16(q, 4), m4);
+    __m512i g = _mm512_loadu_si512(Q4K_GROUPS);
+    u[0] = _mm512_permutex2var_epi32(lo, g, hi);
+    u[1] = _mm512_permutex2var_epi32(lo, _mm512_add_epi32(g, _mm512_set1_epi32(4)), hi);
+    uint32_t dd;
+    memcpy(&dd, p, 4);
+    __m512 sm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q4_k_scale_bytes(p)));
+    sm = _mm512_mul_ps(sm, spread(SPREAD8[0], _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)dd)))));
+    __m512i k = _mm512_loadu_si512(Q4K_SCALES[s2]);
+    *dw = _mm512_permutexvar_ps(k, sm);
+    *mw = _mm512_permutexvar_ps(_mm512_add_epi32(k, _mm512_set1_epi32(8)), sm);
+}
 
 /* Panels of pr weight rows (QNR, or the AVX2 path's QNR2) that N rows take (the last one partial). */
 static inline int qpanels(int N, int pr) { return (N + pr - 1) / pr; }
 
 /* Rows w.. (nr of them, rs bytes apart) into the panel P, K / 32 blocks. */
 INLV void qpack_w_type(uint8_t *P, const void *w, size_t rs, ng_type wt, int nr, int K) {
-    const int sb = ng_type_base(wt) == NG_Q4_0 ? 72 : 136, nb = K / 32, ns = xs_steps(K);
+    const int k4 = wt == NG_Q4_K, sb = ng_type_base(wt) == NG_Q4_0 ? 72 : 136, nb = K / 32, ns = xs_steps(K);
+    const size_t pb = qp_blk(wt);
     for (int v = 0; v < QR; v++)
         for (int s = 0; s < ns; s++) {
-            int rem = nb - 4 * s < 4 ? nb - 4 * s : 0; /* blocks in a partial last step */
-            __m512i u0[16], u1[16], dw[16];
+            int rem = nb - 4 * s < 4 ? nb - 4 * s : 0; /* blocks in a partial last step (not q4_k's) */
+            __m512i u0[16], u1[16], dw[16], mw[16];
             for (int r = 0; r < 16; r++) {
                 __m512i u[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
-                __m512 d = _mm512_setzero_ps();
-                const uint8_t *p = (const uint8_t *)w + (size_t)(16 * v + r) * rs + (size_t)s * sb;
-                if (16 * v + r < nr && rem)
-                    wstep512(p, wt, 1, rem * (sb / 4), u, &d);
+                __m512 d = _mm512_setzero_ps(), m = _mm512_setzero_ps();
+                const uint8_t *p = (const uint8_t *)w + (size_t)(16 * v + r) * rs;
+                if (16 * v + r < nr && k4)
+                    wstep512_q4_k(p + (size_t)(s / 2) * 144, s % 2, u, &d, &m);
+                else if (16 * v + r < nr && rem)
+                    wstep512(p + (size_t)s * sb, wt, 1, rem * (sb / 4), u, &d);
                 else if (16 * v + r < nr)
-                    wstep512(p, wt, 0, 0, u, &d);
-                u0[r] = u[0], u1[r] = u[1], dw[r] = _mm512_castps_si512(d);
+                    wstep512(p + (size_t)s * sb, wt, 0, 0, u, &d);
+                u0[r] = u[0], u1[r] = u[1], dw[r] = _mm512_castps_si512(d), mw[r] = _mm512_castps_si512(m);
             }
             transpose16(u0);
             transpose16(u1);
             transpose16(dw);
+            if (k4) transpose16(mw);
             /* lane j of a row's step holds group j / 4 of block j % 4 (u0: codes 0-15, u1: 16-31) */
             for (int b = 0; b < 4 && 4 * s + b < nb; b++) {
-                uint8_t *q = P + (size_t)(4 * s + b) * QP_BLK;
+                uint8_t *q = P + (size_t)(4 * s + b) * pb;
 #pragma GCC unroll 4
                 for (int g = 0; g < 4; g++) {
                     _mm512_store_si512(q + 64 * (g * QR + v), u0[4 * g + b]);
                     _mm512_store_si512(q + 64 * ((g + 4) * QR + v), u1[4 * g + b]);
                 }
                 _mm512_store_si512(q + 64 * (8 * QR + v), dw[b]);
+                if (k4) _mm512_store_si512(q + 64 * (9 * QR + v), mw[b]);
             }
         }
 }
@@ -2213,6 +2261,7 @@ TV static void qpack_w(uint8_t *P, const void *w, size_t rs, ng_type wt, int nr,
     case NG_Q4_0: qpack_w_type(P, w, rs, NG_Q4_0, nr, K); break;
     case NG_Q4_0R: qpack_w_type(P, w, rs, NG_Q4_0R, nr, K); break;
     case NG_Q8_0R: qpack_w_type(P, w, rs, NG_Q8_0R, nr, K); break;
+    case NG_Q4_K: qpack_w_type(P, w, rs, NG_Q4_K, nr, K); break;
     default: qpack_w_type(P, w, rs, NG_Q8_0, nr, K); break;
     }
 }
@@ -2223,7 +2272,7 @@ TV static void qpack_w(uint8_t *P, const void *w, size_t rs, ng_type wt, int nr,
  * from two of them and then the third. */
 _Static_assert(QBW == 6, "qpack_x transposes 6 activation rows");
 TV static void qpack_x(uint8_t *X, const xq8 *xq, ng_type wt, int K, int b0, int bn) {
-    const int nb = K / 32, off = ng_type_base(wt) == NG_Q4_0 ? 8 : 128;
+    const int nb = K / 32, off = qx_offset(wt);
     int32_t iab[3][16], ic[3][16];
     __mmask16 mc[3] = {0, 0, 0};
     for (int o = 0; o < 8 * QBW; o++) { /* output word o: group o / QBW of row o % QBW */
@@ -2236,13 +2285,14 @@ TV static void qpack_x(uint8_t *X, const xq8 *xq, ng_type wt, int K, int b0, int
     for (int k = 0; k < 3; k++) vab[k] = _mm512_loadu_si512(iab[k]), vc[k] = _mm512_loadu_si512(ic[k]);
     for (int blk = 0; blk < nb; blk++) {
         int32_t *g = (int32_t *)(X + (size_t)blk * QX_BLK), *s0 = g + 8 * QBW;
-        float *d = (float *)(s0 + QBW);
+        float *d = (float *)(s0 + QBW), *ds = d + QBW;
         __m256i row[QBW];
         for (int r = 0; r < QBW; r++) {
             size_t i = (size_t)(b0 + r) * nb + blk;
             row[r] = r < bn ? _mm256_loadu_si256((const __m256i *)(xq->q + i * 32)) : _mm256_setzero_si256();
             s0[r] = r < bn ? -off * xq->s[i] : 0;
             d[r] = r < bn ? xq->d[i] : 0;
+            ds[r] = r < bn ? xq->ds[i] : 0;
         }
         __m512i p[3];
         for (int k = 0; k < 3; k++) p[k] = _mm512_inserti64x4(_mm512_castsi256_si512(row[2 * k]), row[2 * k + 1], 1);
@@ -2254,17 +2304,17 @@ TV static void qpack_x(uint8_t *X, const xq8 *xq, ng_type wt, int K, int b0, int
 
 /* QNR weight rows (panel P) x QBW activation rows (block X) over nb blocks: y rows
  * b0..b0+bn-1, columns n0..n0+nr-1. */
-TV static void qmicro(float *y, const uint8_t *P, const uint8_t *X, const float *bias, int nb, int n0, int nr,
-                      int b0, int bn, int N, gemm_pf *pf, int pfn) {
+INLV void qmicro_body(float *y, const uint8_t *P, const uint8_t *X, const float *bias, int nb, int n0, int nr,
+                      int b0, int bn, int N, gemm_pf *pf, int pfn, const int mins) {
     __m512 acc[QR][QBW];
 #pragma GCC unroll 4
     for (int v = 0; v < QR; v++)
 #pragma GCC unroll 12
         for (int c = 0; c < QBW; c++) acc[v][c] = _mm512_setzero_ps();
     for (int blk = 0; blk < nb; blk++) {
-        const uint8_t *pw = P + (size_t)blk * QP_BLK;
+        const uint8_t *pw = P + (size_t)blk * (mins ? QP_BLK_K : QP_BLK);
         const int32_t *px = (const int32_t *)(X + (size_t)blk * QX_BLK);
-        const float *dx = (const float *)(px + 9 * QBW);
+        const float *dx = (const float *)(px + 9 * QBW), *dsx = dx + QBW;
         for (int i = 0; i < pfn; i++) gemm_pf_step(pf);
         __m512i s[QR][QBW];
 #pragma GCC unroll 12
@@ -2292,6 +2342,11 @@ TV static void qmicro(float *y, const uint8_t *P, const uint8_t *X, const float 
             for (int c = 0; c < QBW; c++)
                 acc[v][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[v][c]), _mm512_mul_ps(dw, _mm512_set1_ps(dx[c])),
                                             acc[v][c]);
+            if (mins) { /* q4_k: minus dmin * min times the block's sum of x (d_x * its codes' sum) */
+                __m512 mw = _mm512_load_ps((const float *)(pw + 64 * (9 * QR + v)));
+#pragma GCC unroll 12
+                for (int c = 0; c < QBW; c++) acc[v][c] = _mm512_fnmadd_ps(mw, _mm512_set1_ps(dsx[c]), acc[v][c]);
+            }
         }
     }
 #pragma GCC unroll 4
@@ -2304,6 +2359,16 @@ TV static void qmicro(float *y, const uint8_t *P, const uint8_t *X, const float 
         for (int c = 0; c < QBW; c++)
             if (c < bn) _mm512_mask_storeu_ps(y + (size_t)(b0 + c) * N + n0 + 16 * v, m, _mm512_add_ps(acc[v][c], bv));
     }
+}
+
+TV static void qmicro(float *y, const uint8_t *P, const uint8_t *X, const float *bias, int nb, int n0, int nr,
+                      int b0, int bn, int N, gemm_pf *pf, int pfn) {
+    qmicro_body(y, P, X, bias, nb, n0, nr, b0, bn, N, pf, pfn, 0);
+}
+
+TV static void qmicro_k(float *y, const uint8_t *P, const uint8_t *X, const float *bias, int nb, int n0, int nr,
+                        int b0, int bn, int N, gemm_pf *pf, int pfn) {
+    qmicro_body(y, P, X, bias, nb, n0, nr, b0, bn, N, pf, pfn, 1);
 }
 
 /* -- q8_0 and q4_0 GEMM on the AVX2 path --
@@ -2423,10 +2488,10 @@ TQ static void qpack_w256(uint8_t *P, const void *w, size_t rs, ng_type wt, int 
 
 /* qpack_x in plain C: the same bytes. */
 static void qpack_x_c(uint8_t *X, const xq8 *xq, ng_type wt, int K, int b0, int bn) {
-    const int nb = K / 32, off = ng_type_base(wt) == NG_Q4_0 ? 8 : 128;
+    const int nb = K / 32, off = qx_offset(wt);
     for (int blk = 0; blk < nb; blk++) {
         int32_t *g = (int32_t *)(X + (size_t)blk * QX_BLK), *s0 = g + 8 * QBW;
-        float *d = (float *)(s0 + QBW);
+        float *d = (float *)(s0 + QBW), *ds = d + QBW;
         for (int r = 0; r < QBW; r++) {
             size_t i = (size_t)(b0 + r) * nb + blk;
             for (int k = 0; k < 8; k++) {
@@ -2436,6 +2501,7 @@ static void qpack_x_c(uint8_t *X, const xq8 *xq, ng_type wt, int K, int b0, int 
             }
             s0[r] = r < bn ? -off * xq->s[i] : 0;
             d[r] = r < bn ? xq->d[i] : 0;
+            ds[r] = r < bn ? xq->ds[i] : 0;
         }
     }
 }
@@ -2642,8 +2708,8 @@ static int avx_vnni_on(int path) { return g_avx_vnni && path == PATH_AVX2 && ng_
 
 int ng_kernel_avx_vnni(void) { return avx_vnni_on(current_path()); }
 
-/* The int8 GEMM (ng_kernel_set_int8_gemm): on unless turned off, where qgemv_wide holds, and on
- * the AVX2 path where AVX-VNNI runs (see qmicro256: without it, vpmaddubsw + vpmaddwd + vpaddd
+/* The int8 GEMM (ng_kernel_set_int8_gemm): on unless turned off, where qgemv_wide holds (and for
+ * q4_k where AVX-512 VNNI runs: qmicro_k), and on the AVX2 path where AVX-VNNI runs (see qmicro256: without it, vpmaddubsw + vpmaddwd + vpaddd
  * for each sum left the GEMM slower than the integer GEMV at every batch, 0.69-0.93x for q4_0r
  * at 16-512 rows of TinyLlama's 2048 x 2048). */
 static int g_int8_gemm = 1;
@@ -2652,6 +2718,8 @@ void ng_kernel_set_int8_gemm(int on) { g_int8_gemm = on != 0; }
 
 static int int8_gemm_on(int path, ng_type wt, int B) {
     ng_type b = ng_type_base(wt);
+    if (g_int8_gemm && wt == NG_Q4_K) /* the AVX-512 GEMM only (qmicro_k) */
+        return path == PATH_AVX512 && ng_cpu_features()->avx512vnni && B >= QGEMM_MIN_B;
     if (!g_int8_gemm || (b != NG_Q8_0 && b != NG_Q4_0)) return 0;
     if (qgemv_wide(path, wt)) return B >= QGEMM_MIN_B;
     return avx_vnni_on(path) && B >= QGEMM256_MIN_B;
@@ -2879,8 +2947,8 @@ static void qgemm_job(void *ctx, int t, int T) {
         else qpack_x_c(j->xs + bb * xblk, &v, j->wt, K, 0, bn);
     }
     void (*micro)(float *, const uint8_t *, const uint8_t *, const float *, int, int, int, int, int, int, gemm_pf *,
-                  int) = wide ? qmicro : qmicro256;
-    uint8_t *P = (uint8_t *)grow(&tl_scratch, &tl_scratch_cap, (size_t)nb * QP_BLK / sizeof(float) + 1);
+                  int) = !wide ? qmicro256 : j->wt == NG_Q4_K ? qmicro_k : qmicro;
+    uint8_t *P = (uint8_t *)grow(&tl_scratch, &tl_scratch_cap, (size_t)nb * QP_BLK_K / sizeof(float) + 1);
     ng_team_barrier();
     int64_t i0 = j->items * t / T, i1 = j->items * (t + 1) / T;
     int packed = -1;
@@ -2917,7 +2985,7 @@ static void qgemm_job(void *ctx, int t, int T) {
 #endif
 
 /* The int8 GEMM (see qmicro, qmicro256) for a batch of B rows of x against q8_0 / q4_0 weights
- * (either order), on AVX-512 VNNI or the AVX2 path's AVX-VNNI; with mm, against each of its
+ * (either order; q4_k on AVX-512 VNNI), on AVX-512 VNNI or the AVX2 path's AVX-VNNI; with mm, against each of its
  * matrices (y, w, bias, N unused), x quantized and packed once for all of them and their panels
  * shared out as one matrix's. */
 static void matmul_qgemm(int path, float *y, const float *x, const void *w, ng_type wt, const float *bias, int B,
