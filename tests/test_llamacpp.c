@@ -6,7 +6,7 @@
  * file's weight type, and the top token agrees at every position.
  *
  * Files: the shipped default models (GPT-2 in q4_0 and LLaMA in q8_0, trained weights and real
- * vocabularies), each rewritten by `netgpt quantize` as the other types of q8_0, q6_k, q4_k,
+ * vocabularies), each rewritten by `netgpt quantize` as the other types of q8_0, q6_k, q4_k_m, q4_k,
  * q4_0, f16 and bf16 (llama.cpp rounds the activations of k-quant products per 256 values, netgpt
  * per 32: within the q4_0 bound); a GGUF LoRA
  * adapter that `netgpt train` writes for each (every target matrix, GPT-2's fused qkv
@@ -199,7 +199,7 @@ static void check_model(const char *src, const char *name) {
     char what[96];
     snprintf(what, sizeof what, "%s %s", name, shipped);
     check_file(src, NULL, what);
-    const char *types[] = {"q8_0", "q6_k", "q4_k", "q4_0", "f16", "bf16"};
+    const char *types[] = {"q8_0", "q6_k", "q4_k_m", "q4_k", "q4_0", "f16", "bf16"};
     for (int i = 0; i < (int)(sizeof types / sizeof types[0]); i++) {
         if (!strcmp(types[i], shipped)) continue;
         char out[256], cmd[640];

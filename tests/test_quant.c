@@ -22,6 +22,7 @@
 #include "core/kernels.h"
 #include "core/quant.h"
 #include "core/util.h"
+#include "formats/gguf.h"
 #include "model/model.h"
 #include "matmul_threads.h"
 #include "test.h"
@@ -1114,6 +1115,61 @@ static void test_cli_quantize_llama_tiny(void) {
     free(err);
 }
 
+/* `netgpt quantize ... q4_k_m` on a random LLaMA of 8 layers (tied head): q6_k for the head (the
+ * token embedding) and for attn_v and ffn_down of layers 0, 3, 6 and 7 (the first and last
+ * eighth, every third between), q4_k for every other matrix; general.file_type 15 (llama.cpp's
+ * Q4_K_M); logits between q6_k's and q4_k's in error. */
+static void test_quantize_k_m(void) {
+    ng_hparams hp = {.arch = NG_ARCH_LLAMA, .n_vocab = 512, .n_ctx = 64, .n_embd = 256, .n_head = 4, .n_head_kv = 2,
+                     .n_layer = 8, .n_ff = 512, .norm_eps = 1e-5f, .rope_theta = 10000, .rope_scale = 1};
+    enum { NT = 16 };
+    ng_error err;
+    ng_model *m = ng_model_random(&hp, NG_F32, 5);
+    REQUIRE(ng_model_save_gguf(m, "build/tmp/quant-km-f32.gguf", NG_F32, &err) == NG_OK, "%s", err.msg);
+    char *out = NULL, *errs = NULL;
+    int rc = run(BIN " quantize build/tmp/quant-km-f32.gguf build/tmp/quant-km.gguf q4_k_m", &out, &errs);
+    REQUIRE(rc == 0, "quantize q4_k_m: rc %d: %s", rc, errs ? errs : "");
+    CHECK(out && strstr(out, "(q4_k_m)"), "summary: %s", out ? out : "");
+    free(out), free(errs);
+    gguf_ctx *g = gguf_open("build/tmp/quant-km.gguf", &err);
+    REQUIRE(g, "%s", err.msg);
+    uint32_t ft = 0;
+    CHECK(gguf_get_u32(g, "general.file_type", &ft, &err) == NG_OK && ft == 15, "general.file_type %u", ft);
+    gguf_close(g);
+    ng_model *q = ng_model_load("build/tmp/quant-km.gguf", &err);
+    REQUIRE(q, "%s", err.msg);
+    CHECK(q->tok_embd->type == NG_Q6_K, "token_embd (the head): %s", ng_type_name(q->tok_embd->type));
+    for (int l = 0; l < hp.n_layer; l++) {
+        const ng_layer *L = &q->layers[l];
+        ng_type more = l == 0 || l == 3 || l == 6 || l == 7 ? NG_Q6_K : NG_Q4_K;
+        CHECK(L->v_w->type == more && L->down_w->type == more, "layer %d: attn_v %s, ffn_down %s", l,
+              ng_type_name(L->v_w->type), ng_type_name(L->down_w->type));
+        CHECK(L->q_w->type == NG_Q4_K && L->k_w->type == NG_Q4_K && L->out_w->type == NG_Q4_K &&
+                  L->gate_w->type == NG_Q4_K && L->up_w->type == NG_Q4_K,
+              "layer %d: a matrix not q4_k", l);
+    }
+    int toks[NT];
+    for (int i = 0; i < NT; i++) toks[i] = (i * 37 + 11) % hp.n_vocab;
+    size_t V = (size_t)hp.n_vocab;
+    float *want = malloc(sizeof(float) * NT * V), *got = malloc(sizeof(float) * NT * V);
+    double e[3];
+    const ng_model *ms[3] = {m, q, NULL};
+    REQUIRE(ng_model_save_gguf(m, "build/tmp/quant-km-q4_k.gguf", NG_Q4_K, &err) == NG_OK, "%s", err.msg);
+    ng_model *q4 = ng_model_load("build/tmp/quant-km-q4_k.gguf", &err);
+    REQUIRE(q4, "%s", err.msg);
+    ms[2] = q4;
+    for (int k = 0; k < 3; k++) {
+        ng_state *s = ng_state_new(ms[k], NT, NT);
+        REQUIRE(ng_forward(ms[k], s, toks, NT, k ? got : want, 1, &err) == NG_OK, "%s", err.msg);
+        ng_state_free(s);
+        e[k] = k ? rel_rms(got, want, NT * V) : 0;
+    }
+    printf("# logits' rms error / rms: q4_k_m %.3f, q4_k %.3f\n", e[1], e[2]);
+    CHECK(e[1] < e[2] && e[1] > 0, "q4_k_m %.3f against q4_k %.3f", e[1], e[2]);
+    free(want), free(got);
+    ng_model_free(q4), ng_model_free(q), ng_model_free(m);
+}
+
 static const char STORY[] =
     "Once upon a time, there was a little girl named Lily. She loved to play outside in the sun. "
     "One day, she saw a big red ball in the park. She ran to the ball and kicked it very hard. "
@@ -1213,6 +1269,7 @@ int main(void) {
     RUN(test_model_stories_q8_0);
     RUN(test_cli_quantize_errors);
     RUN(test_cli_quantize_llama_tiny);
+    RUN(test_quantize_k_m);
     RUN(test_cli_eval_stories);
     TEST_EXIT();
 }

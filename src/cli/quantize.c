@@ -26,6 +26,9 @@ static const char HELP[] =
     "      q4_k  4-bit, 144 bytes per 256 weights (4.5 bits each): 8 sub-blocks, each with a\n"
     "            6-bit scale and minimum fitted by least squares; closer than q4_0 at the same size\n"
     "      q4_0  4-bit, 18 bytes per 32 weights (4.5 bits each)\n"
+    "      q4_k_m  q4_k, with q6_k for the output head and for attn_v and ffn_down in the first\n"
+    "            and last eighth of the layers and every third layer between (llama.cpp's\n"
+    "            Q4_K_M recipe, in kind); an adapter is written as q4_k\n"
     "      f16, bf16, f32\n"
     "\n"
     "  -t, --threads N  threads (default: all cores)\n"
@@ -78,9 +81,11 @@ int cmd_quantize(int argc, char **argv) {
         return 2;
     }
     const char *in = o.pos[0], *out = o.pos[1], *type = o.pos[2];
-    int t = ng_type_parse(type);
+    ng_mix mix = !strcmp(type, "q4_k_m") ? NG_MIX_K_M : NG_MIX_NONE;
+    int t = mix == NG_MIX_K_M ? NG_Q4_K : ng_type_parse(type);
     if (t < 0 || !ng_type_can_quant((ng_type)t)) {
-        fprintf(stderr, "netgpt quantize: type '%s' is not one of q8_0, q6_k, q4_k, q4_0, f16, bf16, f32\n", type);
+        fprintf(stderr, "netgpt quantize: type '%s' is not one of q8_0, q6_k, q4_k_m, q4_k, q4_0, f16, bf16, f32\n",
+                type);
         return 2;
     }
     ng_error gerr;
@@ -97,10 +102,9 @@ int cmd_quantize(int argc, char **argv) {
     ng_model *m = cli_load_model(&o);
     size_t before = ng_model_weight_bytes(m);
     ng_log("%s: %d layers, n_embd %d, vocab %d, matrices %s, %.1f MiB of weights; writing %s as %s...\n", in,
-           m->hp.n_layer, m->hp.n_embd, m->hp.n_vocab, ng_type_name(ng_model_wtype(m)), before / 1048576.0, out,
-           ng_type_name((ng_type)t));
+           m->hp.n_layer, m->hp.n_embd, m->hp.n_vocab, ng_type_name(ng_model_wtype(m)), before / 1048576.0, out, type);
     ng_error err;
-    if (ng_model_save_gguf(m, out, (ng_type)t, &err)) ng_die("%s", err.msg);
+    if (ng_model_save_gguf_mix(m, out, (ng_type)t, mix, &err)) ng_die("%s", err.msg);
     ng_model_free(m);
     /* the summary reads the written file back, so it describes what a later load will see */
     ng_model *q = ng_model_load(out, &err);
@@ -108,7 +112,7 @@ int cmd_quantize(int argc, char **argv) {
     size_t after = ng_model_weight_bytes(q);
     long long fin = file_size(in), fout = file_size(out);
     ng_log("wrote %s in %.2f s\n", out, ng_time() - t0);
-    printf("%s -> %s (%s): weights %.2f MiB -> %.2f MiB (%.1f%%)", in, out, ng_type_name((ng_type)t),
+    printf("%s -> %s (%s): weights %.2f MiB -> %.2f MiB (%.1f%%)", in, out, type,
            before / 1048576.0, after / 1048576.0, before ? 100.0 * (double)after / (double)before : 0.0);
     if (fin >= 0 && fout >= 0) printf(", file %.2f MiB -> %.2f MiB", fin / 1048576.0, fout / 1048576.0);
     printf("\n");

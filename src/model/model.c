@@ -849,7 +849,27 @@ static ng_type save_type(const ng_tensor *t, ng_type wtype) {
     return wtype;
 }
 
+/* Layer l of n whose attn_v / ffn_down the K_M mix keeps at 6 bits: the first and last eighth
+ * of the layers, and every third layer between (the layers where errors weigh most). */
+static int mix_more_bits(int l, int n) { return l < n / 8 || l >= 7 * n / 8 || (l - n / 8) % 3 == 2; }
+
+/* The type the K_M mix gives the matrix named name (layer l of n; -1 for the others): q6_k for
+ * the output head (the token embedding where it is the head too), for attn_v (GPT-2's fused
+ * attn_qkv, which holds v) and ffn_down of mix_more_bits' layers; q4_k for the rest. */
+static ng_type mix_type(const char *name, int l, int n, int tied) {
+    if (!strcmp(name, "output.weight") || (tied && !strcmp(name, "token_embd.weight"))) return NG_Q6_K;
+    if (l >= 0 && mix_more_bits(l, n) &&
+        (strstr(name, ".attn_v.weight") || strstr(name, ".attn_qkv.weight") || strstr(name, ".ffn_down.weight")))
+        return NG_Q6_K;
+    return NG_Q4_K;
+}
+
 int ng_model_save_gguf(const ng_model *m, const char *path, ng_type wtype, ng_error *err) {
+    return ng_model_save_gguf_mix(m, path, wtype, NG_MIX_NONE, err);
+}
+
+int ng_model_save_gguf_mix(const ng_model *m, const char *path, ng_type wtype, ng_mix mix, ng_error *err) {
+    if (mix == NG_MIX_K_M) wtype = NG_Q4_K;
     if (!ng_type_can_quant(wtype))
         return ng_error_set(err, "cannot write type %s (supported: f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)", ng_type_name(wtype));
     const ng_hparams *hp = &m->hp;
@@ -857,7 +877,7 @@ int ng_model_save_gguf(const ng_model *m, const char *path, ng_type wtype, ng_er
     gguf_writer *w = gguf_writer_new();
     gguf_set_str(w, "general.architecture", a->name);
     gguf_set_str(w, "general.name", m->name);
-    gguf_set_u32(w, "general.file_type", file_type_of(wtype));
+    gguf_set_u32(w, "general.file_type", mix == NG_MIX_K_M ? 15 : file_type_of(wtype)); /* 15: llama.cpp's Q4_K_M */
     if (!is_float_type(wtype)) gguf_set_u32(w, "general.quantization_version", 2);
     write_hparams(m, w);
     if (m->tok) tok_write_gguf(m->tok, w);
@@ -875,7 +895,7 @@ int ng_model_save_gguf(const ng_model *m, const char *path, ng_type wtype, ng_er
             const ng_tensor *t = *slot((ng_model *)m, &specs[i], l);
             if (!t || (specs[i].off == MF(output) && t == m->tok_embd)) continue;
             spec_name(&specs[i], l, name, sizeof name);
-            ng_type to = save_type(t, wtype);
+            ng_type to = save_type(t, mix == NG_MIX_K_M ? mix_type(name, l, hp->n_layer, m->output == m->tok_embd) : wtype);
             const void *data = t->data;
             if (to != t->type)
                 data = bufs[n] = ng_convert_rows(t->data, t->type, to, t->ne[0], ng_tensor_nelem(t) / t->ne[0]);

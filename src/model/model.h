@@ -86,10 +86,16 @@ size_t ng_model_weight_bytes(const ng_model *m);
 /* The type most matrices have (what `general.file_type` describes). */
 ng_type ng_model_wtype(const ng_model *m);
 
-/* Writes m as GGUF with llama.cpp's tensor names and metadata, matrices converted to wtype
- * (f32/f16/bf16), vectors kept f32. */
 const char *ng_arch_name(ng_arch a);
+/* Writes m as GGUF with llama.cpp's tensor names and metadata, matrices converted to wtype
+ * (f32/f16/bf16/q8_0/q6_k/q4_k/q4_0; a matrix whose rows are not whole blocks of it as f16),
+ * vectors kept f32. */
 int ng_model_save_gguf(const ng_model *m, const char *path, ng_type wtype, ng_error *err);
+/* Type mixes for ng_model_save_gguf_mix: NG_MIX_K_M is llama.cpp's Q4_K_M recipe in kind (wtype
+ * is then q4_k): q6_k for the output head and for attn_v / ffn_down in the first and last eighth
+ * of the layers and every third layer between, q4_k for the other matrices. */
+typedef enum { NG_MIX_NONE, NG_MIX_K_M } ng_mix;
+int ng_model_save_gguf_mix(const ng_model *m, const char *path, ng_type wtype, ng_mix mix, ng_error *err);
 
 struct ng_lora;
 
