@@ -458,7 +458,7 @@ static int qcompare(const qcase *c, const float *y, const float *ref, const floa
 static const char *const PATHS[] = {"avx512", "avx2", "portable"};
 
 /* qcheck's runs that compared the AVX2 path with and without AVX-VNNI. */
-static int g_avx_vnni_runs, g_gemm256_runs, g_gemm256_same;
+static int g_avx_vnni_runs, g_gemm256_runs, g_gemm256_same, g_gemm_vs_gemv;
 
 /* Every path this CPU runs, on 1 and 2 threads (bit-identical), against the reference; the
  * reference itself against dequantize-then-f32. Returns the number of failures. */
@@ -503,6 +503,20 @@ static int qcheck(ng_type t, int B, int N, int K, int *runs) {
             g_gemm256_same++;
         }
         g_gemm256_runs += gemm256;
+        /* the int8 GEMM against the integer GEMV: the same rounded x and exact integer sums per
+         * block (or 16 values), summed in other orders, so within the f32 bound of their terms
+         * (4 x the reference's: the code offsets' terms outweigh |x w| up to 2x); a code sum or
+         * a scale off in one block shows */
+        if (p == 0 && ng_kernel_int8_gemm(t, B)) {
+            ng_kernel_set_int8_gemm(0);
+            ng_matmul(c.y1, c.x, c.w, t, NULL, B, N, K);
+            ng_kernel_set_int8_gemm(1);
+            for (size_t i = 0; i < (size_t)B * N; i++)
+                if (!(fabs((double)c.y1[i] - c.y2[i]) <= 4 * c.tolf[i]) && bad++ < 3)
+                    fprintf(stderr, "avx512 %s B=%d N=%d K=%d [%zu]: GEMM %.9g, GEMV %.9g (tol %.3g)\n", ng_type_name(t),
+                            B, N, K, i, c.y2[i], c.y1[i], 4 * c.tolf[i]);
+            g_gemm_vs_gemv++;
+        }
         /* AVX-VNNI's block sums against AVX2's three instructions: the same bits (q8_0r has no
          * integer kernel without it; the GEMM runs only with AVX-VNNI) */
         if (ng_kernel_avx_vnni() && t != NG_Q8_0R && !gemm256) {
@@ -528,7 +542,7 @@ static void check_type(ng_type t) {
     static const int Ns[] = {1, 7, 33};
     int qk = ng_type_block(t), bad = 0, runs = 0;
     int Ks[] = {qk, 256, 4096 + 256};
-    g_avx_vnni_runs = g_gemm256_runs = g_gemm256_same = 0;
+    g_avx_vnni_runs = g_gemm256_runs = g_gemm256_same = g_gemm_vs_gemv = 0;
     for (int ib = 0; ib < COUNT(Bs); ib++)
         for (int in = 0; in < COUNT(Ns); in++)
             for (int ik = 0; ik < COUNT(Ks) && bad < 10; ik++) {
@@ -548,6 +562,10 @@ static void check_type(ng_type t) {
         printf("# %s: %d runs with AVX-VNNI on the AVX2 path%s\n", ng_type_name(t), g_avx_vnni_runs,
                ng_cpu_features()->avxvnni ? "" : " (no AVX-VNNI here)");
         CHECK(!ng_cpu_features()->avxvnni || g_avx_vnni_runs > 0, "AVX-VNNI not run for %s", ng_type_name(t));
+    }
+    if (ng_cpu_features()->avx512vnni) {
+        printf("# %s: %d runs of the AVX-512 int8 GEMM against the integer GEMV\n", ng_type_name(t), g_gemm_vs_gemv);
+        CHECK(g_gemm_vs_gemv > 0, "the AVX-512 int8 GEMM not run for %s", ng_type_name(t));
     }
     ng_type b = ng_type_base(t);
     if (b == NG_Q8_0 || b == NG_Q4_0) { /* B = 33, 70 and 90 take the AVX2 path's GEMM where it runs */
@@ -712,7 +730,7 @@ static void test_matmul_fresh_row(void) {
  * where it should. All of it on the best path, then on the AVX2 path (f32 and f16 as one job in
  * decode, q8_0r and q4_0r at 40 rows on its int8 GEMM where AVX-VNNI runs it). */
 static void test_matmul_multi(void) {
-    static const ng_type ts[] = {NG_F32, NG_F16, NG_Q8_0R, NG_Q4_0R, NG_Q4_K};
+    static const ng_type ts[] = {NG_F32, NG_F16, NG_Q8_0R, NG_Q4_0R, NG_Q4_K, NG_Q6_K};
     static const int sets[][3] = {{128, 32, 32}, {64, 16, 0}, {48, 40, 16}}, Bs[] = {1, 3, 8, 9, 24, 40};
     const int K = 512;
     int bad = 0, runs = 0, one_job = 0;
@@ -763,7 +781,7 @@ static void test_matmul_multi(void) {
                             runs++;
                             /* one job: a decode batch of 16-row groups, on a GEMV (not q4_k's); a batch on
                              * the int8 GEMM */
-                            one_job += B <= 8 ? is != 2 && t != NG_Q4_K && (t == NG_F32 || t == NG_F16 ? simd : vnni)
+                            one_job += B <= 8 ? is != 2 && t != NG_Q4_K && t != NG_Q6_K && (t == NG_F32 || t == NG_F16 ? simd : vnni)
                                               : ng_kernel_int8_gemm(t, B);
                         }
                     for (int m = 0; m < n; m++) free(w[m]), free(y1[m]), free(y2[m]), free(bias[m]);

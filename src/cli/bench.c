@@ -393,9 +393,8 @@ int cmd_bench(int argc, char **argv) {
             }
             /* bf16 prefill runs on vdpbf16ps where it can, the quantized types on integer
              * kernels where the path has them for the prompt's rows (the int8 GEMM: q8_0 / q4_0
-             * with AVX-512 VNNI or AVX-VNNI, q4_k with AVX-512 VNNI; the integer GEMV: q6_k with
-             * AVX-512 VNNI, q4_0 and kernel-order q8_0 on the AVX2 path): judged by that
-             * instruction's peak */
+             * with AVX-512 VNNI or AVX-VNNI, q6_k / q4_k with AVX-512 VNNI; the integer GEMV: q4_0
+             * and kernel-order q8_0 on the AVX2 path): judged by that instruction's peak */
             int on_bf16 = list[ti] == NG_BF16 && peak_bf16 > 0;
             ng_type wt = use_mmap ? list[ti] : ng_matmul_native(list[ti]);
             int on_int8 = ng_type_block(list[ti]) > 1 && peak_int8 > 0 && ng_kernel_int8_rows(wt, np);

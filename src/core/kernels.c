@@ -15,7 +15,7 @@
  *    activation block. The micro-kernel keeps NR x BW sums in registers and does one
  *    broadcast-FMA per (weight row, vector) per k. bf16 weights where the CPU has AVX512-BF16:
  *    the same blocks with pairs of k, the activations rounded to bf16 (vdpbf16ps, ISA512BF).
- *    q8_0, q4_0 and q4_k with AVX-512 VNNI: an int8 GEMM (qmicro) on activations quantized to 8
+ *    q8_0, q4_0, q4_k and q6_k with AVX-512 VNNI: an int8 GEMM (qmicro) on activations quantized to 8
  *    bits, as in the integer GEMV (the other quantized types run that GEMV for any batch there);
  *    on the AVX2 path with AVX-VNNI the same GEMM in 256-bit tiles (qmicro256) for q8_0 and
  *    q4_0, from more rows.
@@ -2173,10 +2173,14 @@ TV static void qgemv512_k(float *y, const xq8 *xq, const uint8_t *xs, size_t xb,
  * scale d sc_j; its minimum (w = d sc_j q - dmin m_j) adds one multiply-add per sum and block,
  * -dmin m_j times the block's sum of x (d_x times its codes' sum), from a third vector of the
  * panel's rows. GPT-2 124M's 128-token prompt: 2090 -> 4440 tok/s (bench, one 2-core Zen 5 VM),
- * q4_0's 4400. */
+ * q4_0's 4400. q6_k (qmicro_k6) has a scale per 16 values: each block is two sums of 4 groups,
+ * each starting from -32 times its half's activation code sum, scaled by its own vector (the
+ * panel's third holds the second halves' scales); GPT-2 124M's 128-token prompt 1550-2120 ->
+ * 3640 tok/s. */
 enum { QR = 2, QNR = 16 * QR, QBW = 6 };
 #define QP_BLK (QR * (8 * 64 + 64))       /* panel bytes per block: 8 x QR code vectors, QR x 16 f32 scales */
-#define QP_BLK_K (QR * (8 * 64 + 128))    /* the same for q4_k, whose QR x 16 f32 mins follow the scales */
+#define QP_BLK_K (QR * (8 * 64 + 128))    /* the same for q4_k / q6_k: QR x 16 more f32 after the scales
+                                          * (q4_k's mins, q6_k's second halves' scales) */
 #define QX_BLK (8 * QBW * 4 + QBW * 12)  /* activation bytes per block: 8 x QBW groups, QBW sum starts, QBW
                                           * scales, QBW scales times code sums (q4_k's mins) */
 
@@ -2185,7 +2189,35 @@ enum { QR = 2, QNR = 16 * QR, QBW = 6 };
 static inline int qx_offset(ng_type wt) { return wt == NG_Q4_K ? 0 : ng_type_base(wt) == NG_Q4_0 ? 8 : 128; }
 
 /* Panel bytes per block for weights of type wt. */
-static inline size_t qp_blk(ng_type wt) { return wt == NG_Q4_K ? QP_BLK_K : QP_BLK; }
+static inline size_t qp_blk(ng_type wt) { return wt == NG_Q4_K || wt == NG_Q6_K ? QP_BLK_K : QP_BLK; }
+
+/* Lane j of a q6_k step's u[0] (u[1]: + 4): dword group j / 4 of block j % 4, blocks 0 and 1 being
+ * the first and last 32 bytes of the step's low-nibble vector, 2 and 3 those of its high one. */
+static const int32_t Q6K_GROUPS[16] = {0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27};
+static const int32_t Q6K_SCALES[2][16] = {{0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6, 0, 2, 4, 6},
+                                          {8, 10, 12, 14, 8, 10, 12, 14, 8, 10, 12, 14, 8, 10, 12, 14}};
+
+/* Step s2 (0 or 1: values 128 s2 .. 128 s2 + 127, 4 blocks of 32) of the q6_k super-block at p as
+ * wstep512_q4_k gives one of q4_k's: codes 0..63 (offset 32) in u[0] / u[1]; d times the scale of
+ * each block's first 16 values in dw, of its last 16 in dw2 (lane j: block j % 4). The codes are
+ * blk512_q6_k's: low nibbles and high bits joined. */
+INLV void wstep512_q6_k(const uint8_t *p, int s2, __m512i *u, __m512 *dw, __m512 *dw2) {
+    const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
+    const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+    const __m512i shr = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    __m512i ql = _mm512_loadu_si512(p + 64 * s2), qh = _mm512_broadcast_i64x4(ld256(p + 128 + 32 * s2));
+    __m512i a = _mm512_or_si512(_mm512_and_si512(ql, m4), _mm512_and_si512(_mm512_sllv_epi16(qh, shl), m30));
+    __m512i b = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(ql, 4), m4),
+                                _mm512_and_si512(_mm512_srlv_epi16(qh, shr), m30));
+    __m512i g = _mm512_loadu_si512(Q6K_GROUPS);
+    u[0] = _mm512_permutex2var_epi32(a, g, b);
+    u[1] = _mm512_permutex2var_epi32(a, _mm512_add_epi32(g, _mm512_set1_epi32(4)), b);
+    __m512 sc = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 192)))),
+                              _mm512_set1_ps(half_at(p + 208)));
+    __m512i k = _mm512_loadu_si512(Q6K_SCALES[s2]);
+    *dw = _mm512_permutexvar_ps(k, sc);
+    *dw2 = _mm512_permutexvar_ps(_mm512_add_epi32(k, _mm512_set1_epi32(1)), sc);
+}
 
 /* Lane j of a q4_k step's u[0] (u[1]: + 4): dword group j / 4 of sub-block j % 4, which sits in
  * the low nibbles (even sub-blocks) or the high ones (odd) of the step's first 32 bytes
@@ -2220,7 +2252,8 @@ static inline int qpanels(int N, int pr) { return (N + pr - 1) / pr; }
 
 /* Rows w.. (nr of them, rs bytes apart) into the panel P, K / 32 blocks. */
 INLV void qpack_w_type(uint8_t *P, const void *w, size_t rs, ng_type wt, int nr, int K) {
-    const int k4 = wt == NG_Q4_K, sb = ng_type_base(wt) == NG_Q4_0 ? 72 : 136, nb = K / 32, ns = xs_steps(K);
+    const int k4 = wt == NG_Q4_K, k6 = wt == NG_Q6_K, sb = ng_type_base(wt) == NG_Q4_0 ? 72 : 136, nb = K / 32,
+              ns = xs_steps(K);
     const size_t pb = qp_blk(wt);
     for (int v = 0; v < QR; v++)
         for (int s = 0; s < ns; s++) {
@@ -2232,6 +2265,8 @@ INLV void qpack_w_type(uint8_t *P, const void *w, size_t rs, ng_type wt, int nr,
                 const uint8_t *p = (const uint8_t *)w + (size_t)(16 * v + r) * rs;
                 if (16 * v + r < nr && k4)
                     wstep512_q4_k(p + (size_t)(s / 2) * 144, s % 2, u, &d, &m);
+                else if (16 * v + r < nr && k6)
+                    wstep512_q6_k(p + (size_t)(s / 2) * 210, s % 2, u, &d, &m);
                 else if (16 * v + r < nr && rem)
                     wstep512(p + (size_t)s * sb, wt, 1, rem * (sb / 4), u, &d);
                 else if (16 * v + r < nr)
@@ -2241,7 +2276,7 @@ INLV void qpack_w_type(uint8_t *P, const void *w, size_t rs, ng_type wt, int nr,
             transpose16(u0);
             transpose16(u1);
             transpose16(dw);
-            if (k4) transpose16(mw);
+            if (k4 || k6) transpose16(mw);
             /* lane j of a row's step holds group j / 4 of block j % 4 (u0: codes 0-15, u1: 16-31) */
             for (int b = 0; b < 4 && 4 * s + b < nb; b++) {
                 uint8_t *q = P + (size_t)(4 * s + b) * pb;
@@ -2251,7 +2286,7 @@ INLV void qpack_w_type(uint8_t *P, const void *w, size_t rs, ng_type wt, int nr,
                     _mm512_store_si512(q + 64 * ((g + 4) * QR + v), u1[4 * g + b]);
                 }
                 _mm512_store_si512(q + 64 * (8 * QR + v), dw[b]);
-                if (k4) _mm512_store_si512(q + 64 * (9 * QR + v), mw[b]);
+                if (k4 || k6) _mm512_store_si512(q + 64 * (9 * QR + v), mw[b]);
             }
         }
 }
@@ -2262,6 +2297,7 @@ TV static void qpack_w(uint8_t *P, const void *w, size_t rs, ng_type wt, int nr,
     case NG_Q4_0R: qpack_w_type(P, w, rs, NG_Q4_0R, nr, K); break;
     case NG_Q8_0R: qpack_w_type(P, w, rs, NG_Q8_0R, nr, K); break;
     case NG_Q4_K: qpack_w_type(P, w, rs, NG_Q4_K, nr, K); break;
+    case NG_Q6_K: qpack_w_type(P, w, rs, NG_Q6_K, nr, K); break;
     default: qpack_w_type(P, w, rs, NG_Q8_0, nr, K); break;
     }
 }
@@ -2293,6 +2329,12 @@ TV static void qpack_x(uint8_t *X, const xq8 *xq, ng_type wt, int K, int b0, int
             s0[r] = r < bn ? -off * xq->s[i] : 0;
             d[r] = r < bn ? xq->d[i] : 0;
             ds[r] = r < bn ? xq->ds[i] : 0;
+            if (wt == NG_Q6_K) { /* two starts: -32 times each half's code sum, the second in ds's place */
+                int h0 = 0;
+                for (int k = 0; k < 16 && r < bn; k++) h0 += xq->q[i * 32 + k];
+                s0[r] = r < bn ? -32 * h0 : 0;
+                ((int32_t *)ds)[r] = r < bn ? -32 * (xq->s[i] - h0) : 0;
+            }
         }
         __m512i p[3];
         for (int k = 0; k < 3; k++) p[k] = _mm512_inserti64x4(_mm512_castsi256_si512(row[2 * k]), row[2 * k + 1], 1);
@@ -2304,48 +2346,58 @@ TV static void qpack_x(uint8_t *X, const xq8 *xq, ng_type wt, int K, int b0, int
 
 /* QNR weight rows (panel P) x QBW activation rows (block X) over nb blocks: y rows
  * b0..b0+bn-1, columns n0..n0+nr-1. */
+/* kind: QM_PLAIN (q8_0, q4_0), QM_MINS (q4_k: a minimum term per block), QM_HALVES (q6_k: a scale
+ * and a code offset per 16 values, so two sums per block) */
+enum { QM_PLAIN, QM_MINS, QM_HALVES };
 INLV void qmicro_body(float *y, const uint8_t *P, const uint8_t *X, const float *bias, int nb, int n0, int nr,
-                      int b0, int bn, int N, gemm_pf *pf, int pfn, const int mins) {
+                      int b0, int bn, int N, gemm_pf *pf, int pfn, const int kind) {
     __m512 acc[QR][QBW];
 #pragma GCC unroll 4
     for (int v = 0; v < QR; v++)
 #pragma GCC unroll 12
         for (int c = 0; c < QBW; c++) acc[v][c] = _mm512_setzero_ps();
     for (int blk = 0; blk < nb; blk++) {
-        const uint8_t *pw = P + (size_t)blk * (mins ? QP_BLK_K : QP_BLK);
+        const uint8_t *pw = P + (size_t)blk * (kind != QM_PLAIN ? QP_BLK_K : QP_BLK);
         const int32_t *px = (const int32_t *)(X + (size_t)blk * QX_BLK);
         const float *dx = (const float *)(px + 9 * QBW), *dsx = dx + QBW;
         for (int i = 0; i < pfn; i++) gemm_pf_step(pf);
-        __m512i s[QR][QBW];
-#pragma GCC unroll 12
-        for (int c = 0; c < QBW; c++) {
-            __m512i t = _mm512_set1_epi32(px[8 * QBW + c]);
-#pragma GCC unroll 4
-            for (int v = 0; v < QR; v++) s[v][c] = t;
-        }
-#pragma GCC unroll 8
-        for (int g = 0; g < 8; g++) {
-            __m512i wv[QR];
-#pragma GCC unroll 4
-            for (int v = 0; v < QR; v++) wv[v] = _mm512_load_si512(pw + 64 * (g * QR + v));
+        /* one sum per block over its 8 groups, or (q6_k) one per 4 groups, each with its start
+         * (px's, then the second half's in dsx's place) and its scale (the panel's 8th, then 9th
+         * vector of the rows) */
+        const int parts = kind == QM_HALVES ? 2 : 1, gn = 8 / parts;
+        for (int h = 0; h < parts; h++) {
+            const int32_t *start = h ? (const int32_t *)dsx : px + 8 * QBW;
+            __m512i s[QR][QBW];
 #pragma GCC unroll 12
             for (int c = 0; c < QBW; c++) {
-                __m512i xb = _mm512_set1_epi32(px[g * QBW + c]);
+                __m512i t = _mm512_set1_epi32(start[c]);
 #pragma GCC unroll 4
-                for (int v = 0; v < QR; v++) s[v][c] = _mm512_dpbusd_epi32(s[v][c], wv[v], xb);
+                for (int v = 0; v < QR; v++) s[v][c] = t;
             }
-        }
+#pragma GCC unroll 8
+            for (int g = h * gn; g < (h + 1) * gn; g++) {
+                __m512i wv[QR];
 #pragma GCC unroll 4
-        for (int v = 0; v < QR; v++) {
-            __m512 dw = _mm512_load_ps((const float *)(pw + 64 * (8 * QR + v)));
+                for (int v = 0; v < QR; v++) wv[v] = _mm512_load_si512(pw + 64 * (g * QR + v));
 #pragma GCC unroll 12
-            for (int c = 0; c < QBW; c++)
-                acc[v][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[v][c]), _mm512_mul_ps(dw, _mm512_set1_ps(dx[c])),
-                                            acc[v][c]);
-            if (mins) { /* q4_k: minus dmin * min times the block's sum of x (d_x * its codes' sum) */
-                __m512 mw = _mm512_load_ps((const float *)(pw + 64 * (9 * QR + v)));
+                for (int c = 0; c < QBW; c++) {
+                    __m512i xb = _mm512_set1_epi32(px[g * QBW + c]);
+#pragma GCC unroll 4
+                    for (int v = 0; v < QR; v++) s[v][c] = _mm512_dpbusd_epi32(s[v][c], wv[v], xb);
+                }
+            }
+#pragma GCC unroll 4
+            for (int v = 0; v < QR; v++) {
+                __m512 dw = _mm512_load_ps((const float *)(pw + 64 * ((8 + h) * QR + v)));
 #pragma GCC unroll 12
-                for (int c = 0; c < QBW; c++) acc[v][c] = _mm512_fnmadd_ps(mw, _mm512_set1_ps(dsx[c]), acc[v][c]);
+                for (int c = 0; c < QBW; c++)
+                    acc[v][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[v][c]), _mm512_mul_ps(dw, _mm512_set1_ps(dx[c])),
+                                                acc[v][c]);
+                if (kind == QM_MINS) { /* q4_k: minus dmin * min times the block's sum of x (d_x * its codes' sum) */
+                    __m512 mw = _mm512_load_ps((const float *)(pw + 64 * (9 * QR + v)));
+#pragma GCC unroll 12
+                    for (int c = 0; c < QBW; c++) acc[v][c] = _mm512_fnmadd_ps(mw, _mm512_set1_ps(dsx[c]), acc[v][c]);
+                }
             }
         }
     }
@@ -2363,12 +2415,17 @@ INLV void qmicro_body(float *y, const uint8_t *P, const uint8_t *X, const float 
 
 TV static void qmicro(float *y, const uint8_t *P, const uint8_t *X, const float *bias, int nb, int n0, int nr,
                       int b0, int bn, int N, gemm_pf *pf, int pfn) {
-    qmicro_body(y, P, X, bias, nb, n0, nr, b0, bn, N, pf, pfn, 0);
+    qmicro_body(y, P, X, bias, nb, n0, nr, b0, bn, N, pf, pfn, QM_PLAIN);
 }
 
 TV static void qmicro_k(float *y, const uint8_t *P, const uint8_t *X, const float *bias, int nb, int n0, int nr,
                         int b0, int bn, int N, gemm_pf *pf, int pfn) {
-    qmicro_body(y, P, X, bias, nb, n0, nr, b0, bn, N, pf, pfn, 1);
+    qmicro_body(y, P, X, bias, nb, n0, nr, b0, bn, N, pf, pfn, QM_MINS);
+}
+
+TV static void qmicro_k6(float *y, const uint8_t *P, const uint8_t *X, const float *bias, int nb, int n0, int nr,
+                         int b0, int bn, int N, gemm_pf *pf, int pfn) {
+    qmicro_body(y, P, X, bias, nb, n0, nr, b0, bn, N, pf, pfn, QM_HALVES);
 }
 
 /* -- q8_0 and q4_0 GEMM on the AVX2 path --
@@ -2709,7 +2766,7 @@ static int avx_vnni_on(int path) { return g_avx_vnni && path == PATH_AVX2 && ng_
 int ng_kernel_avx_vnni(void) { return avx_vnni_on(current_path()); }
 
 /* The int8 GEMM (ng_kernel_set_int8_gemm): on unless turned off, where qgemv_wide holds (and for
- * q4_k where AVX-512 VNNI runs: qmicro_k), and on the AVX2 path where AVX-VNNI runs (see qmicro256: without it, vpmaddubsw + vpmaddwd + vpaddd
+ * q4_k / q6_k where AVX-512 VNNI runs: qmicro_k, qmicro_k6), and on the AVX2 path where AVX-VNNI runs (see qmicro256: without it, vpmaddubsw + vpmaddwd + vpaddd
  * for each sum left the GEMM slower than the integer GEMV at every batch, 0.69-0.93x for q4_0r
  * at 16-512 rows of TinyLlama's 2048 x 2048). */
 static int g_int8_gemm = 1;
@@ -2718,7 +2775,7 @@ void ng_kernel_set_int8_gemm(int on) { g_int8_gemm = on != 0; }
 
 static int int8_gemm_on(int path, ng_type wt, int B) {
     ng_type b = ng_type_base(wt);
-    if (g_int8_gemm && wt == NG_Q4_K) /* the AVX-512 GEMM only (qmicro_k) */
+    if (g_int8_gemm && (wt == NG_Q4_K || wt == NG_Q6_K)) /* the AVX-512 GEMM only (qmicro_k, qmicro_k6) */
         return path == PATH_AVX512 && ng_cpu_features()->avx512vnni && B >= QGEMM_MIN_B;
     if (!g_int8_gemm || (b != NG_Q8_0 && b != NG_Q4_0)) return 0;
     if (qgemv_wide(path, wt)) return B >= QGEMM_MIN_B;
@@ -2947,7 +3004,7 @@ static void qgemm_job(void *ctx, int t, int T) {
         else qpack_x_c(j->xs + bb * xblk, &v, j->wt, K, 0, bn);
     }
     void (*micro)(float *, const uint8_t *, const uint8_t *, const float *, int, int, int, int, int, int, gemm_pf *,
-                  int) = !wide ? qmicro256 : j->wt == NG_Q4_K ? qmicro_k : qmicro;
+                  int) = !wide ? qmicro256 : j->wt == NG_Q4_K ? qmicro_k : j->wt == NG_Q6_K ? qmicro_k6 : qmicro;
     uint8_t *P = (uint8_t *)grow(&tl_scratch, &tl_scratch_cap, (size_t)nb * QP_BLK_K / sizeof(float) + 1);
     ng_team_barrier();
     int64_t i0 = j->items * t / T, i1 = j->items * (t + 1) / T;
@@ -2985,7 +3042,7 @@ static void qgemm_job(void *ctx, int t, int T) {
 #endif
 
 /* The int8 GEMM (see qmicro, qmicro256) for a batch of B rows of x against q8_0 / q4_0 weights
- * (either order; q4_k on AVX-512 VNNI), on AVX-512 VNNI or the AVX2 path's AVX-VNNI; with mm, against each of its
+ * (either order; q4_k / q6_k on AVX-512 VNNI), on AVX-512 VNNI or the AVX2 path's AVX-VNNI; with mm, against each of its
  * matrices (y, w, bias, N unused), x quantized and packed once for all of them and their panels
  * shared out as one matrix's. */
 static void matmul_qgemm(int path, float *y, const float *x, const void *w, ng_type wt, const float *bias, int B,
