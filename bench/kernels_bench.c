@@ -8,9 +8,9 @@
  *     the bf16 GEMM runs on AVX512-BF16: of vdpbf16ps's measured peak).
  * Then for the LLaMA 7B and TinyLlama 1.1B weight shapes and the quantized types q8_0, q4_0,
  * q4_k, q6_k: decode (B=1) at 1 and 2 threads as % of the read bandwidth, and prefill (B=512,
- * 2 threads) in GFLOP/s (operations) and as a share of a measured peak: vpdpbusd's for q8_0 and
- * q4_0 where the int8 GEMM runs (AVX-512 VNNI, or AVX-VNNI's 256-bit instruction on the AVX2
- * path), else the f32 FMA peak ("equivalent": the integer GEMV and the dequantize-then-f32 GEMM
+ * 2 threads) in GFLOP/s (operations) and as a share of a measured peak: vpdpbusd's where the
+ * int8 GEMM runs (q8_0, q4_0, q4_k, q6_k on AVX-512 VNNI; q8_0, q4_0 with AVX-VNNI's 256-bit
+ * instruction on the AVX2 path), else the f32 FMA peak ("equivalent": the integer GEMV and the dequantize-then-f32 GEMM
  * are not bound by that peak in the same way). --kernels avx2|portable runs that path's kernels
  * on a CPU that has better (--portable: the same as --kernels portable).
  * Every configuration is validated against ng_matmul_ref before it is timed; a mismatch ends
@@ -220,7 +220,7 @@ static void print_llama(const qrow *rows, int nrows, const double *bw, const dou
            "decode B=1, 2 threads", "prefill B=512, 2 threads");
     for (int i = 0; i < nrows; i++) {
         const qrow *r = &rows[i];
-        int on8 = peak8 > 0 && (r->wt == NG_Q8_0 || r->wt == NG_Q4_0);
+        int on8 = peak8 > 0 && ng_kernel_int8_gemm(r->wt, 512);
         printf("%-5s %5dx%-5d %-5s | %6.1f GB/s %5.1f%% of bw    | %6.1f GB/s %5.1f%% of bw    | "
                "%6.1f GFLOP/s %5.1f%% of %s\n",
                r->model, r->N, r->K, ng_type_name(r->wt), r->gbs1, 100 * r->gbs1 * 1e9 / bw[1], r->gbs2,
