@@ -2326,14 +2326,15 @@ TV static void qpack_x(uint8_t *X, const xq8 *xq, ng_type wt, int K, int b0, int
         for (int r = 0; r < QBW; r++) {
             size_t i = (size_t)(b0 + r) * nb + blk;
             row[r] = r < bn ? _mm256_loadu_si256((const __m256i *)(xq->q + i * 32)) : _mm256_setzero_si256();
-            s0[r] = r < bn ? -off * xq->s[i] : 0;
             d[r] = r < bn ? xq->d[i] : 0;
-            ds[r] = r < bn ? xq->ds[i] : 0;
             if (wt == NG_Q6_K) { /* two starts: -32 times each half's code sum, the second in ds's place */
                 int h0 = 0;
                 for (int k = 0; k < 16 && r < bn; k++) h0 += xq->q[i * 32 + k];
                 s0[r] = r < bn ? -32 * h0 : 0;
-                ((int32_t *)ds)[r] = r < bn ? -32 * (xq->s[i] - h0) : 0;
+                ((int32_t *)ds)[r] = r < bn ? -32 * (xq->s[i] - h0) : 0; /* the slot is never a float here */
+            } else {
+                s0[r] = r < bn ? -off * xq->s[i] : 0;
+                ds[r] = r < bn ? xq->ds[i] : 0;
             }
         }
         __m512i p[3];
