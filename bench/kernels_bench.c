@@ -10,9 +10,9 @@
  * q4_k, q6_k: decode (B=1) at 1 and 2 threads as % of the read bandwidth, and prefill (B=512,
  * 2 threads) in GFLOP/s (operations) and as a share of a measured peak: vpdpbusd's where the
  * int8 GEMM runs (q8_0, q4_0, q4_k, q6_k on AVX-512 VNNI; q8_0, q4_0 with AVX-VNNI's 256-bit
- * instruction on the AVX2 path), else the f32 FMA peak ("equivalent": the integer GEMV and the dequantize-then-f32 GEMM
- * are not bound by that peak in the same way). --kernels avx2|portable runs that path's kernels
- * on a CPU that has better (--portable: the same as --kernels portable).
+ * instruction on the AVX2 path), else the f32 FMA peak ("equivalent": the integer GEMV and the
+ * dequantize-then-f32 GEMM are not bound by that peak in the same way). --kernels avx2|portable
+ * runs that path's kernels on a CPU that has better (--portable: the same as --kernels portable).
  * Every configuration is validated against ng_matmul_ref before it is timed; a mismatch ends
  * the program with status 1. Timings are the best of several repetitions (the machine is
  * shared: run with OMP_WAIT_POLICY=passive when other jobs compete for the cores, since

@@ -346,8 +346,8 @@ static void test_bench_batch(void) {
  * it is off, and then, as on other CPUs, the f32 peak judges the prefill (and the bf16 peak is
  * not measured; the int8 one is wherever the path has integer dot products: the integer GEMV's
  * too). */
-static void bench_peak_kind(const char *type, int n, const char *flag, const char *peak_key, const char *kind_on,
-                            int has, int has_off) {
+static void bench_peak_kind(const char *type, int n, const char *flag, const char *peak_key,
+                            const char *kind_on, int has, int has_off) {
     for (int off = 0; off < 2; off++) {
         char cmd[256], *out = NULL, *err = NULL;
         snprintf(cmd, sizeof cmd, BIN " bench --layers 1 --types %s --n-gen 2 --n-prompt %d --json%s%s", type, n,
@@ -382,7 +382,8 @@ static void test_bench_int8(void) {
     ng_type wt = ng_matmul_native(NG_Q4_0);
     int gemv = (ng_kernel_set_int8_gemm(0), ng_kernel_int8_rows(wt, 24));
     ng_kernel_set_int8_gemm(1);
-    bench_peak_kind("q4_0", 24, "--no-int8-gemm", "peak_int8_gops", "int8", ng_kernel_int8_rows(wt, 24), gemv);
+    bench_peak_kind("q4_0", 24, "--no-int8-gemm", "peak_int8_gops", "int8", ng_kernel_int8_rows(wt, 24),
+                    gemv);
 }
 
 /* --kernels avx2 (where this CPU runs AVX2): q4_0 weights, rearranged into kernel order, take

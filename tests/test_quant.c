@@ -23,8 +23,8 @@
 #include "core/quant.h"
 #include "core/util.h"
 #include "formats/gguf.h"
-#include "model/model.h"
 #include "matmul_threads.h"
+#include "model/model.h"
 #include "test.h"
 
 #include <stdint.h>
@@ -268,12 +268,14 @@ static void test_quant_k_exact(void) {
         x[i] = d * (float)sc[j] * (float)q - dmin * (float)mn[j];
     }
     ng_quantize_row(NG_Q4_K, x, got4, 256);
-    CHECK(first_diff(got4, want4, 144) < 0, "q4_k: byte %d differs from the packed grid's", first_diff(got4, want4, 144));
+    CHECK(first_diff(got4, want4, 144) < 0, "q4_k: byte %d differs from the packed grid's",
+          first_diff(got4, want4, 144));
     const float d6 = 0x1p-14f;
     int8_t sc6[16];
     memset(want6, 0, sizeof want6);
     put_half(want6 + 208, d6);
-    for (int g = 0; g < 16; g++) sc6[g] = (int8_t)(g == 9 ? 127 : 40 + 5 * g), want6[192 + g] = (uint8_t)sc6[g];
+    for (int g = 0; g < 16; g++)
+        sc6[g] = (int8_t)(g == 9 ? 127 : 40 + 5 * g), want6[192 + g] = (uint8_t)sc6[g];
     for (int i = 0; i < 256; i++) {
         int h = i / 128, q4 = (i / 32) % 4, l = i % 32, k = i % 16 == 3 ? -32 : (i * 13 + i / 16) % 63 - 31;
         int q = k + 32;
@@ -282,7 +284,8 @@ static void test_quant_k_exact(void) {
         x[i] = d6 * (float)sc6[i / 16] * (float)k;
     }
     ng_quantize_row(NG_Q6_K, x, got6, 256);
-    CHECK(first_diff(got6, want6, 210) < 0, "q6_k: byte %d differs from the packed grid's", first_diff(got6, want6, 210));
+    CHECK(first_diff(got6, want6, 210) < 0, "q6_k: byte %d differs from the packed grid's",
+          first_diff(got6, want6, 210));
 }
 
 /* Relative rms error of t on x (n values) through a quantize / dequantize round trip. */
@@ -308,11 +311,15 @@ static void test_quant_k_error(void) {
     for (int shape = 0; shape < 4; shape++) {
         for (int i = 0; i < N; i++) {
             float v = (frand() + frand() + frand() + frand()) * 0.5f;
-            x[i] = shape == 1 ? fabsf(v) + 0.1f : shape == 2 && rnd() % 97 == 0 ? 8 * v : shape == 3 ? v * (float)(1 + (i / 32) % 7) : v;
+            x[i] = shape == 1                      ? fabsf(v) + 0.1f
+                   : shape == 2 && rnd() % 97 == 0 ? 8 * v
+                   : shape == 3                    ? v * (float)(1 + (i / 32) % 7)
+                                                   : v;
         }
-        double e8 = quant_rel_rms(NG_Q8_0, x, N), e6 = quant_rel_rms(NG_Q6_K, x, N), e4k = quant_rel_rms(NG_Q4_K, x, N),
-               e4 = quant_rel_rms(NG_Q4_0, x, N);
-        printf("# shape %d: rms error / rms: q8_0 %.4f, q6_k %.4f, q4_k %.4f, q4_0 %.4f\n", shape, e8, e6, e4k, e4);
+        double e8 = quant_rel_rms(NG_Q8_0, x, N), e6 = quant_rel_rms(NG_Q6_K, x, N),
+               e4k = quant_rel_rms(NG_Q4_K, x, N), e4 = quant_rel_rms(NG_Q4_0, x, N);
+        printf("# shape %d: rms error / rms: q8_0 %.4f, q6_k %.4f, q4_k %.4f, q4_0 %.4f\n", shape, e8, e6,
+               e4k, e4);
         CHECK(e8 < e6 && e6 < e4k && e4k < e4, "shape %d: errors out of order", shape);
         CHECK(e6 <= 0.03 && e4k <= 0.1, "shape %d: q6_k %.4f, q4_k %.4f", shape, e6, e4k);
     }
@@ -513,8 +520,8 @@ static int qcheck(ng_type t, int B, int N, int K, int *runs) {
             ng_kernel_set_int8_gemm(1);
             for (size_t i = 0; i < (size_t)B * N; i++)
                 if (!(fabs((double)c.y1[i] - c.y2[i]) <= 4 * c.tolf[i]) && bad++ < 3)
-                    fprintf(stderr, "avx512 %s B=%d N=%d K=%d [%zu]: GEMM %.9g, GEMV %.9g (tol %.3g)\n", ng_type_name(t),
-                            B, N, K, i, c.y2[i], c.y1[i], 4 * c.tolf[i]);
+                    fprintf(stderr, "avx512 %s B=%d N=%d K=%d [%zu]: GEMM %.9g, GEMV %.9g (tol %.3g)\n",
+                            ng_type_name(t), B, N, K, i, c.y2[i], c.y1[i], 4 * c.tolf[i]);
             g_gemm_vs_gemv++;
         }
         /* AVX-VNNI's block sums against AVX2's three instructions: the same bits (q8_0r has no
@@ -564,7 +571,8 @@ static void check_type(ng_type t) {
         CHECK(!ng_cpu_features()->avxvnni || g_avx_vnni_runs > 0, "AVX-VNNI not run for %s", ng_type_name(t));
     }
     if (ng_cpu_features()->avx512vnni) {
-        printf("# %s: %d runs of the AVX-512 int8 GEMM against the integer GEMV\n", ng_type_name(t), g_gemm_vs_gemv);
+        printf("# %s: %d runs of the AVX-512 int8 GEMM against the integer GEMV\n", ng_type_name(t),
+               g_gemm_vs_gemv);
         CHECK(g_gemm_vs_gemv > 0, "the AVX-512 int8 GEMM not run for %s", ng_type_name(t));
     }
     ng_type b = ng_type_base(t);
@@ -781,7 +789,8 @@ static void test_matmul_multi(void) {
                             runs++;
                             /* one job: a decode batch of 16-row groups, on a GEMV (not q4_k's); a batch on
                              * the int8 GEMM */
-                            one_job += B <= 8 ? is != 2 && t != NG_Q4_K && t != NG_Q6_K && (t == NG_F32 || t == NG_F16 ? simd : vnni)
+                            one_job += B <= 8 ? is != 2 && t != NG_Q4_K && t != NG_Q6_K &&
+                                                    (t == NG_F32 || t == NG_F16 ? simd : vnni)
                                               : ng_kernel_int8_gemm(t, B);
                         }
                     for (int m = 0; m < n; m++) free(w[m]), free(y1[m]), free(y2[m]), free(bias[m]);
@@ -986,7 +995,8 @@ static void test_model_llama_tiny(void) {
 /* rms(a - b) / rms(b) over n values. */
 static double rel_rms(const float *a, const float *b, size_t n) {
     double e = 0, r = 0;
-    for (size_t i = 0; i < n; i++) e += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), r += (double)b[i] * b[i];
+    for (size_t i = 0; i < n; i++)
+        e += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), r += (double)b[i] * b[i];
     return sqrt(e / r);
 }
 
@@ -997,15 +1007,25 @@ static double rel_rms(const float *a, const float *b, size_t n) {
  * q8_0 0.016, q6_k 0.043, q4_k 0.18, q4_0 0.19); a kernel that reads a block wrongly gives
  * about 1.4. */
 static void test_model_k_quants(void) {
-    ng_hparams hp = {.arch = NG_ARCH_LLAMA, .n_vocab = 512, .n_ctx = 64, .n_embd = 256, .n_head = 4, .n_head_kv = 2,
-                     .n_layer = 2, .n_ff = 512, .norm_eps = 1e-5f, .rope_theta = 10000, .rope_scale = 1};
+    ng_hparams hp = {.arch = NG_ARCH_LLAMA,
+                     .n_vocab = 512,
+                     .n_ctx = 64,
+                     .n_embd = 256,
+                     .n_head = 4,
+                     .n_head_kv = 2,
+                     .n_layer = 2,
+                     .n_ff = 512,
+                     .norm_eps = 1e-5f,
+                     .rope_theta = 10000,
+                     .rope_scale = 1};
     enum { NT = 24, ND = 8 };
     int toks[NT];
     for (int i = 0; i < NT; i++) toks[i] = (i * 89 + 5) % hp.n_vocab;
     ng_error err;
     ng_model *m = ng_model_random(&hp, NG_F32, 11);
     size_t V = (size_t)hp.n_vocab;
-    float *want = malloc(sizeof(float) * NT * V), *got = malloc(sizeof(float) * NT * V), *dec = malloc(sizeof(float) * ND * V);
+    float *want = malloc(sizeof(float) * NT * V), *got = malloc(sizeof(float) * NT * V),
+          *dec = malloc(sizeof(float) * ND * V);
     ng_state *s = ng_state_new(m, NT, NT);
     REQUIRE(ng_forward(m, s, toks, NT, want, 1, &err) == NG_OK, "%s", err.msg);
     ng_state_free(s);
@@ -1023,12 +1043,15 @@ static void test_model_k_quants(void) {
         s = ng_state_new(q, NT, NT);
         REQUIRE(ng_forward(q, s, toks, NT, got, 1, &err) == NG_OK, "%s", err.msg);
         ng_state_reset(s);
-        for (int i = 0; i < ND; i++) REQUIRE(ng_forward(q, s, toks + i, 1, dec + i * V, 0, &err) == NG_OK, "%s", err.msg);
-        double eb = rel_rms(got, want, NT * V), ed = rel_rms(dec, want, ND * V), bd = rel_rms(dec, got, ND * V);
-        printf("# %s: logits' rms error / rms %.3f (prompt), %.3f (one at a time); one at a time vs prompt %.3f\n",
+        for (int i = 0; i < ND; i++)
+            REQUIRE(ng_forward(q, s, toks + i, 1, dec + i * V, 0, &err) == NG_OK, "%s", err.msg);
+        double eb = rel_rms(got, want, NT * V), ed = rel_rms(dec, want, ND * V),
+               bd = rel_rms(dec, got, ND * V);
+        printf("# %s: logits' rms error / rms %.3f (prompt), %.3f (one at a time); one at a time vs prompt "
+               "%.3f\n",
                ng_type_name(ts[c]), eb, ed, bd);
-        CHECK(eb > prev && eb <= 0.7 && ed <= 0.7, "%s: errors %.3f, %.3f (the type before: %.3f)", ng_type_name(ts[c]),
-              eb, ed, prev);
+        CHECK(eb > prev && eb <= 0.7 && ed <= 0.7, "%s: errors %.3f, %.3f (the type before: %.3f)",
+              ng_type_name(ts[c]), eb, ed, prev);
         CHECK(bd <= 0.5 * eb + 0.02, "%s: the kernels disagree: %.3f", ng_type_name(ts[c]), bd);
         prev = eb;
         ng_state_free(s);
@@ -1138,8 +1161,17 @@ static void test_cli_quantize_llama_tiny(void) {
  * eighth, every third between), q4_k for every other matrix; general.file_type 15 (llama.cpp's
  * Q4_K_M); logits between q6_k's and q4_k's in error. */
 static void test_quantize_k_m(void) {
-    ng_hparams hp = {.arch = NG_ARCH_LLAMA, .n_vocab = 512, .n_ctx = 64, .n_embd = 256, .n_head = 4, .n_head_kv = 2,
-                     .n_layer = 8, .n_ff = 512, .norm_eps = 1e-5f, .rope_theta = 10000, .rope_scale = 1};
+    ng_hparams hp = {.arch = NG_ARCH_LLAMA,
+                     .n_vocab = 512,
+                     .n_ctx = 64,
+                     .n_embd = 256,
+                     .n_head = 4,
+                     .n_head_kv = 2,
+                     .n_layer = 8,
+                     .n_ff = 512,
+                     .norm_eps = 1e-5f,
+                     .rope_theta = 10000,
+                     .rope_scale = 1};
     enum { NT = 16 };
     ng_error err;
     ng_model *m = ng_model_random(&hp, NG_F32, 5);

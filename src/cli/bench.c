@@ -344,7 +344,8 @@ int cmd_bench(int argc, char **argv) {
     for (char *tk = strtok(buf, ","); tk; tk = strtok(NULL, ",")) {
         int t = ng_type_parse(tk);
         if (t < 0 || !ng_type_can_quant((ng_type)t)) {
-            fprintf(stderr, "netgpt bench: --types: '%s' is not one of f32, f16, bf16, q8_0, q6_k, q4_k, q4_0\n", tk);
+            fprintf(stderr,
+                    "netgpt bench: --types: '%s' is not one of f32, f16, bf16, q8_0, q6_k, q4_k, q4_0\n", tk);
             return 2;
         }
         if (n_types < 8) list[n_types++] = (ng_type)t;

@@ -84,7 +84,8 @@ int cmd_quantize(int argc, char **argv) {
     ng_mix mix = !strcmp(type, "q4_k_m") ? NG_MIX_K_M : NG_MIX_NONE;
     int t = mix == NG_MIX_K_M ? NG_Q4_K : ng_type_parse(type);
     if (t < 0 || !ng_type_can_quant((ng_type)t)) {
-        fprintf(stderr, "netgpt quantize: type '%s' is not one of q8_0, q6_k, q4_k_m, q4_k, q4_0, f16, bf16, f32\n",
+        fprintf(stderr,
+                "netgpt quantize: type '%s' is not one of q8_0, q6_k, q4_k_m, q4_k, q4_0, f16, bf16, f32\n",
                 type);
         return 2;
     }
@@ -102,7 +103,8 @@ int cmd_quantize(int argc, char **argv) {
     ng_model *m = cli_load_model(&o);
     size_t before = ng_model_weight_bytes(m);
     ng_log("%s: %d layers, n_embd %d, vocab %d, matrices %s, %.1f MiB of weights; writing %s as %s...\n", in,
-           m->hp.n_layer, m->hp.n_embd, m->hp.n_vocab, ng_type_name(ng_model_wtype(m)), before / 1048576.0, out, type);
+           m->hp.n_layer, m->hp.n_embd, m->hp.n_vocab, ng_type_name(ng_model_wtype(m)), before / 1048576.0,
+           out, type);
     ng_error err;
     if (ng_model_save_gguf_mix(m, out, (ng_type)t, mix, &err)) ng_die("%s", err.msg);
     ng_model_free(m);
@@ -112,8 +114,8 @@ int cmd_quantize(int argc, char **argv) {
     size_t after = ng_model_weight_bytes(q);
     long long fin = file_size(in), fout = file_size(out);
     ng_log("wrote %s in %.2f s\n", out, ng_time() - t0);
-    printf("%s -> %s (%s): weights %.2f MiB -> %.2f MiB (%.1f%%)", in, out, type,
-           before / 1048576.0, after / 1048576.0, before ? 100.0 * (double)after / (double)before : 0.0);
+    printf("%s -> %s (%s): weights %.2f MiB -> %.2f MiB (%.1f%%)", in, out, type, before / 1048576.0,
+           after / 1048576.0, before ? 100.0 * (double)after / (double)before : 0.0);
     if (fin >= 0 && fout >= 0) printf(", file %.2f MiB -> %.2f MiB", fin / 1048576.0, fout / 1048576.0);
     printf("\n");
     ng_model_free(q);

@@ -2178,11 +2178,13 @@ TV static void qgemv512_k(float *y, const xq8 *xq, const uint8_t *xs, size_t xb,
  * panel's third holds the second halves' scales); GPT-2 124M's 128-token prompt 1550-2120 ->
  * 3640 tok/s. */
 enum { QR = 2, QNR = 16 * QR, QBW = 6 };
-#define QP_BLK (QR * (8 * 64 + 64))       /* panel bytes per block: 8 x QR code vectors, QR x 16 f32 scales */
-#define QP_BLK_K (QR * (8 * 64 + 128))    /* the same for q4_k / q6_k: QR x 16 more f32 after the scales
-                                          * (q4_k's mins, q6_k's second halves' scales) */
-#define QX_BLK (8 * QBW * 4 + QBW * 12)  /* activation bytes per block: 8 x QBW groups, QBW sum starts, QBW
-                                          * scales, QBW scales times code sums (q4_k's mins) */
+/* Panel bytes per block: 8 x QR code vectors, QR x 16 f32 scales; for q4_k / q6_k (QP_BLK_K) QR x
+ * 16 more f32 after the scales (q4_k's mins, q6_k's second halves' scales). Activation bytes per
+ * block (QX_BLK): 8 x QBW groups, QBW sum starts, QBW scales, QBW scales times code sums (q4_k's
+ * mins; q6_k's second starts). */
+#define QP_BLK (QR * (8 * 64 + 64))
+#define QP_BLK_K (QR * (8 * 64 + 128))
+#define QX_BLK (8 * QBW * 4 + QBW * 12)
 
 /* The codes' offset that each block's sum starts from (times the activation codes' sum): q4_0's
  * 8, q8_0's 128 (its codes + 128 as u8), none for q4_k (its minimum is a float term). */
@@ -2212,8 +2214,9 @@ INLV void wstep512_q6_k(const uint8_t *p, int s2, __m512i *u, __m512 *dw, __m512
     __m512i g = _mm512_loadu_si512(Q6K_GROUPS);
     u[0] = _mm512_permutex2var_epi32(a, g, b);
     u[1] = _mm512_permutex2var_epi32(a, _mm512_add_epi32(g, _mm512_set1_epi32(4)), b);
-    __m512 sc = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 192)))),
-                              _mm512_set1_ps(half_at(p + 208)));
+    __m512 sc =
+        _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(p + 192)))),
+                      _mm512_set1_ps(half_at(p + 208)));
     __m512i k = _mm512_loadu_si512(Q6K_SCALES[s2]);
     *dw = _mm512_permutexvar_ps(k, sc);
     *dw2 = _mm512_permutexvar_ps(_mm512_add_epi32(k, _mm512_set1_epi32(1)), sc);
@@ -2241,7 +2244,8 @@ INLV void wstep512_q4_k(const uint8_t *p, int s2, __m512i *u, __m512 *dw, __m512
     uint32_t dd;
     memcpy(&dd, p, 4);
     __m512 sm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q4_k_scale_bytes(p)));
-    sm = _mm512_mul_ps(sm, spread(SPREAD8[0], _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)dd)))));
+    sm = _mm512_mul_ps(sm,
+                       spread(SPREAD8[0], _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)dd)))));
     __m512i k = _mm512_loadu_si512(Q4K_SCALES[s2]);
     *dw = _mm512_permutexvar_ps(k, sm);
     *mw = _mm512_permutexvar_ps(_mm512_add_epi32(k, _mm512_set1_epi32(8)), sm);
@@ -2252,8 +2256,8 @@ static inline int qpanels(int N, int pr) { return (N + pr - 1) / pr; }
 
 /* Rows w.. (nr of them, rs bytes apart) into the panel P, K / 32 blocks. */
 INLV void qpack_w_type(uint8_t *P, const void *w, size_t rs, ng_type wt, int nr, int K) {
-    const int k4 = wt == NG_Q4_K, k6 = wt == NG_Q6_K, sb = ng_type_base(wt) == NG_Q4_0 ? 72 : 136, nb = K / 32,
-              ns = xs_steps(K);
+    const int k4 = wt == NG_Q4_K, k6 = wt == NG_Q6_K, sb = ng_type_base(wt) == NG_Q4_0 ? 72 : 136,
+              nb = K / 32, ns = xs_steps(K);
     const size_t pb = qp_blk(wt);
     for (int v = 0; v < QR; v++)
         for (int s = 0; s < ns; s++) {
@@ -2392,12 +2396,14 @@ INLV void qmicro_body(float *y, const uint8_t *P, const uint8_t *X, const float 
                 __m512 dw = _mm512_load_ps((const float *)(pw + 64 * ((8 + h) * QR + v)));
 #pragma GCC unroll 12
                 for (int c = 0; c < QBW; c++)
-                    acc[v][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[v][c]), _mm512_mul_ps(dw, _mm512_set1_ps(dx[c])),
-                                                acc[v][c]);
-                if (kind == QM_MINS) { /* q4_k: minus dmin * min times the block's sum of x (d_x * its codes' sum) */
+                    acc[v][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s[v][c]),
+                                                _mm512_mul_ps(dw, _mm512_set1_ps(dx[c])), acc[v][c]);
+                /* q4_k: minus dmin * min times the block's sum of x (d_x times its codes' sum) */
+                if (kind == QM_MINS) {
                     __m512 mw = _mm512_load_ps((const float *)(pw + 64 * (9 * QR + v)));
 #pragma GCC unroll 12
-                    for (int c = 0; c < QBW; c++) acc[v][c] = _mm512_fnmadd_ps(mw, _mm512_set1_ps(dsx[c]), acc[v][c]);
+                    for (int c = 0; c < QBW; c++)
+                        acc[v][c] = _mm512_fnmadd_ps(mw, _mm512_set1_ps(dsx[c]), acc[v][c]);
                 }
             }
         }
@@ -2419,13 +2425,13 @@ TV static void qmicro(float *y, const uint8_t *P, const uint8_t *X, const float 
     qmicro_body(y, P, X, bias, nb, n0, nr, b0, bn, N, pf, pfn, QM_PLAIN);
 }
 
-TV static void qmicro_k(float *y, const uint8_t *P, const uint8_t *X, const float *bias, int nb, int n0, int nr,
-                        int b0, int bn, int N, gemm_pf *pf, int pfn) {
+TV static void qmicro_k(float *y, const uint8_t *P, const uint8_t *X, const float *bias, int nb, int n0,
+                        int nr, int b0, int bn, int N, gemm_pf *pf, int pfn) {
     qmicro_body(y, P, X, bias, nb, n0, nr, b0, bn, N, pf, pfn, QM_MINS);
 }
 
-TV static void qmicro_k6(float *y, const uint8_t *P, const uint8_t *X, const float *bias, int nb, int n0, int nr,
-                         int b0, int bn, int N, gemm_pf *pf, int pfn) {
+TV static void qmicro_k6(float *y, const uint8_t *P, const uint8_t *X, const float *bias, int nb, int n0,
+                         int nr, int b0, int bn, int N, gemm_pf *pf, int pfn) {
     qmicro_body(y, P, X, bias, nb, n0, nr, b0, bn, N, pf, pfn, QM_HALVES);
 }
 
@@ -2767,9 +2773,10 @@ static int avx_vnni_on(int path) { return g_avx_vnni && path == PATH_AVX2 && ng_
 int ng_kernel_avx_vnni(void) { return avx_vnni_on(current_path()); }
 
 /* The int8 GEMM (ng_kernel_set_int8_gemm): on unless turned off, where qgemv_wide holds (and for
- * q4_k / q6_k where AVX-512 VNNI runs: qmicro_k, qmicro_k6), and on the AVX2 path where AVX-VNNI runs (see qmicro256: without it, vpmaddubsw + vpmaddwd + vpaddd
- * for each sum left the GEMM slower than the integer GEMV at every batch, 0.69-0.93x for q4_0r
- * at 16-512 rows of TinyLlama's 2048 x 2048). */
+ * q4_k / q6_k where AVX-512 VNNI runs: qmicro_k, qmicro_k6), and on the AVX2 path where AVX-VNNI
+ * runs (see qmicro256: without it, vpmaddubsw + vpmaddwd + vpaddd for each sum left the GEMM
+ * slower than the integer GEMV at every batch, 0.69-0.93x for q4_0r at 16-512 rows of
+ * TinyLlama's 2048 x 2048). */
 static int g_int8_gemm = 1;
 
 void ng_kernel_set_int8_gemm(int on) { g_int8_gemm = on != 0; }
@@ -3004,8 +3011,11 @@ static void qgemm_job(void *ctx, int t, int T) {
         if (wide) qpack_x(j->xs + bb * xblk, &v, j->wt, K, 0, bn);
         else qpack_x_c(j->xs + bb * xblk, &v, j->wt, K, 0, bn);
     }
-    void (*micro)(float *, const uint8_t *, const uint8_t *, const float *, int, int, int, int, int, int, gemm_pf *,
-                  int) = !wide ? qmicro256 : j->wt == NG_Q4_K ? qmicro_k : j->wt == NG_Q6_K ? qmicro_k6 : qmicro;
+    void (*micro)(float *, const uint8_t *, const uint8_t *, const float *, int, int, int, int, int, int,
+                  gemm_pf *, int) = !wide              ? qmicro256
+                                    : j->wt == NG_Q4_K ? qmicro_k
+                                    : j->wt == NG_Q6_K ? qmicro_k6
+                                                       : qmicro;
     uint8_t *P = (uint8_t *)grow(&tl_scratch, &tl_scratch_cap, (size_t)nb * QP_BLK_K / sizeof(float) + 1);
     ng_team_barrier();
     int64_t i0 = j->items * t / T, i1 = j->items * (t + 1) / T;
@@ -3043,9 +3053,9 @@ static void qgemm_job(void *ctx, int t, int T) {
 #endif
 
 /* The int8 GEMM (see qmicro, qmicro256) for a batch of B rows of x against q8_0 / q4_0 weights
- * (either order; q4_k / q6_k on AVX-512 VNNI), on AVX-512 VNNI or the AVX2 path's AVX-VNNI; with mm, against each of its
- * matrices (y, w, bias, N unused), x quantized and packed once for all of them and their panels
- * shared out as one matrix's. */
+ * (either order; q4_k / q6_k on AVX-512 VNNI), on AVX-512 VNNI or the AVX2 path's AVX-VNNI; with
+ * mm, against each of its matrices (y, w, bias, N unused), x quantized and packed once for all of
+ * them and their panels shared out as one matrix's. */
 static void matmul_qgemm(int path, float *y, const float *x, const void *w, ng_type wt, const float *bias, int B,
                          int N, int K, int nt, const mm_multi *mm) {
 #if defined(__x86_64__)

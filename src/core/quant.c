@@ -173,7 +173,8 @@ static void fit_scale_min(const float *x, float *s_out, float *m_out) {
             }
         float sq = 0, sqq = 0, sqx = 0;
         for (int l = 0; l < 8; l++) sq += lq[l], sqq += lqq[l], sqx += lqx[l];
-        float den = 32 * sqq - sq * sq, s = den > 0 ? (32 * sqx - sq * sx) / den : 1 / inv, m = (s * sq - sx) / 32;
+        float den = 32 * sqq - sq * sq, s = den > 0 ? (32 * sqx - sq * sx) / den : 1 / inv,
+              m = (s * sq - sx) / 32;
         if (m < 0) s = sqq > 0 ? sqx / sqq : 1 / inv, m = 0; /* the fit with no offset */
         if (!(s > 0)) continue;
         /* sum of (s q - m - x)^2 over the codes, from the sums */
@@ -205,7 +206,8 @@ static void quant_q4_k(const float *x, uint8_t *b) {
             sc[j - 4] |= (uint8_t)((ls >> 4) << 6), sc[j] |= (uint8_t)((lm >> 4) << 6);
         }
         float step = d * (float)ls, inv = step > 0 ? 1 / step : 0;
-        for (int i = 0; i < 32; i++) q[32 * j + i] = (uint8_t)grid_code(x[32 * j + i], inv, dmin * (float)lm, 15);
+        for (int i = 0; i < 32; i++)
+            q[32 * j + i] = (uint8_t)grid_code(x[32 * j + i], inv, dmin * (float)lm, 15);
     }
     for (int c = 0; c < 4; c++)
         for (int l = 0; l < 32; l++) qs[32 * c + l] = (uint8_t)(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
@@ -244,7 +246,8 @@ static void quant_q6_k(const float *x, uint8_t *b) {
             const uint8_t *v = q + 128 * h + l;
             ql[64 * h + l] = (uint8_t)((v[0] & 15) | ((v[64] & 15) << 4));
             ql[64 * h + l + 32] = (uint8_t)((v[32] & 15) | ((v[96] & 15) << 4));
-            qh[32 * h + l] = (uint8_t)((v[0] >> 4) | ((v[32] >> 4) << 2) | ((v[64] >> 4) << 4) | ((v[96] >> 4) << 6));
+            qh[32 * h + l] =
+                (uint8_t)((v[0] >> 4) | ((v[32] >> 4) << 2) | ((v[64] >> 4) << 4) | ((v[96] >> 4) << 6));
         }
 }
 
@@ -335,8 +338,10 @@ void ng_quantize_row(ng_type t, const float *src, void *dst, int64_t n) {
     int qk = ng_type_block(t);
     for (int64_t i = 0; i < n / qk; i++, b += bs, src += qk) {
         if (t == NG_Q8_0) quant_q8_0(src, b);
-        else if (t == NG_Q4_K) quant_q4_k(src, b);
-        else if (t == NG_Q6_K) quant_q6_k(src, b);
+        else if (t == NG_Q4_K)
+            quant_q4_k(src, b);
+        else if (t == NG_Q6_K)
+            quant_q6_k(src, b);
         else quant_q4_0(src, b);
     }
 }

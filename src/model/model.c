@@ -805,8 +805,10 @@ static uint32_t file_type_of(ng_type t) {
     case NG_F16: return 1;
     case NG_Q4_0: return 2;
     case NG_Q8_0: return 7;
-    case NG_Q4_K: return 14; /* llama.cpp's "mostly Q4_K_S": every matrix q4_k */
-    case NG_Q6_K: return 18;
+    case NG_Q4_K:
+        return 14; /* llama.cpp's "mostly Q4_K_S": every matrix q4_k */
+    case NG_Q6_K:
+        return 18;
     case NG_BF16: return 32;
     default: return 0;
     }
@@ -850,7 +852,7 @@ static ng_type save_type(const ng_tensor *t, ng_type wtype) {
 }
 
 /* Layer l of n whose attn_v / ffn_down the K_M mix keeps at 6 bits: the first and last eighth
- * of the layers, and every third layer between (the layers where errors weigh most). */
+ * of the layers, and every third layer between (llama.cpp's choice for Q4_K_M). */
 static int mix_more_bits(int l, int n) { return l < n / 8 || l >= 7 * n / 8 || (l - n / 8) % 3 == 2; }
 
 /* The type the K_M mix gives the matrix named name (layer l of n; -1 for the others): q6_k for
@@ -859,7 +861,8 @@ static int mix_more_bits(int l, int n) { return l < n / 8 || l >= 7 * n / 8 || (
 static ng_type mix_type(const char *name, int l, int n, int tied) {
     if (!strcmp(name, "output.weight") || (tied && !strcmp(name, "token_embd.weight"))) return NG_Q6_K;
     if (l >= 0 && mix_more_bits(l, n) &&
-        (strstr(name, ".attn_v.weight") || strstr(name, ".attn_qkv.weight") || strstr(name, ".ffn_down.weight")))
+        (strstr(name, ".attn_v.weight") || strstr(name, ".attn_qkv.weight") ||
+         strstr(name, ".ffn_down.weight")))
         return NG_Q6_K;
     return NG_Q4_K;
 }
@@ -871,13 +874,15 @@ int ng_model_save_gguf(const ng_model *m, const char *path, ng_type wtype, ng_er
 int ng_model_save_gguf_mix(const ng_model *m, const char *path, ng_type wtype, ng_mix mix, ng_error *err) {
     if (mix == NG_MIX_K_M) wtype = NG_Q4_K;
     if (!ng_type_can_quant(wtype))
-        return ng_error_set(err, "cannot write type %s (supported: f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)", ng_type_name(wtype));
+        return ng_error_set(err, "cannot write type %s (supported: f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)",
+                            ng_type_name(wtype));
     const ng_hparams *hp = &m->hp;
     const arch_info *a = &ARCHS[hp->arch];
     gguf_writer *w = gguf_writer_new();
     gguf_set_str(w, "general.architecture", a->name);
     gguf_set_str(w, "general.name", m->name);
-    gguf_set_u32(w, "general.file_type", mix == NG_MIX_K_M ? 15 : file_type_of(wtype)); /* 15: llama.cpp's Q4_K_M */
+    gguf_set_u32(w, "general.file_type",
+                 mix == NG_MIX_K_M ? 15 : file_type_of(wtype)); /* 15: llama.cpp's Q4_K_M */
     if (!is_float_type(wtype)) gguf_set_u32(w, "general.quantization_version", 2);
     write_hparams(m, w);
     if (m->tok) tok_write_gguf(m->tok, w);
@@ -895,7 +900,8 @@ int ng_model_save_gguf_mix(const ng_model *m, const char *path, ng_type wtype, n
             const ng_tensor *t = *slot((ng_model *)m, &specs[i], l);
             if (!t || (specs[i].off == MF(output) && t == m->tok_embd)) continue;
             spec_name(&specs[i], l, name, sizeof name);
-            ng_type to = save_type(t, mix == NG_MIX_K_M ? mix_type(name, l, hp->n_layer, m->output == m->tok_embd) : wtype);
+            ng_type to = save_type(
+                t, mix == NG_MIX_K_M ? mix_type(name, l, hp->n_layer, m->output == m->tok_embd) : wtype);
             const void *data = t->data;
             if (to != t->type)
                 data = bufs[n] = ng_convert_rows(t->data, t->type, to, t->ne[0], ng_tensor_nelem(t) / t->ne[0]);
