@@ -892,6 +892,7 @@ int ng_model_save_gguf_mix(const ng_model *m, const char *path, ng_type wtype, n
      * included, take token_embd.weight as the head when output.weight is absent. */
     int cap = a->n_top + a->n_layer * hp->n_layer, n = 0;
     void **bufs = xcalloc((size_t)cap, sizeof *bufs);
+    int tty = isatty(2); /* progress on a terminal: a 7B model's conversion takes a minute */
     char name[96];
     for (int l = -1; l < hp->n_layer; l++) {
         const tensor_spec *specs = l < 0 ? a->top : a->layer;
@@ -903,12 +904,15 @@ int ng_model_save_gguf_mix(const ng_model *m, const char *path, ng_type wtype, n
             ng_type to = save_type(
                 t, mix == NG_MIX_K_M ? mix_type(name, l, hp->n_layer, m->output == m->tok_embd) : wtype);
             const void *data = t->data;
-            if (to != t->type)
+            if (to != t->type) {
+                if (tty) ng_log("\r  converting %-40s to %-5s", name, ng_type_name(to));
                 data = bufs[n] = ng_convert_rows(t->data, t->type, to, t->ne[0], ng_tensor_nelem(t) / t->ne[0]);
+            }
             int64_t ne[2] = {t->ne[0], t->ne[1]};
             gguf_add_tensor(w, name, to, ne[1] == 1 ? 1 : 2, ne, data);
         }
     }
+    if (tty) ng_log("\r%*s\r", 60, ""); /* the progress line cleared */
     int rc = gguf_write(w, path, err);
     for (int i = 0; i < n; i++) free(bufs[i]);
     free(bufs);
