@@ -1000,6 +1000,14 @@ static double rel_rms(const float *a, const float *b, size_t n) {
     return sqrt(e / r);
 }
 
+/* A small LLaMA shape whose rows are whole k-quant blocks (256 and 512 values), grouped-query
+ * attention, n_layer layers. */
+static ng_hparams k_llama(int n_layer) {
+    return (ng_hparams){.arch = NG_ARCH_LLAMA, .n_vocab = 512, .n_ctx = 64, .n_embd = 256, .n_head = 4,
+                        .n_head_kv = 2, .n_layer = n_layer, .n_ff = 512, .norm_eps = 1e-5f, .rope_theta = 10000,
+                        .rope_scale = 1};
+}
+
 /* A random LLaMA whose rows are whole k-quant blocks (256 and 512 values), written as q8_0,
  * q6_k, q4_k and q4_0 and loaded back: every matrix in the type written, the logits of a
  * 24-token prompt (the batched kernels) and of its first 8 tokens one at a time (the GEMV)
@@ -1007,17 +1015,7 @@ static double rel_rms(const float *a, const float *b, size_t n) {
  * q8_0 0.016, q6_k 0.043, q4_k 0.18, q4_0 0.19); a kernel that reads a block wrongly gives
  * about 1.4. */
 static void test_model_k_quants(void) {
-    ng_hparams hp = {.arch = NG_ARCH_LLAMA,
-                     .n_vocab = 512,
-                     .n_ctx = 64,
-                     .n_embd = 256,
-                     .n_head = 4,
-                     .n_head_kv = 2,
-                     .n_layer = 2,
-                     .n_ff = 512,
-                     .norm_eps = 1e-5f,
-                     .rope_theta = 10000,
-                     .rope_scale = 1};
+    ng_hparams hp = k_llama(2);
     enum { NT = 24, ND = 8 };
     int toks[NT];
     for (int i = 0; i < NT; i++) toks[i] = (i * 89 + 5) % hp.n_vocab;
@@ -1161,17 +1159,7 @@ static void test_cli_quantize_llama_tiny(void) {
  * eighth, every third between), q4_k for every other matrix; general.file_type 15 (llama.cpp's
  * Q4_K_M); logits between q6_k's and q4_k's in error. */
 static void test_quantize_k_m(void) {
-    ng_hparams hp = {.arch = NG_ARCH_LLAMA,
-                     .n_vocab = 512,
-                     .n_ctx = 64,
-                     .n_embd = 256,
-                     .n_head = 4,
-                     .n_head_kv = 2,
-                     .n_layer = 8,
-                     .n_ff = 512,
-                     .norm_eps = 1e-5f,
-                     .rope_theta = 10000,
-                     .rope_scale = 1};
+    ng_hparams hp = k_llama(8);
     enum { NT = 16 };
     ng_error err;
     ng_model *m = ng_model_random(&hp, NG_F32, 5);
