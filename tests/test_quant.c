@@ -288,16 +288,23 @@ static void test_quant_k_exact(void) {
           first_diff(got6, want6, 210));
 }
 
+/* rms(a - b) / rms(b) over n values. */
+static double rel_rms(const float *a, const float *b, size_t n) {
+    double e = 0, r = 0;
+    for (size_t i = 0; i < n; i++)
+        e += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), r += (double)b[i] * b[i];
+    return sqrt(e / r);
+}
+
 /* Relative rms error of t on x (n values) through a quantize / dequantize round trip. */
 static double quant_rel_rms(ng_type t, const float *x, int n) {
     uint8_t *q = malloc(ng_row_size(t, n));
     float *y = malloc(sizeof(float) * (size_t)n);
     ng_quantize_row(t, x, q, n);
     ng_dequantize_row(t, q, y, n);
-    double e = 0, r = 0;
-    for (int i = 0; i < n; i++) e += ((double)y[i] - x[i]) * ((double)y[i] - x[i]), r += (double)x[i] * x[i];
+    double e = rel_rms(y, x, (size_t)n);
     free(q), free(y);
-    return sqrt(e / r);
+    return e;
 }
 
 /* Values of several shapes (bell-shaped, all positive, rare outliers, sub-blocks of different
@@ -990,14 +997,6 @@ static void test_model_llama_tiny(void) {
     }
     free(got), free(dec), free(toks), free(want);
     ng_model_free(m);
-}
-
-/* rms(a - b) / rms(b) over n values. */
-static double rel_rms(const float *a, const float *b, size_t n) {
-    double e = 0, r = 0;
-    for (size_t i = 0; i < n; i++)
-        e += ((double)a[i] - b[i]) * ((double)a[i] - b[i]), r += (double)b[i] * b[i];
-    return sqrt(e / r);
 }
 
 /* A small LLaMA shape whose rows are whole k-quant blocks (256 and 512 values), grouped-query
