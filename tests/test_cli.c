@@ -333,6 +333,9 @@ static void test_bench_batch(void) {
     double tn = cJSON_GetNumberValue(cJSON_GetObjectItem(r, "batch_tok_s"));
     double sp = cJSON_GetNumberValue(cJSON_GetObjectItem(r, "batch_speedup"));
     CHECK(b == 3 && t1 > 0 && tn > 0, "batch fields: %s", out);
+    double dm = cJSON_GetNumberValue(cJSON_GetObjectItem(r, "decode_tok_s"));
+    double da = cJSON_GetNumberValue(cJSON_GetObjectItem(r, "decode_mean_tok_s"));
+    CHECK(dm > 0 && da > 0, "decode median / mean tok/s: %s", out);
     CHECK(fabs(sp - tn / t1) < 0.01, "speedup %.3f is not %.2f / %.2f", sp, tn, t1);
     cJSON_Delete(js);
     free(out), free(err);

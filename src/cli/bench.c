@@ -83,6 +83,7 @@ typedef struct {
     int n_gen, n_prompt, skipped;
     const char *peak_kind; /* the peak prefill is judged by: "f32", "bf16" or "int8" */
     double weight_bytes, decode_tps, decode_floor_pct, prefill_tps, prefill_gflops, prefill_peak_pct, max_diff;
+    double decode_mean_tps; /* n_gen over the fastest run's time: hiccups included */
     double file_mb, rss_mb;
     double floor_bw;               /* the read bandwidth the decode floor was judged by */
     double batch1_tps, batchn_tps; /* --batch: one sequence, and N, decoded by ng_forward_multi */
@@ -232,6 +233,11 @@ static void profile_decode(const ng_model *m, ng_state *s, const int *toks, int 
     r->matmul_gbs = r->weight_bytes / r->matmul_s / 1e9, r->attention_gbs = r->kv_bytes / r->attention_s / 1e9;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 static void run_one(const bench_model *bm, const ng_hparams *hp, ng_type t, int n_prompt, int n_gen, int use_mmap,
                     int batch, int profile, double peak, bench_row *r) {
     ng_log("  %-15s %-5s making weights...", bm->name, ng_type_name(t));
@@ -264,13 +270,18 @@ static void run_one(const bench_model *bm, const ng_hparams *hp, ng_type t, int 
     ng_error err;
     double best = 1e30, dt = 1e30, flops = forward_flops(hp, n_prompt, 0);
     int reps = flops > 2e12 ? 1 : 3;
-    /* Each repetition prefills the prompt and then decodes n_gen tokens after it; the read
-     * bandwidth is measured before the first and after each. The fastest decode counts (other
-     * work on the machine only ever slows a run down), judged by the higher of the two
-     * measurements around it: on a shared machine the bandwidth moves from minute to minute
-     * (42 to 85 GB/s within an hour on one 2-core VM, a few % between measurements seconds
-     * apart), so a floor from another moment of the run would judge the decode by a machine it
-     * did not run on, and the lower of the two would flatter it. */
+    double *steps = xmalloc((size_t)n_gen * sizeof *steps), step = 1e30;
+    /* Each repetition prefills the prompt and then decodes n_gen tokens after it, each step
+     * timed; the read bandwidth is measured before the first and after each. The decode figure
+     * is the fastest run's median step (other work only ever slows a run down): the bandwidth
+     * is the best of its passes, and a shared machine stalls now and then (on one 2-core VM, a
+     * step in 10-20 took 1.5-3x the others, and a bandwidth probe between steps read 15-40 GB/s
+     * instead of 65), so a mean would judge those stalls against a measurement that excludes
+     * them. That run is judged by the higher of the two measurements around it: the bandwidth
+     * also moves from minute to minute (42 to 85 GB/s within an hour there), so a floor from
+     * another moment of the run would judge the decode by a machine it did not run on, and the
+     * lower of the two would flatter it. The fastest run's mean (tokens over its time) is
+     * reported beside it. */
     ng_log(" bandwidth...");
     double bw_prev = ng_measure_read_bandwidth(ng_threads());
     for (int rep = 0; rep < reps; rep++) {
@@ -281,19 +292,26 @@ static void run_one(const bench_model *bm, const ng_hparams *hp, ng_type t, int 
         best = fmin(best, ng_time() - t1);
         ng_log(" decode...");
         t1 = ng_time();
-        for (int i = 0; i < n_gen; i++)
+        for (int i = 0; i < n_gen; i++) {
+            double ts = ng_time();
             if (ng_forward(m, s, &toks[n_prompt + i], 1, logits, 0, &err)) ng_die("bench: %s", err.msg);
-        double d = ng_time() - t1, bw_next = ng_measure_read_bandwidth(ng_threads());
-        if (d < dt) dt = d, r->floor_bw = fmax(bw_prev, bw_next);
+            steps[i] = ng_time() - ts;
+        }
+        dt = fmin(dt, ng_time() - t1);
+        double bw_next = ng_measure_read_bandwidth(ng_threads());
+        qsort(steps, (size_t)n_gen, sizeof *steps, cmp_double);
+        double med = n_gen % 2 ? steps[n_gen / 2] : (steps[n_gen / 2 - 1] + steps[n_gen / 2]) / 2;
+        if (med < step) step = med, r->floor_bw = fmax(bw_prev, bw_next);
         bw_prev = bw_next;
     }
     r->prefill_tps = n_prompt / best;
     r->prefill_gflops = flops / best / 1e9;
     r->prefill_peak_pct = 100.0 * r->prefill_gflops * 1e9 / peak;
-    r->decode_tps = n_gen / dt;
+    r->decode_tps = 1 / step;
+    r->decode_mean_tps = n_gen / dt;
     double kv_bytes = 2.0 * hp->n_layer * ng_kv_dim(hp) * (double)ng_type_size(s->kv_type) *
                       (n_prompt + n_gen / 2.0); /* mean cache read */
-    r->decode_floor_pct = 100.0 * ((r->weight_bytes + kv_bytes) / r->floor_bw) / (dt / n_gen);
+    r->decode_floor_pct = 100.0 * ((r->weight_bytes + kv_bytes) / r->floor_bw) / step;
     r->kv_bytes = kv_bytes;
     if (use_mmap) r->rss_mb = current_rss_mb();
     if (profile) {
@@ -308,6 +326,7 @@ static void run_one(const bench_model *bm, const ng_hparams *hp, ng_type t, int 
     ng_log(" done\n");
     free(logits);
     free(toks);
+    free(steps);
     ng_state_free(s);
     ng_model_free(m);
 }
@@ -416,12 +435,13 @@ int cmd_bench(int argc, char **argv) {
             const bench_row *r = &rows[i];
             if (r->skipped) continue;
             printf("%s{\"model\":\"%s\",\"type\":\"%s\",\"weight_mb\":%.1f,\"n_gen\":%d,\"n_prompt\":%d,"
-                   "\"decode_tok_s\":%.2f,\"decode_pct_of_bandwidth_floor\":%.1f,\"floor_bandwidth_gbs\":%.2f,"
+                   "\"decode_tok_s\":%.2f,\"decode_mean_tok_s\":%.2f,\"decode_pct_of_bandwidth_floor\":%.1f,"
+                   "\"floor_bandwidth_gbs\":%.2f,"
                    "\"prefill_tok_s\":%.1f,"
                    "\"prefill_gflops\":%.1f,\"prefill_pct_of_peak\":%.1f,\"prefill_peak\":\"%s\"",
                    first ? "" : ",", r->model, ng_type_name(r->type), r->weight_bytes / 1e6, r->n_gen, r->n_prompt,
-                   r->decode_tps, r->decode_floor_pct, r->floor_bw / 1e9, r->prefill_tps, r->prefill_gflops,
-                   r->prefill_peak_pct, r->peak_kind);
+                   r->decode_tps, r->decode_mean_tps, r->decode_floor_pct, r->floor_bw / 1e9, r->prefill_tps,
+                   r->prefill_gflops, r->prefill_peak_pct, r->peak_kind);
             if (use_mmap) printf(",\"file_mb\":%.1f,\"rss_mb\":%.1f", r->file_mb, r->rss_mb);
             if (batch)
                 printf(",\"batch\":%d,\"batch1_tok_s\":%.2f,\"batch_tok_s\":%.2f,\"batch_speedup\":%.2f", batch,
@@ -443,19 +463,22 @@ int cmd_bench(int argc, char **argv) {
                ng_kernel_avx_vnni() ? " with AVX-VNNI" : "", ng_type_name(ng_kv_type()));
         char bh[64] = "";
         if (batch) snprintf(bh, sizeof bh, "  batch 1 tok/s  batch %-3d tok/s  speedup", batch);
-        printf("%-15s %-5s %10s %12s %14s %8s %13s %15s %10s%s%s\n", "model", "type", "weights", "decode tok/s",
-               "% of bw floor", "at GB/s", "prefill tok/s", "prefill GFLOP/s", "% of peak", use_mmap ? "   file MB    RSS MB" : "",
+        printf("%-15s %-5s %10s %12s %14s %8s %10s %13s %15s %10s%s%s\n", "model", "type", "weights", "decode tok/s",
+               "% of bw floor", "at GB/s", "mean tok/s", "prefill tok/s", "prefill GFLOP/s", "% of peak", use_mmap ? "   file MB    RSS MB" : "",
                bh);
         for (int i = 0; i < n_rows; i++) {
             const bench_row *r = &rows[i];
             if (r->skipped) continue;
-            printf("%-15s %-5s %7.0f MB %12.2f %13.1f%% %8.1f %13.1f %15.1f %9.1f%%", r->model, ng_type_name(r->type),
-                   r->weight_bytes / 1e6, r->decode_tps, r->decode_floor_pct, r->floor_bw / 1e9, r->prefill_tps,
+            printf("%-15s %-5s %7.0f MB %12.2f %13.1f%% %8.1f %10.2f %13.1f %15.1f %9.1f%%", r->model,
+                   ng_type_name(r->type), r->weight_bytes / 1e6, r->decode_tps, r->decode_floor_pct, r->floor_bw / 1e9,
+                   r->decode_mean_tps, r->prefill_tps,
                    r->prefill_gflops, r->prefill_peak_pct);
             if (use_mmap) printf(" %9.0f %9.0f", r->file_mb, r->rss_mb);
             if (batch) printf(" %14.2f %15.2f %7.2fx", r->batch1_tps, r->batchn_tps, r->batchn_tps / r->batch1_tps);
             printf("\n");
         }
+        printf("(decode tok/s: the fastest run's median step, judged by the higher bandwidth measured around\n"
+               " it; mean tok/s: the fastest run's tokens over its time, the machine's stalls included)\n");
         if (profile) {
             printf("\ndecode step, in parts (--profile: one more run of the decode test):\n");
             printf("%-15s %-5s %8s %21s %19s %15s %11s %15s\n", "model", "type", "step ms", "matrix products ms",
