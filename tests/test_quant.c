@@ -391,7 +391,7 @@ static void random_blocks(ng_type t, uint8_t *w, size_t nblocks) {
 static void magnitudes(ng_type t, const uint8_t *row, int K, float *m) {
     ng_dequantize_row(t, row, m, K);
     for (int k = 0; k < K; k++) m[k] = fabsf(m[k]);
-    if (t == NG_Q4_K) { /* |d sc q| + |dmin m|: the same block with d, dmin made positive */
+    if (ng_type_base(t) == NG_Q4_K) { /* |d sc q| + |dmin m|: the same block with d, dmin made positive */
         uint8_t b[144];
         for (int i = 0; i < K / 256; i++) {
             memcpy(b, row + 144 * i, 144);
@@ -490,7 +490,8 @@ static int qcheck(ng_type t, int B, int N, int K, int *runs) {
         int integer = p < 2 && qtype && (B <= 64 || wide || (p == 1 && t == NG_Q4_0));
         /* the kernel-order types: only where they are native (on AVX2: q4_0r, and q8_0r with
          * AVX-VNNI), there for any batch */
-        if (t != ng_type_base(t)) integer = wide || (p == 1 && (t == NG_Q4_0R || ng_kernel_avx_vnni()));
+        if (t != ng_type_base(t))
+            integer = wide || (p == 1 && (t == NG_Q4_0R || (t == NG_Q8_0R && ng_kernel_avx_vnni())));
         /* the AVX2 path's int8 GEMM (with AVX-VNNI, from 32 rows) */
         int gemm256 = p == 1 && ng_kernel_int8_gemm(t, B);
         integer |= gemm256;
@@ -594,18 +595,22 @@ static void test_matmul_q8_0(void) { check_type(NG_Q8_0); }
 static void test_matmul_q4_0(void) { check_type(NG_Q4_0); }
 static void test_matmul_q8_0r(void) { check_type(NG_Q8_0R); }
 static void test_matmul_q4_0r(void) { check_type(NG_Q4_0R); }
+static void test_matmul_q4_kr(void) { check_type(NG_Q4_KR); }
 
-/* q4_0r and q8_0r hold q4_0's and q8_0's bytes rearranged: there and back is the identity, in
- * place too; a value dequantizes the same in both orders; the layout is the one quant.h states
- * (checked on known codes); conversions between the orders are exact; files never hold them. */
+/* q4_0r, q8_0r and q4_kr hold q4_0's, q8_0's and q4_k's bytes rearranged: there and back is the
+ * identity, in place too; a value dequantizes the same in both orders; the layout is the one
+ * quant.h states (checked on known codes); conversions between the orders are exact; files never
+ * hold them. */
 static void test_reorder(void) {
-    static const ng_type ts[] = {NG_Q4_0, NG_Q8_0};
+    static const ng_type ts[] = {NG_Q4_0, NG_Q8_0, NG_Q4_K};
     int bad = 0;
     for (int it = 0; it < COUNT(ts); it++) {
         ng_type t = ts[it], r = ng_type_reordered(t);
-        int K = 384, N = 5;
+        int k4 = t == NG_Q4_K, K = k4 ? 512 : 384, N = 5;
         size_t rs = ng_row_size(t, K), n = rs * N;
-        CHECK(r != t && ng_type_base(r) == t && ng_row_size(r, K) == rs && ng_type_block(r) == 128, "%s sizes", ng_type_name(t));
+        CHECK(r != t && ng_type_base(r) == t && ng_row_size(r, K) == rs &&
+                  ng_type_block(r) == (k4 ? 256 : 128),
+              "%s sizes", ng_type_name(t));
         uint8_t *w = malloc(n), *a = malloc(n), *b = malloc(n);
         random_blocks(t, w, n / ng_type_size(t));
         ng_reorder_rows(a, r, w, t, K, N);
@@ -621,11 +626,30 @@ static void test_reorder(void) {
         void *c = ng_convert_rows(a, r, t, K, N);
         bad += memcmp(c, w, n) != 0;
         free(c);
+        /* quantizing to the kernel order: the file type's blocks, rearranged */
+        for (int k = 0; k < K; k++) f1[k] = frand();
+        ng_quantize_row(t, f1, b, K);
+        ng_reorder_rows(b, r, b, t, K, 1);
+        ng_quantize_row(r, f1, b + rs, K);
+        bad += memcmp(b, b + rs, rs) != 0;
+        /* q4_kr's stated layout: d, dmin and scales in place; code i of sub-block s (q4_k: byte
+         * 32 (s / 2) + i of the codes, low nibble for even s) in half i / 16, lane 2 s + i / 4 %
+         * 2, byte i % 4, the high nibble when i / 8 is odd */
+        for (int blk = 0; k4 && blk < 2 * N; blk++) {
+            const uint8_t *src = w + 144 * blk, *dst = a + 144 * blk;
+            bad += memcmp(src, dst, 16) != 0;
+            for (int s = 0; s < 8; s++)
+                for (int i = 0; i < 32; i++) {
+                    int code = src[16 + 32 * (s / 2) + i] >> (4 * (s % 2)) & 15;
+                    uint8_t byte = dst[16 + 64 * (i / 16) + 4 * (2 * s + i / 4 % 2) + i % 4];
+                    bad += (i / 8 % 2 ? byte >> 4 : byte & 15) != code;
+                }
+        }
         /* the stated layout: code i of block j sits in lane j + 4 * (i % 16 / 4), byte i % 4,
          * of the first 64 bytes (q8_0: the first or second 64 for i < 16 or i >= 16, as q + 128);
          * the scales follow the codes */
         int q8 = t == NG_Q8_0;
-        for (int blk = 0; blk < 4; blk++)
+        for (int blk = 0; !k4 && blk < 4; blk++)
             for (int i = 0; i < 32; i++) {
                 const uint8_t *src = w + (q8 ? 34 : 18) * blk;
                 int code = q8 ? (int8_t)src[2 + i] : i < 16 ? src[2 + i] & 15 : src[2 + i - 16] >> 4;
@@ -634,7 +658,7 @@ static void test_reorder(void) {
                 int got = q8 ? (int)byte - 128 : half ? byte >> 4 : byte & 15;
                 bad += got != code;
             }
-        bad += memcmp(a + (q8 ? 128 : 64), w, 2) != 0; /* block 0's scale first */
+        bad += !k4 && memcmp(a + (q8 ? 128 : 64), w, 2) != 0; /* block 0's scale first */
         free(f1), free(f2), free(w), free(a), free(b);
         CHECK(ng_type_parse(ng_type_name(r)) < 0 && !ng_type_in_files(r) && ng_type_in_files(t),
               "%s is a file type", ng_type_name(r));
@@ -745,7 +769,7 @@ static void test_matmul_fresh_row(void) {
  * where it should. All of it on the best path, then on the AVX2 path (f32 and f16 as one job in
  * decode, q8_0r and q4_0r at 40 rows on its int8 GEMM where AVX-VNNI runs it). */
 static void test_matmul_multi(void) {
-    static const ng_type ts[] = {NG_F32, NG_F16, NG_Q8_0R, NG_Q4_0R, NG_Q4_K, NG_Q6_K};
+    static const ng_type ts[] = {NG_F32, NG_F16, NG_Q8_0R, NG_Q4_0R, NG_Q4_K, NG_Q4_KR, NG_Q6_K};
     static const int sets[][3] = {{128, 32, 32}, {64, 16, 0}, {48, 40, 16}}, Bs[] = {1, 3, 8, 9, 24, 40};
     const int K = 512;
     int bad = 0, runs = 0, one_job = 0;
@@ -794,9 +818,9 @@ static void test_matmul_multi(void) {
                                     fprintf(stderr, "%s %s B=%d set %d matrix %d, %d threads: differs\n",
                                             ng_kernel_path(), ng_type_name(t), B, is, m, nt);
                             runs++;
-                            /* one job: a decode batch of 16-row groups, on a GEMV (not q4_k's); a batch on
-                             * the int8 GEMM */
-                            one_job += B <= 8 ? is != 2 && t != NG_Q4_K && t != NG_Q6_K &&
+                            /* one job: a decode batch of 16-row groups, on a GEMV (not q4_k's or q6_k's); a
+                             * batch on the int8 GEMM */
+                            one_job += B <= 8 ? is != 2 && base != NG_Q4_K && t != NG_Q6_K &&
                                                     (t == NG_F32 || t == NG_F16 ? simd : vnni)
                                               : ng_kernel_int8_gemm(t, B);
                         }
@@ -1288,6 +1312,7 @@ int main(void) {
     RUN(test_matmul_q4_0);
     RUN(test_matmul_q8_0r);
     RUN(test_matmul_q4_0r);
+    RUN(test_matmul_q4_kr);
     RUN(test_matmul_steal_q);
     RUN(test_matmul_fresh_row);
     RUN(test_matmul_multi);

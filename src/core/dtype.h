@@ -35,7 +35,9 @@ typedef enum {
      * kernels (quant.h): the same bytes per value, never in files. */
     NG_Q4_0R = 40,
     NG_Q8_0R = 41,
-    NG_TYPE_COUNT = 42
+    /* q4_k with each super-block's codes rearranged for the AVX-512 VNNI GEMV (quant.h) */
+    NG_Q4_KR = 42,
+    NG_TYPE_COUNT = 43
 } ng_type;
 
 /* "f32", "q4_k", ...; "?" for ids this build does not know. */

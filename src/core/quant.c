@@ -272,14 +272,35 @@ static void reorder_run(uint8_t *out, const uint8_t *in, ng_type base, int to_r)
     }
 }
 
+/* A q4_k block (in) into q4_kr (out), or back when to_r is 0: code i of sub-block s (in q4_k, a
+ * nibble of byte 32 (s / 2) + i of the codes: the low one for even s) sits in q4_kr's half z = i
+ * / 16, lane l = 2 s + (i / 4) % 2, byte b = i % 4, in the high nibble when (i / 8) % 2. */
+static void reorder_k(uint8_t *out, const uint8_t *in, int to_r) {
+    memcpy(out, in, 16);
+    memset(out + 16, 0, 128);
+    for (int s = 0; s < 8; s++)
+        for (int i = 0; i < 32; i++) {
+            int f = 16 + 32 * (s / 2) + i, fsh = 4 * (s % 2);
+            int r = 16 + 64 * (i / 16) + 4 * (2 * s + (i / 4) % 2) + i % 4, rsh = 4 * ((i / 8) % 2);
+            int v = to_r ? (in[f] >> fsh) & 15 : (in[r] >> rsh) & 15;
+            if (to_r)
+                out[r] |= (uint8_t)(v << rsh);
+            else
+                out[f] |= (uint8_t)(v << fsh);
+        }
+}
+
 void ng_reorder_rows(void *dst, ng_type to, const void *src, ng_type from, int64_t cols, int64_t rows) {
-    ng_type base = ng_type_base(from);
-    size_t run = ng_type_size(ng_type_reordered(base)), n = (size_t)(cols / 128) * (size_t)rows;
-    uint8_t tmp[136], *d = dst;
+    ng_type base = ng_type_base(from), r = ng_type_reordered(base);
+    size_t run = ng_type_size(r), n = (size_t)(cols / ng_type_block(r)) * (size_t)rows;
+    uint8_t tmp[144], *d = dst;
     const uint8_t *p = src;
     for (size_t i = 0; i < n; i++, p += run, d += run) {
         memcpy(tmp, p, run); /* dst may be src */
-        reorder_run(d, tmp, base, to != base);
+        if (base == NG_Q4_K)
+            reorder_k(d, tmp, to != base);
+        else
+            reorder_run(d, tmp, base, to != base);
     }
 }
 
@@ -288,7 +309,7 @@ void ng_reorder_rows(void *dst, ng_type to, const void *src, ng_type from, int64
 int ng_type_can_dequant(ng_type t) {
     switch (t) {
     case NG_F32: case NG_F16: case NG_BF16: case NG_Q8_0: case NG_Q4_0: case NG_Q4_1: case NG_Q5_0: case NG_Q5_1:
-    case NG_Q4_K: case NG_Q5_K: case NG_Q6_K: case NG_Q4_0R: case NG_Q8_0R: return 1;
+    case NG_Q4_K: case NG_Q5_K: case NG_Q6_K: case NG_Q4_0R: case NG_Q8_0R: case NG_Q4_KR: return 1;
     default: return 0;
     }
 }
@@ -316,6 +337,12 @@ void ng_dequantize_row(ng_type t, const void *src, float *dst, int64_t n) {
         case NG_Q4_K: dequant_q4_k(b, dst); break;
         case NG_Q5_K: dequant_q5_k(b, dst); break;
         case NG_Q6_K: dequant_q6_k(b, dst); break;
+        case NG_Q4_KR: {
+            uint8_t g[144];
+            reorder_k(g, b, 0);
+            dequant_q4_k(g, dst);
+            break;
+        }
         case NG_Q4_0R: case NG_Q8_0R: {
             ng_type base = ng_type_base(t);
             uint8_t g[136];
@@ -331,6 +358,11 @@ void ng_dequantize_row(ng_type t, const void *src, float *dst, int64_t n) {
 void ng_quantize_row(ng_type t, const float *src, void *dst, int64_t n) {
     if (t == NG_F32 || t == NG_F16 || t == NG_BF16) {
         ng_from_f32(dst, src, t, n);
+        return;
+    }
+    if (t != ng_type_base(t)) { /* the kernel orders: the file type's blocks, rearranged */
+        ng_quantize_row(ng_type_base(t), src, dst, n);
+        ng_reorder_rows(dst, t, dst, ng_type_base(t), n, 1);
         return;
     }
     uint8_t *b = dst;

@@ -17,6 +17,8 @@
  *         plain loads, no shuffles: the codes first, as 16 lanes of 4 bytes, lane j holding
  *         4-byte group j / 4 of block j % 4 (q4_0r: 64 bytes of q4_0's nibble pairs; q8_0r: the
  *         first 16 codes of each block, then the last 16, as q + 128), then the 4 scales (f16).
+ *   q4_kr QK 256 (a q4_k block, 144 bytes): the same with its codes rearranged for the AVX-512
+ *         VNNI GEMV (see ng_reorder_rows).
  * These are pure functions on caller-owned memory. */
 #ifndef NG_QUANT_H
 #define NG_QUANT_H
@@ -31,15 +33,24 @@ int ng_type_can_dequant(ng_type t);
 int ng_type_can_quant(ng_type t);
 /* Converts n values (a multiple of t's block size) of type t to f32. */
 void ng_dequantize_row(ng_type t, const void *src, float *dst, int64_t n);
-/* Converts n f32 values (a multiple of t's block size) to type t. */
+/* Converts n f32 values (a multiple of t's block size) to type t (a kernel order: its file
+ * type's blocks, rearranged). */
 void ng_quantize_row(ng_type t, const float *src, void *dst, int64_t n);
 /* The kernel-order type of q4_0 / q8_0 (q4_0r / q8_0r), and the file type of those; other
  * types map to themselves. (Inline: the kernels test types in their inner loops, where a call
  * would keep a constant type from folding.) */
-static inline ng_type ng_type_reordered(ng_type t) { return t == NG_Q4_0 ? NG_Q4_0R : t == NG_Q8_0 ? NG_Q8_0R : t; }
-static inline ng_type ng_type_base(ng_type t) { return t == NG_Q4_0R ? NG_Q4_0 : t == NG_Q8_0R ? NG_Q8_0 : t; }
-/* Rearranges rows of cols values (a multiple of 128) between q4_0 and q4_0r or q8_0 and
- * q8_0r, exactly (the same bytes); dst may be src. */
+static inline ng_type ng_type_reordered(ng_type t) {
+    return t == NG_Q4_0 ? NG_Q4_0R : t == NG_Q8_0 ? NG_Q8_0R : t == NG_Q4_K ? NG_Q4_KR : t;
+}
+static inline ng_type ng_type_base(ng_type t) {
+    return t == NG_Q4_0R ? NG_Q4_0 : t == NG_Q8_0R ? NG_Q8_0 : t == NG_Q4_KR ? NG_Q4_K : t;
+}
+/* Rearranges rows of cols values (a multiple of 128; of 256 for q4_k) between q4_0 and q4_0r,
+ * q8_0 and q8_0r or q4_k and q4_kr, exactly (the same bytes); dst may be src. q4_kr keeps each
+ * super-block's d, dmin and scales where q4_k has them and rearranges its 128 bytes of codes:
+ * byte 4 l + b of its half z (64 bytes) holds, for sub-block s = l / 2, code 16 z + 4 (l % 2) + b
+ * in its low nibble and that plus 8 in its high one, so that each of the four vectors of codes
+ * its nibbles make holds, in lanes 2 s and 2 s + 1, 8 codes of sub-block s. */
 void ng_reorder_rows(void *dst, ng_type to, const void *src, ng_type from, int64_t cols, int64_t rows);
 /* rows rows of cols values of type from as a new malloc'd buffer of type to, row by row
  * through f32 (cols a multiple of both types' block sizes), the rows shared out over
