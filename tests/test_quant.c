@@ -398,7 +398,7 @@ static void magnitudes(ng_type t, const uint8_t *row, int K, float *m) {
             put_half(b, fabsf(get_half(b))), put_half(b + 2, -fabsf(get_half(b + 2)));
             ng_dequantize_row(t, b, m + 256 * i, 256);
         }
-    } else if (t == NG_Q6_K) {
+    } else if (ng_type_base(t) == NG_Q6_K) {
         for (int k = 0; k < K; k++) {
             const uint8_t *b = row + 210 * (k / 256);
             m[k] = 64 * fabsf(get_half(b + 208) * (float)(int8_t)b[192 + k % 256 / 16]);
@@ -596,17 +596,18 @@ static void test_matmul_q4_0(void) { check_type(NG_Q4_0); }
 static void test_matmul_q8_0r(void) { check_type(NG_Q8_0R); }
 static void test_matmul_q4_0r(void) { check_type(NG_Q4_0R); }
 static void test_matmul_q4_kr(void) { check_type(NG_Q4_KR); }
+static void test_matmul_q6_kr(void) { check_type(NG_Q6_KR); }
 
-/* q4_0r, q8_0r and q4_kr hold q4_0's, q8_0's and q4_k's bytes rearranged: there and back is the
- * identity, in place too; a value dequantizes the same in both orders; the layout is the one
- * quant.h states (checked on known codes); conversions between the orders are exact; files never
- * hold them. */
+/* q4_0r, q8_0r, q4_kr and q6_kr hold q4_0's, q8_0's, q4_k's and q6_k's bytes rearranged: there
+ * and back is the identity, in place too; a value dequantizes the same in both orders; the layout
+ * is the one quant.h states (checked on known codes); conversions between the orders are exact;
+ * files never hold them. */
 static void test_reorder(void) {
-    static const ng_type ts[] = {NG_Q4_0, NG_Q8_0, NG_Q4_K};
+    static const ng_type ts[] = {NG_Q4_0, NG_Q8_0, NG_Q4_K, NG_Q6_K};
     int bad = 0;
     for (int it = 0; it < COUNT(ts); it++) {
         ng_type t = ts[it], r = ng_type_reordered(t);
-        int k4 = t == NG_Q4_K, K = k4 ? 512 : 384, N = 5;
+        int k4 = t == NG_Q4_K || t == NG_Q6_K, K = k4 ? 512 : 384, N = 5;
         size_t rs = ng_row_size(t, K), n = rs * N;
         CHECK(r != t && ng_type_base(r) == t && ng_row_size(r, K) == rs &&
                   ng_type_block(r) == (k4 ? 256 : 128),
@@ -635,7 +636,7 @@ static void test_reorder(void) {
         /* q4_kr's stated layout: d, dmin and scales in place; code i of sub-block s (q4_k: byte
          * 32 (s / 2) + i of the codes, low nibble for even s) in half i / 16, lane 2 s + i / 4 %
          * 2, byte i % 4, the high nibble when i / 8 is odd */
-        for (int blk = 0; k4 && blk < 2 * N; blk++) {
+        for (int blk = 0; t == NG_Q4_K && blk < 2 * N; blk++) {
             const uint8_t *src = w + 144 * blk, *dst = a + 144 * blk;
             bad += memcmp(src, dst, 16) != 0;
             for (int s = 0; s < 8; s++)
@@ -644,6 +645,23 @@ static void test_reorder(void) {
                     uint8_t byte = dst[16 + 64 * (i / 16) + 4 * (2 * s + i / 4 % 2) + i % 4];
                     bad += (i / 8 % 2 ? byte >> 4 : byte & 15) != code;
                 }
+        }
+        /* q6_kr's: scales and d in place; code p of group g (q6_k: value i = 16 g + p, its low 4
+         * bits at byte 64 (i / 128) + i % 32 + 32 (i % 128 / 32 % 2) of ql, the high nibble for
+         * i % 128 >= 64, its top 2 at bits 2 (i % 128 / 32) of qh[32 (i / 128) + i % 32]) in lane
+         * g, byte p % 4 of vector v = p / 4: low bits in nibble v % 2 of byte 64 (v / 2) + 4 g + p
+         * % 4, top bits at bits 2 v of byte 128 + 4 g + p % 4 */
+        for (int blk = 0; t == NG_Q6_K && blk < 2 * N; blk++) {
+            const uint8_t *src = w + 210 * blk, *dst = a + 210 * blk;
+            bad += memcmp(src + 192, dst + 192, 18) != 0;
+            for (int i = 0; i < 256; i++) {
+                int h = i / 128, l = i % 32, k = i % 128 / 32, g = i / 16, p = i % 16, v = p / 4;
+                int code = (src[64 * h + l + 32 * (k % 2)] >> (4 * (k / 2)) & 15) |
+                           (src[128 + 32 * h + l] >> (2 * k) & 3) << 4;
+                int got = (dst[64 * (v / 2) + 4 * g + p % 4] >> (4 * (v % 2)) & 15) |
+                          (dst[128 + 4 * g + p % 4] >> (2 * v) & 3) << 4;
+                bad += got != code;
+            }
         }
         /* the stated layout: code i of block j sits in lane j + 4 * (i % 16 / 4), byte i % 4,
          * of the first 64 bytes (q8_0: the first or second 64 for i < 16 or i >= 16, as q + 128);
@@ -769,7 +787,7 @@ static void test_matmul_fresh_row(void) {
  * where it should. All of it on the best path, then on the AVX2 path (f32 and f16 as one job in
  * decode, q8_0r and q4_0r at 40 rows on its int8 GEMM where AVX-VNNI runs it). */
 static void test_matmul_multi(void) {
-    static const ng_type ts[] = {NG_F32, NG_F16, NG_Q8_0R, NG_Q4_0R, NG_Q4_K, NG_Q4_KR, NG_Q6_K};
+    static const ng_type ts[] = {NG_F32, NG_F16, NG_Q8_0R, NG_Q4_0R, NG_Q4_K, NG_Q4_KR, NG_Q6_K, NG_Q6_KR};
     static const int sets[][3] = {{128, 32, 32}, {64, 16, 0}, {48, 40, 16}}, Bs[] = {1, 3, 8, 9, 24, 40};
     const int K = 512;
     int bad = 0, runs = 0, one_job = 0;
@@ -820,7 +838,7 @@ static void test_matmul_multi(void) {
                             runs++;
                             /* one job: a decode batch of 16-row groups, on a GEMV (not q4_k's or q6_k's); a
                              * batch on the int8 GEMM */
-                            one_job += B <= 8 ? is != 2 && base != NG_Q4_K && t != NG_Q6_K &&
+                            one_job += B <= 8 ? is != 2 && base != NG_Q4_K && base != NG_Q6_K &&
                                                     (t == NG_F32 || t == NG_F16 ? simd : vnni)
                                               : ng_kernel_int8_gemm(t, B);
                         }
@@ -1313,6 +1331,7 @@ int main(void) {
     RUN(test_matmul_q8_0r);
     RUN(test_matmul_q4_0r);
     RUN(test_matmul_q4_kr);
+    RUN(test_matmul_q6_kr);
     RUN(test_matmul_steal_q);
     RUN(test_matmul_fresh_row);
     RUN(test_matmul_multi);

@@ -25,7 +25,7 @@ static const type_info TYPES[NG_TYPE_COUNT] = {
     [NG_Q6_K] = {"q6_k", 256, 210},   [NG_Q8_K] = {"q8_k", 256, 292},   [NG_I8] = {"i8", 1, 1},
     [NG_I16] = {"i16", 1, 2},         [NG_I32] = {"i32", 1, 4},         [NG_I64] = {"i64", 1, 8},
     [NG_F64] = {"f64", 1, 8},         [NG_BF16] = {"bf16", 1, 2},       [NG_Q4_0R] = {"q4_0r", 128, 72},
-    [NG_Q8_0R] = {"q8_0r", 128, 136}, [NG_Q4_KR] = {"q4_kr", 256, 144},
+    [NG_Q8_0R] = {"q8_0r", 128, 136}, [NG_Q4_KR] = {"q4_kr", 256, 144}, [NG_Q6_KR] = {"q6_kr", 256, 210},
 };
 
 int ng_type_known(int t) { return t >= 0 && t < NG_TYPE_COUNT && TYPES[t].name != NULL; }

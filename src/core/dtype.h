@@ -35,9 +35,10 @@ typedef enum {
      * kernels (quant.h): the same bytes per value, never in files. */
     NG_Q4_0R = 40,
     NG_Q8_0R = 41,
-    /* q4_k with each super-block's codes rearranged for the AVX-512 VNNI GEMV (quant.h) */
+    /* q4_k and q6_k with each super-block's codes rearranged for the AVX-512 VNNI GEMV (quant.h) */
     NG_Q4_KR = 42,
-    NG_TYPE_COUNT = 43
+    NG_Q6_KR = 43,
+    NG_TYPE_COUNT = 44
 } ng_type;
 
 /* "f32", "q4_k", ...; "?" for ids this build does not know. */

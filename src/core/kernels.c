@@ -253,7 +253,7 @@ static const type_ops TYPE_OPS[NG_TYPE_COUNT] = {
     [NG_Q8_0] = {dot_quant, row_f32},  [NG_Q4_0] = {dot_quant, row_f32},  [NG_Q4_1] = {dot_quant, row_f32},
     [NG_Q5_0] = {dot_quant, row_f32},  [NG_Q5_1] = {dot_quant, row_f32},  [NG_Q4_K] = {dot_quant, row_f32},
     [NG_Q5_K] = {dot_quant, row_f32},  [NG_Q6_K] = {dot_quant, row_f32},  [NG_Q4_0R] = {dot_quant, row_f32},
-    [NG_Q4_KR] = {dot_quant, row_f32}, [NG_Q8_0R] = {dot_quant, row_f32},
+    [NG_Q4_KR] = {dot_quant, row_f32}, [NG_Q6_KR] = {dot_quant, row_f32}, [NG_Q8_0R] = {dot_quant, row_f32},
 };
 
 int ng_matmul_supported(ng_type wt) { return wt >= 0 && wt < NG_TYPE_COUNT && TYPE_OPS[wt].dot != NULL; }
@@ -2187,10 +2187,15 @@ static const int32_t Q4KR_X[16] = {0, 1, 8, 9, 16, 17, 24, 25, 0, 1, 8, 9, 16, 1
 /* Lane l: sub-block l / 2's scale (as sm holds them: 8 scales, 8 mins). */
 static const int32_t SPREAD2[16] = {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7};
 
-/* Rows b0..b1-1 of the quantized activations arranged for the q4_kr kernel: K bytes a row at
- * row b * xb of buf. */
-TV static void arrange_k(uint8_t *buf, const xq8 *xq, size_t xb, int K, int b0, int b1) {
-    const __m512i i0 = _mm512_loadu_si512(Q4KR_X);
+/* The same for q6_kr (q6_kr_rows): vector v's lane g holds word 4 g + v, its group g's codes 4 v
+ * to 4 v + 3. */
+static const int32_t Q6KR_X[16] = {0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28};
+
+/* Rows b0..b1-1 of the quantized activations arranged for the q4_kr or q6_kr kernel: K bytes a
+ * row at row b * xb of buf. */
+TV static void arrange_k(uint8_t *buf, const xq8 *xq, ng_type wt, size_t xb, int K, int b0, int b1) {
+    const __m512i i0 = _mm512_loadu_si512(wt == NG_Q6_KR ? Q6KR_X : Q4KR_X);
+    const int step = wt == NG_Q6_KR ? 1 : 2;
     for (int b = b0; b < b1; b++)
         for (int kb = 0; kb < K / 256; kb++) {
             const int8_t *src = xq->q + (size_t)b * K + (size_t)kb * 256;
@@ -2198,15 +2203,36 @@ TV static void arrange_k(uint8_t *buf, const xq8 *xq, size_t xb, int K, int b0, 
             __m512i n0 = _mm512_loadu_si512(src), n1 = _mm512_loadu_si512(src + 64);
             __m512i n2 = _mm512_loadu_si512(src + 128), n3 = _mm512_loadu_si512(src + 192);
             for (int z = 0; z < 4; z++) {
-                __m512i i = _mm512_add_epi32(i0, _mm512_set1_epi32(2 * z));
+                __m512i i = _mm512_add_epi32(i0, _mm512_set1_epi32(step * z));
                 __m512i a = _mm512_permutex2var_epi32(n0, i, n1), c = _mm512_permutex2var_epi32(n2, i, n3);
                 _mm512_storeu_si512(dst + 64 * z, _mm512_mask_blend_epi32(0xFF00, a, c));
             }
         }
 }
 
+/* A q6_kr block's codes (0..63) as four vectors: vector v's lane g holds codes 4 v..4 v + 3 of
+ * group g, its low 4 bits from nibble v % 2 of the 64 bytes v / 2, its top 2 from bits 2 v of
+ * the next 64 (ng_reorder_rows). */
+INLV void q6_kr_codes512(const uint8_t *blk, __m512i *c) {
+    const __m512i m4 = _mm512_set1_epi8(15), m30 = _mm512_set1_epi8(0x30);
+    __m512i z0 = _mm512_loadu_si512(blk), z1 = _mm512_loadu_si512(blk + 64),
+            h = _mm512_loadu_si512(blk + 128);
+    /* lo | (hi & 0x30): vpternlogd 0xF8 (A | B & C) */
+    c[0] = _mm512_ternarylogic_epi32(_mm512_and_si512(z0, m4), _mm512_slli_epi16(h, 4), m30, 0xF8);
+    c[1] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi16(z0, 4), m4), _mm512_slli_epi16(h, 2),
+                                     m30, 0xF8);
+    c[2] = _mm512_ternarylogic_epi32(_mm512_and_si512(z1, m4), h, m30, 0xF8);
+    c[3] = _mm512_ternarylogic_epi32(_mm512_and_si512(_mm512_srli_epi16(z1, 4), m4), _mm512_srli_epi16(h, 2),
+                                     m30, 0xF8);
+}
+
+/* R weight rows of q4_kr or q6_kr against NB activation rows (arranged by arrange_k). q6_kr: lane
+ * g of the four vectors of codes is group g (16 values) throughout, so its scale needs no spread;
+ * d_x (one per 32 values) is spread over the groups once per block for all rows, and the code
+ * offset -32 is -32 d sc_g times the group's d_x sum(x). */
 INLV void kr512_rows(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, const void *w, size_t rs,
-                     const float *bias, const int NB, const int R, const int *row, int N, int K) {
+                     ng_type wt, const float *bias, const int NB, const int R, const int *row, int N, int K) {
+    const int k6 = wt == NG_Q6_KR, bs = k6 ? 210 : 144;
     const __m512i m4 = _mm512_set1_epi8(15), sp2 = _mm512_loadu_si512(SPREAD2),
                   sp0 = _mm512_loadu_si512(SPREAD8[0]);
     const uint8_t *wr[4];
@@ -2221,35 +2247,48 @@ INLV void kr512_rows(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, cons
     for (int kb = 0; kb < K / 256; kb++) {
         __m512 dxs[GEMV_MAX_B], ds[GEMV_MAX_B];
 #pragma GCC unroll 8
-        for (int b = 0; b < NB; b++) { /* lane l: d_x of sub-block l / 2; the mins' lanes 8-15: d_x sum(x) */
+        for (int b = 0; b < NB; b++) {
+            /* lane l: d_x of sub-block (q6_kr: of group) l / 2; q4_kr's mins' lanes 8-15: d_x sum(x);
+             * q6_kr's: 32 d_x sum(x) of group l */
             size_t o = (size_t)b * nb32 + (size_t)kb * 8;
             dxs[b] = _mm512_permutexvar_ps(sp2, _mm512_castps256_ps512(_mm256_loadu_ps(xq->d + o)));
-            ds[b] = _mm512_castpd_ps(
-                _mm512_insertf64x4(_mm512_setzero_pd(), _mm256_castps_pd(_mm256_loadu_ps(xq->ds + o)), 1));
+            if (k6)
+                ds[b] = _mm512_mul_ps(_mm512_loadu_ps(xq->ds16 + (size_t)b * (K / 16) + (size_t)kb * 16),
+                                      _mm512_set1_ps(32));
+            else
+                ds[b] = _mm512_castpd_ps(_mm512_insertf64x4(
+                    _mm512_setzero_pd(), _mm256_castps_pd(_mm256_loadu_ps(xq->ds + o)), 1));
         }
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) {
-            const uint8_t *blk = wr[r] + (size_t)kb * 144;
-#pragma GCC unroll 3
-            for (int o = 0; o < 144; o += 64)
-                _mm_prefetch((const char *)blk + GEMV_PREFETCH + o, _MM_HINT_T0);
-            uint32_t dd;
-            memcpy(&dd, blk, 4);
-            __m512 sm = _mm512_mul_ps(
-                _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q4_k_scale_bytes512(blk))),
-                _mm512_permutexvar_ps(sp0, _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)dd)))));
-            __m512 scs = _mm512_permutexvar_ps(sp2, sm);
-            __m512i z0 = _mm512_loadu_si512(blk + 16), z1 = _mm512_loadu_si512(blk + 80);
-            __m512i v0 = _mm512_and_si512(z0, m4), v1 = _mm512_and_si512(_mm512_srli_epi16(z0, 4), m4);
-            __m512i v2 = _mm512_and_si512(z1, m4), v3 = _mm512_and_si512(_mm512_srli_epi16(z1, 4), m4);
+            const uint8_t *blk = wr[r] + (size_t)kb * bs;
+#pragma GCC unroll 4
+            for (int o = 0; o < bs; o += 64) _mm_prefetch((const char *)blk + GEMV_PREFETCH + o, _MM_HINT_T0);
+            __m512i v[4];
+            __m512 sm, scs;
+            if (k6) {
+                q6_kr_codes512(blk, v);
+                sm = scs = q6_k_scales512(blk);
+            } else {
+                uint32_t dd;
+                memcpy(&dd, blk, 4);
+                sm = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q4_k_scale_bytes512(blk))),
+                                   _mm512_permutexvar_ps(sp0, _mm512_castps128_ps512(
+                                                                  _mm_cvtph_ps(_mm_cvtsi32_si128((int)dd)))));
+                scs = _mm512_permutexvar_ps(sp2, sm);
+                __m512i z0 = _mm512_loadu_si512(blk + 16), z1 = _mm512_loadu_si512(blk + 80);
+                v[0] = _mm512_and_si512(z0, m4), v[1] = _mm512_and_si512(_mm512_srli_epi16(z0, 4), m4);
+                v[2] = _mm512_and_si512(z1, m4), v[3] = _mm512_and_si512(_mm512_srli_epi16(z1, 4), m4);
+            }
 #pragma GCC unroll 8
             for (int b = 0; b < NB; b++) {
                 const uint8_t *xk = xs + (size_t)b * xb + (size_t)kb * 256;
-                __m512i i = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v0, _mm512_loadu_si512(xk));
-                __m512i j = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v1, _mm512_loadu_si512(xk + 64));
-                i = _mm512_dpbusd_epi32(i, v2, _mm512_loadu_si512(xk + 128));
-                j = _mm512_dpbusd_epi32(j, v3, _mm512_loadu_si512(xk + 192));
-                __m512 a = _mm512_fnmadd_ps(sm, ds[b], acc[r][b]); /* minus dmin m_s d_x sum(x) */
+                __m512i i = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[0], _mm512_loadu_si512(xk));
+                __m512i j = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v[1], _mm512_loadu_si512(xk + 64));
+                i = _mm512_dpbusd_epi32(i, v[2], _mm512_loadu_si512(xk + 128));
+                j = _mm512_dpbusd_epi32(j, v[3], _mm512_loadu_si512(xk + 192));
+                /* minus dmin m_s d_x sum(x) (q6_kr: 32 d sc_g d_x sum(x)) */
+                __m512 a = _mm512_fnmadd_ps(sm, ds[b], acc[r][b]);
                 acc[r][b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(i, j)),
                                             _mm512_mul_ps(scs, dxs[b]), a);
             }
@@ -2266,47 +2305,54 @@ INLV void kr512_rows(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, cons
 }
 
 INLV void kr512_body(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, const void *w, size_t rs,
-                     const float *bias, const int NB, int N, int K, int n0, int n1) {
+                     ng_type wt, const float *bias, const int NB, int N, int K, int n0, int n1) {
     const int R = NB == 1 ? 4 : NB == 2 ? 2 : 1;
     int len = (n1 - n0) / R, row[4];
     for (int i = 0; i < len; i++) {
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++) row[r] = n0 + r * len + i;
-        kr512_rows(y, xq, xs, xb, w, rs, bias, NB, R, row, N, K);
+        kr512_rows(y, xq, xs, xb, w, rs, wt, bias, NB, R, row, N, K);
     }
-    for (int n = n0 + R * len; n < n1; n++) kr512_rows(y, xq, xs, xb, w, rs, bias, NB, 1, &n, N, K);
+    for (int n = n0 + R * len; n < n1; n++) kr512_rows(y, xq, xs, xb, w, rs, wt, bias, NB, 1, &n, N, K);
+}
+
+INLV void kr512_type(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, const void *w, size_t rs,
+                     ng_type wt, const float *bias, int B, int N, int K, int n0, int n1) {
+    switch (B) {
+    case 1:
+        kr512_body(y, xq, xs, xb, w, rs, wt, bias, 1, N, K, n0, n1);
+        break;
+    case 2:
+        kr512_body(y, xq, xs, xb, w, rs, wt, bias, 2, N, K, n0, n1);
+        break;
+    case 3:
+        kr512_body(y, xq, xs, xb, w, rs, wt, bias, 3, N, K, n0, n1);
+        break;
+    case 4:
+        kr512_body(y, xq, xs, xb, w, rs, wt, bias, 4, N, K, n0, n1);
+        break;
+    case 5:
+        kr512_body(y, xq, xs, xb, w, rs, wt, bias, 5, N, K, n0, n1);
+        break;
+    case 6:
+        kr512_body(y, xq, xs, xb, w, rs, wt, bias, 6, N, K, n0, n1);
+        break;
+    case 7:
+        kr512_body(y, xq, xs, xb, w, rs, wt, bias, 7, N, K, n0, n1);
+        break;
+    default:
+        kr512_body(y, xq, xs, xb, w, rs, wt, bias, 8, N, K, n0, n1);
+        break;
+    }
 }
 
 TV static void qgemv512_k(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, const void *w, size_t rs,
                           ng_type wt, const float *bias, int B, int N, int K, int n0, int n1) {
-    if (wt == NG_Q4_KR) {
-        switch (B) {
-        case 1:
-            kr512_body(y, xq, xs, xb, w, rs, bias, 1, N, K, n0, n1);
-            break;
-        case 2:
-            kr512_body(y, xq, xs, xb, w, rs, bias, 2, N, K, n0, n1);
-            break;
-        case 3:
-            kr512_body(y, xq, xs, xb, w, rs, bias, 3, N, K, n0, n1);
-            break;
-        case 4:
-            kr512_body(y, xq, xs, xb, w, rs, bias, 4, N, K, n0, n1);
-            break;
-        case 5:
-            kr512_body(y, xq, xs, xb, w, rs, bias, 5, N, K, n0, n1);
-            break;
-        case 6:
-            kr512_body(y, xq, xs, xb, w, rs, bias, 6, N, K, n0, n1);
-            break;
-        case 7:
-            kr512_body(y, xq, xs, xb, w, rs, bias, 7, N, K, n0, n1);
-            break;
-        default:
-            kr512_body(y, xq, xs, xb, w, rs, bias, 8, N, K, n0, n1);
-            break;
-        }
-    } else if (wt == NG_Q4_K)
+    if (wt == NG_Q4_KR)
+        kr512_type(y, xq, xs, xb, w, rs, NG_Q4_KR, bias, B, N, K, n0, n1);
+    else if (wt == NG_Q6_KR)
+        kr512_type(y, xq, xs, xb, w, rs, NG_Q6_KR, bias, B, N, K, n0, n1);
+    else if (wt == NG_Q4_K)
         k512_type(y, xq, w, rs, NG_Q4_K, bias, B, N, K, n0, n1);
     else
         k512_type(y, xq, w, rs, NG_Q6_K, bias, B, N, K, n0, n1);
@@ -2359,7 +2405,7 @@ static inline int qx_offset(ng_type wt) {
 
 /* Panel bytes per block for weights of type wt. */
 static inline size_t qp_blk(ng_type wt) {
-    return ng_type_base(wt) == NG_Q4_K || wt == NG_Q6_K ? QP_BLK_K : QP_BLK;
+    return ng_type_base(wt) == NG_Q4_K || ng_type_base(wt) == NG_Q6_K ? QP_BLK_K : QP_BLK;
 }
 
 /* Lane j of a q6_k step's u[0] (u[1]: + 4): dword group j / 4 of block j % 4, blocks 0 and 1 being
@@ -2378,6 +2424,25 @@ INLV void wstep512_q6_k(const uint8_t *p, int s2, __m512i *u, __m512 *dw, __m512
     __m512i g = _mm512_loadu_si512(Q6K_GROUPS);
     u[0] = _mm512_permutex2var_epi32(a, g, b);
     u[1] = _mm512_permutex2var_epi32(a, _mm512_add_epi32(g, _mm512_set1_epi32(4)), b);
+    __m512 sc = q6_k_scales512(p);
+    __m512i k = _mm512_loadu_si512(Q6K_SCALES[s2]);
+    *dw = _mm512_permutexvar_ps(k, sc);
+    *dw2 = _mm512_permutexvar_ps(_mm512_add_epi32(k, _mm512_set1_epi32(1)), sc);
+}
+
+/* The same for q6_kr: u[0]'s lane j (group 2 (4 s2 + j % 4), the first 16 codes of block j % 4 of
+ * the step; word group j / 4) from code vector j / 4's lane of that group, u[1]'s from the next
+ * group's; lanes 0-7 from vectors 0, 1 (indices 16 and up: vector 1), 8-15 from vectors 2, 3. */
+static const int32_t Q6KR_GROUPS[2][16] = {{0, 2, 4, 6, 16, 18, 20, 22, 0, 2, 4, 6, 16, 18, 20, 22},
+                                           {8, 10, 12, 14, 24, 26, 28, 30, 8, 10, 12, 14, 24, 26, 28, 30}};
+
+INLV void wstep512_q6_kr(const uint8_t *p, int s2, __m512i *u, __m512 *dw, __m512 *dw2) {
+    __m512i c[4];
+    q6_kr_codes512(p, c);
+    __m512i g = _mm512_loadu_si512(Q6KR_GROUPS[s2]);
+    for (int h = 0; h < 2; h++, g = _mm512_add_epi32(g, _mm512_set1_epi32(1)))
+        u[h] = _mm512_mask_blend_epi32(0xFF00, _mm512_permutex2var_epi32(c[0], g, c[1]),
+                                       _mm512_permutex2var_epi32(c[2], g, c[3]));
     __m512 sc = q6_k_scales512(p);
     __m512i k = _mm512_loadu_si512(Q6K_SCALES[s2]);
     *dw = _mm512_permutexvar_ps(k, sc);
@@ -2433,7 +2498,7 @@ static inline int qpanels(int N, int pr) { return (N + pr - 1) / pr; }
 
 /* Rows w.. (nr of them, rs bytes apart) into the panel P, K / 32 blocks. */
 INLV void qpack_w_type(uint8_t *P, const void *w, size_t rs, ng_type wt, int nr, int K) {
-    const int k4 = ng_type_base(wt) == NG_Q4_K, k6 = wt == NG_Q6_K,
+    const int k4 = ng_type_base(wt) == NG_Q4_K, k6 = ng_type_base(wt) == NG_Q6_K,
               sb = ng_type_base(wt) == NG_Q4_0 ? 72 : 136, nb = K / 32, ns = xs_steps(K);
     const size_t pb = qp_blk(wt);
     for (int v = 0; v < QR; v++)
@@ -2448,6 +2513,8 @@ INLV void qpack_w_type(uint8_t *P, const void *w, size_t rs, ng_type wt, int nr,
                     wstep512_q4_kr(p + (size_t)(s / 2) * 144, s % 2, u, &d, &m);
                 else if (16 * v + r < nr && k4)
                     wstep512_q4_k(p + (size_t)(s / 2) * 144, s % 2, u, &d, &m);
+                else if (16 * v + r < nr && wt == NG_Q6_KR)
+                    wstep512_q6_kr(p + (size_t)(s / 2) * 210, s % 2, u, &d, &m);
                 else if (16 * v + r < nr && k6)
                     wstep512_q6_k(p + (size_t)(s / 2) * 210, s % 2, u, &d, &m);
                 else if (16 * v + r < nr && rem)
@@ -2484,6 +2551,9 @@ TV static void qpack_w(uint8_t *P, const void *w, size_t rs, ng_type wt, int nr,
         qpack_w_type(P, w, rs, NG_Q4_KR, nr, K);
         break;
     case NG_Q6_K: qpack_w_type(P, w, rs, NG_Q6_K, nr, K); break;
+    case NG_Q6_KR:
+        qpack_w_type(P, w, rs, NG_Q6_KR, nr, K);
+        break;
     default: qpack_w_type(P, w, rs, NG_Q8_0, nr, K); break;
     }
 }
@@ -2513,7 +2583,8 @@ TV static void qpack_x(uint8_t *X, const xq8 *xq, ng_type wt, int K, int b0, int
             size_t i = (size_t)(b0 + r) * nb + blk;
             row[r] = r < bn ? _mm256_loadu_si256((const __m256i *)(xq->q + i * 32)) : _mm256_setzero_si256();
             d[r] = r < bn ? xq->d[i] : 0;
-            if (wt == NG_Q6_K) { /* two starts: -32 times each half's code sum, the second in ds's place */
+            if (ng_type_base(wt) ==
+                NG_Q6_K) { /* two starts: -32 times each half's code sum, the second in ds's place */
                 int h0 = 0;
                 for (int k = 0; k < 16 && r < bn; k++) h0 += xq->q[i * 32 + k];
                 s0[r] = r < bn ? -32 * h0 : 0;
@@ -2965,7 +3036,7 @@ void ng_kernel_set_int8_gemm(int on) { g_int8_gemm = on != 0; }
 
 static int int8_gemm_on(int path, ng_type wt, int B) {
     ng_type b = ng_type_base(wt);
-    if (g_int8_gemm && (b == NG_Q4_K || wt == NG_Q6_K)) /* the AVX-512 GEMM only (qmicro_k, qmicro_k6) */
+    if (g_int8_gemm && (b == NG_Q4_K || b == NG_Q6_K)) /* the AVX-512 GEMM only (qmicro_k, qmicro_k6) */
         return path == PATH_AVX512 && ng_cpu_features()->avx512vnni && B >= QGEMM_MIN_B;
     if (!g_int8_gemm || (b != NG_Q8_0 && b != NG_Q4_0)) return 0;
     if (qgemv_wide(path, wt)) return B >= QGEMM_MIN_B;
@@ -2988,7 +3059,7 @@ static int qgemv_native(int path, ng_type wt) {
     ng_type r = ng_type_reordered(ng_type_base(wt));
     return qgemv_wide(path, wt) ||
            (path == PATH_AVX2 && (r == NG_Q4_0R || (r == NG_Q8_0R && avx_vnni_on(path)))) ||
-           (r == NG_Q4_KR && path == PATH_AVX512 && ng_cpu_features()->avx512vnni);
+           ((r == NG_Q4_KR || r == NG_Q6_KR) && path == PATH_AVX512 && ng_cpu_features()->avx512vnni);
 }
 
 /* Wherever the kernel order has its kernel (qgemv_native). On the AVX2 path that is q4_0, and
@@ -3018,8 +3089,8 @@ static void quantize_on(int path, xq8 *xq, const float *x, size_t nb) {
 static void prepare_rows(int path, const float *x, xq8 *xq, uint8_t *xs, ng_type wt, int K, int b0, int b1) {
     xq8 v = xq8_from(xq, b0, K);
     quantize_on(path, &v, x + (size_t)b0 * K, (size_t)(b1 - b0) * K / 32);
-    if (xs && wt == NG_Q4_KR)
-        arrange_k(xs, xq, xs_row(K), K, b0, b1);
+    if (xs && (wt == NG_Q4_KR || wt == NG_Q6_KR))
+        arrange_k(xs, xq, wt, xs_row(K), K, b0, b1);
     else if (xs && path == PATH_AVX512)
         arrange_x(xs, xq, wt, K, b0, b1);
     else if (xs) arrange_x_c(xs, xq, wt, K, b0, b1);
@@ -3046,10 +3117,10 @@ static void q512_share_prefetch(const mm_job *j, int t, int T) {
 static void qgemv_job(void *ctx, int t, int T) {
     const mm_job *j = ctx;
     int B = j->B, N = j->N, K = j->K, pass = j->pass;
-    qgemv_fn kern = avx_vnni_on(j->path)                                        ? qgemv_avxvnni
-                    : j->path != PATH_AVX512 || !ng_cpu_features()->avx512vnni  ? qgemv_avx2
-                    : j->wt == NG_Q4_K || j->wt == NG_Q6_K || j->wt == NG_Q4_KR ? qgemv512_k
-                                                                                : qgemv_vnni;
+    qgemv_fn kern = avx_vnni_on(j->path)                                               ? qgemv_avxvnni
+                    : j->path != PATH_AVX512 || !ng_cpu_features()->avx512vnni         ? qgemv_avx2
+                    : ng_type_base(j->wt) == NG_Q4_K || ng_type_base(j->wt) == NG_Q6_K ? qgemv512_k
+                                                                                       : qgemv_vnni;
     if (j->shared) {
         prepare_rows(j->path, j->x, j->xq, j->xs, j->wt, K, B * t / T, B * (t + 1) / T);
         ng_team_barrier();
@@ -3200,7 +3271,7 @@ static void qgemm_job(void *ctx, int t, int T) {
     void (*micro)(float *, const uint8_t *, const uint8_t *, const float *, int, int, int, int, int, int,
                   gemm_pf *, int) = !wide                            ? qmicro256
                                     : ng_type_base(j->wt) == NG_Q4_K ? qmicro_k
-                                    : j->wt == NG_Q6_K               ? qmicro_k6
+                                    : ng_type_base(j->wt) == NG_Q6_K ? qmicro_k6
                                                                      : qmicro;
     uint8_t *P = (uint8_t *)grow(&tl_scratch, &tl_scratch_cap, (size_t)nb * QP_BLK_K / sizeof(float) + 1);
     ng_team_barrier();

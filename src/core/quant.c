@@ -290,15 +290,50 @@ static void reorder_k(uint8_t *out, const uint8_t *in, int to_r) {
         }
 }
 
+/* Value i's 6-bit code in a q6_k block (kernel order: q6_kr). q6_k: in half h = i / 128, at
+ * l = i % 32 of quarter k = i % 128 / 32, the low 4 bits in ql[64 h + l + 32 (k % 2)] (the high
+ * nibble for k >= 2), the top 2 at bits 2 k of qh[32 h + l]. q6_kr: group g = i / 16, its code
+ * p = i % 16 in lane g, byte p % 4 of vector v = p / 4: the low 4 bits in the nibble v % 2 of
+ * byte 64 (v / 2) + 4 g + p % 4, the top 2 at bits 2 v of byte 128 + 4 g + p % 4. */
+static int code6(const uint8_t *b, int kr, int i) {
+    if (kr) {
+        int g = i / 16, p = i % 16, v = p / 4, o = 4 * g + p % 4;
+        return (b[64 * (v / 2) + o] >> (4 * (v % 2)) & 15) | (b[128 + o] >> (2 * v) & 3) << 4;
+    }
+    int h = i / 128, l = i % 32, k = i % 128 / 32;
+    return (b[64 * h + l + 32 * (k % 2)] >> (4 * (k / 2)) & 15) | (b[128 + 32 * h + l] >> (2 * k) & 3) << 4;
+}
+
+static void put_code6(uint8_t *b, int kr, int i, int c) {
+    if (kr) {
+        int g = i / 16, p = i % 16, v = p / 4, o = 4 * g + p % 4;
+        b[64 * (v / 2) + o] |= (uint8_t)((c & 15) << (4 * (v % 2)));
+        b[128 + o] |= (uint8_t)((c >> 4) << (2 * v));
+    } else {
+        int h = i / 128, l = i % 32, k = i % 128 / 32;
+        b[64 * h + l + 32 * (k % 2)] |= (uint8_t)((c & 15) << (4 * (k / 2)));
+        b[128 + 32 * h + l] |= (uint8_t)((c >> 4) << (2 * k));
+    }
+}
+
+/* A q6_k block into q6_kr (to_r) or back: the codes moved, the scales and d where they were. */
+static void reorder_k6(uint8_t *out, const uint8_t *in, int to_r) {
+    memset(out, 0, 192);
+    memcpy(out + 192, in + 192, 18);
+    for (int i = 0; i < 256; i++) put_code6(out, to_r, i, code6(in, !to_r, i));
+}
+
 void ng_reorder_rows(void *dst, ng_type to, const void *src, ng_type from, int64_t cols, int64_t rows) {
     ng_type base = ng_type_base(from), r = ng_type_reordered(base);
     size_t run = ng_type_size(r), n = (size_t)(cols / ng_type_block(r)) * (size_t)rows;
-    uint8_t tmp[144], *d = dst;
+    uint8_t tmp[210], *d = dst;
     const uint8_t *p = src;
     for (size_t i = 0; i < n; i++, p += run, d += run) {
         memcpy(tmp, p, run); /* dst may be src */
         if (base == NG_Q4_K)
             reorder_k(d, tmp, to != base);
+        else if (base == NG_Q6_K)
+            reorder_k6(d, tmp, to != base);
         else
             reorder_run(d, tmp, base, to != base);
     }
@@ -309,7 +344,8 @@ void ng_reorder_rows(void *dst, ng_type to, const void *src, ng_type from, int64
 int ng_type_can_dequant(ng_type t) {
     switch (t) {
     case NG_F32: case NG_F16: case NG_BF16: case NG_Q8_0: case NG_Q4_0: case NG_Q4_1: case NG_Q5_0: case NG_Q5_1:
-    case NG_Q4_K: case NG_Q5_K: case NG_Q6_K: case NG_Q4_0R: case NG_Q8_0R: case NG_Q4_KR: return 1;
+    case NG_Q4_K: case NG_Q5_K: case NG_Q6_K: case NG_Q4_0R: case NG_Q8_0R: case NG_Q4_KR: case NG_Q6_KR:
+        return 1;
     default: return 0;
     }
 }
@@ -341,6 +377,12 @@ void ng_dequantize_row(ng_type t, const void *src, float *dst, int64_t n) {
             uint8_t g[144];
             reorder_k(g, b, 0);
             dequant_q4_k(g, dst);
+            break;
+        }
+        case NG_Q6_KR: {
+            uint8_t g[210];
+            reorder_k6(g, b, 0);
+            dequant_q6_k(g, dst);
             break;
         }
         case NG_Q4_0R: case NG_Q8_0R: {

@@ -17,8 +17,8 @@
  *         plain loads, no shuffles: the codes first, as 16 lanes of 4 bytes, lane j holding
  *         4-byte group j / 4 of block j % 4 (q4_0r: 64 bytes of q4_0's nibble pairs; q8_0r: the
  *         first 16 codes of each block, then the last 16, as q + 128), then the 4 scales (f16).
- *   q4_kr QK 256 (a q4_k block, 144 bytes): the same with its codes rearranged for the AVX-512
- *         VNNI GEMV (see ng_reorder_rows).
+ *   q4_kr QK 256 (a q4_k block, 144 bytes) and q6_kr QK 256 (a q6_k block, 210 bytes): the same
+ *         with their codes rearranged for the AVX-512 VNNI GEMV (see ng_reorder_rows).
  * These are pure functions on caller-owned memory. */
 #ifndef NG_QUANT_H
 #define NG_QUANT_H
@@ -40,17 +40,28 @@ void ng_quantize_row(ng_type t, const float *src, void *dst, int64_t n);
  * types map to themselves. (Inline: the kernels test types in their inner loops, where a call
  * would keep a constant type from folding.) */
 static inline ng_type ng_type_reordered(ng_type t) {
-    return t == NG_Q4_0 ? NG_Q4_0R : t == NG_Q8_0 ? NG_Q8_0R : t == NG_Q4_K ? NG_Q4_KR : t;
+    return t == NG_Q4_0   ? NG_Q4_0R
+           : t == NG_Q8_0 ? NG_Q8_0R
+           : t == NG_Q4_K ? NG_Q4_KR
+           : t == NG_Q6_K ? NG_Q6_KR
+                          : t;
 }
 static inline ng_type ng_type_base(ng_type t) {
-    return t == NG_Q4_0R ? NG_Q4_0 : t == NG_Q8_0R ? NG_Q8_0 : t == NG_Q4_KR ? NG_Q4_K : t;
+    return t == NG_Q4_0R   ? NG_Q4_0
+           : t == NG_Q8_0R ? NG_Q8_0
+           : t == NG_Q4_KR ? NG_Q4_K
+           : t == NG_Q6_KR ? NG_Q6_K
+                           : t;
 }
-/* Rearranges rows of cols values (a multiple of 128; of 256 for q4_k) between q4_0 and q4_0r,
- * q8_0 and q8_0r or q4_k and q4_kr, exactly (the same bytes); dst may be src. q4_kr keeps each
- * super-block's d, dmin and scales where q4_k has them and rearranges its 128 bytes of codes:
- * byte 4 l + b of its half z (64 bytes) holds, for sub-block s = l / 2, code 16 z + 4 (l % 2) + b
- * in its low nibble and that plus 8 in its high one, so that each of the four vectors of codes
- * its nibbles make holds, in lanes 2 s and 2 s + 1, 8 codes of sub-block s. */
+/* Rearranges rows of cols values (a multiple of 128; of 256 for the k-quants) between q4_0 and
+ * q4_0r, q8_0 and q8_0r, q4_k and q4_kr or q6_k and q6_kr, exactly (the same bytes); dst may be
+ * src. q4_kr keeps each super-block's d, dmin and scales where q4_k has them and rearranges its
+ * 128 bytes of codes: byte 4 l + b of its half z (64 bytes) holds, for sub-block s = l / 2, code
+ * 16 z + 4 (l % 2) + b in its low nibble and that plus 8 in its high one, so that each of the
+ * four vectors of codes its nibbles make holds, in lanes 2 s and 2 s + 1, 8 codes of sub-block
+ * s. q6_kr keeps the scales and d and puts code p of group g (16 values) in lane g, byte p % 4 of
+ * vector p / 4: its low 4 bits in the first 128 bytes (vector v in the nibble v % 2 of the 64
+ * bytes v / 2), its top 2 in the next 64 (vector v at bits 2 v). */
 void ng_reorder_rows(void *dst, ng_type to, const void *src, ng_type from, int64_t cols, int64_t rows);
 /* rows rows of cols values of type from as a new malloc'd buffer of type to, row by row
  * through f32 (cols a multiple of both types' block sizes), the rows shared out over
