@@ -714,7 +714,7 @@ static void test_matmul_steal_q(void) {
         SKIP("the kernel-order types' integer GEMV needs AVX-512 VNNI");
     }
     static const int Bs[] = {1, 2, 3, 8};
-    static const ng_type ts[] = {NG_Q8_0R, NG_Q4_0R};
+    static const ng_type ts[] = {NG_Q8_0R, NG_Q4_0R, NG_Q4_KR, NG_Q6_KR};
     int bad = 0;
     long steals0 = ng_kernel_steals();
     ng_kernel_set_steal_bytes(1);
@@ -742,7 +742,7 @@ static void test_matmul_steal_q(void) {
  * output as one thread computes it from that row, so a worker that read the row before it was
  * ready (the previous call's) shows. Every type with an integer GEMV, on each path. */
 static void test_matmul_fresh_row(void) {
-    static const ng_type ts[] = {NG_Q8_0R, NG_Q4_0R, NG_Q8_0, NG_Q4_0, NG_Q4_K};
+    static const ng_type ts[] = {NG_Q8_0R, NG_Q4_0R, NG_Q8_0, NG_Q4_0, NG_Q4_K, NG_Q4_KR, NG_Q6_KR};
     static const char *const paths[] = {"avx512", "avx2"};
     const int N = 64, K = 16384;
     int bad = 0, runs = 0;
@@ -836,9 +836,9 @@ static void test_matmul_multi(void) {
                                     fprintf(stderr, "%s %s B=%d set %d matrix %d, %d threads: differs\n",
                                             ng_kernel_path(), ng_type_name(t), B, is, m, nt);
                             runs++;
-                            /* one job: a decode batch of 16-row groups, on a GEMV (not q4_k's or q6_k's); a
-                             * batch on the int8 GEMM */
-                            one_job += B <= 8 ? is != 2 && base != NG_Q4_K && base != NG_Q6_K &&
+                            /* one job: a decode batch of 16-row groups, on a GEMV (not the file order's
+                             * q4_k or q6_k); a batch on the int8 GEMM */
+                            one_job += B <= 8 ? is != 2 && t != NG_Q4_K && t != NG_Q6_K &&
                                                     (t == NG_F32 || t == NG_F16 ? simd : vnni)
                                               : ng_kernel_int8_gemm(t, B);
                         }

@@ -615,6 +615,8 @@ typedef struct simd_isa {
 static int simd_type(ng_type wt) { return wt == NG_F32 || wt == NG_F16 || wt == NG_BF16; }
 
 /* Types with an integer GEMV kernel (the rest of the quantized types take the portable GEMV). */
+/* q4_kr and q6_kr: kernel orders whose GEMV (AVX-512 VNNI only) reads xq8 and arranged rows. */
+static int kr_type(ng_type wt) { return wt == NG_Q4_KR || wt == NG_Q6_KR; }
 static int qgemv_type_ok(ng_type wt) { return wt == NG_Q8_0 || wt == NG_Q4_0 || wt == NG_Q4_K || wt == NG_Q6_K; }
 
 /* The GEMM packs quantized weights by dequantizing the nr rows of the K chunk (to f32, in the
@@ -2304,54 +2306,68 @@ INLV void kr512_rows(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, cons
     }
 }
 
+/* Rows n0..n1-1 as R interleaved runs (as q512_body), their steps from st: a thread done with its
+ * share takes blocks of the others' (the GEMV's work stealing). */
 INLV void kr512_body(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, const void *w, size_t rs,
-                     ng_type wt, const float *bias, const int NB, int N, int K, int n0, int n1) {
+                     ng_type wt, const float *bias, const int NB, int N, int K, int n0, int n1,
+                     steps_src st) {
     const int R = NB == 1 ? 4 : NB == 2 ? 2 : 1;
     int len = (n1 - n0) / R, row[4];
-    for (int i = 0; i < len; i++) {
+    if (st.own && len > 0) prefetch_streams(w, rs, n0, len, R, GEMV_PREFETCH);
+    for (steps_it it = steps_begin(st, len, R * rs); steps_next(&it);)
+        for (int i = it.i0; i < it.i1; i++) {
 #pragma GCC unroll 4
-        for (int r = 0; r < R; r++) row[r] = n0 + r * len + i;
-        kr512_rows(y, xq, xs, xb, w, rs, wt, bias, NB, R, row, N, K);
-    }
-    for (int n = n0 + R * len; n < n1; n++) kr512_rows(y, xq, xs, xb, w, rs, wt, bias, NB, 1, &n, N, K);
+            for (int r = 0; r < R; r++) row[r] = n0 + r * len + i;
+            kr512_rows(y, xq, xs, xb, w, rs, wt, bias, NB, R, row, N, K);
+        }
+    if (st.own)
+        for (int n = n0 + R * len; n < n1; n++) kr512_rows(y, xq, xs, xb, w, rs, wt, bias, NB, 1, &n, N, K);
 }
 
 INLV void kr512_type(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, const void *w, size_t rs,
-                     ng_type wt, const float *bias, int B, int N, int K, int n0, int n1) {
+                     ng_type wt, const float *bias, int B, int N, int K, int n0, int n1, steps_src st) {
     switch (B) {
     case 1:
-        kr512_body(y, xq, xs, xb, w, rs, wt, bias, 1, N, K, n0, n1);
+        kr512_body(y, xq, xs, xb, w, rs, wt, bias, 1, N, K, n0, n1, st);
         break;
     case 2:
-        kr512_body(y, xq, xs, xb, w, rs, wt, bias, 2, N, K, n0, n1);
+        kr512_body(y, xq, xs, xb, w, rs, wt, bias, 2, N, K, n0, n1, st);
         break;
     case 3:
-        kr512_body(y, xq, xs, xb, w, rs, wt, bias, 3, N, K, n0, n1);
+        kr512_body(y, xq, xs, xb, w, rs, wt, bias, 3, N, K, n0, n1, st);
         break;
     case 4:
-        kr512_body(y, xq, xs, xb, w, rs, wt, bias, 4, N, K, n0, n1);
+        kr512_body(y, xq, xs, xb, w, rs, wt, bias, 4, N, K, n0, n1, st);
         break;
     case 5:
-        kr512_body(y, xq, xs, xb, w, rs, wt, bias, 5, N, K, n0, n1);
+        kr512_body(y, xq, xs, xb, w, rs, wt, bias, 5, N, K, n0, n1, st);
         break;
     case 6:
-        kr512_body(y, xq, xs, xb, w, rs, wt, bias, 6, N, K, n0, n1);
+        kr512_body(y, xq, xs, xb, w, rs, wt, bias, 6, N, K, n0, n1, st);
         break;
     case 7:
-        kr512_body(y, xq, xs, xb, w, rs, wt, bias, 7, N, K, n0, n1);
+        kr512_body(y, xq, xs, xb, w, rs, wt, bias, 7, N, K, n0, n1, st);
         break;
     default:
-        kr512_body(y, xq, xs, xb, w, rs, wt, bias, 8, N, K, n0, n1);
+        kr512_body(y, xq, xs, xb, w, rs, wt, bias, 8, N, K, n0, n1, st);
         break;
     }
+}
+
+/* q4_kr or q6_kr rows n0..n1-1, their steps from st (a share of a job with counters or of several
+ * matrices: qgemv_job). */
+TV static void qgemv512_kr(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, const void *w, size_t rs,
+                           ng_type wt, const float *bias, int B, int N, int K, int n0, int n1, steps_src st) {
+    if (wt == NG_Q4_KR)
+        kr512_type(y, xq, xs, xb, w, rs, NG_Q4_KR, bias, B, N, K, n0, n1, st);
+    else
+        kr512_type(y, xq, xs, xb, w, rs, NG_Q6_KR, bias, B, N, K, n0, n1, st);
 }
 
 TV static void qgemv512_k(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, const void *w, size_t rs,
                           ng_type wt, const float *bias, int B, int N, int K, int n0, int n1) {
-    if (wt == NG_Q4_KR)
-        kr512_type(y, xq, xs, xb, w, rs, NG_Q4_KR, bias, B, N, K, n0, n1);
-    else if (wt == NG_Q6_KR)
-        kr512_type(y, xq, xs, xb, w, rs, NG_Q6_KR, bias, B, N, K, n0, n1);
+    if (wt == NG_Q4_KR || wt == NG_Q6_KR)
+        qgemv512_kr(y, xq, xs, xb, w, rs, wt, bias, B, N, K, n0, n1, (steps_src){NULL, 1});
     else if (wt == NG_Q4_K)
         k512_type(y, xq, w, rs, NG_Q4_K, bias, B, N, K, n0, n1);
     else
@@ -3138,8 +3154,12 @@ static void qgemv_job(void *ctx, int t, int T) {
         for (int v = 0; v < (j->ctr ? T : 1); v++) {
             mm_seg seg[MM_MAX];
             for (int i = 0, n = share_walk(j, t, T, v, seg); i < n; i++)
-                qgemv512(seg[i].y, j->xs, j->xb, seg[i].w, j->rs, j->wt, seg[i].bias, B, seg[i].N, K, seg[i].n0,
-                         seg[i].n1, seg[i].st);
+                if (j->wide)
+                    qgemv512(seg[i].y, j->xs, j->xb, seg[i].w, j->rs, j->wt, seg[i].bias, B, seg[i].N, K,
+                             seg[i].n0, seg[i].n1, seg[i].st);
+                else /* q4_kr, q6_kr */
+                    qgemv512_kr(seg[i].y, j->xq, j->xs, j->xb, seg[i].w, j->rs, j->wt, seg[i].bias, B,
+                                seg[i].N, K, seg[i].n0, seg[i].n1, seg[i].st);
         }
         return;
     }
@@ -3235,7 +3255,7 @@ static void matmul_qgemv(int path, float *y, const float *x, const void *w, ng_t
         int pass = (int)(QX_CACHE / xrow) / GEMV_MAX_B * GEMV_MAX_B;
         j.pass = pass < GEMV_MAX_B ? GEMV_MAX_B : pass > B ? B : pass;
     }
-    j.ctr = j.wide && B <= GEMV_MAX_B ? steps_ctrs(nt, mm ? mm->n : 1) : NULL;
+    j.ctr = (j.wide || kr_type(wt)) && B <= GEMV_MAX_B ? steps_ctrs(nt, mm ? mm->n : 1) : NULL;
     ng_team_run(nt, qgemv_job, &j);
 #else
     (void)path, (void)mm;
@@ -3373,7 +3393,8 @@ void ng_matmul_multi(float *const *y, const float *x, const void *const *w, ng_t
     ops_for(wt);
     int path = current_path(), regime = mm_regime(path, wt, B), qgemm = regime == MM_QGEMM;
     /* the GEMVs share 16-row groups; the int8 GEMM shares panels, a matrix's last one partial */
-    int gemv = B <= GEMV_MAX_B && (regime == MM_GEMV || (regime == MM_QGEMV && qgemv_wide(path, wt)));
+    int gemv = B <= GEMV_MAX_B &&
+               (regime == MM_GEMV || (regime == MM_QGEMV && (qgemv_wide(path, wt) || kr_type(wt))));
     int fused = n > 1 && n <= MM_MAX && (gemv || qgemm);
     for (int m = 0; m < n && fused; m++) fused = N[m] > 0 && (qgemm || N[m] % 16 == 0);
     if (!fused) {
