@@ -7,7 +7,7 @@
  *   - prefill (B=128): GFLOP/s (2*B*N*K per call), as % of the measured FMA peak (bf16 where
  *     the bf16 GEMM runs on AVX512-BF16: of vdpbf16ps's measured peak).
  * Then for the LLaMA 7B and TinyLlama 1.1B weight shapes and the quantized types q8_0, q4_0,
- * q4_k, q6_k: decode (B=1) at 1 and 2 threads as % of the read bandwidth, and prefill (B=512,
+ * q4_k, q6_k, in the order a model's own weights take on this path (ng_matmul_native): decode (B=1) at 1 and 2 threads as % of the read bandwidth, and prefill (B=512,
  * 2 threads) in GFLOP/s (operations) and as a share of a measured peak: vpdpbusd's where the
  * int8 GEMM runs (q8_0, q4_0, q4_k, q6_k on AVX-512 VNNI; q8_0, q4_0 with AVX-VNNI's 256-bit
  * instruction on the AVX2 path), else the f32 FMA peak ("equivalent": the integer GEMV and the
@@ -162,11 +162,13 @@ static int bench_llama(int quick, const double *bw, const double *peak, qrow *ro
         float *wf = malloc(sizeof(float) * (size_t)NCHK * K);
         for (size_t i = 0; i < (size_t)BP * K; i++) x[i] = frand();
         for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
-            ng_type wt = types[ti];
+            /* in the order a model holds them (q4_0r, ..., q4_kr, q6_kr where AVX-512 VNNI runs) */
+            ng_type wt = ng_matmul_native(types[ti]);
             size_t rs = ng_row_size(wt, K);
             double bytes = (double)rs * N;
             void *w = malloc((size_t)bytes);
-            random_weights(w, wt, N, K);
+            random_weights(w, types[ti], N, K);
+            if (wt != types[ti]) ng_reorder_rows(w, wt, w, types[ti], K, N);
             for (int n = 0; n < NCHK; n++) ng_dequantize_row(wt, (char *)w + rs * n, wf + (size_t)n * K, K);
             /* Validate decode (B=1, integer GEMV), a batched GEMV (B=8) and prefill (B=512: the
              * int8 GEMM, the integer GEMV or the f32 GEMM, by type and CPU) on 1 and 2 threads,
