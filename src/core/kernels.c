@@ -2189,7 +2189,7 @@ static const int32_t Q4KR_X[16] = {0, 1, 8, 9, 16, 17, 24, 25, 0, 1, 8, 9, 16, 1
 /* Lane l: sub-block l / 2's scale (as sm holds them: 8 scales, 8 mins). */
 static const int32_t SPREAD2[16] = {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7};
 
-/* The same for q6_kr (q6_kr_rows): vector v's lane g holds word 4 g + v, its group g's codes 4 v
+/* The same for q6_kr (kr512_rows): vector v's lane g holds word 4 g + v, its group g's codes 4 v
  * to 4 v + 3. */
 static const int32_t Q6KR_X[16] = {0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28};
 

@@ -36,9 +36,9 @@ void ng_dequantize_row(ng_type t, const void *src, float *dst, int64_t n);
 /* Converts n f32 values (a multiple of t's block size) to type t (a kernel order: its file
  * type's blocks, rearranged). */
 void ng_quantize_row(ng_type t, const float *src, void *dst, int64_t n);
-/* The kernel-order type of q4_0 / q8_0 (q4_0r / q8_0r), and the file type of those; other
- * types map to themselves. (Inline: the kernels test types in their inner loops, where a call
- * would keep a constant type from folding.) */
+/* The kernel-order type of q4_0 / q8_0 / q4_k / q6_k (q4_0r / q8_0r / q4_kr / q6_kr), and the
+ * file type of those; other types map to themselves. (Inline: the kernels test types in their
+ * inner loops, where a call would keep a constant type from folding.) */
 static inline ng_type ng_type_reordered(ng_type t) {
     return t == NG_Q4_0   ? NG_Q4_0R
            : t == NG_Q8_0 ? NG_Q8_0R
