@@ -233,11 +233,6 @@ static void profile_decode(const ng_model *m, ng_state *s, const int *toks, int 
     r->matmul_gbs = r->weight_bytes / r->matmul_s / 1e9, r->attention_gbs = r->kv_bytes / r->attention_s / 1e9;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static void run_one(const bench_model *bm, const ng_hparams *hp, ng_type t, int n_prompt, int n_gen, int use_mmap,
                     int batch, int profile, double peak, bench_row *r) {
     ng_log("  %-15s %-5s making weights...", bm->name, ng_type_name(t));
@@ -299,7 +294,7 @@ static void run_one(const bench_model *bm, const ng_hparams *hp, ng_type t, int 
         }
         dt = fmin(dt, ng_time() - t1);
         double bw_next = ng_measure_read_bandwidth(ng_threads());
-        qsort(steps, (size_t)n_gen, sizeof *steps, cmp_double);
+        ng_sort_doubles(steps, (size_t)n_gen);
         double med = n_gen % 2 ? steps[n_gen / 2] : (steps[n_gen / 2 - 1] + steps[n_gen / 2]) / 2;
         if (med < step) step = med, r->floor_bw = fmax(bw_prev, bw_next);
         bw_prev = bw_next;

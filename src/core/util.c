@@ -138,6 +138,13 @@ double ng_time(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+void ng_sort_doubles(double *x, size_t n) { qsort(x, n, sizeof *x, cmp_double); }
+
 char *ng_read_file(const char *path, size_t *len, ng_error *err) {
     FILE *f = fopen(path, "rb");
     if (!f) {

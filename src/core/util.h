@@ -65,6 +65,9 @@ void ng_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Seconds on a monotonic clock. */
 double ng_time(void);
 
+/* Sorts x[0..n) ascending (timings, latencies). */
+void ng_sort_doubles(double *x, size_t n);
+
 /* Reads a whole file into a NUL-terminated heap buffer; *len gets its size. NULL + err on failure. */
 char *ng_read_file(const char *path, size_t *len, ng_error *err);
 

@@ -62,11 +62,6 @@ static void *lg_run(void *arg) {
     return NULL;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 typedef struct {
     double tok_s, p50, p99;
     long tokens;
@@ -97,7 +92,7 @@ static lg_result lg_level(int port, int conc, int n_req, int max_tokens, int n_m
     }
     double wall = ng_time() - t0;
     int n = conc * n_req;
-    qsort(ttft, (size_t)n, sizeof *ttft, cmp_double);
+    ng_sort_doubles(ttft, (size_t)n);
     r.tok_s = (double)r.tokens / wall;
     r.p50 = nearest_rank(ttft, n, 0.50);
     r.p99 = nearest_rank(ttft, n, 0.99);
