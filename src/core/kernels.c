@@ -2004,14 +2004,16 @@ static inline __m512 spread(const int32_t *idx, __m512 v) __attribute__((always_
 static inline __m512 spread(const int32_t *idx, __m512 v) { return _mm512_permutexvar_ps(_mm512_loadu_si512(idx), v); }
 
 /* A q4_k block's 8 scales times d, then its 8 mins times dmin, as one vector (8% faster than
- * q4_k_scales in blk512_q4_k). */
-INLV __m512 q4_k_scales512(const uint8_t *blk) {
+ * q4_k_scales in blk512_q4_k), from the block's scale bytes as q4_k_scale_bytes gives them. */
+INLV __m512 q4_k_scales512_of(const uint8_t *blk, __m128i bytes) {
     uint32_t dd;
     memcpy(&dd, blk, 4);
-    __m512 sm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q4_k_scale_bytes(blk)));
+    __m512 sm = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(bytes));
     return _mm512_mul_ps(
         sm, spread(SPREAD8[0], _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128((int)dd)))));
 }
+
+INLV __m512 q4_k_scales512(const uint8_t *blk) { return q4_k_scales512_of(blk, q4_k_scale_bytes(blk)); }
 
 /* Half h of a q6_k block's codes (0..63) as two vectors of 64: values 128h..128h+63 (its low
  * nibbles) in *lo, 128h+64..128h+127 (its high nibbles) in *hi; each half's 64 bytes of low
@@ -2235,8 +2237,7 @@ INLV void q6_kr_codes512(const uint8_t *blk, __m512i *c) {
 INLV void kr512_rows(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, const void *w, size_t rs,
                      ng_type wt, const float *bias, const int NB, const int R, const int *row, int N, int K) {
     const int k6 = wt == NG_Q6_KR, bs = k6 ? 210 : 144;
-    const __m512i m4 = _mm512_set1_epi8(15), sp2 = _mm512_loadu_si512(SPREAD2),
-                  sp0 = _mm512_loadu_si512(SPREAD8[0]);
+    const __m512i m4 = _mm512_set1_epi8(15), sp2 = _mm512_loadu_si512(SPREAD2);
     const uint8_t *wr[4];
     __m512 acc[4][GEMV_MAX_B];
 #pragma GCC unroll 4
@@ -2272,11 +2273,7 @@ INLV void kr512_rows(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, cons
                 q6_kr_codes512(blk, v);
                 sm = scs = q6_k_scales512(blk);
             } else {
-                uint32_t dd;
-                memcpy(&dd, blk, 4);
-                sm = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q4_k_scale_bytes512(blk))),
-                                   _mm512_permutexvar_ps(sp0, _mm512_castps128_ps512(
-                                                                  _mm_cvtph_ps(_mm_cvtsi32_si128((int)dd)))));
+                sm = q4_k_scales512_of(blk, q4_k_scale_bytes512(blk));
                 scs = _mm512_permutexvar_ps(sp2, sm);
                 __m512i z0 = _mm512_loadu_si512(blk + 16), z1 = _mm512_loadu_si512(blk + 80);
                 v[0] = _mm512_and_si512(z0, m4), v[1] = _mm512_and_si512(_mm512_srli_epi16(z0, 4), m4);
@@ -2424,6 +2421,14 @@ static inline size_t qp_blk(ng_type wt) {
     return ng_type_base(wt) == NG_Q4_K || ng_type_base(wt) == NG_Q6_K ? QP_BLK_K : QP_BLK;
 }
 
+/* A k-quant step's two per-lane factor vectors (wstep512_q4_k, wstep512_q6_k and their kernel
+ * orders): v's lanes picked by idx into *a, by idx + off into *b. */
+INLV void spread_pair(__m512 v, const int32_t *idx, int off, __m512 *a, __m512 *b) {
+    __m512i k = _mm512_loadu_si512(idx);
+    *a = _mm512_permutexvar_ps(k, v);
+    *b = _mm512_permutexvar_ps(_mm512_add_epi32(k, _mm512_set1_epi32(off)), v);
+}
+
 /* Lane j of a q6_k step's u[0] (u[1]: + 4): dword group j / 4 of block j % 4, blocks 0 and 1 being
  * the first and last 32 bytes of the step's low-nibble vector, 2 and 3 those of its high one. */
 static const int32_t Q6K_GROUPS[16] = {0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27};
@@ -2440,10 +2445,7 @@ INLV void wstep512_q6_k(const uint8_t *p, int s2, __m512i *u, __m512 *dw, __m512
     __m512i g = _mm512_loadu_si512(Q6K_GROUPS);
     u[0] = _mm512_permutex2var_epi32(a, g, b);
     u[1] = _mm512_permutex2var_epi32(a, _mm512_add_epi32(g, _mm512_set1_epi32(4)), b);
-    __m512 sc = q6_k_scales512(p);
-    __m512i k = _mm512_loadu_si512(Q6K_SCALES[s2]);
-    *dw = _mm512_permutexvar_ps(k, sc);
-    *dw2 = _mm512_permutexvar_ps(_mm512_add_epi32(k, _mm512_set1_epi32(1)), sc);
+    spread_pair(q6_k_scales512(p), Q6K_SCALES[s2], 1, dw, dw2);
 }
 
 /* The same for q6_kr: u[0]'s lane j (group 2 (4 s2 + j % 4), the first 16 codes of block j % 4 of
@@ -2459,10 +2461,7 @@ INLV void wstep512_q6_kr(const uint8_t *p, int s2, __m512i *u, __m512 *dw, __m51
     for (int h = 0; h < 2; h++, g = _mm512_add_epi32(g, _mm512_set1_epi32(1)))
         u[h] = _mm512_mask_blend_epi32(0xFF00, _mm512_permutex2var_epi32(c[0], g, c[1]),
                                        _mm512_permutex2var_epi32(c[2], g, c[3]));
-    __m512 sc = q6_k_scales512(p);
-    __m512i k = _mm512_loadu_si512(Q6K_SCALES[s2]);
-    *dw = _mm512_permutexvar_ps(k, sc);
-    *dw2 = _mm512_permutexvar_ps(_mm512_add_epi32(k, _mm512_set1_epi32(1)), sc);
+    spread_pair(q6_k_scales512(p), Q6K_SCALES[s2], 1, dw, dw2);
 }
 
 /* Lane j of a q4_k step's u[0] (u[1]: + 4): dword group j / 4 of sub-block j % 4, which sits in
@@ -2484,10 +2483,7 @@ INLV void wstep512_q4_k(const uint8_t *p, int s2, __m512i *u, __m512 *dw, __m512
     __m512i g = _mm512_loadu_si512(Q4K_GROUPS);
     u[0] = _mm512_permutex2var_epi32(lo, g, hi);
     u[1] = _mm512_permutex2var_epi32(lo, _mm512_add_epi32(g, _mm512_set1_epi32(4)), hi);
-    __m512 sm = q4_k_scales512(p);
-    __m512i k = _mm512_loadu_si512(Q4K_SCALES[s2]);
-    *dw = _mm512_permutexvar_ps(k, sm);
-    *mw = _mm512_permutexvar_ps(_mm512_add_epi32(k, _mm512_set1_epi32(8)), sm);
+    spread_pair(q4_k_scales512(p), Q4K_SCALES[s2], 8, dw, mw);
 }
 
 /* The same for q4_kr: u[0]'s lane j (sub-block 4 s2 + j % 4, word group j / 4) from the low
@@ -2503,10 +2499,7 @@ INLV void wstep512_q4_kr(const uint8_t *p, int s2, __m512i *u, __m512 *dw, __m51
         u[h] = _mm512_permutex2var_epi32(_mm512_and_si512(q, m4), g,
                                          _mm512_and_si512(_mm512_srli_epi16(q, 4), m4));
     }
-    __m512 sm = q4_k_scales512(p);
-    __m512i k = _mm512_loadu_si512(Q4K_SCALES[s2]);
-    *dw = _mm512_permutexvar_ps(k, sm);
-    *mw = _mm512_permutexvar_ps(_mm512_add_epi32(k, _mm512_set1_epi32(8)), sm);
+    spread_pair(q4_k_scales512(p), Q4K_SCALES[s2], 8, dw, mw);
 }
 
 /* Panels of pr weight rows (QNR, or the AVX2 path's QNR2) that N rows take (the last one partial). */
