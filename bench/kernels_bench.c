@@ -7,8 +7,9 @@
  *   - prefill (B=128): GFLOP/s (2*B*N*K per call), as % of the measured FMA peak (bf16 where
  *     the bf16 GEMM runs on AVX512-BF16: of vdpbf16ps's measured peak).
  * Then for the LLaMA 7B and TinyLlama 1.1B weight shapes and the quantized types q8_0, q4_0,
- * q4_k, q6_k, in the order a model's own weights take on this path (ng_matmul_native): decode (B=1) at 1 and 2 threads as % of the read bandwidth, and prefill (B=512,
- * 2 threads) in GFLOP/s (operations) and as a share of a measured peak: vpdpbusd's where the
+ * q4_k, q6_k, in the order a model's own weights take on this path (ng_matmul_native): decode
+ * (B=1) at 1 and 2 threads as % of the read bandwidth, and prefill (B=512, 2 threads) in
+ * GFLOP/s (operations) and as a share of a measured peak: vpdpbusd's where the
  * int8 GEMM runs (q8_0, q4_0, q4_k, q6_k on AVX-512 VNNI; q8_0, q4_0 with AVX-VNNI's 256-bit
  * instruction on the AVX2 path), else the f32 FMA peak ("equivalent": the integer GEMV and the
  * dequantize-then-f32 GEMM are not bound by that peak in the same way). --kernels avx2|portable

@@ -434,9 +434,9 @@ int cmd_bench(int argc, char **argv) {
                    "\"floor_bandwidth_gbs\":%.2f,"
                    "\"prefill_tok_s\":%.1f,"
                    "\"prefill_gflops\":%.1f,\"prefill_pct_of_peak\":%.1f,\"prefill_peak\":\"%s\"",
-                   first ? "" : ",", r->model, ng_type_name(r->type), r->weight_bytes / 1e6, r->n_gen, r->n_prompt,
-                   r->decode_tps, r->decode_mean_tps, r->decode_floor_pct, r->floor_bw / 1e9, r->prefill_tps,
-                   r->prefill_gflops, r->prefill_peak_pct, r->peak_kind);
+                   first ? "" : ",", r->model, ng_type_name(r->type), r->weight_bytes / 1e6, r->n_gen,
+                   r->n_prompt, r->decode_tps, r->decode_mean_tps, r->decode_floor_pct, r->floor_bw / 1e9,
+                   r->prefill_tps, r->prefill_gflops, r->prefill_peak_pct, r->peak_kind);
             if (use_mmap) printf(",\"file_mb\":%.1f,\"rss_mb\":%.1f", r->file_mb, r->rss_mb);
             if (batch)
                 printf(",\"batch\":%d,\"batch1_tok_s\":%.2f,\"batch_tok_s\":%.2f,\"batch_speedup\":%.2f", batch,
@@ -458,22 +458,23 @@ int cmd_bench(int argc, char **argv) {
                ng_kernel_avx_vnni() ? " with AVX-VNNI" : "", ng_type_name(ng_kv_type()));
         char bh[64] = "";
         if (batch) snprintf(bh, sizeof bh, "  batch 1 tok/s  batch %-3d tok/s  speedup", batch);
-        printf("%-15s %-5s %10s %12s %14s %8s %10s %13s %15s %10s%s%s\n", "model", "type", "weights", "decode tok/s",
-               "% of bw floor", "at GB/s", "mean tok/s", "prefill tok/s", "prefill GFLOP/s", "% of peak", use_mmap ? "   file MB    RSS MB" : "",
-               bh);
+        printf("%-15s %-5s %10s %12s %14s %8s %10s %13s %15s %10s%s%s\n", "model", "type", "weights",
+               "decode tok/s", "% of bw floor", "at GB/s", "mean tok/s", "prefill tok/s", "prefill GFLOP/s",
+               "% of peak", use_mmap ? "   file MB    RSS MB" : "", bh);
         for (int i = 0; i < n_rows; i++) {
             const bench_row *r = &rows[i];
             if (r->skipped) continue;
             printf("%-15s %-5s %7.0f MB %12.2f %13.1f%% %8.1f %10.2f %13.1f %15.1f %9.1f%%", r->model,
-                   ng_type_name(r->type), r->weight_bytes / 1e6, r->decode_tps, r->decode_floor_pct, r->floor_bw / 1e9,
-                   r->decode_mean_tps, r->prefill_tps,
-                   r->prefill_gflops, r->prefill_peak_pct);
+                   ng_type_name(r->type), r->weight_bytes / 1e6, r->decode_tps, r->decode_floor_pct,
+                   r->floor_bw / 1e9, r->decode_mean_tps, r->prefill_tps, r->prefill_gflops,
+                   r->prefill_peak_pct);
             if (use_mmap) printf(" %9.0f %9.0f", r->file_mb, r->rss_mb);
             if (batch) printf(" %14.2f %15.2f %7.2fx", r->batch1_tps, r->batchn_tps, r->batchn_tps / r->batch1_tps);
             printf("\n");
         }
-        printf("(decode tok/s: the fastest run's median step, judged by the higher bandwidth measured around\n"
-               " it; mean tok/s: the fastest run's tokens over its time, the machine's stalls included)\n");
+        printf(
+            "(decode tok/s: the fastest run's median step, judged by the higher bandwidth measured around\n"
+            " it; mean tok/s: the fastest run's tokens over its time, the machine's stalls included)\n");
         if (profile) {
             printf("\ndecode step, in parts (--profile: one more run of the decode test):\n");
             printf("%-15s %-5s %8s %21s %19s %15s %11s %15s\n", "model", "type", "step ms", "matrix products ms",

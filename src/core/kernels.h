@@ -83,8 +83,8 @@ void ng_matmul_multi(float *const *y, const float *x, const void *const *w, ng_t
 void ng_matmul_ref(float *y, const float *x, const void *w, ng_type wt, const float *bias, int B, int N, int K);
 /* The type of wt's values that ng_matmul reads fastest on the path it takes now: q4_0r / q8_0r /
  * q4_kr / q6_kr (see core/quant.h) for q4_0 / q8_0 / q4_k / q6_k where the AVX-512 VNNI kernels
- * run, and on the AVX2 path for q4_0 (q8_0 with AVX-VNNI); wt itself otherwise (so a model made after forcing a path keeps
- * the order that path's kernels read). */
+ * run, and on the AVX2 path for q4_0 (q8_0 with AVX-VNNI); wt itself otherwise (so a model made
+ * after forcing a path keeps the order that path's kernels read). */
 ng_type ng_matmul_native(ng_type wt);
 /* 1 when ng_matmul / ng_matmul_ref accept weights of type wt (others end the program). */
 int ng_matmul_supported(ng_type wt);
