@@ -607,10 +607,10 @@ static void test_reorder(void) {
     int bad = 0;
     for (int it = 0; it < COUNT(ts); it++) {
         ng_type t = ts[it], r = ng_type_reordered(t);
-        int k4 = t == NG_Q4_K || t == NG_Q6_K, K = k4 ? 512 : 384, N = 5;
+        int kq = t == NG_Q4_K || t == NG_Q6_K, K = kq ? 512 : 384, N = 5;
         size_t rs = ng_row_size(t, K), n = rs * N;
         CHECK(r != t && ng_type_base(r) == t && ng_row_size(r, K) == rs &&
-                  ng_type_block(r) == (k4 ? 256 : 128),
+                  ng_type_block(r) == (kq ? 256 : 128),
               "%s sizes", ng_type_name(t));
         uint8_t *w = malloc(n), *a = malloc(n), *b = malloc(n);
         random_blocks(t, w, n / ng_type_size(t));
@@ -667,7 +667,7 @@ static void test_reorder(void) {
          * of the first 64 bytes (q8_0: the first or second 64 for i < 16 or i >= 16, as q + 128);
          * the scales follow the codes */
         int q8 = t == NG_Q8_0;
-        for (int blk = 0; !k4 && blk < 4; blk++)
+        for (int blk = 0; !kq && blk < 4; blk++)
             for (int i = 0; i < 32; i++) {
                 const uint8_t *src = w + (q8 ? 34 : 18) * blk;
                 int code = q8 ? (int8_t)src[2 + i] : i < 16 ? src[2 + i] & 15 : src[2 + i - 16] >> 4;
@@ -676,7 +676,7 @@ static void test_reorder(void) {
                 int got = q8 ? (int)byte - 128 : half ? byte >> 4 : byte & 15;
                 bad += got != code;
             }
-        bad += !k4 && memcmp(a + (q8 ? 128 : 64), w, 2) != 0; /* block 0's scale first */
+        bad += !kq && memcmp(a + (q8 ? 128 : 64), w, 2) != 0; /* block 0's scale first */
         free(f1), free(f2), free(w), free(a), free(b);
         CHECK(ng_type_parse(ng_type_name(r)) < 0 && !ng_type_in_files(r) && ng_type_in_files(t),
               "%s is a file type", ng_type_name(r));
