@@ -9,10 +9,10 @@
  * Then for the LLaMA 7B and TinyLlama 1.1B weight shapes and the quantized types q8_0, q4_0,
  * q4_k, q6_k, in the order a model's own weights take on this path (ng_matmul_native): decode
  * (B=1) at 1 and 2 threads as % of the read bandwidth, and prefill (B=512, 2 threads) in
- * GFLOP/s (operations) and as a share of a measured peak: vpdpbusd's where the
- * int8 GEMM runs (q8_0, q4_0, q4_k, q6_k on AVX-512 VNNI; q8_0, q4_0 with AVX-VNNI's 256-bit
- * instruction on the AVX2 path), else the f32 FMA peak ("equivalent": the integer GEMV and the
- * dequantize-then-f32 GEMM are not bound by that peak in the same way). --kernels avx2|portable
+ * GFLOP/s (operations) and as a share of a measured peak: the integer dot product's where
+ * integer kernels run the batch (the int8 GEMM, or the integer GEMV as q4_0 and q4_kr on the
+ * AVX2 path), else the f32 FMA peak ("equivalent": the dequantize-then-f32 GEMM is not bound by
+ * that peak in the same way). --kernels avx2|portable
  * runs that path's kernels on a CPU that has better (--portable: the same as --kernels portable).
  * Every configuration is validated against ng_matmul_ref before it is timed; a mismatch ends
  * the program with status 1. Timings are the best of several repetitions (the machine is
@@ -223,7 +223,7 @@ static void print_llama(const qrow *rows, int nrows, const double *bw, const dou
            "decode B=1, 2 threads", "prefill B=512, 2 threads");
     for (int i = 0; i < nrows; i++) {
         const qrow *r = &rows[i];
-        int on8 = peak8 > 0 && ng_kernel_int8_gemm(r->wt, 512);
+        int on8 = peak8 > 0 && ng_kernel_int8_rows(r->wt, 512);
         printf("%-5s %5dx%-5d %-5s | %6.1f GB/s %5.1f%% of bw    | %6.1f GB/s %5.1f%% of bw    | "
                "%6.1f GFLOP/s %5.1f%% of %s\n",
                r->model, r->N, r->K, ng_type_name(r->wt), r->gbs1, 100 * r->gbs1 * 1e9 / bw[1], r->gbs2,
@@ -341,9 +341,9 @@ int main(int argc, char **argv) {
     printf("FMA peak f32:   1 thread %.1f GFLOP/s, 2 threads %.1f GFLOP/s\n", peak[1] / 1e9, peak[2] / 1e9);
     /* the instructions the bf16 and int8 GEMMs run on, where they do: 2 threads */
     double peakbf = ng_kernel_bf16_dot() ? ng_measure_peak_bf16_flops(2) : 0;
-    double peak8 = ng_kernel_int8_gemm(NG_Q8_0, 512) ? ng_measure_peak_int8_ops(2) : 0;
+    double peak8 = ng_measure_peak_int8_ops(2);
     if (peakbf > 0) printf("vdpbf16ps peak: 2 threads %.1f GFLOP/s\n", peakbf / 1e9);
-    if (peak8 > 0) printf("vpdpbusd peak:  2 threads %.1f GOP/s\n", peak8 / 1e9);
+    if (peak8 > 0) printf("int8 dot peak:  2 threads %.1f GOP/s\n", peak8 / 1e9);
     printf("\n");
     printf("%-10s %-11s %-5s | %-30s %-30s | %s\n", "shape", "N x K", "type", "decode B=1, 1 thread",
            "decode B=1, 2 threads", "prefill B=128, 2 threads");

@@ -488,10 +488,11 @@ static int qcheck(ng_type t, int B, int N, int K, int *runs) {
         int qtype = t == NG_Q8_0 || t == NG_Q4_0 || t == NG_Q4_K || t == NG_Q6_K;
         int wide = p == 0 && ng_cpu_features()->avx512vnni;
         int integer = p < 2 && qtype && (B <= 64 || wide || (p == 1 && t == NG_Q4_0));
-        /* the kernel-order types: only where they are native (on AVX2: q4_0r, and q8_0r with
-         * AVX-VNNI), there for any batch */
+        /* the kernel-order types: only where they are native (on AVX2: q4_0r, q4_kr, q6_kr, and
+         * q8_0r with AVX-VNNI), there for any batch */
         if (t != ng_type_base(t))
-            integer = wide || (p == 1 && (t == NG_Q4_0R || (t == NG_Q8_0R && ng_kernel_avx_vnni())));
+            integer = wide || (p == 1 && (t == NG_Q4_0R || t == NG_Q4_KR || t == NG_Q6_KR ||
+                                          (t == NG_Q8_0R && ng_kernel_avx_vnni())));
         /* the AVX2 path's int8 GEMM (with AVX-VNNI, from 32 rows) */
         int gemm256 = p == 1 && ng_kernel_int8_gemm(t, B);
         integer |= gemm256;

@@ -1525,6 +1525,129 @@ INLQ void rstep256(__m256 acc[][GEMV_MAX_B], const uint8_t *const *p, const uint
     }
 }
 
+/* -- q4_kr and q6_kr on the AVX2 path --
+ * The AVX-512 kernel's layouts (kr512_rows) read as 256-bit halves: half h of each of the four
+ * vectors of codes holds q4_kr's sub-blocks 4 h .. 4 h + 3 (two lanes each) or q6_kr's groups
+ * 8 h .. 8 h + 7 (one lane each), so a half's four dot products add into the same lanes and take
+ * one conversion and one multiply-add by their scales times d_x (d_x spread over the lanes with
+ * one vpermps); q4_kr's mins and q6_kr's -32 are one more multiply-add. x is arranged as for that
+ * kernel (arrange_k_c). Without AVX-VNNI, vpmaddubsw's pair sums add in 16 bits before vpmaddwd
+ * (q4_kr's four: 4 x 2 x 15 x 127 fits; q6_kr's two: 2 x 2 x 63 x 127), the same exact sums.
+ * The block-at-a-time kernels (blk_q4_k, blk_q6_k) take about twice the instructions. */
+
+/* A q4_k block's 8 scales times d and 8 mins times dmin (q4_k_scale_bytes512's two shuffles). */
+INLQ void q4_kr_scales256(const uint8_t *blk, __m256 *sc, __m256 *mn) {
+    const __m128i lo_at = _mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m128i hi_at = _mm_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11);
+    const __m128i lo_mask = _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 15, 15, 15, 15);
+    const __m128i hi_mask = _mm_setr_epi8(0, 0, 0, 0, 48, 48, 48, 48, 0, 0, 0, 0, 48, 48, 48, 48);
+    __m128i q = _mm_loadu_si128((const __m128i *)blk), lo = _mm_shuffle_epi8(q, lo_at);
+    lo = _mm_blend_epi16(lo, _mm_srli_epi16(lo, 4), 0xC0); /* bytes 12-15: the high nibbles */
+    __m128i hi = _mm_and_si128(_mm_srli_epi16(_mm_shuffle_epi8(q, hi_at), 2), hi_mask);
+    __m128i bytes = _mm_or_si128(_mm_and_si128(lo, lo_mask), hi);
+    __m128 dd = _mm_cvtph_ps(q); /* lanes 0, 1: d, dmin */
+    *sc = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)), _mm256_broadcastss_ps(dd));
+    *mn = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8))),
+                        _mm256_broadcastss_ps(_mm_movehdup_ps(dd)));
+}
+
+/* Half h of a q6_kr block's codes (q6_kr_codes512's, 32 bytes of each 64). */
+INLQ void q6_kr_codes256(const uint8_t *blk, int h, __m256i *c) {
+    const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
+    __m256i z0 = ld256(blk + 32 * h), z1 = ld256(blk + 64 + 32 * h), t = ld256(blk + 128 + 32 * h);
+    c[0] = _mm256_or_si256(_mm256_and_si256(z0, m4), _mm256_and_si256(_mm256_slli_epi16(t, 4), m30));
+    c[1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(z0, 4), m4),
+                           _mm256_and_si256(_mm256_slli_epi16(t, 2), m30));
+    c[2] = _mm256_or_si256(_mm256_and_si256(z1, m4), _mm256_and_si256(t, m30));
+    c[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(z1, 4), m4),
+                           _mm256_and_si256(_mm256_srli_epi16(t, 2), m30));
+}
+
+/* The four dot products of a half: codes u[0..3] against x's four vectors (64 bytes apart). */
+INLQ __m256i kr_dot4(const __m256i *u, const uint8_t *x, const int k6, const int vnni) {
+    if (vnni) { /* two chains of two */
+        __m256i i =
+            dot_u8s8(dot_u8s8(_mm256_setzero_si256(), u[0], ld256(x), vnni), u[2], ld256(x + 128), vnni);
+        __m256i j =
+            dot_u8s8(dot_u8s8(_mm256_setzero_si256(), u[1], ld256(x + 64), vnni), u[3], ld256(x + 192), vnni);
+        return _mm256_add_epi32(i, j);
+    }
+    const __m256i one = _mm256_set1_epi16(1);
+    __m256i a =
+        _mm256_add_epi16(_mm256_maddubs_epi16(u[0], ld256(x)), _mm256_maddubs_epi16(u[1], ld256(x + 64)));
+    __m256i b = _mm256_add_epi16(_mm256_maddubs_epi16(u[2], ld256(x + 128)),
+                                 _mm256_maddubs_epi16(u[3], ld256(x + 192)));
+    if (k6) return _mm256_add_epi32(_mm256_madd_epi16(a, one), _mm256_madd_epi16(b, one));
+    return _mm256_madd_epi16(_mm256_add_epi16(a, b), one);
+}
+
+/* Block kb of R q4_kr or q6_kr rows (at p[r]) into acc against NB activation rows arranged by
+ * arrange_k_c (row b's at xs + b * xb); each row's codes and scales decoded once for its NB rows. */
+INLQ void kr256_block(__m256 acc[][GEMV_MAX_B], const uint8_t *const *p, const xq8 *xq, const uint8_t *xs,
+                      size_t xb, ng_type wt, int kb, int K, const int NB, const int R, const int vnni) {
+    const int k6 = wt == NG_Q6_KR, nb32 = K / 32;
+    const __m256i m4 = _mm256_set1_epi8(15);
+    const __m256i lanes_of[2] = {_mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3),
+                                 _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7)};
+    /* row b's d_x, one per 32 values (lane l: that of sub-block or group pair l), and its offset
+     * terms' sums: q4_kr's d_x sum(x) per sub-block, q6_kr's 32 d_x sum(x) per group */
+    __m256 dx[GEMV_MAX_B], ds[2][GEMV_MAX_B];
+#pragma GCC unroll 8
+    for (int b = 0; b < NB; b++) {
+        size_t o = (size_t)b * nb32 + (size_t)kb * 8;
+        dx[b] = _mm256_loadu_ps(xq->d + o);
+        if (k6) {
+            const float *d16 = xq->ds16 + (size_t)b * (K / 16) + (size_t)kb * 16;
+            ds[0][b] = _mm256_mul_ps(_mm256_loadu_ps(d16), _mm256_set1_ps(32));
+            ds[1][b] = _mm256_mul_ps(_mm256_loadu_ps(d16 + 8), _mm256_set1_ps(32));
+        } else {
+            ds[0][b] = _mm256_loadu_ps(xq->ds + o);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+        const uint8_t *blk = p[r];
+        _mm_prefetch((const char *)blk + GEMV_PREFETCH, _MM_HINT_T0);
+        _mm_prefetch((const char *)blk + GEMV_PREFETCH + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)blk + GEMV_PREFETCH + 128, _MM_HINT_T0);
+        if (k6) _mm_prefetch((const char *)blk + GEMV_PREFETCH + 192, _MM_HINT_T0);
+        __m256 sc[2], mn;
+        if (k6) { /* group g's scale times d, g = 8 h + lane */
+            __m128i s8 = _mm_loadu_si128((const __m128i *)(blk + 192));
+            __m256 d = _mm256_set1_ps(half_at(blk + 208));
+            sc[0] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(s8)), d);
+            sc[1] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(s8, 8))), d);
+        } else {
+            q4_kr_scales256(blk, &sc[0], &mn);
+        }
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            __m256i u[4];
+            if (k6) {
+                q6_kr_codes256(blk, h, u);
+            } else {
+                __m256i a = ld256(blk + 16 + 32 * h), c = ld256(blk + 80 + 32 * h);
+                u[0] = _mm256_and_si256(a, m4), u[1] = _mm256_and_si256(_mm256_srli_epi16(a, 4), m4);
+                u[2] = _mm256_and_si256(c, m4), u[3] = _mm256_and_si256(_mm256_srli_epi16(c, 4), m4);
+            }
+#pragma GCC unroll 8
+            for (int b = 0; b < NB; b++) {
+                __m256 f; /* each lane's scale times its d_x */
+                if (k6) {
+                    acc[r][b] = _mm256_fnmadd_ps(sc[h], ds[h][b], acc[r][b]); /* -32 d sc_g d_x sum(x) */
+                    f = _mm256_mul_ps(sc[h], _mm256_permutevar8x32_ps(dx[b], lanes_of[h]));
+                } else {
+                    if (h == 0) /* minus dmin m_s d_x sum(x) */
+                        acc[r][b] = _mm256_fnmadd_ps(mn, ds[0][b], acc[r][b]);
+                    f = _mm256_permutevar8x32_ps(_mm256_mul_ps(sc[0], dx[b]), lanes_of[h]);
+                }
+                __m256i i = kr_dot4(u, xs + (size_t)b * xb + (size_t)kb * 256 + 32 * h, k6, vnni);
+                acc[r][b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i), f, acc[r][b]);
+            }
+        }
+    }
+}
+
 /* R weight rows (at w + row[r] * rs) against NB activation rows, walked block by block (the
  * kernel-order types, and q4_0 when xs is given: step by step, against the rows arranged in xs,
  * xb bytes apart) side by side so that R read streams are in flight. wt, NB, R, vnni are
@@ -1551,6 +1674,15 @@ INLQ void qgemv_rows(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, cons
             rstep256(acc, p, xs + (size_t)s * XS_CODES, xt + (size_t)s * XS_TAIL, xb, wt, NB, R, vnni);
         }
         kb0 = wt == NG_Q4_0 ? 4 * full : K / qk;
+    }
+    if (wt == NG_Q4_KR || wt == NG_Q6_KR) {
+        const uint8_t *p[4];
+        for (int kb = 0; kb < K / 256; kb++) {
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) p[r] = wr[r] + (size_t)kb * (wt == NG_Q6_KR ? 210 : 144);
+            kr256_block(acc, p, xq, xs, xb, wt, kb, K, NB, R, vnni);
+        }
+        kb0 = K / qk;
     }
     for (int kb = kb0; kb < K / qk; kb++) {
 #pragma GCC unroll 4
@@ -1633,6 +1765,10 @@ INLQ void qgemv_any(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, const
         qgemv_type(y, xq, xs, xb, w, rs, NG_Q8_0R, bias, B, N, K, n0, n1, vnni);
     else if (wt == NG_Q4_K)
         qgemv_type(y, xq, xs, xb, w, rs, NG_Q4_K, bias, B, N, K, n0, n1, vnni);
+    else if (wt == NG_Q4_KR)
+        qgemv_type(y, xq, xs, xb, w, rs, NG_Q4_KR, bias, B, N, K, n0, n1, vnni);
+    else if (wt == NG_Q6_KR)
+        qgemv_type(y, xq, xs, xb, w, rs, NG_Q6_KR, bias, B, N, K, n0, n1, vnni);
     else
         qgemv_type(y, xq, xs, xb, w, rs, NG_Q6_K, bias, B, N, K, n0, n1, vnni);
 }
@@ -1714,6 +1850,22 @@ static void arrange_x_c(uint8_t *buf, const xq8 *xq, ng_type wt, int K, int b0, 
             memcpy(t + 16, d, sizeof d);
         }
     }
+}
+
+/* arrange_k (below) in plain C, for the AVX2 path: the same bytes. Vector z's lane l holds word
+ * w of the block's first 128 codes (l < 8) or last 128: q4_kr's w = 8 (l % 8 / 2) + 2 z + l % 2
+ * (sub-block l / 2), q6_kr's w = 4 (l % 8) + z (group l). */
+static void arrange_k_c(uint8_t *buf, const xq8 *xq, ng_type wt, size_t xb, int K, int b0, int b1) {
+    for (int b = b0; b < b1; b++)
+        for (int kb = 0; kb < K / 256; kb++) {
+            const int8_t *src = xq->q + (size_t)b * K + (size_t)kb * 256;
+            uint8_t *dst = buf + (size_t)b * xb + (size_t)kb * 256;
+            for (int z = 0; z < 4; z++)
+                for (int l = 0; l < 16; l++) {
+                    int w = wt == NG_Q6_KR ? 4 * (l % 8) + z : 8 * (l % 8 / 2) + 2 * z + l % 2;
+                    memcpy(dst + 64 * z + 4 * l, src + 4 * (32 * (l / 8) + w), 4);
+                }
+        }
 }
 
 /* Arranges rows b0..b1-1 of the quantized activations into buf for the kernel. Blocks past
@@ -3025,6 +3177,11 @@ static int qgemv_wide(int path, ng_type wt) {
     return path == PATH_AVX512 && ng_cpu_features()->avx512vnni && (b == NG_Q8_0 || b == NG_Q4_0);
 }
 
+/* The 512-bit GEMVs whose threads share steps (steps_src): qgemv512's and kr512_rows' types. */
+static int shares_steps(int path, ng_type wt) {
+    return qgemv_wide(path, wt) || (kr_type(wt) && path == PATH_AVX512 && ng_cpu_features()->avx512vnni);
+}
+
 /* AVX-VNNI on the AVX2 path (ng_kernel_set_avx_vnni): on unless turned off, where the CPU has it. */
 static int g_avx_vnni = 1;
 
@@ -3062,20 +3219,24 @@ int ng_kernel_int8_rows(ng_type wt, int rows) {
     return r == MM_QGEMV || r == MM_QGEMM;
 }
 
-/* Where the kernel-order types (q4_0r, q8_0r) have an integer GEMV: AVX-512 VNNI (any batch), and
- * the AVX2 path (q8_0r only with AVX-VNNI: see rdecode256's comment). */
+/* Where the kernel-order types have an integer GEMV: AVX-512 VNNI (any batch), and the AVX2 path
+ * (q8_0r only with AVX-VNNI: see rdecode256's comment; q4_kr and q6_kr: kr256_block). */
 static int qgemv_native(int path, ng_type wt) {
     ng_type r = ng_type_reordered(ng_type_base(wt));
     return qgemv_wide(path, wt) ||
            (path == PATH_AVX2 && (r == NG_Q4_0R || (r == NG_Q8_0R && avx_vnni_on(path)))) ||
-           ((r == NG_Q4_KR || r == NG_Q6_KR) && path == PATH_AVX512 && ng_cpu_features()->avx512vnni);
+           ((r == NG_Q4_KR || r == NG_Q6_KR) && path == PATH_AVX512 && ng_cpu_features()->avx512vnni) ||
+           ((r == NG_Q4_KR || r == NG_Q6_KR) && path == PATH_AVX2);
 }
 
-/* Wherever the kernel order has its kernel (qgemv_native). On the AVX2 path that is q4_0, and
- * q8_0 where AVX-VNNI runs q8_0r: with it, matrices of GPT-2 124M's shapes (2 threads, 16 of
- * them in turn, alternating the two orders in one process on one 2-core Zen 5 VM) read
+/* Wherever the kernel order has its kernel (qgemv_native). On the AVX2 path that is q4_0, q4_k,
+ * q6_k, and q8_0 where AVX-VNNI runs q8_0r: with it, matrices of GPT-2 124M's shapes (2 threads,
+ * 16 of them in turn, alternating the two orders in one process on one 2-core Zen 5 VM) read
  * 1.13-1.52x faster in kernel order than the block-at-a-time q8_0 kernel's, and TinyLlama's
- * 2048 x 5632 1.01-1.20x; GPT-2 124M's 128-token prompt 899-912 -> 1551-1614 tok/s. */
+ * 2048 x 5632 1.01-1.20x; GPT-2 124M's 128-token prompt 899-912 -> 1551-1614 tok/s. q4_kr and
+ * q6_kr there (bench with the AVX2 kernels forced, against the previous build in alternating
+ * runs): GPT-2 124M decode q4_k 301 / 300 -> 443 / 443 tok/s, q6_k 220 / 221 -> 359 / 352; its
+ * 128-token prompt q4_k 737 / 754 -> 1126 / 1103, q6_k 639 / 638 -> 964 / 962. */
 ng_type ng_matmul_native(ng_type wt) {
     return wt == ng_type_base(wt) && qgemv_native(current_path(), wt) ? ng_type_reordered(wt) : wt;
 }
@@ -3088,17 +3249,65 @@ static xq8 xq8_from(const xq8 *xq, int b0, int K) {
     return v;
 }
 
+/* quantize_x with AVX2, a block (four vectors) at a time: the same maximum (vmaxps passes over a
+ * NaN in its first operand, as the scalar comparison does), products, clamp, rounding to nearest
+ * even, NaN to 0, and exact sums. The scalar code, compiled for baseline x86-64, took ~3 ns a
+ * value on one Zen 5 core: 6 us of a 16-row product of 2048 values that took 7.3 us on the AVX2
+ * path (0.7 on AVX-512's). */
+T256 static void quantize_x256(xq8 *xq, const float *x, size_t nb) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), hi = _mm256_set1_ps(127.0f), lo = _mm256_set1_ps(-127.0f);
+    for (size_t i = 0; i < nb; i++) {
+        const float *v = x + i * 32;
+        __m256 a[4], m = _mm256_setzero_ps(), un = _mm256_setzero_ps();
+        for (int j = 0; j < 4; j++) {
+            a[j] = _mm256_loadu_ps(v + 8 * j);
+            m = _mm256_max_ps(_mm256_andnot_ps(sign, a[j]), m);
+            un = _mm256_or_ps(un, _mm256_cmp_ps(a[j], a[j], _CMP_UNORD_Q));
+        }
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+        float id = amax > 0 && amax <= FLT_MAX ? 127.0f / amax : 0.0f;
+        __m256i q[4];
+        for (int j = 0; j < 4; j++) {
+            __m256 t = _mm256_mul_ps(a[j], _mm256_set1_ps(id));
+            __m256 ok = _mm256_cmp_ps(t, t, _CMP_ORD_Q);
+            t = _mm256_max_ps(_mm256_min_ps(t, hi), lo);
+            t = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            q[j] = _mm256_and_si256(_mm256_cvttps_epi32(t), _mm256_castps_si256(ok));
+        }
+        /* packs interleave the 128-bit lanes: one vpermd puts the 32 codes in order */
+        __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        _mm256_storeu_si256((__m256i *)(xq->q + i * 32),
+                            _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+        int h[2];
+        for (int k = 0; k < 2; k++) {
+            __m256i sv = _mm256_add_epi32(q[2 * k], q[2 * k + 1]);
+            __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sv), _mm256_extracti128_si256(sv, 1));
+            s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+            h[k] = _mm_cvtsi128_si32(_mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1)));
+        }
+        xq8_sums(xq, i, amax, _mm256_movemask_ps(un) != 0, h[0], h[1]);
+    }
+}
+
 /* Quantizes the nb blocks of 32 values at x into xq with path's code (the same bits either way). */
 static void quantize_on(int path, xq8 *xq, const float *x, size_t nb) {
-    if (path == PATH_AVX512) quantize_x512(xq, x, nb);
-    else quantize_x(xq, x, nb);
+    if (path == PATH_AVX512)
+        quantize_x512(xq, x, nb);
+    else if (path == PATH_AVX2)
+        quantize_x256(xq, x, nb);
+    else
+        quantize_x(xq, x, nb);
 }
 
 /* Quantizes rows b0..b1-1 of x into xq and, for the 512-bit kernel (xs not NULL), arranges them. */
 static void prepare_rows(int path, const float *x, xq8 *xq, uint8_t *xs, ng_type wt, int K, int b0, int b1) {
     xq8 v = xq8_from(xq, b0, K);
     quantize_on(path, &v, x + (size_t)b0 * K, (size_t)(b1 - b0) * K / 32);
-    if (xs && (wt == NG_Q4_KR || wt == NG_Q6_KR))
+    if (xs && kr_type(wt) && path != PATH_AVX512) /* the AVX2 path */
+        arrange_k_c(xs, xq, wt, xs_row(K), K, b0, b1);
+    else if (xs && kr_type(wt))
         arrange_k(xs, xq, wt, xs_row(K), K, b0, b1);
     else if (xs && path == PATH_AVX512)
         arrange_x(xs, xq, wt, K, b0, b1);
@@ -3193,15 +3402,21 @@ static void xq8_free(xq8 *xq) {
 int ng_kernel_check_quantize_x(const float *x, int nb) {
     int bad = 0;
 #if defined(__x86_64__)
-    if (best_path() != PATH_AVX512 || nb <= 0) return 0;
+    if (best_path() == PATH_PORTABLE || nb <= 0) return 0;
     xq8 a = xq8_malloc((size_t)nb), b = xq8_malloc((size_t)nb);
     quantize_x(&a, x, (size_t)nb);
-    quantize_x512(&b, x, (size_t)nb);
-    for (size_t i = 0; i < (size_t)nb * 32; i++) bad += a.q[i] != b.q[i];
-    bad += memcmp(a.d, b.d, (size_t)nb * sizeof(float)) != 0;
-    bad += memcmp(a.s, b.s, (size_t)nb * sizeof(int32_t)) != 0;
-    bad += memcmp(a.ds, b.ds, (size_t)nb * sizeof(float)) != 0;
-    bad += memcmp(a.ds16, b.ds16, (size_t)nb * 2 * sizeof(float)) != 0;
+    for (int p = best_path() == PATH_AVX512 ? 0 : 1; p < 2; p++) { /* the AVX-512 code, the AVX2 code */
+        memset(b.q, 0x55, (size_t)nb * 32);
+        if (p == 0)
+            quantize_x512(&b, x, (size_t)nb);
+        else
+            quantize_x256(&b, x, (size_t)nb);
+        for (size_t i = 0; i < (size_t)nb * 32; i++) bad += a.q[i] != b.q[i];
+        bad += memcmp(a.d, b.d, (size_t)nb * sizeof(float)) != 0;
+        bad += memcmp(a.s, b.s, (size_t)nb * sizeof(int32_t)) != 0;
+        bad += memcmp(a.ds, b.ds, (size_t)nb * sizeof(float)) != 0;
+        bad += memcmp(a.ds16, b.ds16, (size_t)nb * 2 * sizeof(float)) != 0;
+    }
     xq8_free(&a);
     xq8_free(&b);
 #else
@@ -3248,7 +3463,7 @@ static void matmul_qgemv(int path, float *y, const float *x, const void *w, ng_t
         int pass = (int)(QX_CACHE / xrow) / GEMV_MAX_B * GEMV_MAX_B;
         j.pass = pass < GEMV_MAX_B ? GEMV_MAX_B : pass > B ? B : pass;
     }
-    j.ctr = (j.wide || kr_type(wt)) && B <= GEMV_MAX_B ? steps_ctrs(nt, mm ? mm->n : 1) : NULL;
+    j.ctr = shares_steps(path, wt) && B <= GEMV_MAX_B ? steps_ctrs(nt, mm ? mm->n : 1) : NULL;
     ng_team_run(nt, qgemv_job, &j);
 #else
     (void)path, (void)mm;
@@ -3386,8 +3601,7 @@ void ng_matmul_multi(float *const *y, const float *x, const void *const *w, ng_t
     ops_for(wt);
     int path = current_path(), regime = mm_regime(path, wt, B), qgemm = regime == MM_QGEMM;
     /* the GEMVs share 16-row groups; the int8 GEMM shares panels, a matrix's last one partial */
-    int gemv = B <= GEMV_MAX_B &&
-               (regime == MM_GEMV || (regime == MM_QGEMV && (qgemv_wide(path, wt) || kr_type(wt))));
+    int gemv = B <= GEMV_MAX_B && (regime == MM_GEMV || (regime == MM_QGEMV && shares_steps(path, wt)));
     int fused = n > 1 && n <= MM_MAX && (gemv || qgemm);
     for (int m = 0; m < n && fused; m++) fused = N[m] > 0 && (qgemm || N[m] % 16 == 0);
     if (!fused) {

@@ -55,8 +55,9 @@ int ng_kernel_avx_vnni(void);
 void ng_kernel_set_steal_bytes(size_t n);
 long ng_kernel_steals(void);
 /* For tests: quantizes nb blocks of 32 values of x as the integer kernels do (8-bit codes, block
- * scales and sums) by the scalar definition and by this CPU's vector code, and returns how many
- * of the results differ (codes, and each of the per-block arrays); 0 without a vector path. */
+ * scales and sums) by the scalar definition and by this CPU's vector code (AVX-512's and AVX2's,
+ * where the CPU has them), and returns how many of the results differ (codes, and each of the
+ * per-block arrays); 0 without a vector path. */
 int ng_kernel_check_quantize_x(const float *x, int nb);
 /* For tests: the calls of ng_matmul_multi that ran as one job since the program started. */
 long ng_kernel_multi_jobs(void);
@@ -83,8 +84,8 @@ void ng_matmul_multi(float *const *y, const float *x, const void *const *w, ng_t
 void ng_matmul_ref(float *y, const float *x, const void *w, ng_type wt, const float *bias, int B, int N, int K);
 /* The type of wt's values that ng_matmul reads fastest on the path it takes now: q4_0r / q8_0r /
  * q4_kr / q6_kr (see core/quant.h) for q4_0 / q8_0 / q4_k / q6_k where the AVX-512 VNNI kernels
- * run, and on the AVX2 path for q4_0 (q8_0 with AVX-VNNI); wt itself otherwise (so a model made
- * after forcing a path keeps the order that path's kernels read). */
+ * run, and on the AVX2 path for q4_0, q4_k and q6_k (q8_0 with AVX-VNNI); wt itself otherwise (so
+ * a model made after forcing a path keeps the order that path's kernels read). */
 ng_type ng_matmul_native(ng_type wt);
 /* 1 when ng_matmul / ng_matmul_ref accept weights of type wt (others end the program). */
 int ng_matmul_supported(ng_type wt);

@@ -528,10 +528,11 @@ static const ng_tensor ***weight_slots(ng_model *m, int *n_out) {
 }
 
 /* The model's own q4_0 / q8_0 / q4_k / q6_k matrices in the order this machine's kernels read
- * fastest (ng_matmul_native: q4_0r / q8_0r / q4_kr / q6_kr with AVX-512 VNNI), rearranged in
- * place. Decode reads q8_0 weights 10-15% faster so on one Zen 5 machine (the kernel's shuffles
- * are gone), q4_k's 8-44%. Mapped tensors stay as the file has them; rows of other than whole
- * runs (128 values; 256 for the k-quants) stay too. */
+ * fastest (ng_matmul_native: q4_0r / q8_0r / q4_kr / q6_kr with AVX-512 VNNI; on the AVX2 path
+ * q4_0r, q4_kr, q6_kr, and q8_0r with AVX-VNNI), rearranged in place. Decode reads q8_0 weights
+ * 10-15% faster so on one Zen 5 machine (the kernel's shuffles are gone), q4_k's 8-44% (on the
+ * AVX2 path 47%). Mapped tensors stay as the file has them; rows of other than whole runs (128
+ * values; 256 for the k-quants) stay too. */
 static void reorder_owned(ng_model *m) {
     for (int i = 0; i < m->n_owned; i++) {
         ng_tensor *t = m->owned[i];
