@@ -46,6 +46,9 @@ static const char HELP[] =
     "      --breaker N:S          open the breaker after N cloud failures in a row, for S seconds\n"
     "                             (default 3:30)\n"
     "      --max-body BYTES       largest request body (default 1048576)\n"
+    "      --mmap                 read the edge model's weights through the file's memory mapping;\n"
+    "                             by default they are copied into memory on huge pages, in the\n"
+    "                             order this CPU's kernels read fastest (slower start)\n"
     "  -t, --threads N            threads for the edge model (default: all cores)\n";
 
 int cmd_edge(int argc, char **argv) {
@@ -53,10 +56,12 @@ int cmd_edge(int argc, char **argv) {
     edge_config_defaults(&cfg);
     cli_opts o;
     cli_opts_init(&o);
+    ng_model_set_mmap(0); /* a server lives long, as netgpt serve: copy the weights */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return fputs(HELP, stdout), 0;
-        if (!strcmp(a, "--cloud")) cfg.cloud_url = cli_value(argc, argv, &i);
+        if (!strcmp(a, "--mmap")) ng_model_set_mmap(1);
+        else if (!strcmp(a, "--cloud")) cfg.cloud_url = cli_value(argc, argv, &i);
         else if (!strcmp(a, "--cloud-key")) cfg.cloud_key = cli_value(argc, argv, &i);
         else if (!strcmp(a, "--cloud-model")) cfg.cloud_model = cli_value(argc, argv, &i);
         else if (!strcmp(a, "--completion")) cfg.completion = cli_value(argc, argv, &i);
