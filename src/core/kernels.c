@@ -3225,8 +3225,7 @@ static int qgemv_native(int path, ng_type wt) {
     ng_type r = ng_type_reordered(ng_type_base(wt));
     return qgemv_wide(path, wt) ||
            (path == PATH_AVX2 && (r == NG_Q4_0R || (r == NG_Q8_0R && avx_vnni_on(path)))) ||
-           ((r == NG_Q4_KR || r == NG_Q6_KR) && path == PATH_AVX512 && ng_cpu_features()->avx512vnni) ||
-           ((r == NG_Q4_KR || r == NG_Q6_KR) && path == PATH_AVX2);
+           (kr_type(r) && (path == PATH_AVX2 || (path == PATH_AVX512 && ng_cpu_features()->avx512vnni)));
 }
 
 /* Wherever the kernel order has its kernel (qgemv_native). On the AVX2 path that is q4_0, q4_k,
@@ -3301,7 +3300,8 @@ static void quantize_on(int path, xq8 *xq, const float *x, size_t nb) {
         quantize_x(xq, x, nb);
 }
 
-/* Quantizes rows b0..b1-1 of x into xq and, for the 512-bit kernel (xs not NULL), arranges them. */
+/* Quantizes rows b0..b1-1 of x into xq and, where xs is given, arranges them for the path's
+ * kernel (q4_kr / q6_kr: arrange_k, or arrange_k_c on the AVX2 path). */
 static void prepare_rows(int path, const float *x, xq8 *xq, uint8_t *xs, ng_type wt, int K, int b0, int b1) {
     xq8 v = xq8_from(xq, b0, K);
     quantize_on(path, &v, x + (size_t)b0 * K, (size_t)(b1 - b0) * K / 32);
