@@ -730,11 +730,25 @@ static void test_matmul_steal_q(void) {
             qcase_free(&c);
         }
     ng_kernel_set_steal_bytes(0);
-    ng_set_threads(0);
     long taken = ng_kernel_steals() - steals0;
-    printf("# %ld blocks taken from other threads' shares\n", taken);
+    /* the int8 GEMM's threads claim weight panels (32 rows) the same way: 64 rows of a 1600-row
+     * matrix, 50 panels; every output the same bits as one thread's */
+    long gemm0 = ng_kernel_steals();
+    for (int it = 0; it < 2; it++) {
+        qcase c;
+        qcase_init(&c, ts[it], 64, 1600, 256);
+        ng_set_threads(1);
+        ng_matmul(c.y1, c.x, c.w, c.t, NULL, c.B, c.N, c.K);
+        bad += qcompare(&c, c.y1, c.ref, c.tolq, "1 thread");
+        bad += matmul_threads_differ(c.y1, c.y2, c.x, c.w, c.t, NULL, c.B, c.N, c.K, "int8 GEMM ");
+        qcase_free(&c);
+    }
+    ng_set_threads(0);
+    long gemm = ng_kernel_steals() - gemm0;
+    printf("# %ld blocks taken from other threads' shares; %ld panels of the int8 GEMM\n", taken, gemm);
     CHECK(bad == 0, "%d mismatches", bad);
     CHECK(taken > 0, "no thread took steps from another's share");
+    CHECK(gemm > 0, "no thread of the int8 GEMM took a panel from another's share");
 }
 
 /* One activation row: thread 0 quantizes it inside the job while the others start their weight

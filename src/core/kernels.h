@@ -51,7 +51,8 @@ int ng_kernel_avx_vnni(void);
 
 /* For tests: the bytes of weights a GEMV thread claims at a time from its share (and takes from
  * another thread's once its own is done); 0 restores the default. ng_kernel_steals counts the
- * blocks taken from other threads' shares since the program started. */
+ * blocks (the int8 GEMM's: weight panels) taken from other threads' shares since the program
+ * started. */
 void ng_kernel_set_steal_bytes(size_t n);
 long ng_kernel_steals(void);
 /* For tests: quantizes nb blocks of 32 values of x as the integer kernels do (8-bit codes, block
