@@ -707,9 +707,24 @@ static void test_matmul_q8_0_q4_0_steps(void) {
     printf("# %s; %d runs\n", ng_cpu_features()->avx512vnni ? "AVX-512 VNNI kernel covered" : "no AVX-512 VNNI here", runs);
     CHECK(bad == 0, "%d mismatches", bad);
 }
+
+/* One case of test_matmul_steal_q: one thread's result against the reference, then 2-4 threads'
+ * against one thread's bits. */
+static int steal_case(ng_type t, int B, int N, int K, const char *label) {
+    qcase c;
+    qcase_init(&c, t, B, N, K);
+    ng_set_threads(1);
+    ng_matmul(c.y1, c.x, c.w, c.t, NULL, c.B, c.N, c.K);
+    int bad = qcompare(&c, c.y1, c.ref, c.tolq, "1 thread");
+    bad += matmul_threads_differ(c.y1, c.y2, c.x, c.w, c.t, NULL, c.B, c.N, c.K, label);
+    qcase_free(&c);
+    return bad;
+}
+
 /* The kernel-order types' GEMV threads take steps from each other's shares (as
  * test_kernels.c's test_matmul_steal for f32 / f16): claims of one step, more threads than
- * cores; every output as one thread computes it, and steps really taken. */
+ * cores; every output as one thread computes it, and steps really taken;
+ * likewise the int8 GEMM's weight panels. */
 static void test_matmul_steal_q(void) {
     if (!ng_cpu_features()->avx512vnni) {
         SKIP("the kernel-order types' integer GEMV needs AVX-512 VNNI");
@@ -720,29 +735,13 @@ static void test_matmul_steal_q(void) {
     long steals0 = ng_kernel_steals();
     ng_kernel_set_steal_bytes(1);
     for (int it = 0; it < COUNT(ts); it++)
-        for (int ib = 0; ib < COUNT(Bs); ib++) {
-            qcase c;
-            qcase_init(&c, ts[it], Bs[ib], 203, 512);
-            ng_set_threads(1);
-            ng_matmul(c.y1, c.x, c.w, c.t, NULL, c.B, c.N, c.K);
-            bad += qcompare(&c, c.y1, c.ref, c.tolq, "1 thread");
-            bad += matmul_threads_differ(c.y1, c.y2, c.x, c.w, c.t, NULL, c.B, c.N, c.K, "");
-            qcase_free(&c);
-        }
+        for (int ib = 0; ib < COUNT(Bs); ib++) bad += steal_case(ts[it], Bs[ib], 203, 512, "");
     ng_kernel_set_steal_bytes(0);
     long taken = ng_kernel_steals() - steals0;
     /* the int8 GEMM's threads claim weight panels (32 rows) the same way: 64 rows of a 1600-row
      * matrix, 50 panels; every output the same bits as one thread's */
     long gemm0 = ng_kernel_steals();
-    for (int it = 0; it < 2; it++) {
-        qcase c;
-        qcase_init(&c, ts[it], 64, 1600, 256);
-        ng_set_threads(1);
-        ng_matmul(c.y1, c.x, c.w, c.t, NULL, c.B, c.N, c.K);
-        bad += qcompare(&c, c.y1, c.ref, c.tolq, "1 thread");
-        bad += matmul_threads_differ(c.y1, c.y2, c.x, c.w, c.t, NULL, c.B, c.N, c.K, "int8 GEMM ");
-        qcase_free(&c);
-    }
+    for (int it = 0; it < 2; it++) bad += steal_case(ts[it], 64, 1600, 256, "int8 GEMM ");
     ng_set_threads(0);
     long gemm = ng_kernel_steals() - gemm0;
     printf("# %ld blocks taken from other threads' shares; %ld panels of the int8 GEMM\n", taken, gemm);
