@@ -10,10 +10,10 @@
  * q4_k, q6_k, in the order a model's own weights take on this path (ng_matmul_native): decode
  * (B=1) at 1 and 2 threads as % of the read bandwidth, and prefill (B=512, 2 threads) in
  * GFLOP/s (operations) and as a share of a measured peak: the integer dot product's where
- * integer kernels run the batch (the int8 GEMM, or the integer GEMV as q4_0 and q4_kr on the
- * AVX2 path), else the f32 FMA peak ("equivalent": the dequantize-then-f32 GEMM is not bound by
- * that peak in the same way). --kernels avx2|portable
- * runs that path's kernels on a CPU that has better (--portable: the same as --kernels portable).
+ * integer kernels run the batch (the int8 GEMM, or the integer GEMV as q4_0, q4_kr and q6_kr on
+ * the AVX2 path), else the f32 FMA peak ("equivalent": the dequantize-then-f32 GEMM is not bound
+ * by that peak in the same way). --kernels avx2|portable runs that path's kernels on a CPU that
+ * has better (--portable: the same as --kernels portable).
  * Every configuration is validated against ng_matmul_ref before it is timed; a mismatch ends
  * the program with status 1. Timings are the best of several repetitions (the machine is
  * shared: run with OMP_WAIT_POLICY=passive when other jobs compete for the cores, since
