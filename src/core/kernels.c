@@ -615,7 +615,7 @@ typedef struct simd_isa {
 static int simd_type(ng_type wt) { return wt == NG_F32 || wt == NG_F16 || wt == NG_BF16; }
 
 /* Types with an integer GEMV kernel (the rest of the quantized types take the portable GEMV). */
-/* q4_kr and q6_kr: kernel orders whose GEMV (AVX-512 VNNI only) reads xq8 and arranged rows. */
+/* q4_kr and q6_kr: kernel orders whose GEMVs (AVX-512 VNNI, AVX2) read xq8 and arranged rows. */
 static int kr_type(ng_type wt) { return wt == NG_Q4_KR || wt == NG_Q6_KR; }
 static int qgemv_type_ok(ng_type wt) { return wt == NG_Q8_0 || wt == NG_Q4_0 || wt == NG_Q4_K || wt == NG_Q6_K; }
 
@@ -1535,17 +1535,25 @@ INLQ void rstep256(__m256 acc[][GEMV_MAX_B], const uint8_t *const *p, const uint
  * (q4_kr's four: 4 x 2 x 15 x 127 fits; q6_kr's two: 2 x 2 x 63 x 127), the same exact sums.
  * The block-at-a-time kernels (blk_q4_k, blk_q6_k) take about twice the instructions. */
 
-/* A q4_k block's 8 scales times d and 8 mins times dmin (q4_k_scale_bytes512's two shuffles). */
-INLQ void q4_kr_scales256(const uint8_t *blk, __m256 *sc, __m256 *mn) {
+/* A q4_k block's 8 scales, then its 8 mins, as 16 bytes, from two byte shuffles (kr512_rows'
+ * too). */
+INLQ __m128i q4_kr_scale_bytes(const uint8_t *blk) {
     const __m128i lo_at = _mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m128i hi_at = _mm_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11);
     const __m128i lo_mask = _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 15, 15, 15, 15);
     const __m128i hi_mask = _mm_setr_epi8(0, 0, 0, 0, 48, 48, 48, 48, 0, 0, 0, 0, 48, 48, 48, 48);
+    /* scale and min j < 4: the low 6 bits of bytes 4 + j, 8 + j; j >= 4: the low (scales) or
+     * high (mins) nibble of byte 12 + j - 4, the top 2 bits from bytes 4 + j - 4, 8 + j - 4 */
     __m128i q = _mm_loadu_si128((const __m128i *)blk), lo = _mm_shuffle_epi8(q, lo_at);
     lo = _mm_blend_epi16(lo, _mm_srli_epi16(lo, 4), 0xC0); /* bytes 12-15: the high nibbles */
     __m128i hi = _mm_and_si128(_mm_srli_epi16(_mm_shuffle_epi8(q, hi_at), 2), hi_mask);
-    __m128i bytes = _mm_or_si128(_mm_and_si128(lo, lo_mask), hi);
-    __m128 dd = _mm_cvtph_ps(q); /* lanes 0, 1: d, dmin */
+    return _mm_or_si128(_mm_and_si128(lo, lo_mask), hi);
+}
+
+/* A q4_k block's 8 scales times d and 8 mins times dmin. */
+INLQ void q4_kr_scales256(const uint8_t *blk, __m256 *sc, __m256 *mn) {
+    __m128i bytes = q4_kr_scale_bytes(blk);
+    __m128 dd = _mm_cvtph_ps(_mm_loadu_si128((const __m128i *)blk)); /* lanes 0, 1: d, dmin */
     *sc = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)), _mm256_broadcastss_ps(dd));
     *mn = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(bytes, 8))),
                         _mm256_broadcastss_ps(_mm_movehdup_ps(dd)));
@@ -1675,7 +1683,7 @@ INLQ void qgemv_rows(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, cons
         }
         kb0 = wt == NG_Q4_0 ? 4 * full : K / qk;
     }
-    if (wt == NG_Q4_KR || wt == NG_Q6_KR) {
+    if (kr_type(wt)) {
         const uint8_t *p[4];
         for (int kb = 0; kb < K / 256; kb++) {
 #pragma GCC unroll 4
@@ -2321,21 +2329,8 @@ INLV void k512_type(float *y, const xq8 *xq, const void *w, size_t rs, ng_type w
  * 2 s + 1, so a block's four vpdpbusd add into the same lanes: one conversion, one spread of the
  * scales and one multiply-add per block. x is arranged once per call to face the codes
  * (arrange_k: vector z's lane l holds word 8 (l / 2) + 2 z + l % 2 of the block's 256 codes), and
- * the scale bytes come from two byte shuffles. On one Zen 5 machine, 256 rows of K = 2048 (in L2),
- * one thread: 32 GB/s in q4_k's kernel, 52 in this one. */
-INLV __m128i q4_k_scale_bytes512(const uint8_t *blk) {
-    const __m128i lo_at = _mm_setr_epi8(4, 5, 6, 7, 12, 13, 14, 15, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m128i hi_at = _mm_setr_epi8(-1, -1, -1, -1, 4, 5, 6, 7, -1, -1, -1, -1, 8, 9, 10, 11);
-    const __m128i lo_mask = _mm_setr_epi8(63, 63, 63, 63, 15, 15, 15, 15, 63, 63, 63, 63, 15, 15, 15, 15);
-    const __m128i hi_mask = _mm_setr_epi8(0, 0, 0, 0, 48, 48, 48, 48, 0, 0, 0, 0, 48, 48, 48, 48);
-    /* scale and min j < 4: the low 6 bits of bytes 4 + j, 8 + j; j >= 4: the low (scales) or
-     * high (mins) nibble of byte 12 + j - 4, the top 2 bits from bytes 4 + j - 4, 8 + j - 4 */
-    __m128i q = _mm_loadu_si128((const __m128i *)blk), lo = _mm_shuffle_epi8(q, lo_at);
-    lo = _mm_mask_blend_epi8(0xF000, lo, _mm_srli_epi16(lo, 4));
-    __m128i hi = _mm_and_si128(_mm_srli_epi16(_mm_shuffle_epi8(q, hi_at), 2), hi_mask);
-    return _mm_or_si128(_mm_and_si128(lo, lo_mask), hi);
-}
-
+ * the scale bytes come from two byte shuffles (q4_kr_scale_bytes). On one Zen 5 machine, 256 rows
+ * of K = 2048 (in L2), one thread: 32 GB/s in q4_k's kernel, 52 in this one. */
 /* arrange_k's word indices for vector 0 (vector z: + 2 z), over two 32-word halves of x's block:
  * lanes 0-7 from its first 128 codes, 8-15 from its last. */
 static const int32_t Q4KR_X[16] = {0, 1, 8, 9, 16, 17, 24, 25, 0, 1, 8, 9, 16, 17, 24, 25};
@@ -2425,7 +2420,7 @@ INLV void kr512_rows(float *y, const xq8 *xq, const uint8_t *xs, size_t xb, cons
                 q6_kr_codes512(blk, v);
                 sm = scs = q6_k_scales512(blk);
             } else {
-                sm = q4_k_scales512_of(blk, q4_k_scale_bytes512(blk));
+                sm = q4_k_scales512_of(blk, q4_kr_scale_bytes(blk));
                 scs = _mm512_permutexvar_ps(sp2, sm);
                 __m512i z0 = _mm512_loadu_si512(blk + 16), z1 = _mm512_loadu_si512(blk + 80);
                 v[0] = _mm512_and_si512(z0, m4), v[1] = _mm512_and_si512(_mm512_srli_epi16(z0, 4), m4);
