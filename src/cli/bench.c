@@ -76,6 +76,7 @@ static const bench_model MODELS[] = {
      16, 512},
 };
 #define N_MODELS (int)(sizeof MODELS / sizeof MODELS[0])
+#define PREFILL_RUNS 12 /* at most, where they are short (run_one) */
 
 typedef struct {
     const char *model;
@@ -298,6 +299,17 @@ static void run_one(const bench_model *bm, const ng_hparams *hp, ng_type t, int 
         double med = n_gen % 2 ? steps[n_gen / 2] : (steps[n_gen / 2 - 1] + steps[n_gen / 2]) / 2;
         if (med < step) step = med, r->floor_bw = fmax(bw_prev, bw_next);
         bw_prev = bw_next;
+    }
+    /* A short prefill is run again, up to PREFILL_RUNS in all and about a second more: on a
+     * shared 2-core VM the best of 3 GPT-2 124M prefills (128 tokens, ~30 ms each) moved by
+     * 10-15% from one bench run to the next (q8_0 35.1% and 46.4% of the peak within minutes) */
+    double spent = 0;
+    for (int rep = reps; rep < PREFILL_RUNS && spent < 1.0; rep++) {
+        ng_state_reset(s);
+        double t1 = ng_time();
+        if (ng_forward(m, s, toks, n_prompt, logits, 0, &err)) ng_die("bench: %s", err.msg);
+        spent += ng_time() - t1;
+        best = fmin(best, ng_time() - t1);
     }
     r->prefill_tps = n_prompt / best;
     r->prefill_gflops = flops / best / 1e9;
