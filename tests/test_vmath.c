@@ -143,8 +143,52 @@ static void test_dot_combination(void) {
     CHECK(fabs(ng_act_dot(a, b, N) - s) < 1e-4, "dot %.9g, want %.9g", ng_act_dot(a, b, N), s);
 }
 
+/* ng_act_layernorm and ng_act_rmsnorm on every path give vmath's bits (lengths around the 64
+ * lanes, rows with an offset mean), and are the norms: against double-precision sums. */
+static void test_norms(void) {
+    enum { N = 2051 };
+    static float x[N], w[N], b[N], want[N], got[N];
+    static const char *const paths[] = {"avx512", "avx2", "portable"};
+    uint32_t r = 5;
+    for (int i = 0; i < N; i++) {
+        r = r * 1664525u + 1013904223u, x[i] = (float)(r >> 8) / (1 << 24) * 4.0f + 3.0f; /* mean ~5 */
+        r = r * 1664525u + 1013904223u, w[i] = (float)(r >> 8) / (1 << 24) + 0.5f;
+        r = r * 1664525u + 1013904223u, b[i] = (float)(r >> 8) / (1 << 24) - 0.5f;
+    }
+    int runs = 0, bad = 0;
+    double worst = 0;
+    for (int p = 0; p < 3; p++) {
+        if (ng_kernel_set_path(paths[p]) != 0) continue;
+        for (int n = 1; n <= N; n = n < 140 ? n + 1 : n < 768 ? 768 : n < N ? N : N + 1) {
+            for (int k = 0; k < 2; k++) {
+                if (k == 0)
+                    ng_layernorm(want, x, w, b, (size_t)n, 1e-5f),
+                        ng_act_layernorm(got, x, w, b, (size_t)n, 1e-5f);
+                else
+                    ng_rmsnorm(want, x, w, (size_t)n, 1e-5f), ng_act_rmsnorm(got, x, w, (size_t)n, 1e-5f);
+                if (memcmp(want, got, sizeof(float) * (size_t)n) && bad++ < 5)
+                    printf("    %s: %s, n = %d differs\n", paths[p], k ? "rmsnorm" : "layernorm", n);
+                double s = 0, q = 0, m;
+                for (int i = 0; i < n; i++) s += x[i], q += (double)x[i] * x[i];
+                m = k ? 0 : s / n;
+                double rs = 1 / sqrt((k ? q / n : q / n - m * m) + 1e-5);
+                for (int i = 0; i < n; i++) {
+                    double e = fabs(got[i] - ((x[i] - m) * rs * w[i] + (k ? 0 : b[i])));
+                    worst = e > worst ? e : worst;
+                }
+            }
+        }
+        runs++;
+    }
+    ng_kernel_set_path(NULL);
+    CHECK(runs > 0, "no path ran");
+    CHECK(bad == 0, "%d results differ from vmath's", bad);
+    CHECK(worst < 1e-4, "largest error against double sums %.3g", worst);
+}
+
 int main(void) {
     RUN(test_exp);
+    RUN(test_norms);
     RUN(test_dot_combination);
     RUN(test_max);
     RUN(test_activations);

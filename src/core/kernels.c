@@ -4108,6 +4108,20 @@ T512 static float dot512(const float *a, const float *b, size_t n) {
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(m[0], m[2]), _mm512_add_ps(m[1], m[3])));
 }
 T256 static float dot256(const float *a, const float *b, size_t n) { return ng_dot(a, b, n); }
+T512 static void layernorm512(float *out, const float *x, const float *w, const float *b, size_t n,
+                              float eps) {
+    ng_layernorm(out, x, w, b, n, eps);
+}
+T256 static void layernorm256(float *out, const float *x, const float *w, const float *b, size_t n,
+                              float eps) {
+    ng_layernorm(out, x, w, b, n, eps);
+}
+T512 static void rmsnorm512(float *out, const float *x, const float *w, size_t n, float eps) {
+    ng_rmsnorm(out, x, w, n, eps);
+}
+T256 static void rmsnorm256(float *out, const float *x, const float *w, size_t n, float eps) {
+    ng_rmsnorm(out, x, w, n, eps);
+}
 /* vmath's ng_add_combination with 64 outputs in registers over the m rows: the same bits. */
 T512 static void combination512(float *y, const float *rows, size_t ld, const float *c, int m, size_t n) {
     size_t i0 = 0;
@@ -4174,6 +4188,16 @@ void ng_act_gelu(float *y, const float *x, size_t n) {
 void ng_act_silu_mul(float *y, const float *g, const float *u, size_t n) {
     PER_PATH(silu_mul512, silu_mul256, y, g, u, n);
     ng_silu_mul(y, g, u, n);
+}
+
+void ng_act_layernorm(float *out, const float *x, const float *w, const float *b, size_t n, float eps) {
+    PER_PATH(layernorm512, layernorm256, out, x, w, b, n, eps);
+    ng_layernorm(out, x, w, b, n, eps);
+}
+
+void ng_act_rmsnorm(float *out, const float *x, const float *w, size_t n, float eps) {
+    PER_PATH(rmsnorm512, rmsnorm256, out, x, w, n, eps);
+    ng_rmsnorm(out, x, w, n, eps);
 }
 
 float ng_act_dot(const float *a, const float *b, size_t n) {

@@ -127,6 +127,10 @@ void ng_act_silu_mul(float *y, const float *g, const float *u, size_t n);
 /* vmath's ng_dot and ng_add_combination (y += sum_r c[r] rows[r]) at this machine's vector
  * width; the same bits on every path. */
 float ng_act_dot(const float *a, const float *b, size_t n);
+/* vmath's ng_layernorm and ng_rmsnorm (a row's norm: its sums in 64 lanes) at this machine's
+ * vector width; the same bits on every path. */
+void ng_act_layernorm(float *out, const float *x, const float *w, const float *b, size_t n, float eps);
+void ng_act_rmsnorm(float *out, const float *x, const float *w, size_t n, float eps);
 void ng_act_add_combination(float *y, const float *rows, size_t ld, const float *c, int m, size_t n);
 /* vmath's ng_max (the largest value, NaNs passed over) at this machine's vector width. */
 float ng_act_max(const float *x, size_t n);

@@ -9,6 +9,7 @@
 #ifndef NG_CORE_VMATH_H
 #define NG_CORE_VMATH_H
 
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -89,6 +90,41 @@ static inline __attribute__((always_inline)) float ng_dot(const float *a, const 
 #pragma omp simd
         for (int j = 0; j < w; j++) m[j] += m[j + w];
     return m[0];
+}
+
+/* sum_i x[i] (sq 0), or sum_i (x[i] - c)^2 (sq 1), in 64 lanes of partial sums folded in halves
+ * (as ng_dot): the same bits at every vector width. */
+static inline __attribute__((always_inline)) float ng_sum_dev(const float *x, size_t n, float c, int sq) {
+    float m[64];
+    for (int j = 0; j < 64; j++) m[j] = 0;
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64)
+#pragma omp simd
+        for (int j = 0; j < 64; j++) m[j] += sq ? (x[i + j] - c) * (x[i + j] - c) : x[i + j];
+    size_t rest = n - i;
+#pragma omp simd
+    for (size_t j = 0; j < rest; j++) m[j] += sq ? (x[i + j] - c) * (x[i + j] - c) : x[i + j];
+    for (int w = 32; w >= 1; w /= 2)
+#pragma omp simd
+        for (int j = 0; j < w; j++) m[j] += m[j + w];
+    return m[0];
+}
+
+/* LayerNorm of a row (GPT-2's, with bias): out = (x - mean) / sqrt(var + eps) w + b. out may be x. */
+static inline __attribute__((always_inline)) void ng_layernorm(float *out, const float *x, const float *w,
+                                                               const float *b, size_t n, float eps) {
+    float mean = ng_sum_dev(x, n, 0, 0) / (float)n, var = ng_sum_dev(x, n, mean, 1);
+    float rstd = 1.0f / sqrtf(var / (float)n + eps);
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) out[i] = (x[i] - mean) * rstd * w[i] + b[i];
+}
+
+/* RMSNorm of a row (LLaMA's): out = x / sqrt(mean(x^2) + eps) w. out may be x. */
+static inline __attribute__((always_inline)) void ng_rmsnorm(float *out, const float *x, const float *w,
+                                                             size_t n, float eps) {
+    float r = 1.0f / sqrtf(ng_sum_dev(x, n, 0, 1) / (float)n + eps);
+#pragma omp simd
+    for (size_t i = 0; i < n; i++) out[i] = x[i] * r * w[i];
 }
 
 /* y[i] += sum_r c[r] rows[r ld + i] for i < n, r < m, each sum taken over r in order (the same
