@@ -623,6 +623,42 @@ static void test_attend(void) {
     CHECK(same == 0, "%d rows' outputs differ from one ng_attend each", same);
 }
 
+/* ng_attend_put_keys writes the bytes ng_attend_put_key writes key by key, on every path: runs
+ * that start inside a tile, span whole tiles and end inside one; head sizes that are and are not
+ * multiples of 16; f32 and f16 caches; strided rows of keys. */
+static void test_put_keys(void) {
+    static const char *const paths[] = {"avx512", "avx2", "portable"};
+    static const int dims[] = {64, 128, 80, 24};
+    static const int runs[][2] = {{0, 16}, {0, 48}, {5, 40}, {16, 33}, {3, 9}, {31, 1}, {0, 0}, {7, 64}};
+    enum { MAXT = 80, MAXD = 128, STRIDE = 3 * MAXD };
+    static float keys[MAXT * STRIDE];
+    static unsigned char a[MAXT * MAXD * 4], b[MAXT * MAXD * 4];
+    uint32_t r = 9;
+    for (int i = 0; i < MAXT * STRIDE; i++)
+        r = r * 1664525u + 1013904223u, keys[i] = (float)(r >> 8) / (1 << 24) - 0.5f;
+    int ran = 0, bad = 0;
+    for (int p = 0; p < 3; p++) {
+        if (ng_kernel_set_path(paths[p]) != 0) continue;
+        for (int di = 0; di < 4; di++)
+            for (int kt = 0; kt < 2; kt++)
+                for (int ri = 0; ri < 8; ri++) {
+                    int d = dims[di], t0 = runs[ri][0], n = runs[ri][1];
+                    ng_type kvt = kt ? NG_F16 : NG_F32;
+                    memset(a, 0x5a, sizeof a), memset(b, 0x5a, sizeof b);
+                    for (int j = 0; j < n; j++)
+                        ng_attend_put_key(a, kvt, t0 + j, d, keys + (size_t)j * STRIDE);
+                    ng_attend_put_keys(b, kvt, t0, n, d, keys, STRIDE);
+                    if (memcmp(a, b, sizeof a) && bad++ < 5)
+                        printf("    %s: d %d, %s, keys %d..%d differ\n", paths[p], d, kt ? "f16" : "f32", t0,
+                               t0 + n - 1);
+                }
+        ran++;
+    }
+    ng_kernel_set_path(NULL);
+    CHECK(ran > 0, "no path ran");
+    CHECK(bad == 0, "%d runs of keys stored otherwise", bad);
+}
+
 int main(void) {
     RUN(test_f16_known_values);
     RUN(test_f16_exhaustive);
@@ -641,5 +677,6 @@ int main(void) {
     RUN(test_matmul_threaded_shapes);
     RUN(test_matmul_steal);
     RUN(test_attend);
+    RUN(test_put_keys);
     TEST_EXIT();
 }

@@ -3681,6 +3681,37 @@ void ng_attend_put_key(void *k, ng_type kvt, int t, int d, const float *key) {
     for (int i = 0; i < d; i++) ((float *)k)[ng_key_index(t, i, d)] = key[i];
 }
 
+#if defined(__x86_64__)
+/* Whole tiles of f32 keys from position t0 (a tile's first; d a multiple of 16): each 16 keys x
+ * 16 dimensions one transpose16, each dimension's tile row one store. Returns the keys stored. */
+T512 static int put_tiles512(float *k, int t0, int n, int d, const float *keys, size_t stride) {
+    int done = 0;
+    for (; n - done >= NG_ATT_KT && d % 16 == 0; done += NG_ATT_KT)
+        for (int i0 = 0; i0 < d; i0 += 16) {
+            __m512i v[16];
+#pragma GCC unroll 16
+            for (int l = 0; l < 16; l++)
+                v[l] = _mm512_castps_si512(_mm512_loadu_ps(keys + (size_t)(done + l) * stride + i0));
+            transpose16(v); /* v[i] lane l: key l's dimension i0 + i */
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++)
+                _mm512_storeu_ps(k + ng_key_index(t0 + done, i0 + i, d), _mm512_castsi512_ps(v[i]));
+        }
+    return done;
+}
+#endif
+
+void ng_attend_put_keys(void *k, ng_type kvt, int t0, int n, int d, const float *keys, size_t stride) {
+    int j = 0;
+    for (; j < n && (t0 + j) % NG_ATT_KT; j++)
+        ng_attend_put_key(k, kvt, t0 + j, d, keys + (size_t)j * stride);
+#if defined(__x86_64__)
+    if (kvt == NG_F32 && current_path() == PATH_AVX512)
+        j += put_tiles512(k, t0 + j, n - j, d, keys + (size_t)j * stride, stride);
+#endif
+    for (; j < n; j++) ng_attend_put_key(k, kvt, t0 + j, d, keys + (size_t)j * stride);
+}
+
 /* The softmax of each of G rows of n scores, in place (compiled for the caller's path); row g
  * over its first n - step * (G - 1 - g) scores (step 1: ng_attend_rows' causal rows). */
 static inline __attribute__((always_inline)) void softmax_rows(float *scratch, int G, int n, int step) {

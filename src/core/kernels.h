@@ -107,6 +107,10 @@ static inline size_t ng_key_index(int t, int i, int d) {
 }
 /* Stores key t (d floats) into tiled keys k of type kvt. */
 void ng_attend_put_key(void *k, ng_type kvt, int t, int d, const float *key);
+/* Stores keys t0 .. t0 + n - 1 (key j's d floats at keys + j * stride), the same bytes as n
+ * calls of ng_attend_put_key: with AVX-512 and f32 keys, whole tiles as 16 x 16 transposes, a
+ * tile row of 16 positions one store (a key alone writes one float to each of d lines). */
+void ng_attend_put_keys(void *k, ng_type kvt, int t0, int n, int d, const float *keys, size_t stride);
 void ng_attend(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const void *k, const void *v,
                ng_type kvt, int n, int d, float scale, float *scratch);
 /* Causal attention of R query rows of one head at consecutive positions n0 .. n0 + R - 1 (a
