@@ -1573,9 +1573,9 @@ INLQ void q6_kr_codes256(const uint8_t *blk, int h, __m256i *c) {
 
 /* The four dot products of a half: codes u[0..3] against x's four vectors (64 bytes apart). */
 INLQ __m256i kr_dot4(const __m256i *u, const uint8_t *x, const int k6, const int vnni) {
-    if (vnni) { /* one chain: the R rows' halves side by side are chains enough (two chains of two
-                 * and their add: 256 x 2048 in L2 on one Zen 5 thread, q4_kr 28.0-28.1 -> 28.6-28.7
-                 * GB/s, q6_kr 34.7-34.9 -> 35.1-35.3) */
+    if (vnni) { /* one chain: the R rows' halves side by side are chains enough (against two
+                 * chains of two and their sum, 256 x 2048 in L2 on one Zen 5 thread: q4_kr
+                 * 28.0-28.1 -> 28.6-28.7 GB/s, q6_kr 34.7-34.9 -> 35.1-35.3) */
         __m256i i =
             dot_u8s8(dot_u8s8(_mm256_setzero_si256(), u[0], ld256(x), vnni), u[2], ld256(x + 128), vnni);
         return dot_u8s8(dot_u8s8(i, u[1], ld256(x + 64), vnni), u[3], ld256(x + 192), vnni);

@@ -179,11 +179,6 @@ static _Thread_local ng_profile *tl_prof; /* ng_profile_set */
 
 void ng_profile_set(ng_profile *p) { tl_prof = p; }
 
-/* The residual's loop is vectorized as core/vmath.h's are (#pragma omp simd): the compiler
- * leaves it scalar for fear of aliasing. The norms are vmath's (ng_act_layernorm,
- * ng_act_rmsnorm), their sums in 64 lanes at the machine's vector width, where this file's own
- * loops ran at the baseline's 4 lanes: on one Zen 5 core from cache, a 768-value LayerNorm 0.33
- * -> 0.21 us, 256 of them 83 -> 52 us, a 2048-value one 0.84 -> 0.46 us. */
 /* A row-wise loop of a batch: the block's norm (LayerNorm with bias for GPT-2, RMSNorm for
  * LLaMA) of x into out, GPT-2's "gelu_new" of out in place (the tanh approximation of
  * core/vmath.h, shared with the trainer), SwiGLU (out = silu(out) * x: the gate rows, then the
@@ -198,6 +193,11 @@ typedef struct {
     int B, n;
 } rows_job;
 
+/* The residual's loop is vectorized as core/vmath.h's are (#pragma omp simd): the compiler
+ * leaves it scalar for fear of aliasing. The norms are vmath's (ng_act_layernorm,
+ * ng_act_rmsnorm), their sums in 64 lanes at the machine's vector width, where this file's own
+ * loops ran at the baseline's 4 lanes: on one Zen 5 core from cache, a 768-value LayerNorm 0.33
+ * -> 0.21 us, 256 of them 83 -> 52 us, a 2048-value one 0.84 -> 0.46 us. */
 static void add(float *x, const float *y, size_t n) {
 #pragma omp simd
     for (size_t i = 0; i < n; i++) x[i] += y[i];
