@@ -161,11 +161,13 @@ static void test_norms(void) {
         if (ng_kernel_set_path(paths[p]) != 0) continue;
         for (int n = 1; n <= N; n = n < 140 ? n + 1 : n < 768 ? 768 : n < N ? N : N + 1) {
             for (int k = 0; k < 2; k++) {
-                if (k == 0)
-                    ng_layernorm(want, x, w, b, (size_t)n, 1e-5f),
-                        ng_act_layernorm(got, x, w, b, (size_t)n, 1e-5f);
-                else
-                    ng_rmsnorm(want, x, w, (size_t)n, 1e-5f), ng_act_rmsnorm(got, x, w, (size_t)n, 1e-5f);
+                if (k == 0) {
+                    ng_layernorm(want, x, w, b, (size_t)n, 1e-5f);
+                    ng_act_layernorm(got, x, w, b, (size_t)n, 1e-5f);
+                } else {
+                    ng_rmsnorm(want, x, w, (size_t)n, 1e-5f);
+                    ng_act_rmsnorm(got, x, w, (size_t)n, 1e-5f);
+                }
                 if (memcmp(want, got, sizeof(float) * (size_t)n) && bad++ < 5)
                     printf("    %s: %s, n = %d differs\n", paths[p], k ? "rmsnorm" : "layernorm", n);
                 double s = 0, q = 0, m;
