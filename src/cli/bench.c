@@ -308,8 +308,9 @@ static void run_one(const bench_model *bm, const ng_hparams *hp, ng_type t, int 
         ng_state_reset(s);
         double t1 = ng_time();
         if (ng_forward(m, s, toks, n_prompt, logits, 0, &err)) ng_die("bench: %s", err.msg);
-        spent += ng_time() - t1;
-        best = fmin(best, ng_time() - t1);
+        double d = ng_time() - t1;
+        spent += d;
+        best = fmin(best, d);
     }
     r->prefill_tps = n_prompt / best;
     r->prefill_gflops = flops / best / 1e9;
