@@ -623,6 +623,132 @@ static void test_attend(void) {
     CHECK(same == 0, "%d rows' outputs differ from one ng_attend each", same);
 }
 
+static double bf16r(double x) { return ng_bf16_to_f32(ng_f32_to_bf16((float)x)); }
+
+/* ng_attend_rows_bf16 and ng_attend_bf16 against attention in double with their roundings: the
+ * queries, keys and values rounded to bf16, the scores and softmax in double, the numerators
+ * rounded to bf16 for the values' sum and divided by the unrounded sum; R causal rows from
+ * position n0, or R <= NG_ATT_ROWS heads over all n0 + R positions; head sizes
+ * the vector kernel takes (64, 128) and one it leaves to plain C (80), f32 and f16 caches. Its
+ * own f32 numerators can round to the other bf16 neighbour of the double ones' (one step, 2^-8
+ * of a weight), so each output is checked within 4e-3 of the values' scale, and the mean error
+ * within 2e-5: against attention without the roundings (ng_attend_rows) the mean is ~1e-3. The
+ * AVX-512 packing is the same bytes as the plain C one (ng_kernel_set_path("portable")), and
+ * where the last position's key and value are NaN only the last row's output is (every head's). */
+static void test_attend_bf16(void) {
+    static const int ds[] = {64, 128, 80}, Rs[] = {1, 2, 3, 6, 7, 8, 13, 22}, n0s[] = {0, 3, 16, 37, 200};
+    int bad = 0, runs = 0, fast_runs = 0, layout = 0;
+    double err_sum = 0, err_f32 = 0, err_max = 0;
+    long err_n = 0;
+    for (int heads = 0; heads < 2; heads++)
+        for (int f16 = 0; f16 < 2; f16++)
+            for (int id = 0; id < COUNT(ds); id++)
+                for (int ir = 0; ir < COUNT(Rs); ir++)
+                    for (int in = 0; in < COUNT(n0s); in++) {
+                        int d = ds[id], R = Rs[ir], n0 = n0s[in], n = n0 + R,
+                            poison = R > 1 && (in + ir + f16) % 2;
+                        if (heads && R > NG_ATT_ROWS) continue;
+                        size_t qs = (size_t)d + 5, os = (size_t)d + 7, nk = ng_attend_bf16_keys(n, d);
+                        float *q = malloc(sizeof(float) * qs * R), *o = malloc(sizeof(float) * os * R);
+                        float *of = malloc(sizeof(float) * os * R);
+                        float *k = malloc(sizeof(float) * (size_t)n * d),
+                              *v = malloc(sizeof(float) * (size_t)n * d);
+                        float *kt = malloc(sizeof(float) * nk),
+                              *scratch = malloc(sizeof(float) * NG_ATT_ROWS * n);
+                        ng_f16 *kh = malloc(sizeof(ng_f16) * nk),
+                               *vh = malloc(sizeof(ng_f16) * (size_t)n * d);
+                        size_t nv = ng_attend_bf16_values(n, d);
+                        ng_bf16 *k16 = malloc(2 * nk), *v16 = malloc(2 * nv), *kc = malloc(2 * nk),
+                                *vc = malloc(2 * nv);
+                        double *p = malloc(sizeof(double) * n);
+                        for (size_t i = 0; i < nk; i++) kt[i] = NAN, kh[i] = ng_f32_to_f16(NAN);
+                        for (size_t i = 0; i < qs * R; i++) q[i] = 2 * frand();
+                        for (size_t i = 0; i < (size_t)n * d; i++) {
+                            k[i] = frand(), v[i] = frand();
+                            if (f16)
+                                k[i] = ng_f16_to_f32(ng_f32_to_f16(k[i])),
+                                v[i] = ng_f16_to_f32(ng_f32_to_f16(v[i]));
+                            vh[i] = ng_f32_to_f16(v[i]);
+                        }
+                        if (poison)
+                            for (int i = 0; i < d; i++)
+                                k[(size_t)(n - 1) * d + i] = v[(size_t)(n - 1) * d + i] = NAN;
+                        for (int t = 0; t < n; t++) {
+                            ng_attend_put_key(kt, NG_F32, t, d, k + (size_t)t * d);
+                            ng_attend_put_key(kh, NG_F16, t, d, k + (size_t)t * d);
+                            if (poison && t == n - 1)
+                                for (int i = 0; i < d; i++) vh[(size_t)t * d + i] = ng_f32_to_f16(NAN);
+                        }
+                        const void *kc0 = f16 ? (const void *)kh : kt, *vc0 = f16 ? (const void *)vh : v;
+                        ng_type kvt = f16 ? NG_F16 : NG_F32;
+                        float scale = 3.0f / sqrtf((float)d); /* peaked: a score's error moves the output */
+                        ng_kernel_set_path("portable");
+                        ng_attend_pack_bf16(kc, vc, kc0, vc0, kvt, n, d);
+                        ng_kernel_set_path(NULL);
+                        ng_attend_pack_bf16(k16, v16, kc0, vc0, kvt, n, d);
+                        /* the keys' tile positions past n are NaN either way: compare bytes */
+                        layout += memcmp(k16, kc, 2 * nk) != 0 || memcmp(v16, vc, 2 * nv) != 0;
+                        if (heads)
+                            ng_attend(of, os, q, qs, R, kc0, vc0, kvt, n, d, scale, scratch);
+                        else
+                            ng_attend_rows(of, os, q, qs, R, kc0, vc0, kvt, n0, d, scale, scratch);
+                        for (int fast = 0; fast < 2; fast++) {
+                            if (fast && !ng_kernel_bf16_attention(d)) continue;
+                            if (!fast) ng_kernel_set_path("portable");
+                            for (size_t i = 0; i < os * R; i++) o[i] = NAN;
+                            if (heads)
+                                ng_attend_bf16(o, os, q, qs, R, k16, v16, n, d, scale, scratch);
+                            else
+                                ng_attend_rows_bf16(o, os, q, qs, R, k16, v16, n0, d, scale, scratch);
+                            ng_kernel_set_path(NULL);
+                            for (int r = 0; r < R; r++) {
+                                int len = heads ? n : n0 + r + 1;
+                                double mx = -1e300, sum = 0;
+                                for (int t = 0; t < len; t++) {
+                                    double a = 0;
+                                    for (int i = 0; i < d; i++)
+                                        a += bf16r(q[r * qs + i]) * bf16r(k[(size_t)t * d + i]);
+                                    p[t] = a * scale;
+                                    mx = p[t] > mx ? p[t] : mx;
+                                }
+                                for (int t = 0; t < len; t++) sum += (p[t] = exp(p[t] - mx));
+                                for (int i = 0; i < d; i++) {
+                                    double a = 0;
+                                    for (int t = 0; t < len; t++)
+                                        a += bf16r(p[t]) * bf16r(v[(size_t)t * d + i]);
+                                    double want = poison && len == n ? NAN : a / sum, got = o[r * os + i];
+                                    int ok = isnan(want) ? isnan(got) : fabs(got - want) <= 4e-3;
+                                    if (!isnan(want)) {
+                                        err_sum += fabs(got - want), err_n++;
+                                        err_max = fmax(err_max, fabs(got - want));
+                                        err_f32 += fabs(got - (double)of[r * os + i]);
+                                    }
+                                    if (!ok && bad++ < 3)
+                                        fprintf(stderr,
+                                                "%s %s %s d=%d R=%d n0=%d [r=%d i=%d]: %.9g vs %.9g\n",
+                                                fast ? "avx512-bf16" : "plain C", heads ? "heads" : "rows",
+                                                f16 ? "f16" : "f32", d, R, n0, r, i, got, want);
+                                }
+                                for (size_t i = d; i < os && r + 1 < R; i++) bad += !isnan(o[r * os + i]);
+                            }
+                            runs++, fast_runs += fast;
+                        }
+                        free(q), free(o), free(of), free(k), free(v), free(kt), free(scratch), free(kh),
+                            free(vh);
+                        free(k16), free(v16), free(kc), free(vc), free(p);
+                    }
+    printf("# bf16 attention: %d runs (%d AVX512-BF16), |error| mean %.3g, largest %.3g (from f32 attention: "
+           "mean "
+           "%.3g)\n",
+           runs, fast_runs, err_sum / (double)err_n, err_max, err_f32 / (double)err_n);
+    CHECK(runs >= 400, "only %d runs", runs);
+    CHECK(bad == 0, "%d mismatches", bad);
+    CHECK(layout == 0, "%d packings differ from plain C's", layout);
+    CHECK(err_sum / (double)err_n <= 2e-5 && err_f32 / (double)err_n >= 1e-4, "mean errors %.3g, %.3g",
+          err_sum / (double)err_n, err_f32 / (double)err_n);
+    if (!fast_runs) SKIP("the vector kernel: this CPU has no AVX512-BF16");
+}
+
 /* ng_attend_put_keys writes the bytes ng_attend_put_key writes key by key, on every path: runs
  * that start inside a tile, span whole tiles and end inside one; head sizes that are and are not
  * multiples of 16; f32 and f16 caches; strided rows of keys. */
@@ -678,5 +804,6 @@ int main(void) {
     RUN(test_matmul_steal);
     RUN(test_attend);
     RUN(test_put_keys);
+    RUN(test_attend_bf16);
     TEST_EXIT();
 }

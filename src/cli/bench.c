@@ -43,6 +43,8 @@ static const char HELP[] =
     "  --no-int8-gemm  q8_0 / q4_0 prefill on the integer GEMV (by default an int8 GEMM on\n"
     "                  AVX-512 VNNI, or AVX-VNNI on the AVX2 path, where the CPU has it; either\n"
     "                  way judged by the measured peak of the integer instructions that ran)\n"
+    "  --no-bf16-attention  q8_0 / q4_0 prefill with f32 attention (by default, where the int8\n"
+    "                  GEMM runs and the CPU has AVX512-BF16, attention in bf16: see README)\n"
     "  --kernels P     run the avx2 or portable kernels on a CPU that has better (what a\n"
     "                  smaller machine's kernels do here; the f32 peak is then that path's)\n"
     "  --no-avx-vnni   on the AVX2 path, the integer dot products on vpmaddubsw + vpmaddwd even\n"
@@ -133,6 +135,7 @@ static double logits_delta(const ng_model *m, int n, void (*toggle)(int), double
 
 static void bf16_dot_off(int on) { ng_kernel_set_bf16_dot(!on); }
 static void int8_gemm_off(int on) { ng_kernel_set_int8_gemm(!on); }
+static void bf16_attention_off(int on) { ng_kernel_set_bf16_attention(!on); }
 
 /* Exits unless an n-token prompt's logits with the products toggle(1) selects are within 15% of
  * the largest logit of those as the kernels stand; what names the disagreement. */
@@ -147,7 +150,8 @@ static void check_toggle(const ng_model *m, int n, void (*toggle)(int), const ch
  * rounding to bf16, a few % of the largest logit at most. With q8_0 / q4_0 weights where the
  * int8 GEMM runs, a 24-token prompt (64 on the AVX2 path, whose GEMM starts at more rows) with it
  * against the integer GEMV (both round the activations to 8 bits; they differ by the order of
- * float sums, grown by the next layers' rounding). */
+ * float sums, grown by the next layers' rounding); where the prompt's attention runs in bf16, the
+ * same prompt with it against f32 attention. */
 static double validate(const ng_model *m) {
     double mag, d = logits_delta(m, 8, ng_kernel_force_portable, &mag);
     /* The fast quantized paths round the activations to 8 bits as well (the portable path does
@@ -163,6 +167,8 @@ static double validate(const ng_model *m) {
     int rows = ng_kernel_int8_gemm(base, 24) ? 24 : 64;
     if ((base == NG_Q8_0 || base == NG_Q4_0) && ng_kernel_int8_gemm(base, rows))
         check_toggle(m, rows, int8_gemm_off, "the int8 GEMM disagrees with the integer GEMV");
+    if (ng_kernel_bf16_attention(ng_head_dim(&m->hp)) && ng_kernel_int8_rows(m->layers[0].out_w->type, rows))
+        check_toggle(m, rows, bf16_attention_off, "the bf16 attention disagrees with f32 attention");
     return d;
 }
 

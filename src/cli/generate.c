@@ -42,6 +42,8 @@ static const char HELP[] =
     "      --no-bf16-dot      bf16 weights: keep the prompt's activations f32 (default: rounded\n"
     "                         to bf16 for AVX512-BF16's products where the CPU has them, 1.7x\n"
     "                         the prompt's speed)\n"
+    "      --no-bf16-attention quantized weights: keep a prompt's attention f32 (default: in\n"
+    "                         bf16 with AVX512-BF16 where the products run on 8-bit inputs)\n"
     "      --kernels P        avx512, avx2 or portable: run that path's kernels (default: the\n"
     "                         best this CPU has)\n"
     "      --no-avx-vnni      AVX2 path: integer dot products without AVX-VNNI\n"

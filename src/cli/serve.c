@@ -36,6 +36,8 @@ static const char HELP[] =
     "                         values (f16: half the memory per slot, half the bytes read)\n"
     "      --no-bf16-dot      bf16 weights: keep activations f32 in steps of more than 8 rows\n"
     "                         (default: rounded to bf16 for AVX512-BF16's products, 1.7x)\n"
+    "      --no-bf16-attention quantized weights: keep a prompt's attention f32 (default: in\n"
+    "                         bf16 with AVX512-BF16 where the products run on 8-bit inputs)\n"
     "      --kernels P        avx512, avx2 or portable: run that path's kernels (default: the\n"
     "                         best this CPU has)\n"
     "      --no-avx-vnni      AVX2 path: integer dot products without AVX-VNNI\n"

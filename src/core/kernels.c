@@ -4109,6 +4109,340 @@ void ng_attend_rows(float *out, size_t o_stride, const float *q, size_t q_stride
     }
 }
 
+/* ---- a prompt's attention in bf16 ---- */
+
+/* ng_kernel_set_bf16_attention: on unless turned off, where the CPU has AVX512-BF16. */
+static int g_bf16_att = 1;
+
+void ng_kernel_set_bf16_attention(int on) { g_bf16_att = on != 0; }
+
+int ng_kernel_bf16_attention(int d) {
+    return g_bf16_att && current_path() == PATH_AVX512 && ng_cpu_features()->avx512bf16 &&
+           (d == 64 || d == 128);
+}
+
+size_t ng_attend_bf16_keys(int n, int d) {
+    return (size_t)(n + NG_ATT_KT - 1) / NG_ATT_KT * NG_ATT_KT * (size_t)d;
+}
+
+size_t ng_attend_bf16_values(int n, int d) { return (size_t)(n + 1) / 2 * 2 * (size_t)d; }
+
+static void att16_check(int d) {
+    if (d <= 0 || d % 16) ng_die("attention in bf16: heads of %d values (a multiple of 16 is needed)", d);
+}
+
+/* Key i of position t as a float from tiled keys of type kvt. */
+static float key_at(const void *k, ng_type kvt, int t, int i, int d) {
+    size_t at = ng_key_index(t, i, d);
+    return kvt == NG_F16 ? ng_f16_to_f32(((const ng_f16 *)k)[at]) : ((const float *)k)[at];
+}
+
+static float value_at(const void *v, ng_type kvt, int t, int i, int d) {
+    size_t at = (size_t)t * d + (size_t)i;
+    return kvt == NG_F16 ? ng_f16_to_f32(((const ng_f16 *)v)[at]) : ((const float *)v)[at];
+}
+
+/* Elements of the bf16 layouts (see ng_attend_pack_bf16): key dimension i of position t, in its
+ * tile's pair i / 2 of 16 lanes (t % 16) of two; value dimension i of position t, in its position
+ * pair's lane i of two. */
+static size_t key16_at(int t, int i, int d) {
+    return ((size_t)(t / NG_ATT_KT) * (size_t)d + (size_t)(i & ~1)) * NG_ATT_KT +
+           (size_t)(t % NG_ATT_KT) * 2 + (size_t)(i & 1);
+}
+
+static size_t value16_at(int t, int i, int d) {
+    return ((size_t)(t / 2) * (size_t)d + (size_t)i) * 2 + (size_t)(t & 1);
+}
+
+#if defined(__x86_64__)
+#define INLBF                                                                                                \
+    static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512bf16,f16c,fma")))
+
+/* 16 cached values (f32 or f16) at base + off as floats. */
+INLBF __m512 ld16kv(const void *base, ng_type kvt, size_t off) {
+    if (kvt == NG_F16)
+        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const ng_f16 *)base + off)));
+    return _mm512_loadu_ps((const float *)base + off);
+}
+
+/* 16 pairs (a[l], b[l]) as one vector of bf16, a's in the low halves. */
+INLBF __m512i pair16(__m512 a, __m512 b) {
+    const __m512i mix = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
+                                         22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    return _mm512_permutexvar_epi16(mix, (__m512i)_mm512_cvtne2ps_pbh(b, a));
+}
+
+TBF static void pack16_512(ng_bf16 *k16, ng_bf16 *v16, const void *k, const void *v, ng_type kvt, int n,
+                           int d) {
+    size_t keys = ng_attend_bf16_keys(n, d);
+    for (size_t r = 0; r < keys / NG_ATT_KT; r += 2) /* tile rows i, i + 1 into a row of pairs */
+        _mm512_storeu_si512(k16 + r * NG_ATT_KT,
+                            pair16(ld16kv(k, kvt, r * NG_ATT_KT), ld16kv(k, kvt, (r + 1) * NG_ATT_KT)));
+    for (int t = 0; t < n; t += 2)
+        for (int i = 0; i < d; i += 16) {
+            __m512 a = ld16kv(v, kvt, (size_t)t * d + (size_t)i);
+            __m512 b = t + 1 < n ? ld16kv(v, kvt, (size_t)(t + 1) * d + (size_t)i) : _mm512_setzero_ps();
+            _mm512_storeu_si512(v16 + ((size_t)t * d + (size_t)i * 2), pair16(a, b));
+        }
+}
+
+/* Scores of NT key tiles from tile j0 for the GC rows from g0 (queries as bf16 pairs in qp,
+ * d / 2 words a row): each pair of dimensions' tile rows loaded once for the GC rows. */
+INLBF void scores16(float *scratch, int n, const uint32_t *qp, int g0, const int GC, const ng_bf16 *k16,
+                    int j0, const int NT, int d, float scale) {
+    __m512 acc[4][8];
+#pragma GCC unroll 4
+    for (int tt = 0; tt < NT; tt++)
+#pragma GCC unroll 8
+        for (int c = 0; c < GC; c++) acc[tt][c] = _mm512_setzero_ps();
+    const size_t tile = (size_t)NG_ATT_KT * d;
+    for (int ip = 0; ip < d / 2; ip++) {
+        __m512bh kv[4];
+#pragma GCC unroll 4
+        for (int tt = 0; tt < NT; tt++)
+            kv[tt] =
+                (__m512bh)_mm512_loadu_si512(k16 + (size_t)(j0 + tt) * tile + (size_t)ip * 2 * NG_ATT_KT);
+#pragma GCC unroll 8
+        for (int c = 0; c < GC; c++) {
+            __m512bh qb = (__m512bh)_mm512_set1_epi32((int)qp[(size_t)(g0 + c) * (d / 2) + ip]);
+#pragma GCC unroll 4
+            for (int tt = 0; tt < NT; tt++) acc[tt][c] = _mm512_dpbf16_ps(acc[tt][c], kv[tt], qb);
+        }
+    }
+    const __m512 sc = _mm512_set1_ps(scale);
+#pragma GCC unroll 4
+    for (int tt = 0; tt < NT; tt++) {
+        int t = (j0 + tt) * NG_ATT_KT, m = n - t < NG_ATT_KT ? n - t : NG_ATT_KT;
+        if (m <= 0) break;
+        __mmask16 mask = (__mmask16)((1u << m) - 1);
+#pragma GCC unroll 8
+        for (int c = 0; c < GC; c++)
+            _mm512_mask_storeu_ps(scratch + (size_t)(g0 + c) * n + t, mask, _mm512_mul_ps(acc[tt][c], sc));
+    }
+}
+
+/* Rows g0.. (GC of them, HC * 16 values each) of the output from the numerators' bf16 pairs
+ * (row g's (n + 1) / 2 words at scratch + g * n): the position pairs all the rows take, each value
+ * vector loaded once for the GC rows; then the pairs only some take (row c's positions are
+ * t < base + step * c), each row alone, a pair's second value left out (as a zero) where that row
+ * stops between the two, so that nothing past a row's positions reaches it. */
+INLBF void values16(float *out, size_t o_stride, const float *scratch, int n, int g0, const int GC,
+                    const ng_bf16 *v16, const int HC, const float *inv, int base, int step) {
+    __m512 o[4][8];
+#pragma GCC unroll 4
+    for (int c = 0; c < GC; c++)
+#pragma GCC unroll 8
+        for (int i = 0; i < HC; i++) o[c][i] = _mm512_setzero_ps();
+    const uint32_t *pw = (const uint32_t *)scratch;
+    const size_t ps = (size_t)n; /* a row's stride in words */
+    int p = 0;
+    for (; 2 * p + 1 < base; p++) {
+        __m512bh vv[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < HC; i++) vv[i] = (__m512bh)_mm512_loadu_si512(v16 + (size_t)p * HC * 32 + 32 * i);
+#pragma GCC unroll 4
+        for (int c = 0; c < GC; c++) {
+            __m512bh pb = (__m512bh)_mm512_set1_epi32((int)pw[(size_t)(g0 + c) * ps + p]);
+#pragma GCC unroll 8
+            for (int i = 0; i < HC; i++) o[c][i] = _mm512_dpbf16_ps(o[c][i], vv[i], pb);
+        }
+    }
+    for (; 2 * p < base + step * (GC - 1); p++)
+#pragma GCC unroll 4
+        for (int c = 0; c < GC; c++) {
+            int len = base + step * c;
+            if (2 * p >= len) continue;
+            __m512bh pb = (__m512bh)_mm512_set1_epi32((int)pw[(size_t)(g0 + c) * ps + p]);
+            __mmask32 keep = 2 * p + 1 < len ? ~(__mmask32)0 : (__mmask32)0x55555555;
+#pragma GCC unroll 8
+            for (int i = 0; i < HC; i++)
+                o[c][i] = _mm512_dpbf16_ps(
+                    o[c][i], (__m512bh)_mm512_maskz_loadu_epi16(keep, v16 + (size_t)p * HC * 32 + 32 * i),
+                    pb);
+        }
+#pragma GCC unroll 4
+    for (int c = 0; c < GC; c++)
+#pragma GCC unroll 8
+        for (int i = 0; i < HC; i++)
+            _mm512_storeu_ps(out + (size_t)(g0 + c) * o_stride + 16 * i,
+                             _mm512_mul_ps(o[c][i], _mm512_set1_ps(inv[g0 + c])));
+}
+
+/* G heads over n positions (step 0) or G causal rows (step 1: row g over positions t < n - (G - 1
+ * - g)): queries to bf16 pairs, scores a block of tiles at a time (4 tiles for up to 4 rows, 2
+ * for more), softmax512's numerators, each row's turned into bf16 pairs in place (zero past the
+ * row's positions), then values16 for 16 / HC rows at a time. */
+TBF static void attend16_512(float *out, size_t o_stride, const float *q, size_t q_stride, int G,
+                             const ng_bf16 *k16, const ng_bf16 *v16, int n, int d, float scale,
+                             float *scratch, int step) {
+    uint32_t qp[NG_ATT_ROWS * 64];
+    for (int g = 0; g < G; g++)
+        for (int i = 0; i < d; i += 32)
+            _mm512_storeu_si512(
+                qp + (size_t)g * (d / 2) + i / 2,
+                (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(q + (size_t)g * q_stride + i + 16),
+                                             _mm512_loadu_ps(q + (size_t)g * q_stride + i)));
+    int tiles = (n + NG_ATT_KT - 1) / NG_ATT_KT;
+    for (int j0 = 0, nt; j0 < tiles; j0 += nt) { /* whole blocks, then the last tiles one at a time */
+        nt = G <= 4 && tiles - j0 >= 4 ? 4 : G > 4 && tiles - j0 >= 2 ? 2 : 1;
+        switch (G * 8 + nt) {
+        case 8 + 4:
+            scores16(scratch, n, qp, 0, 1, k16, j0, 4, d, scale);
+            break;
+        case 16 + 4:
+            scores16(scratch, n, qp, 0, 2, k16, j0, 4, d, scale);
+            break;
+        case 24 + 4:
+            scores16(scratch, n, qp, 0, 3, k16, j0, 4, d, scale);
+            break;
+        case 32 + 4:
+            scores16(scratch, n, qp, 0, 4, k16, j0, 4, d, scale);
+            break;
+        case 40 + 2:
+            scores16(scratch, n, qp, 0, 5, k16, j0, 2, d, scale);
+            break;
+        case 48 + 2:
+            scores16(scratch, n, qp, 0, 6, k16, j0, 2, d, scale);
+            break;
+        case 56 + 2:
+            scores16(scratch, n, qp, 0, 7, k16, j0, 2, d, scale);
+            break;
+        case 64 + 2:
+            scores16(scratch, n, qp, 0, 8, k16, j0, 2, d, scale);
+            break;
+        default: /* one tile */
+            for (int g0 = 0, gc; g0 < G; g0 += gc) {
+                gc = G - g0 < 4 ? G - g0 : 4;
+                switch (gc) {
+                case 1:
+                    scores16(scratch, n, qp, g0, 1, k16, j0, 1, d, scale);
+                    break;
+                case 2:
+                    scores16(scratch, n, qp, g0, 2, k16, j0, 1, d, scale);
+                    break;
+                case 3:
+                    scores16(scratch, n, qp, g0, 3, k16, j0, 1, d, scale);
+                    break;
+                default:
+                    scores16(scratch, n, qp, g0, 4, k16, j0, 1, d, scale);
+                    break;
+                }
+            }
+        }
+    }
+    float inv[NG_ATT_ROWS];
+    softmax512(scratch, G, n, step, inv);
+    for (int g = 0; g < G; g++) { /* in place: 32 floats read before their 16 words are written */
+        float *r = scratch + (size_t)g * n;
+        int len = n - step * (G - 1 - g);
+        for (int t = 0; t < len; t += 32) {
+            __mmask16 m0 = len - t >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (len - t)) - 1);
+            __mmask16 m1 = len - t >= 32  ? (__mmask16)0xffff
+                           : len - t > 16 ? (__mmask16)((1u << (len - t - 16)) - 1)
+                                          : 0;
+            __m512 a = _mm512_maskz_loadu_ps(m0, r + t), b = _mm512_maskz_loadu_ps(m1, r + t + 16);
+            __mmask16 w = (__mmask16)((1u << ((len - t + 1) / 2 < 16 ? (len - t + 1) / 2 : 16)) - 1);
+            _mm512_mask_storeu_epi32(r + t / 2, w, (__m512i)_mm512_cvtne2ps_pbh(b, a));
+        }
+    }
+    const int HC = d / 16, base = n - step * (G - 1);
+    for (int g0 = 0; g0 < G; g0 += 16 / HC) {
+        int gc = G - g0 < 16 / HC ? G - g0 : 16 / HC, b = base + step * g0;
+        if (HC == 4) switch (gc) {
+            case 1:
+                values16(out, o_stride, scratch, n, g0, 1, v16, 4, inv, b, step);
+                break;
+            case 2:
+                values16(out, o_stride, scratch, n, g0, 2, v16, 4, inv, b, step);
+                break;
+            case 3:
+                values16(out, o_stride, scratch, n, g0, 3, v16, 4, inv, b, step);
+                break;
+            default:
+                values16(out, o_stride, scratch, n, g0, 4, v16, 4, inv, b, step);
+                break;
+            }
+        else if (gc == 1)
+            values16(out, o_stride, scratch, n, g0, 1, v16, 8, inv, b, step);
+        else
+            values16(out, o_stride, scratch, n, g0, 2, v16, 8, inv, b, step);
+    }
+}
+#endif
+
+/* The same in plain C: the same layouts; sums in another order. */
+static void pack16_c(ng_bf16 *k16, ng_bf16 *v16, const void *k, const void *v, ng_type kvt, int n, int d) {
+    size_t keys = ng_attend_bf16_keys(n, d);
+    for (int t = 0; t < (int)(keys / (size_t)d); t++)
+        for (int i = 0; i < d; i++) k16[key16_at(t, i, d)] = ng_f32_to_bf16(key_at(k, kvt, t, i, d));
+    for (int t = 0; t < (n + 1) / 2 * 2; t++)
+        for (int i = 0; i < d; i++)
+            v16[value16_at(t, i, d)] = t < n ? ng_f32_to_bf16(value_at(v, kvt, t, i, d)) : 0;
+}
+
+static void attend16_c(float *out, size_t o_stride, const float *q, size_t q_stride, int G,
+                       const ng_bf16 *k16, const ng_bf16 *v16, int n, int d, float scale, float *scratch,
+                       int step) {
+    for (int g = 0; g < G; g++) {
+        float *r = scratch + (size_t)g * n, mx = -INFINITY, sum = 0;
+        int len = n - step * (G - 1 - g);
+        for (int t = 0; t < len; t++) {
+            float a = 0;
+            for (int i = 0; i < d; i++)
+                a += ng_bf16_to_f32(ng_f32_to_bf16(q[(size_t)g * q_stride + i])) *
+                     ng_bf16_to_f32(k16[key16_at(t, i, d)]);
+            r[t] = a * scale;
+            mx = r[t] > mx ? r[t] : mx;
+        }
+        for (int t = 0; t < len; t++) sum += (r[t] = expf(r[t] - mx));
+        for (int i = 0; i < d; i++) {
+            float a = 0;
+            for (int t = 0; t < len; t++)
+                a += ng_bf16_to_f32(ng_f32_to_bf16(r[t])) * ng_bf16_to_f32(v16[value16_at(t, i, d)]);
+            out[(size_t)g * o_stride + i] = a / sum;
+        }
+    }
+}
+
+void ng_attend_pack_bf16(ng_bf16 *k16, ng_bf16 *v16, const void *k, const void *v, ng_type kvt, int n,
+                         int d) {
+    att16_check(d);
+    attend_check(kvt, d);
+#if defined(__x86_64__)
+    if (current_path() == PATH_AVX512 && ng_cpu_features()->avx512bf16)
+        return pack16_512(k16, v16, k, v, kvt, n, d);
+#endif
+    pack16_c(k16, v16, k, v, kvt, n, d);
+}
+
+/* G rows of the kernel (see attend16_512) */
+static void attend16_on(float *out, size_t o_stride, const float *q, size_t q_stride, int G,
+                        const ng_bf16 *k16, const ng_bf16 *v16, int n, int d, float scale, float *scratch,
+                        int step) {
+#if defined(__x86_64__)
+    if (ng_kernel_bf16_attention(d))
+        return attend16_512(out, o_stride, q, q_stride, G, k16, v16, n, d, scale, scratch, step);
+#endif
+    attend16_c(out, o_stride, q, q_stride, G, k16, v16, n, d, scale, scratch, step);
+}
+
+void ng_attend_bf16(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const ng_bf16 *k16,
+                    const ng_bf16 *v16, int n, int d, float scale, float *scratch) {
+    att16_check(d);
+    if (G > NG_ATT_ROWS) ng_die("attention in bf16: %d heads at a time (at most %d)", G, NG_ATT_ROWS);
+    attend16_on(out, o_stride, q, q_stride, G, k16, v16, n, d, scale, scratch, 0);
+}
+
+void ng_attend_rows_bf16(float *out, size_t o_stride, const float *q, size_t q_stride, int R,
+                         const ng_bf16 *k16, const ng_bf16 *v16, int n0, int d, float scale, float *scratch) {
+    att16_check(d);
+    for (int r0 = 0; r0 < R; r0 += NG_ATT_ROWS) {
+        int rn = R - r0 < NG_ATT_ROWS ? R - r0 : NG_ATT_ROWS;
+        attend16_on(out + (size_t)r0 * o_stride, o_stride, q + (size_t)r0 * q_stride, q_stride, rn, k16, v16,
+                    n0 + r0 + rn, d, scale, scratch, 1);
+    }
+}
+
 /* ---- activations ---- */
 
 /* vmath's GELU and SwiGLU gate compiled for each path's vector width (the inference build is

@@ -125,6 +125,30 @@ void ng_attend(float *out, size_t o_stride, const float *q, size_t q_stride, int
 void ng_attend_rows(float *out, size_t o_stride, const float *q, size_t q_stride, int R, const void *k, const void *v,
                     ng_type kvt, int n0, int d, float scale, float *scratch);
 
+/* A prompt's attention in bf16, for models whose products round their activations to 8 bits
+ * already (the int8 GEMM: q8_0, q4_0 and the k-quants with AVX-512 VNNI): with AVX512-BF16,
+ * vdpbf16ps at twice the f32 FMA rate. ng_attend_pack_bf16 rounds one head's cached keys and
+ * values over positions 0 .. n - 1 (of type kvt, laid out as for ng_attend) to bf16, to nearest
+ * even: the keys into k16 (ng_attend_bf16_keys(n, d) elements: each key tile's dimensions in
+ * pairs, 16 lanes of two), the values into v16 (ng_attend_bf16_values(n, d): positions in pairs,
+ * each value dimension a lane of two, a last odd position paired with zeros). ng_attend_rows_bf16
+ * is ng_attend_rows over them (n0 + R <= n): each query rounded to bf16, its scores as sums of
+ * bf16 products in f32, the softmax in f32 (as ng_attend_rows'), its numerators rounded to bf16
+ * for the sum of the values, which is divided by the f32 sum. d: a multiple of 16; the vector
+ * kernel takes 64 and 128 (ng_kernel_bf16_attention says whether it runs now: the CPU has
+ * AVX512-BF16, the AVX-512 path runs, and ng_kernel_set_bf16_attention(0) has not turned it
+ * off), other sizes and CPUs the same in plain C. */
+void ng_kernel_set_bf16_attention(int on);
+int ng_kernel_bf16_attention(int d);
+size_t ng_attend_bf16_keys(int n, int d);
+size_t ng_attend_bf16_values(int n, int d);
+void ng_attend_pack_bf16(ng_bf16 *k16, ng_bf16 *v16, const void *k, const void *v, ng_type kvt, int n, int d);
+void ng_attend_rows_bf16(float *out, size_t o_stride, const float *q, size_t q_stride, int R,
+                         const ng_bf16 *k16, const ng_bf16 *v16, int n0, int d, float scale, float *scratch);
+/* ng_attend over them: G <= NG_ATT_ROWS heads (a group sharing a KV head) over positions 0 .. n - 1. */
+void ng_attend_bf16(float *out, size_t o_stride, const float *q, size_t q_stride, int G, const ng_bf16 *k16,
+                    const ng_bf16 *v16, int n, int d, float scale, float *scratch);
+
 /* core/vmath.h's ng_gelu and ng_silu_mul at the widest vectors this CPU runs; the same bits. */
 void ng_act_gelu(float *y, const float *x, size_t n);
 void ng_act_silu_mul(float *y, const float *g, const float *u, size_t n);

@@ -118,6 +118,9 @@ typedef struct ng_state {
     int *att_blk;              /* (max_batch + 1) attention's blocks of rows (forward.c) */
     const struct ng_lora **row_lora; /* (max_batch) each row's adapter, from its sequence */
     int any_lora;
+    ng_bf16 *att16; /* (n_head_kv, bf16 keys and values of n_ctx positions) a layer's, for a prompt's
+                     * attention in bf16 (forward.c), or NULL */
+    int att16_on;   /* this batch's attention runs so */
 } ng_state;
 
 /* The type of the keys and values that states made from now on cache: NG_F32 (the default)
