@@ -318,7 +318,7 @@ typedef struct {
     int l, G, GS, heads_per_row, work;
     int blocks; /* blocks of rows (w->att_blk; items: a head's block), or 0 */
     int append; /* each item appends its row's key and value first (see attention) */
-    int bf16;   /* the blocks read w->att16 (ng_attend_rows_bf16) */
+    int bf16;   /* the items read w->att16 (ng_attend_rows_bf16, ng_attend_bf16) */
     const float *q0;
     size_t q_stride;
     float scale;
