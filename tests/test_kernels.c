@@ -639,6 +639,7 @@ static void test_attend_bf16(void) {
     static const int ds[] = {64, 128, 80}, Rs[] = {1, 2, 3, 6, 7, 8, 13, 22}, n0s[] = {0, 3, 16, 37, 200};
     int bad = 0, runs = 0, fast_runs = 0, layout = 0;
     double err_sum = 0, err_f32 = 0, err_max = 0;
+    ng_kernel_set_bf16_attention(1);
     long err_n = 0;
     for (int heads = 0; heads < 2; heads++)
         for (int f16 = 0; f16 < 2; f16++)
@@ -737,6 +738,7 @@ static void test_attend_bf16(void) {
                             free(vh);
                         free(k16), free(v16), free(kc), free(vc), free(p);
                     }
+    ng_kernel_set_bf16_attention(0);
     printf("# bf16 attention: %d runs (%d AVX512-BF16), |error| mean %.3g, largest %.3g (from f32 attention: "
            "mean "
            "%.3g)\n",

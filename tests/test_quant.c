@@ -1067,7 +1067,7 @@ static ng_hparams k_llama(int n_layer) {
  * integer dot products: random LLaMAs (heads of 64 values; 2 query heads to a KV head, whose
  * prompt rows go NG_ATT_ROWS at a time, and 8, whose heads go a row at a time), q8_0 and q4_0,
  * a 40-token prompt in pieces of 16 (the last piece, of 8 rows, stays f32): all logits with it
- * and with it turned off (ng_kernel_set_bf16_attention(0)) against the f32 model's. The bf16
+ * (ng_kernel_set_bf16_attention(1)) and without against the f32 model's. The bf16
  * rounding adds little to the 8-bit activations' error (measured, rms error / rms without -> with:
  * q8_0 0.0190 -> 0.0189 and 0.0170 -> 0.0175, q4_0 0.217 -> 0.217 and 0.223 -> 0.223), and it is
  * there (the logits ~0.015 apart) where the CPU runs it. */
@@ -1101,13 +1101,13 @@ static void test_model_bf16_attention(void) {
         for (int t = 0; t < COUNT(ts); t++) {
             m = ng_model_random(&hp, ts[t], 5);
             s = ng_state_new(m, NT, CHUNK);
+            ng_kernel_set_bf16_attention(1);
+            int runs = ng_kernel_bf16_attention(64) && ng_kernel_int8_rows(m->layers[0].out_w->type, CHUNK);
             REQUIRE(ng_forward(m, s, toks, NT, on, 1, &err) == NG_OK, "%s", err.msg);
             ng_kernel_set_bf16_attention(0);
             ng_state_reset(s);
             REQUIRE(ng_forward(m, s, toks, NT, off, 1, &err) == NG_OK, "%s", err.msg);
-            ng_kernel_set_bf16_attention(1);
             double e_on = rel_rms(on, want, n), e_off = rel_rms(off, want, n), d = rel_rms(on, off, n);
-            int runs = ng_kernel_bf16_attention(64) && ng_kernel_int8_rows(m->layers[0].out_w->type, CHUNK);
             printf("# %d KV heads, %s: logits' rms error / rms %.4f with bf16 attention, %.4f without (%.4f "
                    "apart)%s\n",
                    kv_heads[c], ng_type_name(ts[t]), e_on, e_off, d, runs ? "" : " (not run here)");

@@ -66,7 +66,8 @@ int cli_common_flag(int argc, char **argv, int *i, cli_opts *o) {
     else if (IS("--no-mmap")) ng_model_set_mmap(0);
     else if (IS("--no-bf16-dot")) ng_kernel_set_bf16_dot(0);
     else if (IS("--no-int8-gemm")) ng_kernel_set_int8_gemm(0);
-    else if (IS("--no-bf16-attention")) ng_kernel_set_bf16_attention(0);
+    else if (IS("--bf16-attention"))
+        ng_kernel_set_bf16_attention(1);
     else if (IS("--no-avx-vnni")) ng_kernel_set_avx_vnni(0);
     else if (IS("--kernels")) {
         const char *v = cli_value(argc, argv, i);

@@ -4148,8 +4148,8 @@ void ng_attend_rows(float *out, size_t o_stride, const float *q, size_t q_stride
 
 /* ---- a prompt's attention in bf16 ---- */
 
-/* ng_kernel_set_bf16_attention: on unless turned off, where the CPU has AVX512-BF16. */
-static int g_bf16_att = 1;
+/* ng_kernel_set_bf16_attention: off unless turned on (see kernels.h). */
+static int g_bf16_att = 0;
 
 void ng_kernel_set_bf16_attention(int on) { g_bf16_att = on != 0; }
 

@@ -78,10 +78,10 @@ static size_t kv_esize(const ng_state *s) { return ng_type_size(s->kv_type); }
 /* Positions a KV head's cache holds: n_ctx in whole key tiles (see ng_attend). */
 static size_t kv_len(const ng_state *s) { return ((size_t)s->n_ctx + NG_ATT_KT - 1) / NG_ATT_KT * NG_ATT_KT; }
 
-/* A prompt's attention runs in bf16 (ng_attend_rows_bf16, ng_attend_bf16) where its rows are one
- * sequence's, at least this many (fewer: packing the cached keys and values would cost more than
- * it saves), and its products run on integer dot products, whose 8-bit activations move the
- * logits more than bf16 attention does (test_quant). The append job packs each KV head's cache
+/* A prompt's attention runs in bf16 (ng_attend_rows_bf16, ng_attend_bf16) when turned on
+ * (ng_kernel_set_bf16_attention), where its rows are one sequence's, at least this many (fewer:
+ * packing the cached keys and values would cost more than it saves), and its products run on
+ * integer dot products (8-bit activations). The append job packs each KV head's cache
  * into s->att16 after appending to it. In-process A/B on one 2-core Zen 5 VM: GPT-2 124M's
  * 512-token q8_0 prefill -5.9% (faster in 10 of 10 rounds), TinyLlama 1.1B's shape (6 layers)
  * q4_0 -7.3% (5 of 6). */
