@@ -138,9 +138,9 @@ void ng_attend_rows(float *out, size_t o_stride, const float *q, size_t q_stride
  * kernel takes 64 and 128 (ng_kernel_bf16_attention says whether it runs now: the CPU has
  * AVX512-BF16, the AVX-512 path runs, and ng_kernel_set_bf16_attention(1) has turned it on),
  * other sizes and CPUs the same in plain C. Off by default: rounding the queries and keys to 8
- * bits of mantissa moves each score by up to ~0.8% of its size, which large scores turn into
- * large changes of the softmax (the random-weight LLaMA 7B shape's last logits moved by 1.46,
- * largest 7.2, where the int8 GEMM against the integer GEMV moves them by less). */
+ * bits of mantissa moves each score by up to ~0.4% of the sum of its terms' sizes, which large
+ * scores turn into large changes of the softmax (the random-weight LLaMA 7B shape's last logits moved
+ * by 1.46, largest 7.2, where the int8 GEMM against the integer GEMV moves them by less). */
 void ng_kernel_set_bf16_attention(int on);
 int ng_kernel_bf16_attention(int d);
 size_t ng_attend_bf16_keys(int n, int d);
